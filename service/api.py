@@ -1,0 +1,187 @@
+"""The HTTP endpoints: discovery, hook calls, feedback and card statistics.
+
+Request bodies are read once as bytes and parsed with orjson, so that malformed JSON, a wrong
+hook and every CDS Hooks violation answer a 400 naming the field, in the same shape as our other
+errors, before any work is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from . import prefetch
+from .config import Settings
+from .engine import Engine, HookCall
+from .errors import BadRequest, NotFound, from_validation_error
+from .fhir_client import FhirClient
+from .jsonio import JsonResponse, parse_object
+from .knowledge import Knowledge
+from .models import (
+    REQUEST_MODELS,
+    CardStats,
+    CdsResponse,
+    DiscoveryResponse,
+    ErrorBody,
+    FeedbackAck,
+    FeedbackRequest,
+    HookRequest,
+    Service,
+)
+from .record import PatientRecord
+from .store import IssuedCard, Store
+
+log = logging.getLogger("ipt_cds")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    knowledge: Knowledge
+    engine: Engine
+    clock: Callable[[], datetime]
+    discovery: bytes
+    # Opened by the app's lifespan, closed with it.
+    _store: Store | None = None
+    _fhir: FhirClient | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the store is opened when the app starts")
+        return self._store
+
+    @property
+    def fhir(self) -> FhirClient:
+        if self._fhir is None:
+            raise RuntimeError("the FHIR client is opened when the app starts")
+        return self._fhir
+
+    def service(self, service_id: str) -> Service:
+        try:
+            return self.knowledge.services[service_id]
+        except KeyError:
+            raise NotFound(f"No CDS Service {service_id!r}.", code="unknown_service") from None
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.ipt
+    return state
+
+
+State = Annotated[AppState, Depends(_state)]
+router = APIRouter()
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+@router.get(
+    "/cds-services",
+    summary="Discovery: the CDS Services offered",
+    responses={200: {"model": DiscoveryResponse}},
+)
+async def discovery(state: State) -> Response:
+    return Response(state.discovery, media_type="application/json")
+
+
+@router.post(
+    "/cds-services/{service_id}",
+    summary="Call a CDS Service for a hook",
+    responses={200: {"model": CdsResponse}, **_errors(400, 404, 412)},
+    openapi_extra=_json_body("HookRequest"),
+)
+async def call_service(service_id: str, request: Request, state: State) -> Response:
+    started = time.perf_counter()
+    service = state.service(service_id)
+    body = parse_object(await request.body())
+    hook = body.get("hook")
+    if hook != service.hook:
+        raise BadRequest(
+            f"Service {service.id} answers the {service.hook} hook, not {hook!r}.",
+            field="hook",
+            code="hook_mismatch",
+        )
+    try:
+        hook_request: HookRequest = REQUEST_MODELS[service.hook].model_validate(body)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    data = await prefetch.gather(service, hook_request, state.fhir)
+    record = PatientRecord.build(chain.from_iterable(data.values()), hook_request)
+    now = state.clock()
+    call = HookCall(service.id, service.hook, hook_request.hookInstance, record, now)
+    cards = state.engine.run(call)
+    issued = [
+        IssuedCard(
+            card_uuid=card.uuid or "",
+            service_id=service.id,
+            hook_instance=hook_request.hookInstance,
+            rule_id=card.source.topic.code if card.source.topic else "",
+            indicator=card.indicator,
+            issued_at=now,
+        )
+        for card in cards
+    ]
+    await run_in_threadpool(state.store.record_cards, issued)
+    log.info(
+        "hook service=%s hookInstance=%s resources=%d drafts=%d rules=%s ms=%.1f",
+        service.id,
+        hook_request.hookInstance,
+        record.size,
+        len(record.drafts),
+        ",".join(row.rule_id for row in issued) or "-",
+        (time.perf_counter() - started) * 1000,
+    )
+    return JsonResponse(CdsResponse(cards=cards).model_dump(mode="json"))
+
+
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    summary="Feedback on cards: accepted suggestions and overrides",
+    responses={200: {"model": FeedbackAck}, **_errors(400, 404)},
+    openapi_extra=_json_body("FeedbackRequest"),
+)
+async def post_feedback(service_id: str, request: Request, state: State) -> Response:
+    service = state.service(service_id)
+    body = parse_object(await request.body())
+    try:
+        items = FeedbackRequest.model_validate(body).feedback
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    # Answered only after the transaction committed: a 200 means the feedback is durable.
+    stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
+    log.info("feedback service=%s items=%d stored=%d", service.id, len(items), stored)
+    return JsonResponse(FeedbackAck(received=len(items), stored=stored).model_dump(mode="json"))
+
+
+@router.get(
+    "/stats/cards",
+    summary="Cards shown, accepted and overridden, per service and rule",
+    responses={200: {"model": CardStats}},
+)
+async def card_stats(state: State) -> Response:
+    stats = await run_in_threadpool(state.store.card_stats)
+    return JsonResponse(stats.model_dump(mode="json"))
+
+
+def discovery_document(knowledge: Knowledge) -> bytes:
+    """Rendered once: sorted, and byte-for-byte the same on every call."""
+    doc = DiscoveryResponse(services=list(knowledge.services.values()))
+    return orjson.dumps(doc.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)

@@ -1,0 +1,69 @@
+"""Build the ASGI app: ``service.app:app``, or ``create_app(...)`` with test doubles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from . import __version__
+from .api import AppState, discovery_document, router
+from .config import Settings
+from .engine import Engine, Rule
+from .errors import install_handlers
+from .fhir_client import FhirClient
+from .knowledge import Knowledge
+from .openapi import schema
+from .store import Store
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    fhir_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+    rules: Sequence[Rule] = (),
+) -> FastAPI:
+    settings = settings or Settings()
+    logging.getLogger("ipt_cds").setLevel(settings.log_level.upper())
+    knowledge = Knowledge.load(settings.knowledge_dir)
+    state = AppState(
+        settings=settings,
+        knowledge=knowledge,
+        engine=Engine(rules),
+        clock=clock,
+        discovery=discovery_document(knowledge),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state._store = await run_in_threadpool(Store, settings.database_url)
+        async with FhirClient.make_http(settings, fhir_transport) as http:
+            state._fhir = FhirClient(http, settings)
+            yield
+        state.store.close()
+
+    app = FastAPI(
+        title="IPT CDS Hooks service",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ipt = state
+    app.include_router(router)
+    install_handlers(app)
+    app.openapi = lambda: schema(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

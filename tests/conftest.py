@@ -1,0 +1,228 @@
+"""Shared test helpers: an app factory, a fake FHIR server, and request builders."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.engine import Rule
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE = SHARED / "reference"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+FHIR_BASE = "https://ehr.example.org/fhir"
+TOKEN = "secret-access-token-xyz"
+HOOK_INSTANCE = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
+PATIENT_ID = "pat-1"
+SERVICE_OF_HOOK = {
+    "patient-view": "ipt-patient-view",
+    "order-sign": "ipt-order-sign",
+    "order-select": "ipt-order-select",
+}
+
+Json = dict[str, Any]
+
+
+@dataclass
+class FakeFhir:
+    """A FHIR server behind ``httpx.MockTransport``: reads, searches with paging, recorded calls."""
+
+    resources: list[Json] = field(default_factory=list)
+    page_size: int = 20
+    # Overrides by resource type (the part of the path before ``?``): a status code or an
+    # exception class to raise, for failure tests.
+    fail: dict[str, int | type[Exception]] = field(default_factory=dict)
+    outcomes: dict[str, Json] = field(default_factory=dict)
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path.strip("/").removeprefix("fhir/")
+        kind, _, rid = path.partition("/")
+        failure = self.fail.get(kind)
+        if isinstance(failure, type):
+            raise failure("simulated", request=request)  # type: ignore[call-arg]
+        if isinstance(failure, int):
+            return httpx.Response(failure, json={"resourceType": "OperationOutcome"})
+        if rid:
+            found = [r for r in self.resources if r["resourceType"] == kind and r.get("id") == rid]
+            return httpx.Response(200, json=found[0]) if found else httpx.Response(404)
+        matches = [r for r in self.resources if r["resourceType"] == kind]
+        offset = int(request.url.params.get("_offset", "0"))
+        page = matches[offset : offset + self.page_size]
+        bundle: Json = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(matches),
+            "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
+        }
+        if kind in self.outcomes:
+            bundle["entry"].append({"resource": self.outcomes[kind], "search": {"mode": "outcome"}})
+        if offset + self.page_size < len(matches):
+            next_url = request.url.copy_set_param("_offset", str(offset + self.page_size))
+            bundle["link"] = [{"relation": "next", "url": str(next_url)}]
+        return httpx.Response(200, json=bundle)
+
+    def paths(self) -> list[str]:
+        return [r.url.path.strip("/").removeprefix("fhir/").split("/")[0] for r in self.requests]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}", fhir_retries=0)
+
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(settings: Settings) -> Iterator[AppFactory]:
+    clients: list[TestClient] = []
+
+    def make(
+        fhir: FakeFhir | None = None, rules: tuple[Rule, ...] = (), **overrides: Any
+    ) -> TestClient:
+        app = create_app(
+            settings.model_copy(update=overrides),
+            fhir_transport=(fhir or FakeFhir()).transport(),
+            clock=lambda: NOW,
+            rules=rules,
+        )
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: AppFactory) -> TestClient:
+    return make_client()
+
+
+# --- FHIR and CDS Hooks builders -----------------------------------------------------------
+
+
+def patient(pid: str = PATIENT_ID, birth: str = "1980-05-01") -> Json:
+    return {"resourceType": "Patient", "id": pid, "birthDate": birth, "gender": "female"}
+
+
+def condition(
+    cid: str, code: str = "F33.1", system: str = "http://hl7.org/fhir/sid/icd-10-cm"
+) -> Json:
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    }
+
+
+def ipt_order(oid: str = "ipt-draft-1") -> Json:
+    return {
+        "resourceType": "ServiceRequest",
+        "id": oid,
+        "status": "draft",
+        "intent": "order",
+        "code": {
+            "coding": [
+                {
+                    "system": "http://snomed.info/sct",
+                    "code": "443730003",
+                    "display": "Interpersonal psychotherapy",
+                }
+            ]
+        },
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    }
+
+
+def bundle(*resources: Json, kind: str = "searchset") -> Json:
+    return {"resourceType": "Bundle", "type": kind, "entry": [{"resource": r} for r in resources]}
+
+
+def full_prefetch(*extra: Json) -> dict[str, Json | None]:
+    """Every prefetch key the services declare, answered."""
+    by_key: dict[str, list[Json]] = {
+        "conditions": [],
+        "observations": [],
+        "medications": [],
+        "serviceRequests": [],
+        "procedures": [],
+    }
+    key_of = {
+        "Condition": "conditions",
+        "Observation": "observations",
+        "MedicationRequest": "medications",
+        "ServiceRequest": "serviceRequests",
+        "Procedure": "procedures",
+    }
+    for r in extra:
+        by_key[key_of[r["resourceType"]]].append(r)
+    out: dict[str, Json | None] = {"patient": patient()}
+    out.update({k: bundle(*v) for k, v in by_key.items()})
+    return out
+
+
+def hook_request(
+    hook: str,
+    prefetch: dict[str, Json | None] | None = None,
+    drafts: list[Json] | None = None,
+    selections: list[str] | None = None,
+    with_auth: bool = True,
+) -> Json:
+    context: Json = {"userId": "Practitioner/example", "patientId": PATIENT_ID}
+    if hook != "patient-view":
+        orders = drafts if drafts is not None else [ipt_order()]
+        context["draftOrders"] = bundle(*orders, kind="collection")
+    if hook == "order-select":
+        context["selections"] = selections or [
+            f"{d['resourceType']}/{d['id']}" for d in (drafts or [ipt_order()])[:1]
+        ]
+    body: Json = {
+        "hook": hook,
+        "hookInstance": HOOK_INSTANCE,
+        "fhirServer": FHIR_BASE,
+        "context": context,
+    }
+    if with_auth:
+        body["fhirAuthorization"] = {
+            "access_token": TOKEN,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "user/Patient.read user/Condition.read",
+            "subject": "ipt-cds",
+        }
+    if prefetch is not None:
+        body["prefetch"] = copy.deepcopy(prefetch)
+    return body
+
+
+def load_json(path: Path) -> Json:
+    data: Json = json.loads(path.read_text())
+    return data

@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from .conftest import Json, full_prefetch, hook_request, ipt_order
+
+
+def _without(path: str) -> Callable[[Json], None]:
+    def edit(body: Json) -> None:
+        *parents, last = path.split(".")
+        target = body
+        for p in parents:
+            target = target[p]
+        del target[last]
+
+    return edit
+
+
+def _set(path: str, value: Any) -> Callable[[Json], None]:
+    def edit(body: Json) -> None:
+        *parents, last = path.split(".")
+        target = body
+        for p in parents:
+            target = target[p]
+        target[last] = value
+
+    return edit
+
+
+CASES: list[tuple[str, str, Callable[[Json], None], str, str]] = [
+    (
+        "order-select",
+        "missing selections",
+        _without("context.selections"),
+        "context.selections",
+        "invalid_request",
+    ),
+    (
+        "order-select",
+        "missing draftOrders",
+        _without("context.draftOrders"),
+        "context.draftOrders",
+        "invalid_request",
+    ),
+    (
+        "order-select",
+        "selection not a draft",
+        _set("context.selections", ["ServiceRequest/zzz"]),
+        "context.selections",
+        "invalid_request",
+    ),
+    (
+        "order-select",
+        "selection not Type/id",
+        _set("context.selections", ["zzz"]),
+        "context.selections[0]",
+        "invalid_request",
+    ),
+    (
+        "order-select",
+        "empty selections",
+        _set("context.selections", []),
+        "context.selections",
+        "invalid_request",
+    ),
+    (
+        "order-sign",
+        "missing draftOrders",
+        _without("context.draftOrders"),
+        "context.draftOrders",
+        "invalid_request",
+    ),
+    (
+        "order-sign",
+        "draftOrders not a Bundle",
+        _set("context.draftOrders", {"resourceType": "List"}),
+        "context.draftOrders.resourceType",
+        "invalid_request",
+    ),
+    (
+        "order-sign",
+        "draft without resourceType",
+        _set("context.draftOrders.entry", [{"resource": {"id": "x"}}]),
+        "context.draftOrders.entry[0].resource",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "missing patientId",
+        _without("context.patientId"),
+        "context.patientId",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "patientId as a reference",
+        _set("context.patientId", "Patient/1"),
+        "context.patientId",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "missing userId",
+        _without("context.userId"),
+        "context.userId",
+        "invalid_request",
+    ),
+    ("patient-view", "missing context", _without("context"), "context", "invalid_request"),
+    (
+        "patient-view",
+        "context not an object",
+        _set("context", "pat-1"),
+        "context",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "missing hookInstance",
+        _without("hookInstance"),
+        "hookInstance",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "token without fhirServer",
+        _without("fhirServer"),
+        "fhirServer",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "token type not Bearer",
+        _set("fhirAuthorization.token_type", "MAC"),
+        "fhirAuthorization.token_type",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "fhirServer not a URL",
+        _set("fhirServer", "ftp://x"),
+        "fhirServer",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "prefetch value not a resource",
+        _set("prefetch", {"patient": {"id": "x"}}),
+        "prefetch.patient",
+        "invalid_request",
+    ),
+    (
+        "patient-view",
+        "prefetch value a string",
+        _set("prefetch", {"patient": "Patient/1"}),
+        "prefetch.patient",
+        "invalid_request",
+    ),
+    ("patient-view", "prefetch not an object", _set("prefetch", []), "prefetch", "invalid_request"),
+    ("order-sign", "wrong hook", _set("hook", "patient-view"), "hook", "hook_mismatch"),
+    ("order-sign", "missing hook", _without("hook"), "hook", "hook_mismatch"),
+]
+
+
+@pytest.mark.parametrize(
+    ("hook", "field", "edit", "code"),
+    [pytest.param(h, f, e, c, id=f"{h}: {name}") for h, name, e, f, c in CASES],
+)
+def test_spec_violations_answer_400_naming_the_field(
+    client: TestClient, hook: str, field: str, edit: Callable[[Json], None], code: str
+) -> None:
+    body = hook_request(hook, full_prefetch(), drafts=[ipt_order("a"), ipt_order("b")])
+    edit(body)
+    service = {"patient-view": "ipt-patient-view", "order-sign": "ipt-order-sign"}.get(
+        hook, "ipt-order-select"
+    )
+    response = client.post(f"/cds-services/{service}", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["code"] == code
+    assert error["message"]
+    if field:
+        assert error["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{nope", "not valid JSON"),
+        (b"", "empty"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"order-sign"', "must be a JSON object"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_malformed_json_answers_400(client: TestClient, content: bytes, problem: str) -> None:
+    response = client.post(
+        "/cds-services/ipt-order-sign",
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_json"
+    assert problem in response.json()["message"]
+
+
+def test_unknown_service_answers_404(client: TestClient) -> None:
+    response = client.post("/cds-services/nope", json=hook_request("order-sign", full_prefetch()))
+    assert response.status_code == 404
+    assert response.json() == {"code": "unknown_service", "message": "No CDS Service 'nope'."}
+    assert client.post("/cds-services/nope/feedback", json={}).status_code == 404
+
+
+def test_unknown_path_and_method_answer_json_errors(client: TestClient) -> None:
+    assert client.get("/nothing-here").json()["code"] == "not_found"
+    response = client.get("/cds-services/ipt-order-sign")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_deeply_nested_body_answers_400(client: TestClient) -> None:
+    body = b'{"hook": "order-sign", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post("/cds-services/ipt-order-sign", content=body)
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_json"

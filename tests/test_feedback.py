@@ -1,0 +1,191 @@
+"""Feedback is validated, stored once, survives a restart, and feeds the per-rule statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+
+from .conftest import AppFactory, Json, condition, full_prefetch, hook_request
+from .rules import CountingRule
+
+RULES = (
+    CountingRule("counts-conditions", "Condition", "warning"),
+    CountingRule("counts-observations", "Observation", "info"),
+)
+
+
+def _show_cards(client: TestClient) -> dict[str, str]:
+    """Call order-sign once; answer rule id -> card uuid."""
+    body = hook_request("order-sign", full_prefetch(condition("c1")))
+    cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
+    return {c["source"]["topic"]["code"]: c["uuid"] for c in cards}
+
+
+def _overridden(card: str, **extra: Any) -> Json:
+    return {
+        "card": card,
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-25T12:01:00Z",
+        **extra,
+    }
+
+
+def _accepted(card: str) -> Json:
+    return {
+        "card": card,
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
+        "outcomeTimestamp": "2026-11-25T12:02:00Z",
+    }
+
+
+REASON = {"code": "not-indicated", "system": "https://fhir.ipt-cds.org/CodeSystem/override-reason"}
+
+
+def test_feedback_is_stored_once_when_repeated(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    card = _show_cards(client)["counts-conditions"]
+    body = {"feedback": [_overridden(card, overrideReason={"reason": REASON})]}
+    first = client.post("/cds-services/ipt-order-sign/feedback", json=body)
+    again = client.post("/cds-services/ipt-order-sign/feedback", json=body)
+    assert first.json() == {"received": 1, "stored": 1}
+    assert again.status_code == 200
+    assert again.json() == {"received": 1, "stored": 0}
+    rules = client.get("/stats/cards").json()["services"][0]["rules"]
+    assert next(r for r in rules if r["rule"] == "counts-conditions")["overridden"] == 1
+
+
+def test_a_later_distinct_answer_on_the_same_card_is_stored(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    card = _show_cards(client)["counts-conditions"]
+    late = _overridden(card, outcomeTimestamp="2026-11-25T13:00:00Z")
+    body = {"feedback": [_overridden(card), late, _overridden(card)]}
+    response = client.post("/cds-services/ipt-order-sign/feedback", json=body)
+    assert response.json() == {"received": 3, "stored": 2}
+
+
+def test_stats_count_shown_accepted_overridden_and_reasons(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    first, second = _show_cards(client), _show_cards(client)
+    other = {**REASON, "code": "patient-declined", "display": "Patient declined"}
+    feedback = [
+        _overridden(first["counts-conditions"], overrideReason={"reason": REASON}),
+        # Epic's plural form, one reason given twice across cards
+        _overridden(
+            second["counts-conditions"],
+            overrideReasons=[
+                {"reason": REASON, "userComment": "Jane Doe says no"},
+                {"reason": other},
+            ],
+        ),
+        _accepted(first["counts-observations"]),
+    ]
+    assert client.post(
+        "/cds-services/ipt-order-sign/feedback", json={"feedback": feedback}
+    ).json() == {
+        "received": 3,
+        "stored": 3,
+    }
+    assert client.get("/stats/cards").json() == {
+        "services": [
+            {
+                "service": "ipt-order-sign",
+                "rules": [
+                    {
+                        "rule": "counts-conditions",
+                        "shown": 2,
+                        "accepted": 0,
+                        "overridden": 2,
+                        "overrideReasons": [
+                            {**REASON, "count": 2},
+                            {**other, "count": 1},
+                        ],
+                    },
+                    {"rule": "counts-observations", "shown": 2, "accepted": 1, "overridden": 0},
+                ],
+            }
+        ]
+    }
+
+
+def test_feedback_survives_an_app_restart(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    card = _show_cards(client)["counts-observations"]
+    body = {"feedback": [_accepted(card)]}
+    assert client.post("/cds-services/ipt-order-sign/feedback", json=body).json()["stored"] == 1
+    client.__exit__(None, None, None)
+
+    restarted = make_client(rules=RULES)
+    assert restarted.post("/cds-services/ipt-order-sign/feedback", json=body).json()["stored"] == 0
+    stats = restarted.get("/stats/cards").json()["services"][0]["rules"]
+    assert {r["rule"]: (r["shown"], r["accepted"]) for r in stats} == {
+        "counts-conditions": (1, 0),
+        "counts-observations": (1, 1),
+    }
+
+
+def test_free_text_comments_are_not_stored(make_client: AppFactory, settings: Settings) -> None:
+    client = make_client(rules=RULES)
+    card = _show_cards(client)["counts-conditions"]
+    item = _overridden(card, overrideReason={"reason": REASON, "userComment": "Jane Doe, MRN 123"})
+    client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": [item]})
+    client.__exit__(None, None, None)
+    db = Path(settings.database_url.removeprefix("sqlite:///"))
+    data = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    assert b"not-indicated" in data
+    assert b"Jane Doe" not in data
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "feedback"),
+        ({"feedback": []}, "feedback"),
+        (
+            {"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2026-11-25T12:00:00Z"}]},
+            "feedback[0].card",
+        ),
+        ({"feedback": [{"card": "c", "outcome": "overridden"}]}, "feedback[0].outcomeTimestamp"),
+        (
+            {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}]},
+            "feedback[0].outcomeTimestamp",
+        ),
+        (
+            {
+                "feedback": [
+                    {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-25T12:00:00Z"}
+                ]
+            },
+            "feedback[0]",
+        ),
+        ({"feedback": "accepted"}, "feedback"),
+    ],
+)
+def test_invalid_feedback_answers_400_and_stores_nothing(
+    client: TestClient, body: Json, field: str
+) -> None:
+    response = client.post("/cds-services/ipt-order-sign/feedback", json=body)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_request"
+    assert response.json()["field"] == field
+    assert client.get("/stats/cards").json() == {"services": []}
+
+
+def test_one_bad_item_rejects_the_whole_batch(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    card = _show_cards(client)["counts-conditions"]
+    body = {"feedback": [_overridden(card), {"card": card, "outcome": "maybe"}]}
+    assert client.post("/cds-services/ipt-order-sign/feedback", json=body).status_code == 400
+    retry = {"feedback": [_overridden(card)]}
+    assert client.post("/cds-services/ipt-order-sign/feedback", json=retry).json()["stored"] == 1
+
+
+def test_malformed_feedback_json_answers_400(client: TestClient) -> None:
+    response = client.post("/cds-services/ipt-order-sign/feedback", content=b"{feedback")
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_json"

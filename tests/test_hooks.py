@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from .conftest import (
+    SERVICE_OF_HOOK,
+    TOKEN,
+    AppFactory,
+    FakeFhir,
+    condition,
+    full_prefetch,
+    hook_request,
+    ipt_order,
+)
+from .rules import CountingRule
+
+HOOKS = list(SERVICE_OF_HOOK)
+RULES = (
+    CountingRule("counts-conditions", "Condition", "info"),
+    CountingRule("counts-observations", "Observation", "critical"),
+)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_with_full_prefetch_answers_without_fetching(
+    hook: str, make_client: AppFactory
+) -> None:
+    fhir = FakeFhir()
+    client = make_client(fhir, rules=RULES)
+    body = hook_request(hook, full_prefetch(condition("c1"), condition("c2", "F32.1")))
+    response = client.post(f"/cds-services/{SERVICE_OF_HOOK[hook]}", json=body)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    if hook == "patient-view":
+        assert [(c["summary"], c["indicator"]) for c in cards] == [
+            ("2 Condition, 0 selected drafts", "info")
+        ]
+    else:
+        assert [(c["summary"], c["indicator"]) for c in cards] == [
+            ("0 Observation, 1 selected drafts", "critical"),
+            ("2 Condition, 1 selected drafts", "info"),
+        ]
+    assert fhir.requests == []
+
+
+def test_cards_carry_uuid_and_rule_topic(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    body = hook_request("order-sign", full_prefetch(condition("c1")))
+    cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
+    assert len({c["uuid"] for c in cards}) == 2
+    assert {c["source"]["topic"]["code"] for c in cards} == {
+        "counts-conditions",
+        "counts-observations",
+    }
+
+
+def test_no_rule_applies_gives_empty_cards(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    body = hook_request("patient-view", full_prefetch())
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 200
+    assert response.content == b'{"cards":[]}'
+
+
+def test_null_prefetch_means_no_data_and_no_fetch(make_client: AppFactory) -> None:
+    fhir = FakeFhir(resources=[condition("c-on-server")])
+    client = make_client(fhir, rules=RULES)
+    prefetch = dict.fromkeys(full_prefetch())
+    response = client.post(
+        "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
+    )
+    assert response.status_code == 200
+    assert response.json() == {"cards": []}
+    assert fhir.requests == []
+
+
+def test_operation_outcome_in_place_of_data_means_no_data(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(rules=RULES)
+    prefetch = full_prefetch(condition("c1"))
+    prefetch["conditions"] = {"resourceType": "OperationOutcome", "issue": []}
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        response = client.post(
+            "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
+        )
+    assert response.json() == {"cards": []}
+    assert "prefetch conditions: OperationOutcome" in caplog.text
+
+
+def test_odd_bundle_entries_are_skipped_with_a_warning(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(rules=RULES)
+    prefetch = full_prefetch(condition("c1"))
+    assert prefetch["conditions"] is not None
+    prefetch["conditions"]["entry"] += [{"resource": "oops"}, {"fullUrl": "x"}, 7]
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        response = client.post(
+            "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
+        )
+    assert response.status_code == 200
+    assert response.json()["cards"][0]["summary"].startswith("1 Condition")
+    assert "3 entries without a resource skipped" in caplog.text
+
+
+def test_same_resource_under_two_keys_counts_once(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    prefetch = full_prefetch(condition("c1"))
+    prefetch["procedures"] = prefetch["conditions"]
+    body = hook_request("patient-view", prefetch)
+    cards = client.post("/cds-services/ipt-patient-view", json=body).json()["cards"]
+    assert cards[0]["summary"].startswith("1 Condition")
+
+
+def test_order_select_rules_see_only_the_selected_drafts(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    drafts = [ipt_order("a"), ipt_order("b"), ipt_order("c")]
+    body = hook_request(
+        "order-select", full_prefetch(condition("c1")), drafts, ["ServiceRequest/b"]
+    )
+    cards = client.post("/cds-services/ipt-order-select", json=body).json()["cards"]
+    assert [c["summary"] for c in cards] == [
+        "0 Observation, 1 selected drafts",
+        "1 Condition, 1 selected drafts",
+    ]
+
+
+def test_extensions_and_unknown_context_keys_are_accepted(make_client: AppFactory) -> None:
+    client = make_client(rules=RULES)
+    body = hook_request("order-sign", full_prefetch(condition("c1")))
+    body["extension"] = {"com.example.flag": {"on": True}}
+    body["context"]["com.epic.department"] = "psychiatry"
+    body["context"]["encounterId"] = "enc-1"
+    response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert response.status_code == 200
+    assert len(response.json()["cards"]) == 2
+
+
+def test_call_log_line_has_ids_and_counts_but_no_token_or_data(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(FakeFhir(resources=[condition("c1")]), rules=RULES)
+    with caplog.at_level(logging.DEBUG, logger="ipt_cds"):
+        client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign"))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(lines) == 1
+    assert "service=ipt-order-sign" in lines[0]
+    assert "hookInstance=d1577c69-dfbe-44ad-ba6d-3e05e953b2ea" in lines[0]
+    assert "rules=counts-observations,counts-conditions" in lines[0]
+    assert TOKEN not in caplog.text
+    assert "F33.1" not in caplog.text
+    assert "1980-05-01" not in caplog.text
