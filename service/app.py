@@ -34,7 +34,7 @@ def create_app(
     rules: Sequence[Rule] = (),
 ) -> FastAPI:
     settings = settings or Settings()
-    logging.getLogger("ipt_cds").setLevel(settings.log_level.upper())
+    _configure_logging(settings.log_level)
     knowledge = Knowledge.load(settings.knowledge_dir)
     state = AppState(
         settings=settings,
@@ -64,6 +64,17 @@ def create_app(
     install_handlers(app)
     app.openapi = lambda: schema(app)  # type: ignore[method-assign]
     return app
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("ipt_cds")
+    logger.setLevel(level.upper())
+    # Under uvicorn nobody configures the root logger; under pytest or an embedding
+    # application somebody does, and their handlers get our records.
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
 
 
 app = create_app()

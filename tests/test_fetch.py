@@ -195,3 +195,17 @@ def test_open_fhir_server_is_read_without_a_token(make_client: AppFactory) -> No
     )
     assert _summary(response) == "2 Condition, 0 selected drafts"
     assert all("authorization" not in r.headers for r in fhir.requests)
+
+
+def test_templates_fill_context_and_user_tokens() -> None:
+    from service.errors import PrefetchUnavailable
+    from service.models import PatientViewRequest
+    from service.prefetch import render
+
+    request = PatientViewRequest.model_validate(hook_request("patient-view"))
+    assert render("Patient/{{context.patientId}}", request) == "Patient/pat-1"
+    assert render("Practitioner/{{userPractitionerId}}", request) == "Practitioner/example"
+    with pytest.raises(PrefetchUnavailable, match=r"context\.encounterId"):
+        render("Encounter/{{context.encounterId}}", request)
+    with pytest.raises(PrefetchUnavailable, match="userPatientId"):
+        render("Patient/{{userPatientId}}", request)
