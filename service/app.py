@@ -32,14 +32,15 @@ def create_app(
     fhir_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], datetime] = _utc_now,
     rules: Sequence[Rule] = (),
+    knowledge: Knowledge | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     _configure_logging(settings.log_level)
-    knowledge = Knowledge.load(settings.knowledge_dir)
+    knowledge = knowledge or Knowledge.load(settings.knowledge_dir)
     state = AppState(
         settings=settings,
         knowledge=knowledge,
-        engine=Engine(rules),
+        engine=Engine(knowledge.factbook, knowledge.rulebook, rules),
         clock=clock,
         discovery=discovery_document(knowledge),
     )

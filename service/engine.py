@@ -1,8 +1,7 @@
-"""From a patient record to cards: each rule that applies yields at most one card.
+"""From a patient record to cards: facts once, then every rule of the knowledge base.
 
-The engine knows rules only through the ``Rule`` protocol; the rules themselves come from the
-knowledge base. It stamps every card with a uuid (so feedback can be joined to the rule and the
-call) and orders the cards critical, warning, info.
+The engine stamps every card with a uuid (so feedback can be joined to the rule and the call)
+and orders the cards critical, warning, info, keeping the rules' order within each.
 """
 
 from __future__ import annotations
@@ -13,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from .facts import FactBook, Facts
 from .models import Card
 from .record import PatientRecord
+from .rules import RuleBook
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -29,29 +30,35 @@ class HookCall:
 
 
 class Rule(Protocol):
+    """A rule written in Python, for embedding applications and tests; ours are data."""
+
     @property
     def id(self) -> str: ...
 
     @property
     def hooks(self) -> frozenset[str]: ...
 
-    def evaluate(self, call: HookCall) -> Card | None: ...
+    def evaluate(self, call: HookCall, facts: Facts) -> Card | None: ...
 
 
 class Engine:
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        ids = [r.id for r in rules]
+    def __init__(self, factbook: FactBook, rulebook: RuleBook, extra: Sequence[Rule] = ()) -> None:
+        ids = [r.id for r in rulebook.rules] + [r.id for r in extra]
         if len(ids) != len(set(ids)):
             raise ValueError("duplicate rule id")
-        self._rules = tuple(rules)
+        self.factbook, self.rulebook, self.extra = factbook, rulebook, tuple(extra)
+
+    def facts(self, call: HookCall) -> Facts:
+        return self.factbook.evaluate(call.record, call.hook, call.now)
 
     def run(self, call: HookCall) -> list[Card]:
-        cards = []
-        for rule in self._rules:
-            if call.hook not in rule.hooks:
-                continue
-            card = rule.evaluate(call)
-            if card is not None:
-                cards.append(card.model_copy(update={"uuid": str(uuid.uuid4())}))
-        cards.sort(key=lambda c: INDICATOR_ORDER[c.indicator])
-        return cards
+        facts = self.facts(call)
+        cards = [card for _, card in self.rulebook.cards(facts)]
+        for rule in self.extra:
+            if call.hook in rule.hooks:
+                card = rule.evaluate(call, facts)
+                if card is not None:
+                    cards.append(card)
+        stamped = [c.model_copy(update={"uuid": str(uuid.uuid4())}) for c in cards]
+        stamped.sort(key=lambda c: INDICATOR_ORDER[c.indicator])
+        return stamped

@@ -5,6 +5,8 @@
     ├── NotFound            404: unknown service
     └── PrefetchUnavailable 412: data is missing and cannot be fetched
 
+    KnowledgeError          a file in cards/ is wrong: raised at start-up, never per request
+
 Clients may branch on ``code``; messages are for people and may change.
 """
 
@@ -52,6 +54,10 @@ class NotFound(ServiceError):
 class PrefetchUnavailable(ServiceError):
     status = 412
     code = "prefetch_unavailable"
+
+
+class KnowledgeError(Exception):
+    """A knowledge file is missing or wrong: the service must not start. Names the file first."""
 
 
 def location(loc: tuple[int | str, ...]) -> str:

@@ -1,5 +1,11 @@
 """Load and validate the knowledge base in ``cards/`` once, at start-up.
 
+    services.yaml      the CDS Services offered (discovery)
+    parameters.yaml    named thresholds and windows
+    valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
+    facts.yaml         simple facts over generic extractors; value sets the Python facts read
+    rules/             one file per rule; _index.yaml gives their order and families
+
 Anything wrong stops the service with the file's name: a CDS service that starts with half its
 knowledge would give advice that looks complete and is not.
 """
@@ -11,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import location
+from . import extractors
+from .datafiles import parse, read_yaml
+from .errors import KnowledgeError
+from .facts import EXTRACTS, FACT_NAMES, PYTHON_VALUESETS, FactBook
 from .models import REQUEST_MODELS, Service
+from .rules import RuleBook
+from .terminology import Terminology
 
 # Prefetch tokens of CDS Hooks 2.0: context fields and the four user-derived ids.
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
@@ -27,40 +37,82 @@ USER_TOKENS = {
 }
 
 
-class KnowledgeError(Exception):
-    """A knowledge file is missing or wrong; the message starts with the file's path."""
-
-
 class _ServicesFile(BaseModel):
     services: list[Service]
     prefetch: dict[str, str] | None = None
 
 
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phq9_bands: dict[str, int]
+    phq9_max: int = Field(gt=0)
+    combination_severities: list[str]
+    item_score_counts: int = Field(ge=1, le=3)
+    neurovegetative_min_domains: int = Field(ge=1)
+    phq9_window_days: int = Field(gt=0)
+    new_diagnosis_window_days: int = Field(gt=0)
+    pregnancy_window_days: int = Field(gt=0)
+    postpartum_window_days: int = Field(gt=0)
+    bereavement_window_days: int = Field(gt=0)
+    psychotherapy_procedure_window_days: int = Field(gt=0)
+    older_adult_age: int = Field(gt=0)
+    bereavement_min_age: int = Field(gt=0)
+    adolescent_min_age: int = Field(gt=0)
+    adolescent_max_age: int = Field(gt=0)
+    phq_answer_scores: dict[str, int]
+
+
+class _FactsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valuesets: dict[str, str]
+    facts: dict[str, extractors.Declaration]
+
+
 @dataclass(frozen=True)
 class Knowledge:
     services: dict[str, Service]
+    params: dict[str, Any]
+    terms: Terminology
+    factbook: FactBook
+    rulebook: RuleBook
 
     @classmethod
     def load(cls, root: Path) -> Knowledge:
-        return cls(services=_load_services(root / "services.yaml"))
+        services = _load_services(root / "services.yaml")
+        params = parse(root / "parameters.yaml", Parameters).model_dump()
+        terms = Terminology.load(root / "valuesets")
+        factbook = _load_facts(root / "facts.yaml", terms, params)
+        rulebook = RuleBook.load(root / "rules", FACT_NAMES, params)
+        return cls(services, params, terms, factbook, rulebook)
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except FileNotFoundError:
-        raise KnowledgeError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise KnowledgeError(f"{path}: not valid YAML: {exc}") from None
+def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactBook:
+    spec = parse(path, _FactsFile)
+    for alias in PYTHON_VALUESETS:
+        if alias not in spec.valuesets:
+            raise KnowledgeError(f"{path}: valuesets: {alias!r} is needed by service/facts.py")
+    for alias, url in spec.valuesets.items():
+        if url not in terms:
+            raise KnowledgeError(f"{path}: valuesets.{alias}: no value set {url}")
+    for name in EXTRACTS:
+        if name not in spec.facts:
+            raise KnowledgeError(f"{path}: facts: {name!r} is needed by service/facts.py")
+    built = {}
+    for name, decl in spec.facts.items():
+        for field in ("valueset", "ingredients", "unless_coded"):
+            ref = getattr(decl, field, None)
+            if ref is not None and ref not in terms:
+                raise KnowledgeError(f"{path}: facts.{name}.{field}: no value set {ref}")
+        for field in ("days", "max"):
+            param = getattr(decl, field, None)
+            if param is not None and param not in params:
+                raise KnowledgeError(f"{path}: facts.{name}.{field}: no parameter {param!r}")
+        built[name] = extractors.build(decl, terms)
+    return FactBook(built, spec.valuesets, terms, params)
 
 
 def _load_services(path: Path) -> dict[str, Service]:
-    try:
-        parsed = _ServicesFile.model_validate(read_yaml(path))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise KnowledgeError(f"{path}: {location(tuple(err['loc']))}: {err['msg']}") from None
+    parsed = parse(path, _ServicesFile)
     services: dict[str, Service] = {}
     for svc in parsed.services:
         if svc.id in services:
@@ -75,3 +127,6 @@ def _load_services(path: Path) -> dict[str, Service]:
                     )
         services[svc.id] = svc
     return dict(sorted(services.items()))
+
+
+__all__ = ["TOKEN", "Knowledge", "Parameters", "read_yaml"]

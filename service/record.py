@@ -14,6 +14,7 @@ from .models import HookRequest, Resource
 
 @dataclass(frozen=True)
 class PatientRecord:
+    patient_id: str
     patient: Resource | None
     by_type: dict[str, list[Resource]]
     # Every draft order is "in the plan"; ``selected`` are the drafts this call is about
@@ -45,7 +46,7 @@ class PatientRecord:
             if chosen
             else drafts
         )
-        return cls(patient=patient, by_type=by_type, drafts=drafts, selected=selected)
+        return cls(wanted, patient, by_type, drafts, selected)
 
     def of_type(self, kind: str) -> list[Resource]:
         return self.by_type.get(kind, [])

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.engine import Rule
+from service.knowledge import Knowledge
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
@@ -81,6 +82,12 @@ class FakeFhir:
         return [r.url.path.strip("/").removeprefix("fhir/").split("/")[0] for r in self.requests]
 
 
+@pytest.fixture(scope="session")
+def knowledge() -> Knowledge:
+    """Loaded once: the knowledge base is read-only, and loading it takes a while."""
+    return Knowledge.load(Settings().knowledge_dir)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}", fhir_retries=0)
@@ -90,7 +97,7 @@ AppFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(settings: Settings) -> Iterator[AppFactory]:
+def make_client(settings: Settings, knowledge: Knowledge) -> Iterator[AppFactory]:
     clients: list[TestClient] = []
 
     def make(
@@ -101,6 +108,7 @@ def make_client(settings: Settings) -> Iterator[AppFactory]:
             fhir_transport=(fhir or FakeFhir()).transport(),
             clock=lambda: NOW,
             rules=rules,
+            knowledge=knowledge,
         )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
@@ -162,6 +170,23 @@ def ipt_order(oid: str = "ipt-draft-1") -> Json:
     }
 
 
+def neutral_order(oid: str = "pt-draft-1") -> Json:
+    """A draft order no clinical rule looks at (physical therapy)."""
+    return {
+        "resourceType": "ServiceRequest",
+        "id": oid,
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008"}]},
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    }
+
+
+def hypertension(cid: str) -> Json:
+    """A condition no clinical rule looks at."""
+    return condition(cid, "I10")
+
+
 def bundle(*resources: Json, kind: str = "searchset") -> Json:
     return {"resourceType": "Bundle", "type": kind, "entry": [{"resource": r} for r in resources]}
 
@@ -198,11 +223,11 @@ def hook_request(
 ) -> Json:
     context: Json = {"userId": "Practitioner/example", "patientId": PATIENT_ID}
     if hook != "patient-view":
-        orders = drafts if drafts is not None else [ipt_order()]
+        orders = drafts if drafts is not None else [neutral_order()]
         context["draftOrders"] = bundle(*orders, kind="collection")
     if hook == "order-select":
         context["selections"] = selections or [
-            f"{d['resourceType']}/{d['id']}" for d in (drafts or [ipt_order()])[:1]
+            f"{d['resourceType']}/{d['id']}" for d in (drafts or [neutral_order()])[:1]
         ]
     body: Json = {
         "hook": hook,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.engine import HookCall
+from service.facts import Facts
 from service.models import Card, Coding, Source
 
 
@@ -17,7 +18,7 @@ class CountingRule:
     indicator: str = "info"
     hooks: frozenset[str] = frozenset({"patient-view", "order-select", "order-sign"})
 
-    def evaluate(self, call: HookCall) -> Card | None:
+    def evaluate(self, call: HookCall, facts: Facts) -> Card | None:
         found = call.record.of_type(self.kind)
         drafts = call.record.selected
         if not found and not drafts:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 
-from .conftest import AppFactory, Json, condition, full_prefetch, hook_request
+from .conftest import AppFactory, Json, full_prefetch, hook_request, hypertension
 from .rules import CountingRule
 
 RULES = (
@@ -21,7 +21,7 @@ RULES = (
 
 def _show_cards(client: TestClient) -> dict[str, str]:
     """Call order-sign once; answer rule id -> card uuid."""
-    body = hook_request("order-sign", full_prefetch(condition("c1")))
+    body = hook_request("order-sign", full_prefetch(hypertension("c1")))
     cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
     return {c["source"]["topic"]["code"]: c["uuid"] for c in cards}
 

@@ -13,9 +13,9 @@ from .conftest import (
     AppFactory,
     FakeFhir,
     Json,
-    condition,
     full_prefetch,
     hook_request,
+    hypertension,
     patient,
 )
 from .rules import CountingRule
@@ -24,7 +24,7 @@ RULES = (CountingRule("counts-conditions", "Condition"),)
 
 
 def _conditions(n: int) -> list[Json]:
-    return [condition(f"c{i}") for i in range(n)]
+    return [hypertension(f"c{i}") for i in range(n)]
 
 
 def _summary(client_response: httpx.Response) -> str:
@@ -56,7 +56,7 @@ def test_missing_keys_are_fetched_concurrently_with_the_bearer_token(
 def test_only_missing_keys_are_fetched(make_client: AppFactory) -> None:
     fhir = FakeFhir(resources=[*_conditions(5)])
     client = make_client(fhir, rules=RULES)
-    prefetch = full_prefetch(condition("given"))
+    prefetch = full_prefetch(hypertension("given"))
     del prefetch["procedures"], prefetch["observations"]
     body = hook_request("patient-view", prefetch)
     response = client.post("/cds-services/ipt-patient-view", json=body)
@@ -89,7 +89,7 @@ def test_next_link_to_another_origin_is_not_followed(make_client: AppFactory) ->
         page: Json = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "entry": [{"resource": condition(f"c{len(requests)}")}],
+            "entry": [{"resource": hypertension(f"c{len(requests)}")}],
         }
         if request.url.path.endswith("/Condition"):
             page["link"] = [{"relation": "next", "url": "https://evil.example.com/steal"}]

@@ -9,10 +9,10 @@ from .conftest import (
     TOKEN,
     AppFactory,
     FakeFhir,
-    condition,
     full_prefetch,
     hook_request,
-    ipt_order,
+    hypertension,
+    neutral_order,
 )
 from .rules import CountingRule
 
@@ -29,7 +29,7 @@ def test_hook_with_full_prefetch_answers_without_fetching(
 ) -> None:
     fhir = FakeFhir()
     client = make_client(fhir, rules=RULES)
-    body = hook_request(hook, full_prefetch(condition("c1"), condition("c2", "F32.1")))
+    body = hook_request(hook, full_prefetch(hypertension("c1"), hypertension("c2")))
     response = client.post(f"/cds-services/{SERVICE_OF_HOOK[hook]}", json=body)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
@@ -47,7 +47,7 @@ def test_hook_with_full_prefetch_answers_without_fetching(
 
 def test_cards_carry_uuid_and_rule_topic(make_client: AppFactory) -> None:
     client = make_client(rules=RULES)
-    body = hook_request("order-sign", full_prefetch(condition("c1")))
+    body = hook_request("order-sign", full_prefetch(hypertension("c1")))
     cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
     assert len({c["uuid"] for c in cards}) == 2
     assert {c["source"]["topic"]["code"] for c in cards} == {
@@ -65,7 +65,7 @@ def test_no_rule_applies_gives_empty_cards(make_client: AppFactory) -> None:
 
 
 def test_null_prefetch_means_no_data_and_no_fetch(make_client: AppFactory) -> None:
-    fhir = FakeFhir(resources=[condition("c-on-server")])
+    fhir = FakeFhir(resources=[hypertension("c-on-server")])
     client = make_client(fhir, rules=RULES)
     prefetch = dict.fromkeys(full_prefetch())
     response = client.post(
@@ -80,7 +80,7 @@ def test_operation_outcome_in_place_of_data_means_no_data(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(rules=RULES)
-    prefetch = full_prefetch(condition("c1"))
+    prefetch = full_prefetch(hypertension("c1"))
     prefetch["conditions"] = {"resourceType": "OperationOutcome", "issue": []}
     with caplog.at_level(logging.WARNING, logger="ipt_cds"):
         response = client.post(
@@ -94,7 +94,7 @@ def test_odd_bundle_entries_are_skipped_with_a_warning(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(rules=RULES)
-    prefetch = full_prefetch(condition("c1"))
+    prefetch = full_prefetch(hypertension("c1"))
     assert prefetch["conditions"] is not None
     prefetch["conditions"]["entry"] += [{"resource": "oops"}, {"fullUrl": "x"}, 7]
     with caplog.at_level(logging.WARNING, logger="ipt_cds"):
@@ -108,7 +108,7 @@ def test_odd_bundle_entries_are_skipped_with_a_warning(
 
 def test_same_resource_under_two_keys_counts_once(make_client: AppFactory) -> None:
     client = make_client(rules=RULES)
-    prefetch = full_prefetch(condition("c1"))
+    prefetch = full_prefetch(hypertension("c1"))
     prefetch["procedures"] = prefetch["conditions"]
     body = hook_request("patient-view", prefetch)
     cards = client.post("/cds-services/ipt-patient-view", json=body).json()["cards"]
@@ -117,9 +117,9 @@ def test_same_resource_under_two_keys_counts_once(make_client: AppFactory) -> No
 
 def test_order_select_rules_see_only_the_selected_drafts(make_client: AppFactory) -> None:
     client = make_client(rules=RULES)
-    drafts = [ipt_order("a"), ipt_order("b"), ipt_order("c")]
+    drafts = [neutral_order("a"), neutral_order("b"), neutral_order("c")]
     body = hook_request(
-        "order-select", full_prefetch(condition("c1")), drafts, ["ServiceRequest/b"]
+        "order-select", full_prefetch(hypertension("c1")), drafts, ["ServiceRequest/b"]
     )
     cards = client.post("/cds-services/ipt-order-select", json=body).json()["cards"]
     assert [c["summary"] for c in cards] == [
@@ -130,7 +130,7 @@ def test_order_select_rules_see_only_the_selected_drafts(make_client: AppFactory
 
 def test_extensions_and_unknown_context_keys_are_accepted(make_client: AppFactory) -> None:
     client = make_client(rules=RULES)
-    body = hook_request("order-sign", full_prefetch(condition("c1")))
+    body = hook_request("order-sign", full_prefetch(hypertension("c1")))
     body["extension"] = {"com.example.flag": {"on": True}}
     body["context"]["com.epic.department"] = "psychiatry"
     body["context"]["encounterId"] = "enc-1"
@@ -142,7 +142,7 @@ def test_extensions_and_unknown_context_keys_are_accepted(make_client: AppFactor
 def test_call_log_line_has_ids_and_counts_but_no_token_or_data(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = make_client(FakeFhir(resources=[condition("c1")]), rules=RULES)
+    client = make_client(FakeFhir(resources=[hypertension("c1")]), rules=RULES)
     with caplog.at_level(logging.DEBUG, logger="ipt_cds"):
         client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign"))
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]

@@ -1,0 +1,325 @@
+"""Facts on awkward, real-world FHIR: each test is one way EHR data departs from the textbook."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from service.facts import FACT_NAMES, Facts
+from service.knowledge import Knowledge
+from service.models import REQUEST_MODELS
+from service.record import PatientRecord
+
+from .conftest import NOW, PATIENT_ID, Json, condition, hook_request, ipt_order, patient
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+LOINC = "http://loinc.org"
+
+
+def facts_of(
+    knowledge: Knowledge,
+    *resources: Json,
+    drafts: list[Json] | None = None,
+    hook: str = "order-sign",
+    selections: list[str] | None = None,
+) -> Facts:
+    body = hook_request(hook, {"patient": patient()}, drafts=drafts, selections=selections)
+    request = REQUEST_MODELS[hook].model_validate(body)
+    record = PatientRecord.build([patient(), *copy.deepcopy(list(resources))], request)
+    return knowledge.factbook.evaluate(record, hook, NOW)
+
+
+def observation(oid: str, code: str, days_ago: int = 5, **value: Any) -> Json:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "effectiveDateTime": f"2026-11-{25 - days_ago:02d}T09:30:00Z",
+        **value,
+    }
+
+
+def med(mid: str, status: str = "active", **drug: Any) -> Json:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": status,
+        "intent": "order",
+        **drug,
+    }
+
+
+def test_every_fact_of_the_vocabulary_is_computed(knowledge: Knowledge) -> None:
+    assert set(facts_of(knowledge).values) == FACT_NAMES
+
+
+# --- depression codes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("coding", "episode"),
+    [
+        ({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F33.1"}, "recurrent"),
+        ({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F331"}, "recurrent"),
+        ({"system": "urn:oid:2.16.840.1.113883.6.90", "code": "f33.1"}, "recurrent"),
+        ({"system": "http://snomed.info/sct", "code": "370143000"}, None),
+        ({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F32.1"}, "single"),
+    ],
+)
+def test_depression_from_icd10cm_and_snomed(
+    knowledge: Knowledge, coding: Json, episode: str | None
+) -> None:
+    c = condition("c1")
+    c["code"] = {"coding": [coding]}
+    f = facts_of(knowledge, c)
+    assert f["depression"] is True
+    assert f["episode"] == episode
+    assert f.refs["depression"] == ["Condition/c1"]
+
+
+def test_bipolar_code_is_not_depression(knowledge: Knowledge) -> None:
+    f = facts_of(knowledge, condition("c1", "F31.4"))
+    assert (f["depression"], f["bipolar"]) == (False, True)
+
+
+def test_condition_without_clinical_status_counts_unless_abated(knowledge: Knowledge) -> None:
+    bare = condition("c1")
+    del bare["clinicalStatus"]
+    assert facts_of(knowledge, bare)["depression"] is True
+    bare["abatementDateTime"] = "2026-01-01"
+    assert facts_of(knowledge, bare)["depression"] is False
+
+
+@pytest.mark.parametrize("status", ["refuted", "entered-in-error"])
+def test_refuted_condition_does_not_count(knowledge: Knowledge, status: str) -> None:
+    c = condition("c1")
+    c["verificationStatus"] = {"coding": [{"code": status}]}
+    assert facts_of(knowledge, c)["depression"] is False
+
+
+def test_category_as_an_object_is_tolerated(knowledge: Knowledge) -> None:
+    c = condition("c1", "F20.9")
+    c["category"] = {"coding": [{"code": "problem-list-item"}]}
+    assert facts_of(knowledge, c)["psychosis"] is True
+
+
+def test_current_episode_is_the_most_recent_and_names_remission(knowledge: Knowledge) -> None:
+    old = {**condition("old", "F33.2"), "recordedDate": "2024-01-01"}
+    new = {**condition("new", "F33.41"), "recordedDate": "2026-10-01"}
+    f = facts_of(knowledge, old, new)
+    assert (f["remission"], f["acute"], f["episode"]) == ("partial", False, "recurrent")
+    assert f["current_episode"].ref == "Condition/new"
+
+
+def test_undated_tie_prefers_the_episode_not_in_remission(knowledge: Knowledge) -> None:
+    remitted, acute = condition("a", "F33.42"), condition("b", "F33.1")
+    f = facts_of(knowledge, remitted, acute)
+    assert (f["remission"], f["acute"], f["current_episode"].ref) == (None, True, "Condition/b")
+
+
+# --- PHQ-9 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "severity"),
+    [
+        ({"valueQuantity": {"value": 15.4}}, "moderately-severe"),
+        ({"valueQuantity": {"value": 14.9}}, "moderate"),
+        ({"valueInteger": 20}, "severe"),
+        ({"valueString": "9"}, "mild"),
+        ({"valueQuantity": {"value": 4}}, "minimal"),
+    ],
+)
+def test_phq9_bands_integers_decimals_and_strings(
+    knowledge: Knowledge, value: Json, severity: str
+) -> None:
+    f = facts_of(knowledge, condition("c1"), observation("o1", "44261-6", **value))
+    assert f["severity"] == severity
+    assert f.refs["phq9"] == ["Observation/o1"]
+
+
+def test_phq9_synthea_code_and_datetime_without_zone(knowledge: Knowledge) -> None:
+    o = observation("o1", "89204-2", valueQuantity={"value": 16})
+    o["effectiveDateTime"] = "2026-11-20T10:00:00"
+    f = facts_of(knowledge, condition("c1"), o)
+    assert (f["phq9"].value, f["phq9"].date, f["severity"]) == (
+        16,
+        "2026-11-20",
+        "moderately-severe",
+    )
+
+
+def test_latest_phq9_wins_and_old_ones_expire(knowledge: Knowledge) -> None:
+    recent = observation("new", "44261-6", days_ago=3, valueQuantity={"value": 8})
+    older = observation("old", "44261-6", days_ago=20, valueQuantity={"value": 22})
+    assert facts_of(knowledge, recent, older)["phq9"].value == 8
+    stale = {**older, "effectiveDateTime": "2026-08-26"}  # 91 days before the request
+    assert facts_of(knowledge, stale)["phq9"] is None
+
+
+def test_out_of_range_phq9_is_passed_over(knowledge: Knowledge) -> None:
+    bad = observation("bad", "44261-6", days_ago=1, valueQuantity={"value": 270})
+    good = observation("good", "44261-6", days_ago=9, valueQuantity={"value": 12})
+    assert facts_of(knowledge, bad, good)["phq9"].value == 12
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6570-1"}]}}, "high"),
+        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6571-9"}]}}, "high"),
+        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6569-3"}]}}, "low"),
+        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6568-5"}]}}, None),
+        ({"valueInteger": 2}, "high"),
+        ({"valueQuantity": {"value": 1}}, "low"),
+        ({"valueInteger": 0}, None),
+    ],
+)
+def test_item9_as_answer_code_or_number(
+    knowledge: Knowledge, value: Json, level: str | None
+) -> None:
+    assert facts_of(knowledge, observation("o1", "44260-8", **value))["suicidal_ideation"] == level
+
+
+def test_item9_as_a_component_of_the_phq9_panel(knowledge: Knowledge) -> None:
+    panel = observation("panel", "44249-1", valueQuantity={"value": 11})
+    panel["component"] = [
+        {"code": {"coding": [{"system": LOINC, "code": "44260-8"}]}, "valueInteger": 2},
+        {"code": {"coding": [{"system": LOINC, "code": "44259-0"}]}, "valueInteger": 3},
+        {"code": {"coding": [{"system": LOINC, "code": "44254-1"}]}, "valueInteger": 2},
+    ]
+    f = facts_of(knowledge, panel)
+    assert f["suicidal_ideation"] == "high"
+    assert (f["neurovegetative"], f["neurovegetative_domains"]) == (2, ["sleep", "energy"])
+
+
+def test_suicidal_ideation_condition_is_high(knowledge: Knowledge) -> None:
+    f = facts_of(knowledge, condition("si", "R45.851"))
+    assert f["suicidal_ideation"] == "high"
+    assert f.refs["suicidal_ideation"] == ["Condition/si"]
+
+
+def test_neurovegetative_domains_count_once(knowledge: Knowledge) -> None:
+    sleep = observation("s", "44259-0", valueInteger=3)
+    f = facts_of(knowledge, sleep, condition("insomnia", "G47.00"), condition("f", "R53.83"))
+    assert (f["neurovegetative"], f["neurovegetative_domains"]) == (2, ["sleep", "energy"])
+
+
+# --- drugs and orders ----------------------------------------------------------------------
+
+
+SERTRALINE_SCD = {"coding": [{"system": RXNORM, "code": "312940"}]}
+
+
+@pytest.mark.parametrize(
+    "drug",
+    [
+        {"medicationCodeableConcept": SERTRALINE_SCD},
+        {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "36437"}]}},
+        {"medicationCodeableConcept": {"text": "Sertraline HCl 50 mg tablet"}},
+        {
+            "medicationCodeableConcept": {
+                "coding": [{"system": "urn:x", "code": "1", "display": "FLUOXETINE 20MG CAP"}]
+            }
+        },
+        {"medicationReference": {"display": "escitalopram 10 mg"}},
+        {
+            "medicationReference": {"reference": "#m"},
+            "contained": [{"resourceType": "Medication", "id": "m", "code": SERTRALINE_SCD}],
+        },
+    ],
+    ids=["clinical-drug", "ingredient", "text", "display", "reference-display", "contained"],
+)
+def test_antidepressant_by_code_ingredient_text_or_reference(
+    knowledge: Knowledge, drug: Json
+) -> None:
+    f = facts_of(knowledge, med("m1", **drug))
+    assert f["on_antidepressant"] is True
+    assert f.refs["on_antidepressant"] == ["MedicationRequest/m1"]
+
+
+def test_medication_included_by_reference(knowledge: Knowledge) -> None:
+    included = {"resourceType": "Medication", "id": "med-9", "code": SERTRALINE_SCD}
+    order = med("m1", medicationReference={"reference": "Medication/med-9"})
+    assert facts_of(knowledge, order, included)["on_antidepressant"] is True
+
+
+def test_stopped_antidepressant_and_non_antidepressant_do_not_count(knowledge: Knowledge) -> None:
+    stopped = med("m1", status="stopped", medicationCodeableConcept=SERTRALINE_SCD)
+    other = med("m2", medicationCodeableConcept={"text": "metformin 500 mg"})
+    assert facts_of(knowledge, stopped, other)["on_antidepressant"] is False
+
+
+def test_dozens_of_duplicate_active_orders(knowledge: Knowledge) -> None:
+    orders = [med(f"m{i}", medicationCodeableConcept=SERTRALINE_SCD) for i in range(60)]
+    f = facts_of(knowledge, *orders, orders[0], orders[1])
+    assert f["on_antidepressant"] is True
+    assert len(f.refs["on_antidepressant"]) == 60
+
+
+def test_ipt_draft_by_code_or_text_but_not_psychodynamic_interpersonal(
+    knowledge: Knowledge,
+) -> None:
+    by_text = {**ipt_order("t"), "code": {"text": "Interpersonal psychotherapy (IPT), 12 sessions"}}
+    pit = {
+        **ipt_order("p"),
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "304822001"}]},
+    }
+    pit_text = {**ipt_order("q"), "code": {"text": "Psychodynamic-interpersonal psychotherapy"}}
+    assert facts_of(knowledge, drafts=[ipt_order("a")])["draft_ipt"] is True
+    assert facts_of(knowledge, drafts=[by_text])["draft_ipt"] is True
+    for draft in (pit, pit_text):
+        f = facts_of(knowledge, drafts=[draft])
+        assert (f["draft_ipt"], f["draft_psychotherapy"]) == (False, True)
+
+
+def test_unselected_drafts_are_in_the_plan_but_not_the_subject(knowledge: Knowledge) -> None:
+    ad = med("ad", status="draft", medicationCodeableConcept=SERTRALINE_SCD)
+    f = facts_of(
+        knowledge, drafts=[ipt_order("i"), ad], hook="order-select", selections=["ServiceRequest/i"]
+    )
+    assert (f["draft_ipt"], f["draft_antidepressant"], f["antidepressant_in_plan"]) == (
+        True,
+        False,
+        True,
+    )
+    assert f["ipt_draft_refs"] == ["ServiceRequest/i"]
+
+
+# --- life context --------------------------------------------------------------------------
+
+
+def test_stale_pregnancy_is_not_a_pregnancy(knowledge: Knowledge) -> None:
+    recent = {**condition("p", "Z34.90"), "recordedDate": "2026-06-01"}
+    stale = {**condition("p", "Z34.90"), "recordedDate": "2024-01-01"}
+    assert facts_of(knowledge, recent)["pregnant"] is True
+    assert facts_of(knowledge, stale)["pregnant"] is False
+
+
+def test_pregnancy_from_status_observation(knowledge: Knowledge) -> None:
+    o = observation(
+        "o", "82810-3", valueCodeableConcept={"coding": [{"system": LOINC, "code": "LA15173-0"}]}
+    )
+    f = facts_of(knowledge, o)
+    assert f["pregnant"] is True
+    assert "role-transition" in f["focus_areas"]
+
+
+def test_focus_areas_and_interpersonal_deficits_only_alone(knowledge: Knowledge) -> None:
+    f = facts_of(
+        knowledge, condition("b", "Z63.4"), condition("d", "Z63.0"), condition("i", "Z60.2")
+    )
+    assert f["focus_areas"] == ["grief", "role-dispute"]
+    assert facts_of(knowledge, condition("i", "Z60.2"))["focus_areas"] == ["interpersonal-deficits"]
+
+
+def test_age_from_birth_date_and_unknown_without_it(knowledge: Knowledge) -> None:
+    assert facts_of(knowledge)["age"] == 46
+    body = hook_request("order-sign", {"patient": None})
+    request = REQUEST_MODELS["order-sign"].model_validate(body)
+    record = PatientRecord.build([], request)
+    assert knowledge.factbook.evaluate(record, "order-sign", NOW)["age"] is None
+    assert record.patient_id == PATIENT_ID
