@@ -17,10 +17,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     commands.add_parser("openapi", help="print the OpenAPI document as YAML")
+    commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
     args = parser.parse_args(argv)
 
     if args.command == "openapi":
         sys.stdout.write(openapi_yaml())
+        return 0
+    if args.command == "rules-doc":
+        sys.stdout.write(rules_doc())
         return 0
     return _serve(args)
 
@@ -29,6 +33,14 @@ def openapi_yaml() -> str:
     from .app import app
 
     return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def rules_doc() -> str:
+    from .config import Settings
+    from .knowledge import Knowledge
+    from .rulesdoc import render
+
+    return render(Knowledge.load(Settings().knowledge_dir))
 
 
 def _serve(args: argparse.Namespace) -> int:

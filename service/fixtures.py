@@ -157,7 +157,7 @@ class Case(_Case):
 
 
 def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """The prefetch our services declare, answered from a list of resources."""
+    """The prefetch our services declare, answered from a list of resources (others ignored)."""
     keys = {
         "Condition": "conditions",
         "Observation": "observations",
@@ -172,7 +172,7 @@ def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
     for r in resources:
         if r["resourceType"] == "Patient":
             out["patient"] = r
-        else:
+        elif r["resourceType"] in keys:
             out[keys[r["resourceType"]]]["entry"].append({"resource": r})
     return out
 

@@ -80,3 +80,12 @@ def test_the_app_refuses_to_start_on_broken_knowledge(cards: Path) -> None:
     (cards / "facts.yaml").write_text("valuesets: {}\nfacts: {}\n")
     with pytest.raises(KnowledgeError, match=r"facts\.yaml: valuesets: 'mdd' is needed"):
         create_app(Settings(knowledge_dir=cards))
+
+
+def test_rules_doc_is_current_with_cards() -> None:
+    from service.cli import rules_doc
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
+    assert doc.read_text() == rules_doc(), (
+        "docs/rules.md is stale: run `ipt-cds rules-doc > docs/rules.md`"
+    )
