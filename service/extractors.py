@@ -229,17 +229,18 @@ def _latest_observation(d: LatestObservation) -> Extractor:
         since, best = s.since(d.days), None
         ceiling = float(s.params[d.max]) if d.max else float("inf")
         for o in s.record.of_type("Observation"):
-            if str(o.get("status", "final")).lower() in ("entered-in-error", "cancelled"):
-                continue
-            on = first_date(
-                o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
-            )
-            if on is None or not since <= on <= s.today:
-                continue
+            # The code first: a dict lookup rules out most observations before any date parsing.
             for code, holder in _observation_items(o):
                 match = s.terms.match(d.valueset, code)
                 if match is None:
                     continue
+                if str(o.get("status", "final")).lower() in ("entered-in-error", "cancelled"):
+                    break
+                on = first_date(
+                    o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
+                )
+                if on is None or not since <= on <= s.today:
+                    break
                 value, answer, answer_codes = _value(holder, s.answer_scores)
                 if value is not None and not 0 <= value <= ceiling:
                     break
