@@ -1,0 +1,54 @@
+"""Every case of fhir_fixtures/cases/ through the service: the cards must be exactly the expected
+rules with the expected indicators, with full prefetch and through the FHIR fetch path alike."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.fixtures import Case, load_cases
+from service.knowledge import Knowledge
+
+from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir
+
+CASES = load_cases()
+
+
+def _cards(client: TestClient, case: Case, prefetch: bool) -> dict[str, str]:
+    body = case.request(NOW, FHIR_BASE, prefetch=prefetch)
+    response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    found = {c["source"]["topic"]["code"]: c["indicator"] for c in cards}
+    assert len(found) == len(cards), "one card per rule"
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
+def test_case_with_full_prefetch(case: Case, make_client: AppFactory) -> None:
+    fhir = FakeFhir()
+    assert _cards(make_client(fhir), case, prefetch=True) == case.expect, case.describe
+    assert fhir.requests == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
+def test_case_through_the_fetch_path(case: Case, make_client: AppFactory) -> None:
+    fhir = FakeFhir(resources=case.resources(NOW))
+    assert _cards(make_client(fhir), case, prefetch=False) == case.expect, case.describe
+    assert "Patient" in fhir.paths()
+
+
+def test_every_rule_has_cases_inside_and_just_outside(knowledge: Knowledge) -> None:
+    by_rule: dict[str, list[Case]] = defaultdict(list)
+    for case in CASES:
+        by_rule[case.rule].append(case)
+    for rule in knowledge.rulebook.rules:
+        cases = by_rule.get(rule.id, [])
+        inside = [c for c in cases if c.name.startswith("in-") and rule.id in c.expect]
+        outside = [c for c in cases if c.name.startswith("out-") and rule.id not in c.expect]
+        assert inside, f"{rule.id}: no in- case fires it"
+        assert outside, f"{rule.id}: no out- case stays just outside it"
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names)), "case names are patient ids: they must be unique"
