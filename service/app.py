@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__
@@ -61,6 +62,13 @@ def create_app(
         redoc_url=None,
     )
     app.state.ipt = state
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.include_router(router)
     install_handlers(app)
     app.openapi = lambda: schema(app)  # type: ignore[method-assign]

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     # SQLite is the embedded default; a postgresql+psycopg:// URL selects PostgreSQL.
     database_url: str = "sqlite:///ipt-cds.sqlite3"
 
+    # Browser-based CDS clients (the CDS Hooks sandbox) need CORS: a JSON list of origins,
+    # e.g. IPT_CDS_CORS_ORIGINS='["https://sandbox.cds-hooks.org"]'. Empty: no CORS headers.
+    cors_origins: list[str] = Field(default_factory=list)
+
     fhir_timeout_seconds: float = Field(default=5.0, gt=0)
     # The whole fetch (all queries and their pages) must end within this budget: the EHR is
     # waiting, and an answer after its own timeout is worth nothing.

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.cli import main
 from service.config import Settings
+
+from .conftest import AppFactory
 
 
 def test_settings_come_from_ipt_cds_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,3 +32,24 @@ def test_cli_requires_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main([])
     assert "serve" in capsys.readouterr().err
+
+
+def test_cors_allows_the_configured_origin_only(make_client: AppFactory) -> None:
+    client = make_client(cors_origins=["https://sandbox.cds-hooks.org"])
+    preflight = client.options(
+        "/cds-services/ipt-order-sign",
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+    other = client.get("/cds-services", headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_no_cors_headers_by_default(client: TestClient) -> None:
+    response = client.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
+    assert "access-control-allow-origin" not in response.headers

@@ -1,0 +1,96 @@
+"""Against a real FHIR server: load the fixtures, call every hook without prefetch, compare."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service import integrator
+from service.app import create_app
+from service.config import Settings
+from service.fixtures import SERVICE_OF_HOOK, Case, load_cases
+from service.knowledge import Knowledge
+
+from ..conftest import NOW
+from .conftest import FhirServer
+
+CASES = load_cases()
+
+
+@pytest.fixture(scope="module")
+def loaded(fhir_server: FhirServer) -> FhirServer:
+    out = io.StringIO()
+    assert integrator.load(fhir_server.base, fhir_server.token, [], out, now=NOW) == 0, (
+        out.getvalue()
+    )
+    assert f"Loaded {len(CASES)} of {len(CASES)} patients" in out.getvalue()
+    return fhir_server
+
+
+@pytest.fixture
+def client(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    db = tmp_path_factory.mktemp("store") / "store.sqlite3"
+    app = create_app(
+        Settings(database_url=f"sqlite:///{db}"), clock=lambda: NOW, knowledge=knowledge
+    )
+    with TestClient(app) as client:
+        yield client
+
+
+def _call(
+    client: TestClient, case: Case, server: FhirServer, token: str
+) -> tuple[int, dict[str, str]]:
+    body = case.request(NOW, server.base, prefetch=False)
+    body["fhirAuthorization"] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/*.read",
+        "subject": "ipt-cds",
+    }
+    response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
+    if response.status_code != 200:
+        return response.status_code, {"code": response.json()["code"]}
+    return 200, {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_fixture_fetched_from_the_fhir_server(
+    client: TestClient, loaded: FhirServer, case: Case
+) -> None:
+    assert _call(client, case, loaded, loaded.token) == (200, case.expect)
+
+
+def test_a_wrong_token_answers_412(client: TestClient, loaded: FhirServer) -> None:
+    status, body = _call(client, CASES[0], loaded, "not-the-token")
+    assert (status, body) == (412, {"code": "fhir_unauthorized"})
+
+
+def test_a_patient_whose_searches_page_is_fetched_whole(
+    client: TestClient, loaded: FhirServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 45 conditions page at 20 on this server: the call must read all three pages.
+    many = Case.model_validate(
+        {
+            "name": "in-paging-45-conditions",
+            "describe": "Depression among 44 other conditions; the searches page.",
+            "hook": "order-sign",
+            "age": 40,
+            "conditions": [f"I{10 + i % 5}" for i in range(44)] + ["F33.1"],
+            "drafts": ["ipt"],
+        }
+    )
+    headers = {"Authorization": f"Bearer {loaded.token}", "Content-Type": "application/fhir+json"}
+    response = httpx.post(loaded.base, json=many.transaction(NOW), headers=headers)
+    assert response.is_success, response.text
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        status, cards = _call(client, many, loaded, loaded.token)
+    assert status == 200
+    assert "ipt-suitable" in cards
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("hook "))
+    assert " resources=46 " in line

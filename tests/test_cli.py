@@ -1,0 +1,124 @@
+"""`ipt-cds` for integrators: fixtures list, invoke (against a live service), clear errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.cli import main
+from service.config import Settings
+from service.fixtures import load_cases
+from service.knowledge import Knowledge
+
+from .conftest import NOW
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def service_url(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("cli") / "store.sqlite3"
+    app = create_app(
+        Settings(database_url=f"sqlite:///{db}"), clock=lambda: NOW, knowledge=knowledge
+    )
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_fixtures_list_shows_every_case(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fixtures", "list"]) == 0
+    out = capsys.readouterr().out
+    cases = load_cases()
+    assert out.endswith(f"{len(cases)} fixtures\n")
+    assert "in-psychosis-schizophrenia" in out
+    assert "ipt-psychosis (critical)" in out
+
+
+def test_invoke_prints_cards_readably(service_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia"]
+    assert main([*args, "--service-url", service_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CRITICAL  IPT is not recommended: psychotic features on record\n")
+    assert "rule: ipt-psychosis (IPT not recommended with psychotic features)" in out
+    assert (
+        "suggestion: Remove the IPT order [delete ServiceRequest/in-psychosis-schizophrenia-d0]"
+        in out
+    )
+
+
+def test_invoke_json_with_a_request_file(
+    service_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = ROOT / "fhir_fixtures" / "requests" / "in-psychosis-schizophrenia.json"
+    args = ["invoke", "ipt-order-sign", "--request", str(request), "--json"]
+    assert main([*args, "--service-url", service_url]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert [c["source"]["topic"]["code"] for c in answer["cards"]] == ["ipt-psychosis"]
+
+
+def test_invoke_shows_the_service_error(
+    service_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["invoke", "ipt-patient-view", "--fixture", "in-psychosis-schizophrenia"]
+    assert main([*args, "--service-url", service_url]) == 1
+    assert "HTTP 400" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["invoke", "ipt-order-sign", "--fixture", "no-such-case"],
+            "no fixture named 'no-such-case'",
+        ),
+        (
+            ["invoke", "ipt-order-sign", "--request", "/nonexistent.json"],
+            "/nonexistent.json: no such file",
+        ),
+        (
+            ["invoke", "ipt-order-sign", "--request", str(ROOT / "README.md")],
+            "README.md: not a JSON file",
+        ),
+        (
+            ["fixtures", "load", "--fhir-server", "http://127.0.0.1:9/fhir"],
+            "cannot reach the FHIR server",
+        ),
+    ],
+)
+def test_clear_errors_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ipt-cds: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unreachable_service_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia"]
+    assert main([*args, "--service-url", f"http://127.0.0.1:{_free_port()}"]) == 2
+    assert "cannot reach the service" in capsys.readouterr().err

@@ -1,0 +1,67 @@
+"""fhir_fixtures/: generated from the cases, current, and valid FHIR R4 throughout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
+
+from service.fixtures import FIXTURES, generated_files, load_cases
+from service.models import REQUEST_MODELS
+
+CASES = load_cases()
+FILES = generated_files(CASES)
+
+
+def test_generated_files_are_current() -> None:
+    stale = [rel for rel, text in FILES.items() if (FIXTURES / rel).read_text() != text]
+    assert not stale, f"run `ipt-cds fixtures build`: stale {stale[:5]}"
+    on_disk = {str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*.json")}
+    assert on_disk == {rel for rel in FILES if rel.count("/") == 1}, "files no case makes"
+
+
+def _validate(resource: dict[str, Any]) -> None:
+    module = __import__(f"fhir.resources.R4B.{resource['resourceType'].lower()}", fromlist=["x"])
+    model: type[FHIRResourceModel] = getattr(module, resource["resourceType"])
+    model.model_validate(resource)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_resource_is_valid_fhir_r4(case: Any) -> None:
+    bundle = json.loads(FILES[f"patients/{case.name}.json"])
+    Bundle.model_validate(bundle)
+    assert bundle["type"] == "transaction"
+    for entry in bundle["entry"]:
+        _validate(entry["resource"])
+        resource = entry["resource"]
+        assert entry["request"] == {
+            "method": "PUT",
+            "url": f"{resource['resourceType']}/{resource['id']}",
+        }
+    for name in (f"requests/{case.name}.json", f"requests/{case.name}.no-prefetch.json"):
+        request = json.loads(FILES[name])
+        REQUEST_MODELS[request["hook"]].model_validate(request)
+        for entry in request["context"].get("draftOrders", {}).get("entry", []):
+            _validate(entry["resource"])
+
+
+def test_expected_cards_and_readme_cover_every_case() -> None:
+    expected = json.loads(FILES["expected.json"])
+    assert set(expected) == {c.name for c in CASES}
+    readme = FILES["README.md"]
+    for case in CASES:
+        assert f"| `{case.name}` |" in readme
+
+
+def test_fixture_ids_are_stable_and_unique() -> None:
+    ids: set[str] = set()
+    for case in CASES:
+        for entry in json.loads(FILES[f"patients/{case.name}.json"])["entry"]:
+            ref = entry["request"]["url"]
+            assert ref not in ids
+            ids.add(ref)
+    assert Path(FIXTURES / "cases").is_dir()
