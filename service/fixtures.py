@@ -173,6 +173,17 @@ class Case(_Case):
         return body
 
 
+def authorization(token: str, subject: str = "ipt-cds") -> dict[str, Any]:
+    """A CDS Hooks ``fhirAuthorization`` carrying a bearer token for the FHIR server."""
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/*.read",
+        "subject": subject,
+    }
+
+
 def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
     """The prefetch our services declare, answered from a list of resources (others ignored)."""
     keys = {

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from .fixtures import Case, load_cases
+from .fixtures import Case, authorization, load_cases
 
 
 class ToolError(Exception):
@@ -125,13 +125,7 @@ def invoke(
         server = fhir_server or "http://127.0.0.1:8090/fhir"
         body = _find(fixture).request(datetime.now(UTC), server, prefetch=prefetch)
         if token:
-            body["fhirAuthorization"] = {
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": 300,
-                "scope": "user/*.read",
-                "subject": "ipt-cds-cli",
-            }
+            body["fhirAuthorization"] = authorization(token, "ipt-cds-cli")
     elif request_file:
         body = _read_request(request_file)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.engine import Rule
+from service.fixtures import authorization
 from service.knowledge import Knowledge
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -80,6 +82,13 @@ class FakeFhir:
 
     def paths(self) -> list[str]:
         return [r.url.path.strip("/").removeprefix("fhir/").split("/")[0] for r in self.requests]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="session")
@@ -236,13 +245,7 @@ def hook_request(
         "context": context,
     }
     if with_auth:
-        body["fhirAuthorization"] = {
-            "access_token": TOKEN,
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "user/Patient.read user/Condition.read",
-            "subject": "ipt-cds",
-        }
+        body["fhirAuthorization"] = authorization(TOKEN)
     if prefetch is not None:
         body["prefetch"] = copy.deepcopy(prefetch)
     return body

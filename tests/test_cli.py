@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,16 +17,9 @@ from service.config import Settings
 from service.fixtures import load_cases
 from service.knowledge import Knowledge
 
-from .conftest import NOW
+from .conftest import NOW, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +28,7 @@ def service_url(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) 
     app = create_app(
         Settings(database_url=f"sqlite:///{db}"), clock=lambda: NOW, knowledge=knowledge
     )
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -120,5 +112,5 @@ def test_clear_errors_exit_2(
 
 def test_unreachable_service_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia"]
-    assert main([*args, "--service-url", f"http://127.0.0.1:{_free_port()}"]) == 2
+    assert main([*args, "--service-url", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "cannot reach the service" in capsys.readouterr().err

@@ -8,7 +8,6 @@ installed the tests skip, except under CI (or IPT_CDS_REQUIRE_FHIR_SERVER=1), wh
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from ..conftest import free_port
 
 SEKMET = Path(__file__).resolve().parents[2] / ".fhir-server" / "venv" / "bin" / "sekmet"
 TOKEN = "integration-token-1f3a"
@@ -28,13 +29,6 @@ class FhirServer:
     token: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
     if not SEKMET.exists():
@@ -43,7 +37,7 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
             pytest.fail(message)
         pytest.skip(message)
     folder = tmp_path_factory.mktemp("fhir-server")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/fhir"
     (folder / "settings.yaml").write_text(
         f"base_url: {base}\nhost: 127.0.0.1\nport: {port}\n"

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from service import integrator
 from service.app import create_app
 from service.config import Settings
-from service.fixtures import SERVICE_OF_HOOK, Case, load_cases
+from service.fixtures import SERVICE_OF_HOOK, Case, authorization, load_cases
 from service.knowledge import Knowledge
 
 from ..conftest import NOW
@@ -46,13 +46,7 @@ def _call(
     client: TestClient, case: Case, server: FhirServer, token: str
 ) -> tuple[int, dict[str, str]]:
     body = case.request(NOW, server.base, prefetch=False)
-    body["fhirAuthorization"] = {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "user/*.read",
-        "subject": "ipt-cds",
-    }
+    body["fhirAuthorization"] = authorization(token)
     response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
     if response.status_code != 200:
         return response.status_code, {"code": response.json()["code"]}
