@@ -22,11 +22,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from . import prefetch
+from .auth import Authenticator, Client, Unauthorized
 from .config import Settings
 from .engine import Engine, HookCall
 from .errors import BadRequest, NotFound, from_validation_error
 from .fhir_client import FhirClient
-from .jsonio import JsonResponse, parse_object
+from .jsonio import JsonResponse, check_shape, parse_object, read_body
 from .knowledge import Knowledge
 from .models import (
     REQUEST_MODELS,
@@ -41,6 +42,7 @@ from .models import (
 )
 from .record import PatientRecord
 from .store import IssuedCard, Store
+from .trust import normal_base
 
 log = logging.getLogger("ipt_cds")
 
@@ -52,9 +54,12 @@ class AppState:
     engine: Engine
     clock: Callable[[], datetime]
     discovery: bytes
+    # FHIR servers allowed when authentication is off (with it on, the issuer's list).
+    allowlist: frozenset[str] = frozenset()
     # Opened by the app's lifespan, closed with it.
     _store: Store | None = None
     _fhir: FhirClient | None = None
+    authenticator: Authenticator | None = None
 
     @property
     def store(self) -> Store:
@@ -68,6 +73,11 @@ class AppState:
             raise RuntimeError("the FHIR client is opened when the app starts")
         return self._fhir
 
+    def fhir_allowed(self, client: Client | None) -> Callable[[str], bool]:
+        if client is not None:
+            return client.issuer.allows_fhir_server
+        return lambda url: normal_base(url) in self.allowlist
+
     def service(self, service_id: str) -> Service:
         try:
             return self.knowledge.services[service_id]
@@ -80,7 +90,22 @@ def _state(request: Request) -> AppState:
     return state
 
 
+async def _client(request: Request) -> Client | None:
+    """The authenticated EHR, or None when authentication is off."""
+    state = _state(request)
+    if state.authenticator is None:
+        return None
+    base = state.settings.public_base_url or str(request.base_url)
+    audience = base.rstrip("/") + request.url.path
+    try:
+        return await state.authenticator.verify(request.headers.get("authorization"), audience)
+    except Unauthorized as exc:
+        log.warning("unauthorized %s %s: %s", request.method, request.url.path, exc.reason)
+        raise
+
+
 State = Annotated[AppState, Depends(_state)]
+AuthClient = Annotated[Client | None, Depends(_client)]
 router = APIRouter()
 
 
@@ -96,22 +121,24 @@ def _json_body(schema: str) -> dict[str, Any]:
 @router.get(
     "/cds-services",
     summary="Discovery: the CDS Services offered",
-    responses={200: {"model": DiscoveryResponse}},
+    responses={200: {"model": DiscoveryResponse}, **_errors(401)},
 )
-async def discovery(state: State) -> Response:
+async def discovery(state: State, _: AuthClient) -> Response:
     return Response(state.discovery, media_type="application/json")
 
 
 @router.post(
     "/cds-services/{service_id}",
     summary="Call a CDS Service for a hook",
-    responses={200: {"model": CdsResponse}, **_errors(400, 404, 412)},
+    responses={200: {"model": CdsResponse}, **_errors(400, 401, 404, 412, 413)},
     openapi_extra=_json_body("HookRequest"),
 )
-async def call_service(service_id: str, request: Request, state: State) -> Response:
+async def call_service(
+    service_id: str, request: Request, state: State, client: AuthClient
+) -> Response:
     started = time.perf_counter()
     service = state.service(service_id)
-    body = parse_object(await request.body())
+    body = await _read_json(request, state.settings)
     hook = body.get("hook")
     if hook != service.hook:
         raise BadRequest(
@@ -123,7 +150,7 @@ async def call_service(service_id: str, request: Request, state: State) -> Respo
         hook_request: HookRequest = REQUEST_MODELS[service.hook].model_validate(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    data = await prefetch.gather(service, hook_request, state.fhir)
+    data = await prefetch.gather(service, hook_request, state.fhir, state.fhir_allowed(client))
     record = PatientRecord.build(chain.from_iterable(data.values()), hook_request)
     now = state.clock()
     call = HookCall(service.id, service.hook, hook_request.hookInstance, record, now)
@@ -155,12 +182,12 @@ async def call_service(service_id: str, request: Request, state: State) -> Respo
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="Feedback on cards: accepted suggestions and overrides",
-    responses={200: {"model": FeedbackAck}, **_errors(400, 404)},
+    responses={200: {"model": FeedbackAck}, **_errors(400, 401, 404, 413)},
     openapi_extra=_json_body("FeedbackRequest"),
 )
-async def post_feedback(service_id: str, request: Request, state: State) -> Response:
+async def post_feedback(service_id: str, request: Request, state: State, _: AuthClient) -> Response:
     service = state.service(service_id)
-    body = parse_object(await request.body())
+    body = await _read_json(request, state.settings)
     try:
         items = FeedbackRequest.model_validate(body).feedback
     except ValidationError as exc:
@@ -174,11 +201,17 @@ async def post_feedback(service_id: str, request: Request, state: State) -> Resp
 @router.get(
     "/stats/cards",
     summary="Cards shown, accepted and overridden, per service and rule",
-    responses={200: {"model": CardStats}},
+    responses={200: {"model": CardStats}, **_errors(401)},
 )
-async def card_stats(state: State) -> Response:
+async def card_stats(state: State, _: AuthClient) -> Response:
     stats = await run_in_threadpool(state.store.card_stats)
     return JsonResponse(stats.model_dump(mode="json"))
+
+
+async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:
+    body = parse_object(await read_body(request, settings.max_body_bytes))
+    check_shape(body, settings.max_json_depth, settings.max_bundle_entries)
+    return body
 
 
 def discovery_document(knowledge: Knowledge) -> bytes:

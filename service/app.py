@@ -14,13 +14,17 @@ from starlette.concurrency import run_in_threadpool
 
 from . import __version__
 from .api import AppState, discovery_document, router
+from .auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from .config import Settings
 from .engine import Engine, Rule
-from .errors import install_handlers
+from .errors import KnowledgeError, install_handlers
 from .fhir_client import FhirClient
 from .knowledge import Knowledge
 from .openapi import schema
 from .store import Store
+from .trust import Trust, global_allowlist
+
+log = logging.getLogger("ipt_cds")
 
 
 def _utc_now() -> datetime:
@@ -38,12 +42,14 @@ def create_app(
     settings = settings or Settings()
     _configure_logging(settings.log_level)
     knowledge = knowledge or Knowledge.load(settings.knowledge_dir)
+    trust = _trust(settings)
     state = AppState(
         settings=settings,
         knowledge=knowledge,
         engine=Engine(knowledge.factbook, knowledge.rulebook, rules),
         clock=clock,
         discovery=discovery_document(knowledge),
+        allowlist=global_allowlist(settings.fhir_allowlist),
     )
 
     @asynccontextmanager
@@ -51,6 +57,19 @@ def create_app(
         state._store = await run_in_threadpool(Store, settings.database_url)
         async with FhirClient.make_http(settings, fhir_transport) as http:
             state._fhir = FhirClient(http, settings)
+            if trust is not None:
+
+                def seconds() -> float:
+                    return clock().timestamp()
+
+                replay = (
+                    DatabaseReplayCache(state.store, seconds)
+                    if settings.jti_store == "database"
+                    else MemoryReplayCache(seconds)
+                )
+                state.authenticator = Authenticator(
+                    trust, KeyCache(http, seconds), replay, seconds, settings.jwt_leeway_seconds
+                )
             yield
         state.store.close()
 
@@ -73,6 +92,18 @@ def create_app(
     install_handlers(app)
     app.openapi = lambda: schema(app)  # type: ignore[method-assign]
     return app
+
+
+def _trust(settings: Settings) -> Trust | None:
+    if settings.auth_mode == "off":
+        log.warning(
+            "CLIENT AUTHENTICATION IS OFF (IPT_CDS_AUTH_MODE=off): any caller can use this "
+            "service. Use it only on a trusted network; see docs/security.md."
+        )
+        return None
+    if settings.trust_file is None:
+        raise KnowledgeError("IPT_CDS_TRUST_FILE is required when IPT_CDS_AUTH_MODE=required")
+    return Trust.load(settings.trust_file)
 
 
 def _configure_logging(level: str) -> None:

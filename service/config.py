@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,23 @@ class Settings(BaseSettings):
     knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR
     # SQLite is the embedded default; a postgresql+psycopg:// URL selects PostgreSQL.
     database_url: str = "sqlite:///ipt-cds.sqlite3"
+
+    # Client authentication (docs/security.md). "off" is for local use only.
+    auth_mode: Literal["off", "required"] = "off"
+    trust_file: Path | None = None
+    # The URL EHRs use to reach us; a token's aud must be this plus the endpoint's path.
+    public_base_url: str | None = None
+    jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
+    # Where used jti values are remembered: this process, or the shared database.
+    jti_store: Literal["memory", "database"] = "memory"
+    # FHIR servers the service may call when authentication is off (JSON list of base URLs);
+    # with authentication on, each issuer's fhir_servers in the trust file apply instead.
+    fhir_allowlist: list[str] = Field(default_factory=list)
+
+    # Request limits: the CDS Hooks sandbox sends bodies over 1 MB.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=64, ge=8)
+    max_bundle_entries: int = Field(default=20_000, ge=1)
 
     # Browser-based CDS clients (the CDS Hooks sandbox) need CORS: a JSON list of origins,
     # e.g. IPT_CDS_CORS_ORIGINS='["https://sandbox.cds-hooks.org"]'. Empty: no CORS headers.

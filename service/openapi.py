@@ -38,5 +38,11 @@ def schema(app: FastAPI) -> dict[str, Any]:
         "discriminator": {"propertyName": "hook"},
     }
     doc["components"]["schemas"] = dict(sorted(schemas.items()))
+    # CDS Hooks client authentication: a JWT signed by the EHR, required when
+    # IPT_CDS_AUTH_MODE=required (docs/security.md); optional otherwise.
+    doc["components"]["securitySchemes"] = {
+        "cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
+    doc["security"] = [{}, {"cdsHooksJwt": []}]
     app.openapi_schema = doc
     return doc

@@ -8,6 +8,7 @@ data, or among a Bundle's entries, also means no data for that key.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .errors import PrefetchUnavailable
@@ -68,7 +69,12 @@ def resources_of(key: str, value: Resource | None) -> list[Resource]:
     return out
 
 
-async def gather(service: Service, request: HookRequest, fhir: FhirClient) -> Prefetched:
+async def gather(
+    service: Service,
+    request: HookRequest,
+    fhir: FhirClient,
+    allowed: Callable[[str], bool],
+) -> Prefetched:
     """Every prefetch key of the service, as resources; only missing keys are fetched."""
     given = request.prefetch or {}
     data: Prefetched = {}
@@ -84,6 +90,14 @@ async def gather(service: Service, request: HookRequest, fhir: FhirClient) -> Pr
         raise PrefetchUnavailable(
             f"Prefetch {', '.join(sorted(missing))} missing and the request names no fhirServer.",
             code="no_fhir_server",
+        )
+    if not allowed(request.fhirServer):
+        # Never contact a server nobody vouched for: the request names it, so an attacker could.
+        log.warning("fhirServer not on the allowlist; %d keys not fetched", len(missing))
+        raise PrefetchUnavailable(
+            "The fhirServer is not one this service may contact; prefetch the data or ask the "
+            "operator to allow the server.",
+            code="fhir_server_not_allowed",
         )
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
     fetched = await fhir.fetch_all(request.fhirServer, missing, token)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -74,6 +75,15 @@ feedback = Table(
 )
 
 
+jti_seen = Table(
+    "jti_seen",
+    metadata,
+    Column("iss", String(512), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
 @dataclass(frozen=True)
 class IssuedCard:
     card_uuid: str
@@ -102,16 +112,28 @@ class Store:
         """Store the items in one transaction; answer how many were new."""
         now = datetime.now(UTC)
         rows = [_feedback_row(service_id, item, now) for item in items]
-        stmt = (
-            pg_insert(feedback)
-            if self.engine.dialect.name == "postgresql"
-            else sqlite_insert(feedback)
-        ).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        stmt = self._insert(feedback).on_conflict_do_nothing(index_elements=["dedupe_key"])
         stored = 0
         with self.engine.begin() as conn:
             for row in rows:
                 stored += conn.execute(stmt, row).rowcount
         return stored
+
+    def first_use(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record a client JWT's jti; False when any replica has seen it before."""
+        expiry = datetime.fromtimestamp(expires_at, UTC)
+        with self.engine.begin() as conn:
+            purge = datetime.fromtimestamp(now, UTC)
+            conn.execute(delete(jti_seen).where(jti_seen.c.expires_at < purge))
+            inserted = conn.execute(
+                self._insert(jti_seen).on_conflict_do_nothing(),
+                {"iss": iss[:512], "jti": jti[:256], "expires_at": expiry},
+            ).rowcount
+        return bool(inserted == 1)
+
+    def _insert(self, table: Table) -> Any:
+        dialect = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return dialect(table)
 
     def card_stats(self) -> CardStats:
         with self.engine.connect() as conn:

@@ -25,6 +25,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FHIR_BASE = "https://ehr.example.org/fhir"
+# The fhirServer of the fhir-test-cases vectors: a loopback test server, so it may be allowed.
+VECTOR_FHIR_BASE = "http://localhost:8080/fhir"
 TOKEN = "secret-access-token-xyz"
 HOOK_INSTANCE = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
 PATIENT_ID = "pat-1"
@@ -99,7 +101,11 @@ def knowledge() -> Knowledge:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}", fhir_retries=0)
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        fhir_retries=0,
+        fhir_allowlist=[FHIR_BASE, VECTOR_FHIR_BASE],
+    )
 
 
 AppFactory = Callable[..., TestClient]

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from .conftest import Json, full_prefetch, hook_request, ipt_order
+from .conftest import AppFactory, Json, condition, full_prefetch, hook_request, ipt_order
 
 
 def _without(path: str) -> Callable[[Json], None]:
@@ -226,3 +226,63 @@ def test_deeply_nested_body_answers_400(client: TestClient) -> None:
     response = client.post("/cds-services/ipt-order-sign", content=body)
     assert response.status_code == 400
     assert response.json()["code"] == "malformed_json"
+
+
+def test_a_body_over_the_limit_answers_413(make_client: AppFactory) -> None:
+    client = make_client(max_body_bytes=64 * 1024)
+    body = hook_request("order-sign", full_prefetch())
+    body["extension"] = {"padding": "x" * 70_000}
+    response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+def test_a_streamed_body_over_the_limit_answers_413(make_client: AppFactory) -> None:
+    client = make_client(max_body_bytes=64 * 1024)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"hook": "order-sign", "x": "'
+        for _ in range(100):
+            yield b"y" * 1024
+        yield b'"}'
+
+    response = client.post("/cds-services/ipt-order-sign", content=chunks())
+    assert response.status_code == 413
+
+
+def test_default_limit_takes_a_realistic_two_megabyte_prefetch(client: TestClient) -> None:
+    notes = [{**condition(f"c{i}", "I10"), "note": [{"text": "n" * 1000}]} for i in range(2000)]
+    body = hook_request("order-sign", full_prefetch(*notes))
+    response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert len(response.request.content) > 2_000_000
+    assert response.status_code == 200
+
+
+def test_json_nested_past_the_limit_answers_400(make_client: AppFactory) -> None:
+    client = make_client(max_json_depth=16)
+    body = hook_request("order-sign", full_prefetch())
+    nested: Json = {}
+    for _ in range(20):
+        nested = {"a": [nested]}
+    body["extension"] = {"deep": nested}
+    response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert response.status_code == 400
+    assert response.json()["code"] == "too_deep"
+    assert "16 levels" in response.json()["message"]
+
+
+def test_a_bundle_with_too_many_entries_answers_413(make_client: AppFactory) -> None:
+    client = make_client(max_bundle_entries=100)
+    body = hook_request("order-sign", full_prefetch(*[condition(f"c{i}") for i in range(101)]))
+    response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_many_entries"
+
+
+def test_feedback_is_limited_too(make_client: AppFactory) -> None:
+    client = make_client(max_body_bytes=2048)
+    items = [
+        {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-25T12:00:00Z"}
+    ] * 50
+    response = client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": items})
+    assert response.status_code == 413

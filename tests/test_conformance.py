@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REFERENCE, SERVICE_OF_HOOK, AppFactory, FakeFhir, load_json
+from .conftest import REFERENCE, SERVICE_OF_HOOK, VECTOR_FHIR_BASE, AppFactory, FakeFhir, load_json
 
 CASES = REFERENCE / "cds-hooks" / "fhir-test-cases-cdshooks"
 LIBRARY = REFERENCE / "cds-hooks" / "hooks-library"
@@ -30,6 +30,12 @@ def test_good_requests_are_accepted(path: Path, make_client: AppFactory) -> None
     fhir = FakeFhir()
     client = make_client(fhir)
     response = client.post(f"/cds-services/{SERVICE_OF_HOOK[body['hook']]}", json=body)
+    if body["fhirServer"] != VECTOR_FHIR_BASE:
+        # Valid, but its fhirServer is plain http on a public host: never contacted.
+        assert response.status_code == 412, response.text
+        assert response.json()["code"] == "fhir_server_not_allowed"
+        assert fhir.requests == []
+        return
     assert response.status_code == 200, response.text
     assert response.json() == {"cards": []}
     # What the vector did not prefetch under our keys was read from its fhirServer.

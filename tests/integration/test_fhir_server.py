@@ -33,11 +33,12 @@ def loaded(fhir_server: FhirServer) -> FhirServer:
 
 
 @pytest.fixture
-def client(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(
+    knowledge: Knowledge, fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("store") / "store.sqlite3"
-    app = create_app(
-        Settings(database_url=f"sqlite:///{db}"), clock=lambda: NOW, knowledge=knowledge
-    )
+    settings = Settings(database_url=f"sqlite:///{db}", fhir_allowlist=[fhir_server.base])
+    app = create_app(settings, clock=lambda: NOW, knowledge=knowledge)
     with TestClient(app) as client:
         yield client
 
