@@ -116,12 +116,15 @@ def make_client(settings: Settings, knowledge: Knowledge) -> Iterator[AppFactory
     clients: list[TestClient] = []
 
     def make(
-        fhir: FakeFhir | None = None, rules: tuple[Rule, ...] = (), **overrides: Any
+        fhir: FakeFhir | None = None,
+        rules: tuple[Rule, ...] = (),
+        clock: Callable[[], datetime] = lambda: NOW,
+        **overrides: Any,
     ) -> TestClient:
         app = create_app(
             settings.model_copy(update=overrides),
             fhir_transport=(fhir or FakeFhir()).transport(),
-            clock=lambda: NOW,
+            clock=clock,
             rules=rules,
             knowledge=knowledge,
         )

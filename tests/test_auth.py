@@ -9,6 +9,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -282,15 +283,22 @@ def test_keys_rotate_through_the_jwks_url(make_client: AppFactory, tmp_path: Pat
 
     fhir.handle = route  # type: ignore[method-assign]
     trust = _trust_file(tmp_path, jwks_file=None, jwks_url="https://ehr.example.org/jwks")
-    client = make_client(fhir, auth_mode="required", trust_file=trust, public_base_url=BASE)
+    now = [NOW]
+    client = make_client(
+        fhir, clock=lambda: now[0], auth_mode="required", trust_file=trust, public_base_url=BASE
+    )
     assert _sign_call(client, token(kid="old")).status_code == 200
     assert _sign_call(client, token(kid="old")).status_code == 200
     assert fetches == ["/jwks"], "the JWKS is cached"
     published["keys"] = [_jwk(EC_OTHER, "new", "ES384")]
-    # The clock does not move in these tests: an unknown kid within a minute of the last fetch
-    # is refused without hammering the EHR's JWKS endpoint.
+    # An unknown kid within a minute of the last fetch is refused without hammering the EHR's
+    # JWKS endpoint; a minute later the new key set is fetched and the new key works.
     assert _sign_call(client, token(key=EC_OTHER, kid="new")).status_code == 401
     assert fetches == ["/jwks"]
+    now[0] = NOW + timedelta(seconds=61)
+    later = token(key=EC_OTHER, kid="new", iat=T0 + 61, exp=T0 + 361)
+    assert _sign_call(client, later).status_code == 200
+    assert fetches == ["/jwks", "/jwks"]
 
 
 def test_jku_on_the_allowlist_is_used(make_client: AppFactory, tmp_path: Path) -> None:
