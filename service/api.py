@@ -27,7 +27,7 @@ from .config import Settings
 from .engine import Engine, HookCall
 from .errors import BadRequest, NotFound, from_validation_error
 from .fhir_client import FhirClient
-from .jsonio import JsonResponse, check_shape, parse_object, read_body
+from .jsonio import JsonResponse, check_depth, check_entries, parse_object, read_body
 from .knowledge import Knowledge
 from .models import (
     REQUEST_MODELS,
@@ -41,6 +41,7 @@ from .models import (
     Service,
 )
 from .record import PatientRecord
+from .recorder import CardRecorder
 from .store import IssuedCard, Store
 from .trust import normal_base
 
@@ -59,7 +60,14 @@ class AppState:
     # Opened by the app's lifespan, closed with it.
     _store: Store | None = None
     _fhir: FhirClient | None = None
+    _recorder: CardRecorder | None = None
     authenticator: Authenticator | None = None
+
+    @property
+    def recorder(self) -> CardRecorder:
+        if self._recorder is None:
+            raise RuntimeError("the card recorder is started when the app starts")
+        return self._recorder
 
     @property
     def store(self) -> Store:
@@ -166,7 +174,7 @@ async def call_service(
         )
         for card in cards
     ]
-    await run_in_threadpool(state.store.record_cards, issued)
+    state.recorder.add(issued)
     log.info(
         "hook service=%s hookInstance=%s resources=%d drafts=%d rules=%s ms=%.1f",
         service.id,
@@ -204,13 +212,20 @@ async def post_feedback(service_id: str, request: Request, state: State, _: Auth
     responses={200: {"model": CardStats}, **_errors(401)},
 )
 async def card_stats(state: State, _: AuthClient) -> Response:
+    await state.recorder.flush()
     stats = await run_in_threadpool(state.store.card_stats)
     return JsonResponse(stats.model_dump(mode="json"))
 
 
 async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:
-    body = parse_object(await read_body(request, settings.max_body_bytes))
-    check_shape(body, settings.max_json_depth, settings.max_bundle_entries)
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_object(raw)
+    check_depth(raw, settings.max_json_depth)
+    prefetch, context = body.get("prefetch"), body.get("context")
+    bundles = list(prefetch.values()) if isinstance(prefetch, dict) else []
+    if isinstance(context, dict):
+        bundles.append(context.get("draftOrders"))
+    check_entries(bundles, settings.max_bundle_entries)
     return body
 
 

@@ -21,6 +21,7 @@ from .errors import KnowledgeError, install_handlers
 from .fhir_client import FhirClient
 from .knowledge import Knowledge
 from .openapi import schema
+from .recorder import CardRecorder
 from .store import Store
 from .trust import Trust, global_allowlist
 
@@ -55,6 +56,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state._store = await run_in_threadpool(Store, settings.database_url)
+        state._recorder = CardRecorder(state.store)
+        state.recorder.start()
         async with FhirClient.make_http(settings, fhir_transport) as http:
             state._fhir = FhirClient(http, settings)
             if trust is not None:
@@ -71,6 +74,7 @@ def create_app(
                     trust, KeyCache(http, seconds), replay, seconds, settings.jwt_leeway_seconds
                 )
             yield
+        await state.recorder.close()
         state.store.close()
 
     app = FastAPI(

@@ -9,7 +9,7 @@ only knows how FHIR resources carry codes, statuses and dates.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .models import Resource
 from .reader import codings, first_date, number, reference_of, status_code, texts
 from .record import PatientRecord
-from .terminology import NameMatcher, Terminology
+from .terminology import Match, NameMatcher, Terminology
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,43 @@ class Evidence:
         return f"{name}{code}{when}"
 
 
+Coded = tuple[Resource, Match, Resource]
+
+
 @dataclass(frozen=True)
 class Scope:
-    """What an extractor reads: the record, the value sets, the date, the parameters."""
+    """What an extractor reads: the record, the value sets, the date, the parameters.
+
+    ``coded`` indexes the record once per call by value set, so each of the many extractors
+    reads only the resources coded in its value set instead of scanning the whole record.
+    """
 
     record: PatientRecord
     terms: Terminology
     today: date
     params: dict[str, Any]
     answer_scores: dict[str, int]
+    _index: dict[str, dict[str, list[Coded]]] = field(default_factory=dict)
 
     def since(self, days_param: str) -> date:
         return self.today - timedelta(days=int(self.params[days_param]))
+
+    def coded(self, kind: str, url: str) -> list[Coded]:
+        """(resource, matching coding, the element holding it) for every resource of ``kind``
+        coded in the value set; an Observation's components count as its codes too."""
+        by_url = self._index.get(kind)
+        if by_url is None:
+            by_url = self._index[kind] = {}
+            for resource in self.record.of_type(kind):
+                items = (
+                    _observation_items(resource)
+                    if kind == "Observation"
+                    else [(resource.get("code"), resource)]
+                )
+                for concept, holder in items:
+                    for vs, match in self.terms.memberships(concept).items():
+                        by_url.setdefault(vs, []).append((resource, match, holder))
+        return by_url.get(url, [])
 
 
 # --- declarations (validated at start-up) --------------------------------------------------
@@ -150,10 +175,7 @@ def condition_dates(c: Resource) -> list[date]:
     return [d for d in found if d is not None]
 
 
-def condition_evidence(c: Resource, terms: Terminology, url: str) -> Evidence | None:
-    match = terms.match(url, c.get("code"))
-    if match is None:
-        return None
+def condition_evidence(c: Resource, match: Match) -> Evidence:
     dates = condition_dates(c)
     return Evidence(reference_of(c), match.code, match.display, dates[0] if dates else None)
 
@@ -163,13 +185,11 @@ def condition_evidence(c: Resource, terms: Terminology, url: str) -> Evidence | 
 
 def _active_condition(d: ActiveCondition) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
-        out = []
-        for c in s.record.of_type("Condition"):
-            if condition_is_active(c):
-                ev = condition_evidence(c, s.terms, d.valueset)
-                if ev:
-                    out.append(ev)
-        return out
+        return [
+            condition_evidence(c, match)
+            for c, match, _ in s.coded("Condition", d.valueset)
+            if condition_is_active(c)
+        ]
 
     return run
 
@@ -177,12 +197,10 @@ def _active_condition(d: ActiveCondition) -> Extractor:
 def _condition_within(d: ConditionWithin) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
         since, out = s.since(d.days), []
-        for c in s.record.of_type("Condition"):
+        for c, match, _ in s.coded("Condition", d.valueset):
             if not condition_is_true(c):
                 continue
-            ev = condition_evidence(c, s.terms, d.valueset)
-            if ev is None:
-                continue
+            ev = condition_evidence(c, match)
             recent = any(since <= day <= s.today for day in condition_dates(c))
             active = condition_is_active(c)
             keep = {
@@ -228,28 +246,27 @@ def _latest_observation(d: LatestObservation) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
         since, best = s.since(d.days), None
         ceiling = float(s.params[d.max]) if d.max else float("inf")
-        for o in s.record.of_type("Observation"):
-            # The code first: a dict lookup rules out most observations before any date parsing.
-            for code, holder in _observation_items(o):
-                match = s.terms.match(d.valueset, code)
-                if match is None:
-                    continue
-                if str(o.get("status", "final")).lower() in ("entered-in-error", "cancelled"):
-                    break
-                on = first_date(
-                    o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
-                )
-                if on is None or not since <= on <= s.today:
-                    break
-                value, answer, answer_codes = _value(holder, s.answer_scores)
-                if value is not None and not 0 <= value <= ceiling:
-                    break
-                ev = Evidence(
+        seen: set[int] = set()
+        for o, match, holder in s.coded("Observation", d.valueset):
+            if id(o) in seen:  # the first matching item of an observation speaks for it
+                continue
+            seen.add(id(o))
+            if str(o.get("status", "final")).lower() in ("entered-in-error", "cancelled"):
+                continue
+            on = first_date(
+                o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
+            )
+            if on is None or not since <= on <= s.today:
+                continue
+            value, answer, answer_codes = _value(holder, s.answer_scores)
+            if value is not None and not 0 <= value <= ceiling:
+                continue
+            if value is None and not answer_codes:
+                continue
+            if best is None or best.on is None or on > best.on:
+                best = Evidence(
                     reference_of(o), match.code, match.display, on, value, answer, answer_codes
                 )
-                if (value is not None or answer_codes) and (best is None or on > best.on):  # type: ignore[operator]
-                    best = ev
-                break
         return [best] if best else []
 
     return run
@@ -329,17 +346,11 @@ def _current_medication(d: CurrentMedication, terms: Terminology) -> Extractor:
 
 def _current_order(d: CurrentOrder) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
-        out = []
-        for r in s.record.of_type("ServiceRequest"):
-            if str(r.get("status", "")).lower() in ("active", "on-hold"):
-                match = s.terms.match(d.valueset, r.get("code"))
-                if match:
-                    out.append(
-                        Evidence(
-                            reference_of(r), match.code, match.display, first_date(r, "authoredOn")
-                        )
-                    )
-        return out
+        return [
+            Evidence(reference_of(r), match.code, match.display, first_date(r, "authoredOn"))
+            for r, match, _ in s.coded("ServiceRequest", d.valueset)
+            if str(r.get("status", "")).lower() in ("active", "on-hold")
+        ]
 
     return run
 
@@ -347,12 +358,9 @@ def _current_order(d: CurrentOrder) -> Extractor:
 def _recent_procedure(d: RecentProcedure) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
         since, out = s.since(d.days), []
-        for p in s.record.of_type("Procedure"):
+        for p, match, _ in s.coded("Procedure", d.valueset):
             status = str(p.get("status", "")).lower()
             if status not in ("completed", "in-progress"):
-                continue
-            match = s.terms.match(d.valueset, p.get("code"))
-            if match is None:
                 continue
             on = first_date(p, "performedPeriod.end", "performedDateTime", "performedPeriod.start")
             undated_ongoing = on is None and status == "in-progress"

@@ -193,7 +193,7 @@ class FactBook:
         f.set("hook", hook)
         f.set("patient_id", record.patient_id)
         f.set("age", _age(record, scope))
-        self._depression(f, record, raw)
+        self._depression(f, scope, raw)
         self._scores(f, raw)
         for name in ("psychosis", "bipolar", "cognitive_impairment", "anxiety", "chd", "hiv"):
             f.set(name, bool(raw[name]), raw[name])
@@ -217,19 +217,19 @@ class FactBook:
     def _in(self, alias: str, c: dict[str, Any]) -> bool:
         return self.terms.match(self.vs[alias], c.get("code")) is not None
 
-    def _depression(self, f: Facts, record: PatientRecord, raw: dict[str, list[Evidence]]) -> None:
-        episodes: list[dict[str, Any]] = []
-        for c in record.of_type("Condition"):
-            if not condition_is_active(c) or self._in("bipolar", c):
-                continue
-            if any(self._in(k, c) for k in ("mdd", "depression_nos", "postpartum_depression")):
-                episodes.append(c)
+    def _depression(self, f: Facts, scope: Scope, raw: dict[str, list[Evidence]]) -> None:
+        bipolar = {id(c) for c, _, _ in scope.coded("Condition", self.vs["bipolar"])}
+        episodes: dict[int, dict[str, Any]] = {}
+        for alias in ("mdd", "depression_nos", "postpartum_depression"):
+            for c, _, _ in scope.coded("Condition", self.vs[alias]):
+                if id(c) not in bipolar and condition_is_active(c):
+                    episodes.setdefault(id(c), c)
         bipolar_refs = {e.ref for e in raw["bipolar"]}
         dysthymia = [e for e in raw["dysthymia_conditions"] if e.ref not in bipolar_refs]
-        episode_ev = [self._evidence(c) for c in episodes]
+        episode_ev = [self._evidence(c) for c in episodes.values()]
         f.set("depression", bool(episodes or dysthymia), episode_ev + dysthymia)
         f.set("dysthymia", bool(dysthymia), dysthymia)
-        current = max(episodes, key=self._episode_order, default=None)
+        current = max(episodes.values(), key=self._episode_order, default=None)
         f.set("episode", self._episode(current) if current else None)
         f.set("remission", self._remission(current) if current else None)
         f.set("current_episode", self._evidence(current) if current else None)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import KnowledgeError, location
-from .reader import codings, texts
+from .reader import SYSTEM_ALIASES, codings, texts
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -112,6 +112,38 @@ class Terminology:
                     system, code, display or self._names.get((system, normal_code(system, code)))
                 )
         return None
+
+    def memberships(self, concept: Any) -> dict[str, Match]:
+        """Every value set any coding of the concept is in, with the first coding that is."""
+        # The hot loop of every call (each coded resource passes here once): written out
+        # rather than through reader.codings, which costs twice as much.
+        found: dict[str, Match] = {}
+        for cc in concept if isinstance(concept, list) else (concept,):
+            if not isinstance(cc, dict):
+                continue
+            coding_list = cc.get("coding")
+            if isinstance(coding_list, dict):
+                coding_list = [coding_list]
+            elif not isinstance(coding_list, list):
+                continue
+            for coding in coding_list:
+                if not isinstance(coding, dict):
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if not isinstance(system, str) or not isinstance(code, str | int):
+                    continue
+                system = SYSTEM_ALIASES.get(system, system)
+                code = str(code).strip()
+                key = (system, normal_code(system, code))
+                urls = self._index.get(key)
+                if not urls:
+                    continue
+                display = coding.get("display")
+                name = display if isinstance(display, str) else self._names.get(key)
+                for url in urls:
+                    if url not in found:
+                        found[url] = Match(system, code, name)
+        return found
 
     def displays(self, url: str) -> list[str]:
         return self._displays.get(url, [])

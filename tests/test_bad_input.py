@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.errors import BadRequest
+from service.jsonio import check_depth
 
 from .conftest import AppFactory, Json, condition, full_prefetch, hook_request, ipt_order
 
@@ -286,3 +292,35 @@ def test_feedback_is_limited_too(make_client: AppFactory) -> None:
     ] * 50
     response = client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": items})
     assert response.status_code == 413
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_LEAVES = st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n', max_size=8)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@given(document=_JSON, limit=st.integers(min_value=1, max_value=12))
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_depth_check_on_bytes_agrees_with_the_parsed_depth(document: object, limit: int) -> None:
+    raw = json.dumps({"d": document}).encode()
+    deep = _depth({"d": document}) > limit
+    try:
+        check_depth(raw, limit)
+    except BadRequest:
+        assert deep
+    else:
+        assert not deep
