@@ -17,7 +17,8 @@ from service.config import Settings
 from service.fixtures import load_cases
 from service.knowledge import Knowledge
 
-from .conftest import NOW, free_port
+from .conftest import NOW
+from .fhir_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the IPT CDS service: run them with benchmarks/run (not part of the tests)."""

@@ -1,0 +1,161 @@
+"""HTTP throughput and latency under uvicorn, side by side with the bare FastAPI endpoint, with
+wrk as the load generator (client and server share this machine's cores)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fhir_server import free_port
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@contextmanager
+def uvicorn(
+    app: str, workers: int, env: dict[str, str] | None = None, ready: str = "/cds-services"
+) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}{ready}", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{app} did not start") from None
+                time.sleep(0.2)
+        yield base, process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def wrk(base: str, path: str, body: Path, connections: int, seconds: float) -> dict[str, float]:
+    threads = 1 if connections == 1 else 2
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(HERE / "post.lua"),
+        base,
+        "--",
+        str(body),
+        path,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "errors": float(len(re.findall(r"Non-2xx|Socket errors", out))),
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def compare(body: dict[str, Any], seconds: float, concurrency: list[int]) -> list[dict[str, Any]]:
+    import orjson
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (benchmarks/run installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="ipt-bench-"))
+    body_file = folder / "body.json"
+    body_file.write_bytes(orjson.dumps(body))
+    env = {
+        "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
+        "IPT_CDS_LOG_LEVEL": "WARNING",
+    }
+    rows = []
+    for workers in (1, 2):
+        for c in concurrency:
+            row: dict[str, Any] = {"workers": workers, "connections": c}
+            for name, app in (("service", "service.app:app"), ("bare", "benchmarks.bare:app")):
+                with uvicorn(app, workers, env) as (base, _):
+                    wrk(base, "/cds-services/ipt-order-sign", body_file, c, 1)  # warm up
+                    row[name] = wrk(base, "/cds-services/ipt-order-sign", body_file, c, seconds)
+            row["ratio"] = row["service"]["rps"] / row["bare"]["rps"]
+            rows.append(row)
+    return rows
+
+
+def memory(body: dict[str, Any], first: int, total: int) -> dict[str, float]:
+    """RSS of a single-worker server after ``first`` calls and after ``total`` calls."""
+    import orjson
+
+    folder = Path(tempfile.mkdtemp(prefix="ipt-mem-"))
+    body_file = folder / "body.json"
+    body_file.write_bytes(orjson.dumps(body))
+    env = {
+        "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
+        "IPT_CDS_LOG_LEVEL": "WARNING",
+    }
+    done = 0
+    out: dict[str, float] = {}
+    with uvicorn("service.app:app", 1, env) as (base, pid):
+        while done < first:
+            done += int(wrk(base, "/cds-services/ipt-order-sign", body_file, 4, 1)["requests"])
+        out["calls_first"], out["rss_mb_first"] = done, _rss_mb(pid)
+        while done < total:
+            done += int(wrk(base, "/cds-services/ipt-order-sign", body_file, 16, 20)["requests"])
+        out["calls_total"], out["rss_mb_total"] = done, _rss_mb(pid)
+    return out
+
+
+def _env(folder: Path) -> dict[str, str]:
+    return {
+        "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
+        "IPT_CDS_LOG_LEVEL": "WARNING",
+    }
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
