@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from typing import Annotated, Any
@@ -19,7 +19,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from . import prefetch
 from .auth import Authenticator, Client, Unauthorized
@@ -29,6 +29,7 @@ from .errors import BadRequest, NotFound, from_validation_error
 from .fhir_client import FhirClient
 from .jsonio import JsonResponse, check_depth, check_entries, parse_object, read_body
 from .knowledge import Knowledge
+from .metrics import Metrics
 from .models import (
     REQUEST_MODELS,
     CardStats,
@@ -37,6 +38,7 @@ from .models import (
     ErrorBody,
     FeedbackAck,
     FeedbackRequest,
+    Health,
     HookRequest,
     Service,
 )
@@ -61,6 +63,7 @@ class AppState:
     _store: Store | None = None
     _fhir: FhirClient | None = None
     _recorder: CardRecorder | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     authenticator: Authenticator | None = None
 
     @property
@@ -108,7 +111,13 @@ async def _client(request: Request) -> Client | None:
     try:
         return await state.authenticator.verify(request.headers.get("authorization"), audience)
     except Unauthorized as exc:
-        log.warning("unauthorized %s %s: %s", request.method, request.url.path, exc.reason)
+        log.warning(
+            "unauthorized %s %s: %s",
+            request.method,
+            request.url.path,
+            exc.reason,
+            extra={"event": "unauthorized", "path": request.url.path, "reason": exc.reason},
+        )
         raise
 
 
@@ -175,14 +184,27 @@ async def call_service(
         for card in cards
     ]
     state.recorder.add(issued)
+    for row in issued:
+        state.metrics.cards.labels(row.rule_id, row.indicator).inc()
+    rules = [row.rule_id for row in issued]
+    ms = round((time.perf_counter() - started) * 1000, 1)
     log.info(
         "hook service=%s hookInstance=%s resources=%d drafts=%d rules=%s ms=%.1f",
         service.id,
         hook_request.hookInstance,
         record.size,
         len(record.drafts),
-        ",".join(row.rule_id for row in issued) or "-",
-        (time.perf_counter() - started) * 1000,
+        ",".join(rules) or "-",
+        ms,
+        extra={
+            "event": "hook",
+            "service": service.id,
+            "hookInstance": hook_request.hookInstance,
+            "resources": record.size,
+            "drafts": len(record.drafts),
+            "rules": rules,
+            "ms": ms,
+        },
     )
     return JsonResponse(CdsResponse(cards=cards).model_dump(mode="json"))
 
@@ -202,7 +224,15 @@ async def post_feedback(service_id: str, request: Request, state: State, _: Auth
         raise from_validation_error(exc) from None
     # Answered only after the transaction committed: a 200 means the feedback is durable.
     stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
-    log.info("feedback service=%s items=%d stored=%d", service.id, len(items), stored)
+    for item in items:
+        state.metrics.feedback.labels(service.id, item.outcome).inc()
+    log.info(
+        "feedback service=%s items=%d stored=%d",
+        service.id,
+        len(items),
+        stored,
+        extra={"event": "feedback", "service": service.id, "items": len(items), "stored": stored},
+    )
     return JsonResponse(FeedbackAck(received=len(items), stored=stored).model_dump(mode="json"))
 
 
@@ -227,6 +257,37 @@ async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:
         bundles.append(context.get("draftOrders"))
     check_entries(bundles, settings.max_bundle_entries)
     return body
+
+
+# --- operations: not part of CDS Hooks, not behind client authentication -------------------
+
+operations = APIRouter()
+
+
+@operations.get("/health", summary="Alive", responses={200: {"model": Health}})
+async def health() -> Response:
+    return JsonResponse({"status": "ok"})
+
+
+@operations.get(
+    "/ready",
+    summary="Ready: the store answers and the knowledge base is loaded",
+    responses={200: {"model": Health}, 503: {"model": Health}},
+)
+async def ready(state: State) -> Response:
+    try:
+        await run_in_threadpool(state.store.ping)
+    except Exception as exc:  # any database failure means "not ready", never a 500
+        log.warning("not ready: store %s", type(exc).__name__, extra={"event": "not-ready"})
+        return JsonResponse({"status": "unavailable", "reason": "store"}, status_code=503)
+    if not state.knowledge.rulebook.rules:
+        return JsonResponse({"status": "unavailable", "reason": "knowledge"}, status_code=503)
+    return JsonResponse({"status": "ready"})
+
+
+@operations.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+async def metrics(request: Request, state: State) -> Response:
+    return state.metrics.endpoint(request)
 
 
 def discovery_document(knowledge: Knowledge) -> bytes:

@@ -12,14 +12,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from . import __version__
-from .api import AppState, discovery_document, router
+from . import __version__, logs
+from .api import AppState, discovery_document, operations, router
 from .auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from .config import Settings
 from .engine import Engine, Rule
 from .errors import KnowledgeError, install_handlers
 from .fhir_client import FhirClient
 from .knowledge import Knowledge
+from .logs import RequestIdMiddleware
+from .metrics import MetricsMiddleware
 from .openapi import schema
 from .recorder import CardRecorder
 from .store import Store
@@ -41,7 +43,7 @@ def create_app(
     knowledge: Knowledge | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     knowledge = knowledge or Knowledge.load(settings.knowledge_dir)
     trust = _trust(settings)
     state = AppState(
@@ -59,7 +61,7 @@ def create_app(
         state._recorder = CardRecorder(state.store)
         state.recorder.start()
         async with FhirClient.make_http(settings, fhir_transport) as http:
-            state._fhir = FhirClient(http, settings)
+            state._fhir = FhirClient(http, settings, state.metrics)
             if trust is not None:
 
                 def seconds() -> float:
@@ -93,6 +95,11 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(router)
+    app.include_router(operations)
+    app.add_middleware(
+        MetricsMiddleware, metrics=state.metrics, services=frozenset(knowledge.services)
+    )
+    app.add_middleware(RequestIdMiddleware)
     install_handlers(app)
     app.openapi = lambda: schema(app)  # type: ignore[method-assign]
     return app
@@ -108,17 +115,6 @@ def _trust(settings: Settings) -> Trust | None:
     if settings.trust_file is None:
         raise KnowledgeError("IPT_CDS_TRUST_FILE is required when IPT_CDS_AUTH_MODE=required")
     return Trust.load(settings.trust_file)
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("ipt_cds")
-    logger.setLevel(level.upper())
-    # Under uvicorn nobody configures the root logger; under pytest or an embedding
-    # application somebody does, and their handlers get our records.
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logger.addHandler(handler)
 
 
 app = create_app()

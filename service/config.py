@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    # JSON lines for log collectors; "text" reads better in a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     knowledge_dir: Path = DEFAULT_KNOWLEDGE_DIR
     # SQLite is the embedded default; a postgresql+psycopg:// URL selects PostgreSQL.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ import orjson
 
 from .config import Settings
 from .errors import PrefetchUnavailable
+from .metrics import Metrics
 from .models import Resource
 
 log = logging.getLogger("ipt_cds")
@@ -33,9 +35,12 @@ _RETRY_STATUS = {502, 503, 504}
 
 
 class FhirClient:
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self._http = http
         self._settings = settings
+        self._metrics = metrics
 
     @staticmethod
     def make_http(
@@ -67,11 +72,15 @@ class FhirClient:
                         for key, query in queries.items()
                     }
         except* PrefetchUnavailable as failures:
-            raise failures.exceptions[0] from None
+            failure = failures.exceptions[0]
+            if isinstance(failure, PrefetchUnavailable):
+                self._count_error(failure.code)
+            raise failure from None
         except* TimeoutError:
             log.warning(
                 "fhir fetch exceeded its %.1fs budget", self._settings.fhir_total_timeout_seconds
             )
+            self._count_error("fhir_timeout")
             raise PrefetchUnavailable(
                 "The FHIR server did not answer in time.", code="fhir_timeout"
             ) from None
@@ -81,6 +90,7 @@ class FhirClient:
         self, base: str, key: str, query: str, headers: dict[str, str]
     ) -> list[Resource]:
         """A read answers one resource; a search is followed through its ``next`` links."""
+        started = time.perf_counter()
         pages: list[Resource] = []
         url: str | None = f"{base}/{query.lstrip('/')}"
         while url is not None:
@@ -92,7 +102,13 @@ class FhirClient:
             if url is not None and len(pages) >= self._settings.fhir_max_pages:
                 log.warning("fhir %s: stopped after %d pages", key, len(pages))
                 break
+        if self._metrics is not None:
+            self._metrics.fhir.labels(key).observe(time.perf_counter() - started)
         return pages
+
+    def _count_error(self, code: str) -> None:
+        if self._metrics is not None:
+            self._metrics.fhir_errors.labels(code).inc()
 
     async def _get(self, key: str, url: str, headers: dict[str, str]) -> Resource | None:
         attempts = self._settings.fhir_retries + 1

@@ -325,6 +325,11 @@ class ErrorBody(CdsModel):
     field: str | None = None
 
 
+class Health(CdsModel):
+    status: Literal["ok", "ready", "unavailable"]
+    reason: str | None = None
+
+
 class FeedbackAck(CdsModel):
     received: int
     stored: int

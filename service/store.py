@@ -99,6 +99,10 @@ class Store:
         self.engine = _make_engine(url)
         metadata.create_all(self.engine)
 
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -25,6 +25,9 @@ def test_openapi_describes_every_endpoint_and_body(client: TestClient) -> None:
         "/cds-services/{service_id}",
         "/cds-services/{service_id}/feedback",
         "/stats/cards",
+        "/health",
+        "/ready",
+        "/metrics",
     }
     schemas = doc["components"]["schemas"]
     hook = doc["paths"]["/cds-services/{service_id}"]["post"]
