@@ -43,12 +43,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("openapi", help="print the OpenAPI document as YAML")
     commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
+    commands.add_parser("config-doc", help="print docs/configuration.md, from the settings")
     args = parser.parse_args(argv)
 
     from . import integrator
 
     if args.command == "openapi":
         sys.stdout.write(openapi_yaml())
+        return 0
+    if args.command == "config-doc":
+        from .config import describe
+
+        sys.stdout.write(describe())
         return 0
     if args.command == "rules-doc":
         sys.stdout.write(rules_doc())

@@ -96,8 +96,10 @@ class IssuedCard:
 
 class Store:
     def __init__(self, url: str) -> None:
-        self.engine = _make_engine(url)
-        metadata.create_all(self.engine)
+        from .migrations import migrate
+
+        self.engine = _make_engine(database_url(url))
+        migrate(self.engine)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -116,11 +118,16 @@ class Store:
         """Store the items in one transaction; answer how many were new."""
         now = datetime.now(UTC)
         rows = [_feedback_row(service_id, item, now) for item in items]
-        stmt = self._insert(feedback).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        # RETURNING tells what was inserted on both databases (rowcount does not on PostgreSQL).
+        stmt = (
+            self._insert(feedback)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(feedback.c.id)
+        )
         stored = 0
         with self.engine.begin() as conn:
             for row in rows:
-                stored += conn.execute(stmt, row).rowcount
+                stored += len(conn.execute(stmt, row).all())
         return stored
 
     def first_use(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
@@ -130,10 +137,10 @@ class Store:
             purge = datetime.fromtimestamp(now, UTC)
             conn.execute(delete(jti_seen).where(jti_seen.c.expires_at < purge))
             inserted = conn.execute(
-                self._insert(jti_seen).on_conflict_do_nothing(),
+                self._insert(jti_seen).on_conflict_do_nothing().returning(jti_seen.c.jti),
                 {"iss": iss[:512], "jti": jti[:256], "expires_at": expiry},
-            ).rowcount
-        return bool(inserted == 1)
+            ).all()
+        return len(inserted) == 1
 
     def _insert(self, table: Table) -> Any:
         dialect = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
@@ -155,6 +162,14 @@ class Store:
                 ).join(feedback, feedback.c.card_uuid == cards_issued.c.card_uuid)
             ).all()
         return _stats(shown, answered)
+
+
+def database_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs (as most platforms hand them out) use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
 
 
 def _make_engine(url: str) -> Engine:

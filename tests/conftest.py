@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
+import sqlalchemy.exc
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -89,6 +93,36 @@ class FakeFhir:
 def knowledge() -> Knowledge:
     """Loaded once: the knowledge base is read-only, and loading it takes a while."""
     return Knowledge.load(Settings().knowledge_dir)
+
+
+POSTGRES = os.environ.get(
+    "IPT_CDS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store on both databases: SQLite in a temporary file, PostgreSQL (the CI machine's
+    server) in a schema of its own that is dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        return
+    schema = f"ipt_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = sqlalchemy.create_engine(POSTGRES, connect_args={"connect_timeout": 3})
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        message = f"no PostgreSQL reachable at {POSTGRES}: {type(exc.orig).__name__}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -261,9 +261,10 @@ def test_a_replayed_jti_is_refused(secured: Callable[..., TestClient]) -> None:
 
 
 def test_a_replay_to_another_replica_is_refused_with_the_database_store(
-    secured: Callable[..., TestClient],
+    secured: Callable[..., TestClient], database_url: str
 ) -> None:
-    first, second = secured(jti_store="database"), secured(jti_store="database")
+    first = secured(jti_store="database", database_url=database_url)
+    second = secured(jti_store="database", database_url=database_url)
     bearer = token()
     assert _sign_call(first, bearer).status_code == 200
     assert _sign_call(second, bearer).status_code == 401

@@ -53,3 +53,14 @@ def test_cors_allows_the_configured_origin_only(make_client: AppFactory) -> None
 def test_no_cors_headers_by_default(client: TestClient) -> None:
     response = client.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_configuration_doc_is_current_and_complete() -> None:
+    from pathlib import Path
+
+    from service.config import describe
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert doc == describe(), "run `ipt-cds config-doc > docs/configuration.md`"
+    for name in Settings.model_fields:
+        assert f"`IPT_CDS_{name.upper()}`" in doc

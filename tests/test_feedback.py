@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from service.store import database_url
 
 from .conftest import AppFactory, Json, full_prefetch, hook_request, hypertension
 from .rules import CountingRule
@@ -42,6 +43,12 @@ def _accepted(card: str) -> Json:
         "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
         "outcomeTimestamp": "2026-11-25T12:02:00Z",
     }
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Every feedback test runs on SQLite and on PostgreSQL."""
+    return Settings(database_url=database_url, fhir_retries=0, fhir_allowlist=[])
 
 
 REASON = {"code": "not-indicated", "system": "https://fhir.ipt-cds.org/CodeSystem/override-reason"}
@@ -134,11 +141,12 @@ def test_free_text_comments_are_not_stored(make_client: AppFactory, settings: Se
     card = _show_cards(client)["counts-conditions"]
     item = _overridden(card, overrideReason={"reason": REASON, "userComment": "Jane Doe, MRN 123"})
     client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": [item]})
-    client.__exit__(None, None, None)
-    db = Path(settings.database_url.removeprefix("sqlite:///"))
-    data = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
-    assert b"not-indicated" in data
-    assert b"Jane Doe" not in data
+    engine = sqlalchemy.create_engine(database_url(settings.database_url))
+    with engine.connect() as conn:
+        rows = [str(tuple(r)) for r in conn.execute(sqlalchemy.text("SELECT * FROM feedback"))]
+    engine.dispose()
+    assert any("not-indicated" in r for r in rows)
+    assert not any("Jane Doe" in r for r in rows)
 
 
 @pytest.mark.parametrize(
