@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from tests.fhir_server import free_port
 
@@ -100,17 +101,9 @@ def _ms(text: str) -> float:
 
 
 def compare(body: dict[str, Any], seconds: float, concurrency: list[int]) -> list[dict[str, Any]]:
-    import orjson
-
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (benchmarks/run installs it)")
-    folder = Path(tempfile.mkdtemp(prefix="ipt-bench-"))
-    body_file = folder / "body.json"
-    body_file.write_bytes(orjson.dumps(body))
-    env = {
-        "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
-        "IPT_CDS_LOG_LEVEL": "WARNING",
-    }
+    body_file, env = _workspace(body, "ipt-bench-")
     rows = []
     for workers in (1, 2):
         for c in concurrency:
@@ -126,15 +119,7 @@ def compare(body: dict[str, Any], seconds: float, concurrency: list[int]) -> lis
 
 def memory(body: dict[str, Any], first: int, total: int) -> dict[str, float]:
     """RSS of a single-worker server after ``first`` calls and after ``total`` calls."""
-    import orjson
-
-    folder = Path(tempfile.mkdtemp(prefix="ipt-mem-"))
-    body_file = folder / "body.json"
-    body_file.write_bytes(orjson.dumps(body))
-    env = {
-        "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
-        "IPT_CDS_LOG_LEVEL": "WARNING",
-    }
+    body_file, env = _workspace(body, "ipt-mem-")
     done = 0
     out: dict[str, float] = {}
     with uvicorn("service.app:app", 1, env) as (base, pid):
@@ -145,6 +130,13 @@ def memory(body: dict[str, Any], first: int, total: int) -> dict[str, float]:
             done += int(wrk(base, "/cds-services/ipt-order-sign", body_file, 16, 20)["requests"])
         out["calls_total"], out["rss_mb_total"] = done, _rss_mb(pid)
     return out
+
+
+def _workspace(body: dict[str, Any], prefix: str) -> tuple[Path, dict[str, str]]:
+    """A fresh folder holding the request body, and the service's environment using it."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    (folder / "body.json").write_bytes(orjson.dumps(body))
+    return folder / "body.json", _env(folder)
 
 
 def _env(folder: Path) -> dict[str, str]:

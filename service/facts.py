@@ -193,8 +193,8 @@ class FactBook:
         f.set("hook", hook)
         f.set("patient_id", record.patient_id)
         f.set("age", _age(record, scope))
-        self._depression(f, scope, raw)
-        self._scores(f, raw)
+        current = self._depression(f, scope, raw)
+        self._scores(f, raw, current)
         for name in ("psychosis", "bipolar", "cognitive_impairment", "anxiety", "chd", "hiv"):
             f.set(name, bool(raw[name]), raw[name])
         f.set(
@@ -217,7 +217,10 @@ class FactBook:
     def _in(self, alias: str, c: dict[str, Any]) -> bool:
         return self.terms.match(self.vs[alias], c.get("code")) is not None
 
-    def _depression(self, f: Facts, scope: Scope, raw: dict[str, list[Evidence]]) -> None:
+    def _depression(
+        self, f: Facts, scope: Scope, raw: dict[str, list[Evidence]]
+    ) -> dict[str, Any] | None:
+        """Set the depression facts; answer the current episode's Condition."""
         bipolar = {id(c) for c, _, _ in scope.coded("Condition", self.vs["bipolar"])}
         episodes: dict[int, dict[str, Any]] = {}
         for alias in ("mdd", "depression_nos", "postpartum_depression"):
@@ -233,7 +236,7 @@ class FactBook:
         f.set("episode", self._episode(current) if current else None)
         f.set("remission", self._remission(current) if current else None)
         f.set("current_episode", self._evidence(current) if current else None)
-        f.values["_episode_severity"] = self._code_severity(current) if current else None
+        return current
 
     def _evidence(self, c: dict[str, Any]) -> Evidence:
         for alias in ("mdd", "depression_nos", "postpartum_depression", "dysthymia"):
@@ -271,19 +274,19 @@ class FactBook:
 
     # --- scores ----------------------------------------------------------------------------
 
-    def _scores(self, f: Facts, raw: dict[str, list[Evidence]]) -> None:
+    def _scores(
+        self, f: Facts, raw: dict[str, list[Evidence]], current: dict[str, Any] | None
+    ) -> None:
         total = _reading(raw["phq9_total"])
         f.set("phq9", total, raw["phq9_total"])
         if total is not None:
-            band = _band(total.value, self.params["phq9_bands"])
-            f.set("severity", band)
+            f.set("severity", _band(total.value, self.params["phq9_bands"]))
             f.set("severity_basis", f"PHQ-9 {total.value} on {total.date}")
         else:
-            band = f.values.pop("_episode_severity", None)
+            band = self._code_severity(current) if current else None
             f.set("severity", band)
             episode = f["current_episode"]
             f.set("severity_basis", f"diagnosis {episode.describe()}" if band and episode else None)
-        f.values.pop("_episode_severity", None)
 
         high = self.params["item_score_counts"]
         item9 = _reading(raw["phq9_item9"])

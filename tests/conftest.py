@@ -195,35 +195,26 @@ def condition(
     }
 
 
-def ipt_order(oid: str = "ipt-draft-1") -> Json:
+def draft_service_request(oid: str, coding: Json) -> Json:
     return {
         "resourceType": "ServiceRequest",
         "id": oid,
         "status": "draft",
         "intent": "order",
-        "code": {
-            "coding": [
-                {
-                    "system": "http://snomed.info/sct",
-                    "code": "443730003",
-                    "display": "Interpersonal psychotherapy",
-                }
-            ]
-        },
+        "code": {"coding": [{"system": "http://snomed.info/sct", **coding}]},
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
     }
+
+
+def ipt_order(oid: str = "ipt-draft-1") -> Json:
+    return draft_service_request(
+        oid, {"code": "443730003", "display": "Interpersonal psychotherapy"}
+    )
 
 
 def neutral_order(oid: str = "pt-draft-1") -> Json:
     """A draft order no clinical rule looks at (physical therapy)."""
-    return {
-        "resourceType": "ServiceRequest",
-        "id": oid,
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008"}]},
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
-    }
+    return draft_service_request(oid, {"code": "91251008"})
 
 
 def hypertension(cid: str) -> Json:

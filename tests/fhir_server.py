@@ -32,6 +32,19 @@ def free_port() -> int:
         return port
 
 
+def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> bool:
+    """True once ``url`` answers 200; False if the process exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 @contextmanager
 def running(folder: Path) -> Iterator[FhirServer]:
     port = free_port()
@@ -47,18 +60,10 @@ def running(folder: Path) -> Iterator[FhirServer]:
             [str(SEKMET), "serve"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the FHIR server did not start: {(folder / 'server.log').read_text()}"
-                    )
-                time.sleep(0.2)
+            if not wait_until_up(f"{base}/metadata", process):
+                raise RuntimeError(
+                    f"the FHIR server did not start: {(folder / 'server.log').read_text()}"
+                )
             yield FhirServer(base, TOKEN)
         finally:
             process.terminate()

@@ -17,7 +17,7 @@ import sqlalchemy
 
 from service.store import database_url as driver_url
 
-from ..fhir_server import free_port
+from ..fhir_server import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,15 +52,7 @@ def test_feedback_answered_200_survives_a_kill(database_url: str) -> None:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            assert server.poll() is None, "the service exited"
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.2)
+    assert wait_until_up(f"{base}/health", server), "the service did not start"
     acked: list[str] = []
     stop = threading.Event()
     workers = [
