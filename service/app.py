@@ -18,7 +18,7 @@ from .api import AppState, discovery_document, operations, router
 from .auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from .config import Settings
 from .engine import Engine, Rule
-from .errors import KnowledgeError, install_handlers
+from .errors import ErrorBoundary, KnowledgeError, install_handlers
 from .fhir_client import FhirClient
 from .knowledge import Knowledge
 from .logs import RequestIdMiddleware
@@ -99,6 +99,8 @@ def create_app(
         )
     app.include_router(router)
     app.include_router(operations)
+    # Innermost first: errors become answers, then are counted, then carry the request id.
+    app.add_middleware(ErrorBoundary)
     app.add_middleware(
         MetricsMiddleware, metrics=state.metrics, services=frozenset(knowledge.services)
     )

@@ -15,7 +15,7 @@ from typing import Protocol
 from .facts import FactBook, Facts
 from .models import Card
 from .record import PatientRecord
-from .rules import RuleBook
+from .rules import RuleBook, guarded
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -56,7 +56,7 @@ class Engine:
         cards = [card for _, card in self.rulebook.cards(facts)]
         for rule in self.extra:
             if call.hook in rule.hooks:
-                card = rule.evaluate(call, facts)
+                card = guarded(rule.id, rule.evaluate, call, facts)
                 if card is not None:
                     cards.append(card)
         stamped = [c.model_copy(update={"uuid": str(uuid.uuid4())}) for c in cards]

@@ -7,18 +7,24 @@
 
     KnowledgeError          a file in cards/ is wrong: raised at start-up, never per request
 
-Clients may branch on ``code``; messages are for people and may change.
+Clients may branch on ``code``; messages are for people and may change. Anything else that
+escapes a handler is caught by ``ErrorBoundary``: a JSON 500, and one log line without the
+exception's text (which may quote patient data) and without a traceback on stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("ipt_cds")
 
@@ -102,11 +108,57 @@ def install_handlers(app: FastAPI) -> None:
         body = {"code": code, "message": str(exc.detail)}
         return JSONResponse(body, exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The exception text may quote patient data, so only its type is logged.
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return JSONResponse(
-            {"code": "internal_error", "message": "The service failed; the error was logged."},
-            status_code=500,
-        )
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # Nobody is left to answer; 499 (as nginx counts it) keeps the metrics honest.
+        log.info("client disconnected before %s %s was read", request.method, request.url.path)
+        return Response(status_code=499)
+
+
+_INTERNAL_ERROR = orjson.dumps(
+    {"code": "internal_error", "message": "The service failed; the error was logged."}
+)
+
+
+class ErrorBoundary:
+    """The last handler: Starlette's own re-raises to the server, which prints the exception's
+    text and traceback to stderr. Here the log line names the exception's type and where it
+    was raised, which is enough to find the bug and cannot carry patient data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            # walk_tb, unlike extract_tb, reads no source files.
+            frame, line = list(traceback.walk_tb(exc.__traceback__))[-1]
+            log.error(
+                "unhandled %s at %s:%s in %s on %s %s",
+                type(exc).__name__,
+                frame.f_code.co_filename.rsplit("/", 1)[-1],
+                line,
+                frame.f_code.co_name,
+                scope["method"],
+                scope["path"],
+            )
+            if started:
+                return  # the status line is gone; the server closes the connection
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": _INTERNAL_ERROR})

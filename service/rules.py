@@ -8,11 +8,12 @@ that fires stands; the standing card names the others' reasons.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -30,6 +31,10 @@ OVERRIDE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/override-reason"
 SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
 INDICATORS = ("critical", "warning", "info")
 HOOKS = ("order-select", "order-sign", "patient-view")
+
+log = logging.getLogger("ipt_cds")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _jinja = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
@@ -138,7 +143,7 @@ class RuleBook:
         fired: list[CompiledRule] = []
         names: set[str] = set()
         for rule in self.rules:
-            if hook in rule.spec.hooks and rule.applies(env, names):
+            if hook in rule.spec.hooks and guarded(rule.id, rule.applies, env, names):
                 fired.append(rule)
                 names.add(rule.id)
         also: dict[str, list[str]] = {}
@@ -148,12 +153,15 @@ class RuleBook:
             if len(standing) > 1:
                 first, *rest = standing
                 suppressed.update(rest)
-                also[first] = [_render(self.by_id[r].reason, facts, []) for r in rest]
-        return [
-            (rule.id, self._card(rule, facts, also.get(rule.id, []), names))
-            for rule in fired
-            if rule.id not in suppressed
-        ]
+                reasons = (guarded(r, _render, self.by_id[r].reason, facts, []) for r in rest)
+                also[first] = [reason for reason in reasons if reason is not None]
+        cards = []
+        for rule in fired:
+            if rule.id not in suppressed:
+                card = guarded(rule.id, self._card, rule, facts, also.get(rule.id, []), names)
+                if card is not None:
+                    cards.append((rule.id, card))
+        return cards
 
     def _card(self, rule: CompiledRule, facts: Facts, also: list[str], fired: set[str]) -> Card:
         spec = rule.spec
@@ -199,6 +207,17 @@ def _evidence_footer(ev: _Evidence) -> str:
     figures = f" Key figures: {ev.figures.strip().rstrip('.')}." if ev.figures.strip() else ""
     topic = "Interpersonal Psychotherapy (IPT) for depressed adults"
     return f"**Evidence:** {topic}, [{ev.section}]{refs}.{figures}"
+
+
+def guarded(rule_id: str, step: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T | None:
+    """One rule's step, or None when it fails: a broken rule loses its own card, not the
+    other cards of the call (a suicide-risk card must not vanish because another rule broke).
+    Only the exception's type is logged; its text may quote the record."""
+    try:
+        return step(*args, **kwargs)
+    except Exception as exc:
+        log.error("rule %s failed: %s", rule_id, type(exc).__name__)
+        return None
 
 
 def _render(template: Template | None, facts: Facts, also: list[str]) -> str:
