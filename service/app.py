@@ -60,7 +60,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state._store = await run_in_threadpool(Store, settings.database_url)
-        state._recorder = CardRecorder(state.store)
+        state._recorder = CardRecorder(
+            state.store,
+            max_pending=settings.max_pending_card_rows,
+            dropped=state.metrics.cards_unrecorded.inc,
+        )
         state.recorder.start()
         async with FhirClient.make_http(settings, fhir_transport) as http:
             state._fhir = FhirClient(http, settings, state.metrics)

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         description="Feedback and audit store: an SQLite file, or `postgresql://…` to share "
         "one database between replicas.",
     )
+    max_pending_card_rows: int = Field(
+        20_000,
+        ge=100,
+        description="Cards shown waiting to be written; beyond this (the store is not keeping "
+        "up) they are dropped from the statistics and counted in "
+        "`ipt_cds_cards_unrecorded_total`.",
+    )
     auth_mode: Literal["off", "required"] = Field(
         "off",
         description="`required`: every call carries a CDS Hooks client JWT. `off` is for local "

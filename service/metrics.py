@@ -35,6 +35,11 @@ class Metrics:
         self.cards = Counter(
             "ipt_cds_cards_total", "Cards returned", ["rule", "indicator"], registry=self.registry
         )
+        self.cards_unrecorded = Counter(
+            "ipt_cds_cards_unrecorded_total",
+            "Cards shown but dropped from the statistics because the store fell behind",
+            registry=self.registry,
+        )
         self.fhir = Histogram(
             "ipt_cds_fhir_fetch_seconds",
             "Fetching missing prefetch from the FHIR server, by prefetch key",

@@ -1,11 +1,19 @@
-"""The store's migrations, on SQLite and PostgreSQL."""
+"""The store's migrations and card writes, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 import sqlalchemy
+from sqlalchemy.engine.interfaces import ExecuteStyle
 
 from service.migrations import MIGRATIONS, migrate
-from service.store import Store
+from service.recorder import CardRecorder
+from service.store import IssuedCard, Store
 from service.store import database_url as driver_url
 
 
@@ -30,3 +38,58 @@ def test_plain_postgresql_urls_use_psycopg() -> None:
     assert driver_url("postgresql://u@db/ipt") == "postgresql+psycopg://u@db/ipt"
     assert driver_url("postgres://u@db/ipt") == "postgresql+psycopg://u@db/ipt"
     assert driver_url("sqlite:///x.sqlite3") == "sqlite:///x.sqlite3"
+
+
+def test_a_batch_of_cards_is_written_whole_and_sqlite_gets_it_in_one_statement(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    styles: list[ExecuteStyle] = []
+    sqlalchemy.event.listen(
+        store.engine,
+        "before_cursor_execute",
+        lambda _c, _cur, _stmt, _params, ctx, _many: styles.append(ctx.execute_style),
+    )
+    now = datetime.now(UTC)
+    rows = [
+        IssuedCard(f"card-{i}", "ipt-order-sign", f"call-{i // 4}", "ipt-suitable", "info", now)
+        for i in range(1_000)
+    ]
+    store.record_cards(rows)
+    written_by = list(styles)
+    assert store.card_stats().services[0].rules[0].shown == 1_000
+    if store.engine.dialect.name == "sqlite":
+        # Row by row, the writer thread would trade the GIL with the event loop 1,000 times.
+        assert written_by == [ExecuteStyle.INSERTMANYVALUES]
+
+    store.close()
+
+
+def test_the_recorder_caps_its_backlog_and_counts_what_it_drops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    dropped: list[int] = []
+    now = datetime.now(UTC)
+
+    def call(n: int) -> list[IssuedCard]:
+        return [
+            IssuedCard(f"{n}-{i}", "ipt-order-sign", f"{n}", "r", "info", now) for i in range(4)
+        ]
+
+    async def scenario() -> None:
+        recorder = CardRecorder(store, max_pending=100, dropped=dropped.append)
+        for n in range(30):  # 120 rows: the last five calls do not fit
+            recorder.add(call(n))
+        await recorder.flush()
+        recorder.add(call(99))  # room again once written
+        await recorder.close()
+
+    with caplog.at_level(logging.ERROR, logger="ipt_cds"):
+        asyncio.run(scenario())
+    assert dropped == [4] * 5
+    assert store.card_stats().services[0].rules[0].shown == 104
+    assert [r.getMessage() for r in caplog.records] == [
+        "the store is behind: 20 card rows were not recorded"
+    ]
+    store.close()
