@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
@@ -121,8 +121,8 @@ async def _client(request: Request) -> Client | None:
         raise
 
 
-State = Annotated[AppState, Depends(_state)]
-AuthClient = Annotated[Client | None, Depends(_client)]
+# State and client are resolved by plain calls, not FastAPI dependencies: solving the
+# dependencies took ~0.3 ms of every hook call, an eighth of it.
 router = APIRouter()
 
 
@@ -140,7 +140,9 @@ def _json_body(schema: str) -> dict[str, Any]:
     summary="Discovery: the CDS Services offered",
     responses={200: {"model": DiscoveryResponse}, **_errors(401)},
 )
-async def discovery(state: State, _: AuthClient) -> Response:
+async def discovery(request: Request) -> Response:
+    state = _state(request)
+    await _client(request)
     return Response(state.discovery, media_type="application/json")
 
 
@@ -150,10 +152,10 @@ async def discovery(state: State, _: AuthClient) -> Response:
     responses={200: {"model": CdsResponse}, **_errors(400, 401, 404, 412, 413)},
     openapi_extra=_json_body("HookRequest"),
 )
-async def call_service(
-    service_id: str, request: Request, state: State, client: AuthClient
-) -> Response:
+async def call_service(service_id: str, request: Request) -> Response:
     started = time.perf_counter()
+    state = _state(request)
+    client = await _client(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
     hook = body.get("hook")
@@ -215,7 +217,9 @@ async def call_service(
     responses={200: {"model": FeedbackAck}, **_errors(400, 401, 404, 413)},
     openapi_extra=_json_body("FeedbackRequest"),
 )
-async def post_feedback(service_id: str, request: Request, state: State, _: AuthClient) -> Response:
+async def post_feedback(service_id: str, request: Request) -> Response:
+    state = _state(request)
+    await _client(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
     try:
@@ -241,7 +245,9 @@ async def post_feedback(service_id: str, request: Request, state: State, _: Auth
     summary="Cards shown, accepted and overridden, per service and rule",
     responses={200: {"model": CardStats}, **_errors(401)},
 )
-async def card_stats(state: State, _: AuthClient) -> Response:
+async def card_stats(request: Request) -> Response:
+    state = _state(request)
+    await _client(request)
     await state.recorder.flush()
     stats = await run_in_threadpool(state.store.card_stats)
     return JsonResponse(stats.model_dump(mode="json"))
@@ -274,7 +280,8 @@ async def health() -> Response:
     summary="Ready: the store answers and the knowledge base is loaded",
     responses={200: {"model": Health}, 503: {"model": Health}},
 )
-async def ready(state: State) -> Response:
+async def ready(request: Request) -> Response:
+    state = _state(request)
     try:
         await run_in_threadpool(state.store.ping)
     except Exception as exc:  # any database failure means "not ready", never a 500
@@ -286,7 +293,8 @@ async def ready(state: State) -> Response:
 
 
 @operations.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-async def metrics(request: Request, state: State) -> Response:
+async def metrics(request: Request) -> Response:
+    state = _state(request)
     return state.metrics.endpoint(request)
 
 
