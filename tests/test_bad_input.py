@@ -302,21 +302,26 @@ def _depth(value: object) -> int:
     return 0
 
 
-_LEAVES = st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n', max_size=8)
+# Strings full of what the byte-level check must see through.
+_SHAPE_BYTES = '[]{}",:\\ '
+_TEXT = st.text(alphabet=_SHAPE_BYTES + "ab\n", max_size=8)
+_LEAVES = st.none() | st.booleans() | st.integers() | _TEXT
 _JSON = st.recursive(
     _LEAVES,
     lambda inner: (
         st.lists(inner, max_size=3)
-        | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner, max_size=3)
+        | st.dictionaries(st.text(alphabet=_SHAPE_BYTES + "k", max_size=4), inner, max_size=3)
     ),
     max_leaves=30,
 )
 
 
-@given(document=_JSON, limit=st.integers(min_value=1, max_value=12))
-@settings(max_examples=300, deadline=None, derandomize=True)
-def test_depth_check_on_bytes_agrees_with_the_parsed_depth(document: object, limit: int) -> None:
-    raw = json.dumps({"d": document}).encode()
+@given(document=_JSON, limit=st.integers(min_value=1, max_value=12), compact=st.booleans())
+@settings(max_examples=500, deadline=None, derandomize=True)
+def test_depth_check_on_bytes_agrees_with_the_parsed_depth(
+    document: object, limit: int, compact: bool
+) -> None:
+    raw = json.dumps({"d": document}, separators=(",", ":") if compact else None).encode()
     deep = _depth({"d": document}) > limit
     try:
         check_depth(raw, limit)
