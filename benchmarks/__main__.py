@@ -89,12 +89,18 @@ def main() -> None:
     print("\nTarget: the whole call close to the slowest query, far below their sum.\n")
 
     print("## Resident memory of one uvicorn worker\n")
-    m = http.memory(body, 1_000, args.memory_calls)
+    checkpoints = [c for c in (1_000, 10_000, 25_000, 50_000) if c < args.memory_calls]
+    m = http.memory(body, [*checkpoints, args.memory_calls])
     results["memory"] = m
+    print("| calls | RSS MB |")
+    print("|---|---|")
+    for sample in m:
+        print(f"| {sample['calls']:,.0f} | {sample['rss_mb']:.1f} |")
+    largest = max(sample["rss_mb"] for sample in m)
+    growth = m[-1]["rss_mb"] - m[1]["rss_mb"] if len(m) > 2 else float("nan")
     print(
-        f"After {m['calls_first']:,.0f} calls: {m['rss_mb_first']:.0f} MB; after "
-        f"{m['calls_total']:,.0f} calls: {m['rss_mb_total']:.0f} MB "
-        f"(target: <= {TARGETS['rss_mb']:.0f} MB and flat)"
+        f"\nTarget: <= {TARGETS['rss_mb']:.0f} MB and flat; largest {largest:.0f} MB, "
+        f"{growth:+.1f} MB from the second checkpoint to the last"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

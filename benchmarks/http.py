@@ -117,19 +117,22 @@ def compare(body: dict[str, Any], seconds: float, concurrency: list[int]) -> lis
     return rows
 
 
-def memory(body: dict[str, Any], first: int, total: int) -> dict[str, float]:
-    """RSS of a single-worker server after ``first`` calls and after ``total`` calls."""
+def memory(body: dict[str, Any], checkpoints: list[int]) -> list[dict[str, float]]:
+    """RSS of a single-worker server as the calls pass each checkpoint (the last is the total);
+    the card statistics are written to SQLite throughout, as in production."""
     body_file, env = _workspace(body, "ipt-mem-")
     done = 0
-    out: dict[str, float] = {}
+    samples: list[dict[str, float]] = []
     with uvicorn("service.app:app", 1, env) as (base, pid):
-        while done < first:
-            done += int(wrk(base, "/cds-services/ipt-order-sign", body_file, 4, 1)["requests"])
-        out["calls_first"], out["rss_mb_first"] = done, _rss_mb(pid)
-        while done < total:
-            done += int(wrk(base, "/cds-services/ipt-order-sign", body_file, 16, 20)["requests"])
-        out["calls_total"], out["rss_mb_total"] = done, _rss_mb(pid)
-    return out
+        for checkpoint in checkpoints:
+            while done < checkpoint:
+                # Short runs near a checkpoint, so that it is not overshot by much.
+                seconds = 1 if checkpoint - done < 5_000 else 10
+                done += int(
+                    wrk(base, "/cds-services/ipt-order-sign", body_file, 16, seconds)["requests"]
+                )
+            samples.append({"calls": done, "rss_mb": _rss_mb(pid)})
+    return samples
 
 
 def _workspace(body: dict[str, Any], prefix: str) -> tuple[Path, dict[str, str]]:
