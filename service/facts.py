@@ -51,6 +51,7 @@ PYTHON_VALUESETS = [
     "condition_severity_moderate",
     "condition_severity_severe",
     "pregnant_answer",
+    "phq_answers",
 ]
 
 
@@ -182,9 +183,10 @@ class FactBook:
         valuesets: dict[str, str],
         terms: Terminology,
         params: dict[str, Any],
+        answer_scores: dict[str, int],
     ) -> None:
         self.extractors, self.vs, self.terms, self.params = extractors, valuesets, terms, params
-        self.answer_scores = {str(k): int(v) for k, v in params["phq_answer_scores"].items()}
+        self.answer_scores = answer_scores
 
     def evaluate(self, record: PatientRecord, hook: str, now: datetime) -> Facts:
         scope = Scope(record, self.terms, now.date(), self.params, self.answer_scores)

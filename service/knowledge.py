@@ -59,7 +59,6 @@ class Parameters(BaseModel):
     bereavement_min_age: int = Field(gt=0)
     adolescent_min_age: int = Field(gt=0)
     adolescent_max_age: int = Field(gt=0)
-    phq_answer_scores: dict[str, int]
 
 
 class _FactsFile(BaseModel):
@@ -108,7 +107,15 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
             if param is not None and param not in params:
                 raise KnowledgeError(f"{path}: facts.{name}.{field}: no parameter {param!r}")
         built[name] = extractors.build(decl, terms)
-    return FactBook(built, spec.valuesets, terms, params)
+    # A PHQ item answered with a code scores its concept's ordinalValue in the value set.
+    scores = terms.ordinals(spec.valuesets["phq_answers"])
+    unscored = sorted(code for code, score in scores.items() if score is None)
+    if unscored:
+        raise KnowledgeError(
+            f"{path}: valuesets.phq_answers: {unscored[0]} has no ordinalValue (its score)"
+        )
+    answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
+    return FactBook(built, spec.valuesets, terms, params, answer_scores)
 
 
 def _load_services(path: Path) -> dict[str, Service]:

@@ -19,12 +19,24 @@ from .errors import KnowledgeError, location
 from .reader import SYSTEM_ALIASES, codings, texts
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ORDINAL_VALUE = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
+
+
+class _Extension(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str
+    valueDecimal: float | None = None
 
 
 class _Concept(BaseModel):
     model_config = ConfigDict(extra="ignore")
     code: str = Field(min_length=1)
     display: str | None = None
+    extension: list[_Extension] = []
+
+    @property
+    def ordinal(self) -> float | None:
+        return next((e.valueDecimal for e in self.extension if e.url == ORDINAL_VALUE), None)
 
 
 class _Include(BaseModel):
@@ -67,6 +79,7 @@ class Terminology:
         self._index: dict[tuple[str, str], set[str]] = {}
         self._displays: dict[str, list[str]] = {}
         self._names: dict[tuple[str, str], str] = {}
+        self._ordinals: dict[str, dict[str, float | None]] = {}
         for url, vs in valuesets.items():
             for inc in vs.compose.include:
                 for concept in inc.concept:
@@ -75,6 +88,7 @@ class Terminology:
                     if concept.display:
                         self._displays.setdefault(url, []).append(concept.display)
                         self._names.setdefault(key, concept.display)
+                    self._ordinals.setdefault(url, {})[concept.code] = concept.ordinal
 
     @classmethod
     def load(cls, folder: Path) -> Terminology:
@@ -99,6 +113,10 @@ class Terminology:
 
     def __contains__(self, url: object) -> bool:
         return url in self.titles
+
+    def ordinals(self, url: str) -> dict[str, float | None]:
+        """Each code of the value set with its ordinalValue (a score), None where it has none."""
+        return dict(self._ordinals.get(url, {}))
 
     def contains(self, url: str, system: str, code: str) -> bool:
         return url in self._index.get((system, normal_code(system, code)), ())
