@@ -96,12 +96,14 @@ class AppState:
             raise NotFound(f"No CDS Service {service_id!r}.", code="unknown_service") from None
 
 
+# The handlers call _state and _authenticate themselves rather than declare them as FastAPI
+# dependencies: solving the dependencies took ~0.3 ms of every hook call, an eighth of it.
 def _state(request: Request) -> AppState:
     state: AppState = request.app.state.ipt
     return state
 
 
-async def _client(request: Request) -> Client | None:
+async def _authenticate(request: Request) -> Client | None:
     """The authenticated EHR, or None when authentication is off."""
     state = _state(request)
     if state.authenticator is None:
@@ -121,8 +123,6 @@ async def _client(request: Request) -> Client | None:
         raise
 
 
-# State and client are resolved by plain calls, not FastAPI dependencies: solving the
-# dependencies took ~0.3 ms of every hook call, an eighth of it.
 router = APIRouter()
 
 
@@ -142,7 +142,7 @@ def _json_body(schema: str) -> dict[str, Any]:
 )
 async def discovery(request: Request) -> Response:
     state = _state(request)
-    await _client(request)
+    await _authenticate(request)
     return Response(state.discovery, media_type="application/json")
 
 
@@ -155,7 +155,7 @@ async def discovery(request: Request) -> Response:
 async def call_service(service_id: str, request: Request) -> Response:
     started = time.perf_counter()
     state = _state(request)
-    client = await _client(request)
+    client = await _authenticate(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
     hook = body.get("hook")
@@ -219,7 +219,7 @@ async def call_service(service_id: str, request: Request) -> Response:
 )
 async def post_feedback(service_id: str, request: Request) -> Response:
     state = _state(request)
-    await _client(request)
+    await _authenticate(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
     try:
@@ -247,7 +247,7 @@ async def post_feedback(service_id: str, request: Request) -> Response:
 )
 async def card_stats(request: Request) -> Response:
     state = _state(request)
-    await _client(request)
+    await _authenticate(request)
     await state.recorder.flush()
     stats = await run_in_threadpool(state.store.card_stats)
     return JsonResponse(stats.model_dump(mode="json"))
