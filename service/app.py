@@ -83,8 +83,12 @@ def create_app(
                 )
             _warm_up(state)
             yield
-        await state.recorder.close()
-        state.store.close()
+        try:
+            await state.recorder.close()
+        except Exception as exc:  # its text may quote the rows; the store must still close
+            log.error("recording cards at shutdown failed: %s", type(exc).__name__)
+        finally:
+            state.store.close()
 
     app = FastAPI(
         title="IPT CDS Hooks service",

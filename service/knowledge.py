@@ -109,10 +109,11 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
         built[name] = extractors.build(decl, terms)
     # A PHQ item answered with a code scores its concept's ordinalValue in the value set.
     scores = terms.ordinals(spec.valuesets["phq_answers"])
-    unscored = sorted(code for code, score in scores.items() if score is None)
+    unscored = sorted(code for code, score in scores.items() if score is None or score % 1)
     if unscored:
         raise KnowledgeError(
-            f"{path}: valuesets.phq_answers: {unscored[0]} has no ordinalValue (its score)"
+            f"{path}: valuesets.phq_answers: {unscored[0]} needs a whole-number ordinalValue "
+            "(its score)"
         )
     answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
     return FactBook(built, spec.valuesets, terms, params, answer_scores)

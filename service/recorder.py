@@ -64,15 +64,22 @@ class CardRecorder:
                 self._dropped_since_flush = 0
             if rows:
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._writer, self._store.record_cards, rows)
+                try:
+                    await loop.run_in_executor(self._writer, self._store.record_cards, rows)
+                except Exception:
+                    self._dropped(len(rows))  # lost with the failed write: count them too
+                    raise
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
-        self._writer.shutdown()
+        try:
+            if self._task is not None:
+                async with self._lock:  # a write in progress finishes, and is counted, first
+                    self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            await self.flush()
+        finally:
+            self._writer.shutdown()
 
     async def _run(self) -> None:
         while True:

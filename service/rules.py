@@ -149,19 +149,28 @@ class RuleBook:
             if hook in rule.spec.hooks and guarded(rule.id, rule.applies, env, names):
                 fired.append(rule)
                 names.add(rule.id)
-        also: dict[str, list[str]] = {}
-        suppressed: set[str] = set()
+        # Of a family's firing members the first whose card can be built stands, naming the
+        # others' reasons; if its card fails, the next one stands instead of none.
+        standing: dict[str, Card] = {}
+        in_family: set[str] = set()
         for members in self.families.values():
-            standing = [rid for rid in members if rid in names]
-            if len(standing) > 1:
-                first, *rest = standing
-                suppressed.update(rest)
-                reasons = (guarded(r, _render, self.by_id[r].reason, facts, []) for r in rest)
-                also[first] = [reason for reason in reasons if reason is not None]
+            firing = [rid for rid in members if rid in names]
+            if len(firing) < 2:
+                continue
+            in_family.update(firing)
+            reasons = {r: guarded(r, _render, self.by_id[r].reason, facts, []) for r in firing}
+            for rid in firing:
+                also = [text for o in firing if o != rid and (text := reasons[o]) is not None]
+                card = guarded(rid, self._card, self.by_id[rid], facts, also, names)
+                if card is not None:
+                    standing[rid] = card
+                    break
         cards = []
         for rule in fired:
-            if rule.id not in suppressed:
-                card = guarded(rule.id, self._card, rule, facts, also.get(rule.id, []), names)
+            if rule.id in standing:
+                cards.append((rule.id, standing[rule.id]))
+            elif rule.id not in in_family:
+                card = guarded(rule.id, self._card, rule, facts, [], names)
                 if card is not None:
                     cards.append((rule.id, card))
         return cards

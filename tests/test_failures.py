@@ -56,23 +56,56 @@ def test_a_failing_python_rule_drops_only_its_own_card(
     _no_secret(caplog)
 
 
+def _broken_template(tmp_path: Path, settings: Settings, rule: str) -> Settings:
+    """A copy of the knowledge whose ``rule`` detail is valid at start-up (every name is known)
+    but fails when rendered."""
+    cards = tmp_path / "cards"
+    shutil.copytree(settings.knowledge_dir, cards)
+    path = cards / "rules" / f"{rule}.yaml"
+    path.write_text(path.read_text().replace("  detail: |\n", "  detail: |\n    {{ 1 // 0 }}\n", 1))
+    return settings.model_copy(update={"knowledge_dir": cards})
+
+
+def _call(settings: Settings, fixture: str) -> tuple[dict[str, str], str]:
+    body = json.loads((FIXTURES / "requests" / f"{fixture}.json").read_text())
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert response.status_code == 200
+    details = " ".join(c["detail"] for c in response.json()["cards"])
+    return _rules(response), details
+
+
 def test_a_card_template_failing_at_run_time_drops_only_that_card(
     tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(settings.knowledge_dir, cards)
-    rule = cards / "rules" / "ipt-add-pharmacotherapy.yaml"
-    # Valid at start-up (every name is known), fails only when rendered.
-    rule.write_text(rule.read_text().replace("  detail: |\n", "  detail: |\n    {{ 1 // 0 }}\n", 1))
-    app = create_app(settings.model_copy(update={"knowledge_dir": cards}))
-    body = json.loads((FIXTURES / "requests" / "in-suicide-item9-two-ipt.json").read_text())
-    with TestClient(app) as client, caplog.at_level(logging.INFO, logger="ipt_cds"):
-        response = client.post("/cds-services/ipt-order-sign", json=body)
-    assert response.status_code == 200
+    broken = _broken_template(tmp_path, settings, "ipt-add-pharmacotherapy")
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        rules, _ = _call(broken, "in-suicide-item9-two-ipt")
     # The critical suicide-risk card survives its neighbour's failure.
-    assert _rules(response) == {"ipt-suicide-risk": "critical", "ipt-suitable": "info"}
+    assert rules == {"ipt-suicide-risk": "critical", "ipt-suitable": "info"}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["rule ipt-add-pharmacotherapy failed: ZeroDivisionError"]
+
+
+def test_when_a_family_card_fails_the_next_member_stands_and_names_it(
+    tmp_path: Path, settings: Settings
+) -> None:
+    fixture = "in-bereave-stands-over-older-and-severity"
+    assert _call(settings, fixture)[0] == {
+        "ipt-bereavement-combination": "warning",
+        "ipt-suitable": "info",
+    }
+    rules, details = _call(
+        _broken_template(tmp_path, settings, "ipt-bereavement-combination"), fixture
+    )
+    standing = set(rules) - {"ipt-suitable"}
+    assert len(standing) == 1
+    assert standing < {
+        "ipt-dysthymia-prefer-antidepressant",
+        "ipt-older-adult-acute",
+        "ipt-add-pharmacotherapy",
+    }
+    assert "bereave" in details.lower()  # the failed member's reason is still listed
 
 
 def test_an_unexpected_error_is_a_json_500_logged_without_its_text(

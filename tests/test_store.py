@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,4 +93,30 @@ def test_the_recorder_caps_its_backlog_and_counts_what_it_drops(
     assert [r.getMessage() for r in caplog.records] == [
         "the store is behind: 20 card rows were not recorded"
     ]
+    store.close()
+
+
+def test_a_failed_write_is_counted_and_shutdown_still_completes(tmp_path: Path) -> None:
+    class FailingStore(Store):
+        def record_cards(self, rows: Sequence[IssuedCard]) -> None:
+            raise sqlalchemy.exc.OperationalError("INSERT …", {}, Exception("disk full"))
+
+    store = FailingStore(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    dropped: list[int] = []
+    now = datetime.now(UTC)
+    row = IssuedCard("c1", "ipt-order-sign", "call", "r", "info", now)
+
+    async def scenario() -> CardRecorder:
+        recorder = CardRecorder(store, dropped=dropped.append)
+        recorder.add([row, row])
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            await recorder.flush()
+        recorder.add([row])
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            await recorder.close()
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    assert dropped == [2, 1]
+    assert recorder._writer._shutdown  # the writer thread is stopped even so
     store.close()
