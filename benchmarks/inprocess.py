@@ -15,6 +15,7 @@ import orjson
 
 from service.app import create_app
 from service.config import Settings
+from tests.asgi import http_scope
 
 from .patients import request
 
@@ -46,19 +47,7 @@ class AsgiCaller:
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [(b"content-type", b"application/json"), (b"host", b"bench")],
-            "client": ("127.0.0.1", 1),
-            "server": ("bench", 80),
-        }
+        scope = http_scope("POST", path)
         await self.app(scope, receive, send)
         return status, b"".join(chunks)
 

@@ -141,14 +141,10 @@ class ErrorBoundary:
         except Exception as exc:
             if scope["type"] != "http":
                 raise
-            # walk_tb, unlike extract_tb, reads no source files.
-            frame, line = list(traceback.walk_tb(exc.__traceback__))[-1]
             log.error(
-                "unhandled %s at %s:%s in %s on %s %s",
+                "unhandled %s at %s on %s %s",
                 type(exc).__name__,
-                frame.f_code.co_filename.rsplit("/", 1)[-1],
-                line,
-                frame.f_code.co_name,
+                _raised_at(exc),
                 scope["method"],
                 scope["path"],
             )
@@ -162,3 +158,13 @@ class ErrorBoundary:
                 }
             )
             await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame; walk_tb, unlike extract_tb, reads no
+    source files."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    if not frames:
+        return "an unknown place"
+    frame, line = frames[-1]
+    return f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{line} in {frame.f_code.co_name}"

@@ -19,6 +19,7 @@ from service.engine import HookCall
 from service.facts import Facts
 from service.models import Card
 
+from .asgi import http_scope
 from .conftest import AppFactory, FakeFhir, condition, hook_request, ipt_order
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
@@ -159,21 +160,7 @@ def test_a_client_that_leaves_mid_body_is_not_an_error(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/cds-services/ipt-order-sign",
-        "raw_path": b"/cds-services/ipt-order-sign",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = http_scope("POST", "/cds-services/ipt-order-sign")
     assert client.portal is not None
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         client.portal.call(client.app, scope, receive, send)
