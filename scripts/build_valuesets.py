@@ -6,17 +6,18 @@ severity, psychosis, bipolar, PHQ-9 items, antidepressants, psychotherapy, ...) 
 ValueSet, written to ``cards/valuesets/<id>.json`` with its codes enumerated extensionally in
 ``compose.include`` (no ``expansion``).
 
-The codes come from the reference terminology folder (``--reference``, by default
-``../shared/reference/terminology`` next to the repository):
+The codes come from the vendored terminology sources (``--reference``, by default
+``cards/valuesets/sources/``; its README gives each file's origin and licence):
 
-* ``codes.md`` -- the verified code lists and, in sections 11 and 12, the known traps;
-* ``codes_recommended.json`` -- the machine-readable version of those lists (used for displays
-  and as the checklist every value set is checked against);
+* ``codes_recommended.json`` -- the project's verified code lists (used for displays and as the
+  checklist every value set is checked against); the traps they warn about are encoded below;
+* ``synthea-displays.tsv`` -- displays of the SNOMED codes Synthea emits that no VSAC value set
+  carries;
 * ``icd10cm_codes_by_group.csv`` -- ICD-10-CM categories with every header and billable leaf
   (NCHS April 2026 descriptions, preferred over the older VSAC displays);
 * ``antidepressant_rxnorm_scd_from_vsac.csv`` -- the VSAC antidepressant clinical drugs mapped to
   ingredient and class (used to remove the non-antidepressants);
-* ``valuesets/*.json`` -- VSAC expansions. A ValueSet that takes codes from one of them carries
+* ``vsac/*.json`` -- VSAC expansions. A ValueSet that takes codes from one of them carries
   one ``source-valueset`` extension per VSAC value set it took codes from.
 
 Before anything is written the script checks the result (traps removed, no depression code in
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "terminology"
+DEFAULT_REFERENCE = REPO / "cards" / "valuesets" / "sources"
 DEFAULT_OUT = REPO / "cards" / "valuesets"
 
 CANONICAL = "https://fhir.ipt-cds.org/ValueSet/"
@@ -162,23 +163,27 @@ class Reference:
     def __init__(self, root: Path) -> None:
         self.root = root
         required = [
-            "codes.md",
             "codes_recommended.json",
+            "synthea-displays.tsv",
             "icd10cm_codes_by_group.csv",
             "antidepressant_rxnorm_scd_from_vsac.csv",
-            "valuesets",
+            "vsac",
         ]
         for name in required:
             if not (root / name).exists():
                 raise ReferenceError_(f"{root / name}: not found (use --reference)")
-        self.codes_md = (root / "codes.md").read_text(encoding="utf-8")
+        with (root / "synthea-displays.tsv").open(encoding="utf-8", newline="") as f:
+            self.synthea_displays: dict[Key, str] = {
+                (row["system"], row["code"]): row["display"]
+                for row in csv.DictReader(f, delimiter="\t")
+            }
         self.recommended: dict[str, Any] = json.loads(
             (root / "codes_recommended.json").read_text(encoding="utf-8")
         )
         self.expansions: dict[str, list[Concept]] = {}
         self.oids: dict[str, str] = {}
         timestamps: dict[str, str] = {}
-        for path in sorted((root / "valuesets").glob("ValueSet-*.json")):
+        for path in sorted((root / "vsac").glob("ValueSet-*.json")):
             key = path.stem.removeprefix("ValueSet-")
             data = json.loads(path.read_text(encoding="utf-8"))
             self.oids[key] = data["id"]
@@ -253,7 +258,7 @@ class Reference:
         try:
             return self.expansions[key]
         except KeyError:
-            raise ReferenceError_(f"valuesets/ValueSet-{key}.json: not found") from None
+            raise ReferenceError_(f"vsac/ValueSet-{key}.json: not found") from None
 
     def icd_group(self, group: str) -> list[str]:
         codes = [code for g, code, _d, _b in self.icd_rows if g == group]
@@ -1416,10 +1421,13 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         need(node is not None, f"codes_recommended.json: no {path} (NOT_USED is out of date)")
-    # An extra SNOMED display for a code codes.md mentions must be spelled as codes.md spells it.
-    for (system, code), display in EXTRA_DISPLAYS.items():
-        if system == SCT and re.search(rf"(?<![0-9A-Z.]){re.escape(code)}(?![0-9])", ref.codes_md):
-            need(display in ref.codes_md, f"EXTRA_DISPLAYS {code}: display not as in codes.md")
+    # A display for a Synthea code must be spelled as the verified Synthea list spells it.
+    for key, display in EXTRA_DISPLAYS.items():
+        if key in ref.synthea_displays:
+            need(
+                display == ref.synthea_displays[key],
+                f"EXTRA_DISPLAYS {key[1]}: display not as in synthea-displays.tsv",
+            )
     return errors
 
 

@@ -24,8 +24,8 @@ from service.engine import Rule
 from service.fixtures import authorization
 from service.knowledge import Knowledge
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE = SHARED / "reference"
+# Vendored reference data (tests/data/README.md says where each part comes from).
+DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FHIR_BASE = "https://ehr.example.org/fhir"
 # The fhirServer of the fhir-test-cases vectors: a loopback test server, so it may be allowed.

@@ -25,9 +25,9 @@ from service.auth import Authenticator, KeyCache, MemoryReplayCache, Unauthorize
 from service.errors import KnowledgeError
 from service.trust import Issuer, Trust
 
-from .conftest import FHIR_BASE, NOW, REFERENCE, AppFactory, FakeFhir, Json, hook_request
+from .conftest import DATA, FHIR_BASE, NOW, AppFactory, FakeFhir, Json, hook_request
 
-SPEC = REFERENCE / "cds-hooks" / "spec-v2.0.1"
+SPEC = DATA / "cds-hooks" / "spec-v2.0.1"
 ISS = "https://ehr.example.org/"
 BASE = "http://testserver"
 SIGN = f"{BASE}/cds-services/ipt-order-sign"

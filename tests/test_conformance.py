@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REFERENCE, SERVICE_OF_HOOK, VECTOR_FHIR_BASE, AppFactory, FakeFhir, load_json
+from .conftest import DATA, SERVICE_OF_HOOK, VECTOR_FHIR_BASE, AppFactory, FakeFhir, load_json
 
-CASES = REFERENCE / "cds-hooks" / "fhir-test-cases-cdshooks"
-LIBRARY = REFERENCE / "cds-hooks" / "hooks-library"
+CASES = DATA / "cds-hooks" / "fhir-test-cases"
+LIBRARY = DATA / "cds-hooks" / "hooks-library"
 GOOD = sorted(CASES.glob("cdshooks-request-*-good.json"))
 BAD = sorted(CASES.glob("cdshooks-request-*-bad*.json"))
 LIBRARY_R4 = {

@@ -1,4 +1,4 @@
-"""The six Synthea patients of ../shared/reference/realistic/ through every hook."""
+"""The six Synthea patients of tests/data/synthea/ through every hook."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from service.knowledge import Knowledge
 from service.models import REQUEST_MODELS
 from service.record import PatientRecord
 
-from .conftest import FHIR_BASE, NOW, REFERENCE, AppFactory, FakeFhir, Json, ipt_order, load_json
+from .conftest import DATA, FHIR_BASE, NOW, AppFactory, FakeFhir, Json, ipt_order, load_json
 
-REALISTIC = REFERENCE / "realistic"
+REALISTIC = DATA / "synthea"
 MANIFEST = list(csv.reader((REALISTIC / "MANIFEST.tsv").read_text().splitlines(), delimiter="\t"))
 PATIENTS = [(row[1], row[2], row[6]) for row in MANIFEST]
 SERTRALINE_DRAFT: Json = {
@@ -30,7 +30,7 @@ SERTRALINE_DRAFT: Json = {
 
 
 def _resources(file: str) -> list[Json]:
-    bundle = load_json(REALISTIC / "smart-r4-sandbox" / file)
+    bundle = load_json(REALISTIC / file)
     return [entry["resource"] for entry in bundle["entry"]]
 
 
@@ -97,4 +97,4 @@ def test_synthea_patients_through_every_hook(
 
 def test_manifest_lists_the_six_patients() -> None:
     assert len(PATIENTS) == 6
-    assert all(Path(REALISTIC / "smart-r4-sandbox" / f).exists() for f, _, _ in PATIENTS)
+    assert all(Path(REALISTIC / f).exists() for f, _, _ in PATIENTS)
