@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import orjson
 
-from service.app import create_app
-from service.config import Settings
-from service.fixtures import authorization
-from service.models import REQUEST_MODELS
-from service.prefetch import render
+from service.devtools.fixtures import authorization
+from service.fhir.prefetch import render
+from service.http.app import create_app
+from service.ops.config import Settings
+from service.protocol.models import REQUEST_MODELS
 from tests.fhir_server import running
 
 from .http import uvicorn

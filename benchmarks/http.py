@@ -34,7 +34,7 @@ def uvicorn(
         sys.executable,
         "-m",
         "uvicorn",
-        app,
+        *(["--factory", app.removesuffix("()")] if app.endswith("()") else [app]),
         "--host",
         "127.0.0.1",
         "--port",
@@ -108,7 +108,10 @@ def compare(body: dict[str, Any], seconds: float, concurrency: list[int]) -> lis
     for workers in (1, 2):
         for c in concurrency:
             row: dict[str, Any] = {"workers": workers, "connections": c}
-            for name, app in (("service", "service.app:app"), ("bare", "benchmarks.bare:app")):
+            for name, app in (
+                ("service", "service.http.app:served_app()"),
+                ("bare", "benchmarks.bare:app"),
+            ):
                 with uvicorn(app, workers, env) as (base, _):
                     wrk(base, "/cds-services/ipt-order-sign", body_file, c, 1)  # warm up
                     row[name] = wrk(base, "/cds-services/ipt-order-sign", body_file, c, seconds)
@@ -123,7 +126,7 @@ def memory(body: dict[str, Any], checkpoints: list[int]) -> list[dict[str, float
     body_file, env = _workspace(body, "ipt-mem-")
     done = 0
     samples: list[dict[str, float]] = []
-    with uvicorn("service.app:app", 1, env) as (base, pid):
+    with uvicorn("service.http.app:served_app()", 1, env) as (base, pid):
         for checkpoint in checkpoints:
             while done < checkpoint:
                 # Short runs near a checkpoint, so that it is not overshot by much.

@@ -46,13 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("config-doc", help="print docs/configuration.md, from the settings")
     args = parser.parse_args(argv)
 
-    from . import integrator
+    from service.devtools import integrator
 
     if args.command == "openapi":
         sys.stdout.write(openapi_yaml())
         return 0
     if args.command == "config-doc":
-        from .config import describe
+        from service.ops.config import describe
 
         sys.stdout.write(describe())
         return 0
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fixtures" and args.action == "list":
         return integrator.run(integrator.list_cases, sys.stdout)
     if args.command == "fixtures" and args.action == "build":
-        from .fixtures import build
+        from service.devtools.fixtures import build
 
         sys.stdout.write(f"{build()} files written under fhir_fixtures/\n")
         return 0
@@ -85,15 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def openapi_yaml() -> str:
-    from .app import app
+    from service.http.app import create_app
 
-    return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True, width=100)
 
 
 def rules_doc() -> str:
-    from .config import Settings
-    from .knowledge import Knowledge
-    from .rulesdoc import render
+    from service.devtools.rulesdoc import render
+    from service.knowledge.base import Knowledge
+    from service.ops.config import Settings
 
     return render(Knowledge.load(Settings().knowledge_dir))
 
@@ -101,11 +101,11 @@ def rules_doc() -> str:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .config import Settings
+    from service.ops.config import Settings
 
     settings = Settings()
     uvicorn.run(
-        "service.app:app",
+        "service.http.app:app",
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers or settings.workers,

@@ -18,11 +18,11 @@ import sqlalchemy
 import sqlalchemy.exc
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.config import Settings
-from service.engine import Rule
-from service.fixtures import authorization
-from service.knowledge import Knowledge
+from service.devtools.fixtures import authorization
+from service.http.app import create_app
+from service.knowledge.base import Knowledge
+from service.ops.config import Settings
+from service.pipeline import Rule
 
 # Vendored reference data (tests/data/README.md says where each part comes from).
 DATA = Path(__file__).resolve().parent / "data"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.engine import HookCall
-from service.facts import Facts
-from service.models import Card, Coding, Source
+from service.clinical.fact_model import Facts
+from service.pipeline import HookCall
+from service.protocol.models import Card, Coding, Source
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import BadRequest
-from service.jsonio import check_depth
+from service.http.jsonio import check_depth
+from service.protocol.errors import BadRequest
 
 from .conftest import AppFactory, Json, condition, full_prefetch, hook_request, ipt_order
 

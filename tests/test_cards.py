@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from service.fixtures import Case, load_cases
+from service.devtools.fixtures import Case, load_cases
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, Json
 

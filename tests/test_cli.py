@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from service.app import create_app
 from service.cli import main
-from service.config import Settings
-from service.fixtures import load_cases
-from service.knowledge import Knowledge
+from service.devtools.fixtures import load_cases
+from service.http.app import create_app
+from service.knowledge.base import Knowledge
+from service.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port

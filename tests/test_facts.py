@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from service.facts import FACT_NAMES, Facts
-from service.knowledge import Knowledge
-from service.models import REQUEST_MODELS
-from service.record import PatientRecord
+from service.clinical.fact_model import FACT_NAMES, Facts
+from service.clinical.record import PatientRecord
+from service.knowledge.base import Knowledge
+from service.protocol.models import REQUEST_MODELS
 
 from .conftest import NOW, PATIENT_ID, Json, condition, hook_request, ipt_order, patient
 

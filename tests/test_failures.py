@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Message
 
-from service.app import create_app
-from service.config import Settings
-from service.engine import HookCall
-from service.facts import Facts
-from service.models import Card
+from service.clinical.fact_model import Facts
+from service.http.app import create_app
+from service.ops.config import Settings
+from service.pipeline import HookCall
+from service.protocol.models import Card
 
 from .asgi import http_scope
 from .conftest import AppFactory, FakeFhir, condition, hook_request, ipt_order
@@ -119,7 +119,7 @@ def test_an_unexpected_error_is_a_json_500_logged_without_its_text(
         raise ValueError(f"bad record of {SECRET}")
 
     body = hook_request("order-sign", drafts=[ipt_order()], prefetch={})
-    monkeypatch.setattr(client.app.state.ipt.engine, "run", explode)  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.app.state.ipt.pipeline.engine, "run", explode)  # type: ignore[attr-defined]
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         response = client.post(
             "/cds-services/ipt-order-sign", json=body, headers={"X-Request-ID": "req-500"}

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.store import database_url
+from service.ops.config import Settings
+from service.storage.store import database_url
 
 from .conftest import AppFactory, Json, full_prefetch, hook_request, hypertension
 from .rules import CountingRule

@@ -198,9 +198,9 @@ def test_open_fhir_server_is_read_without_a_token(make_client: AppFactory) -> No
 
 
 def test_templates_fill_context_and_user_tokens() -> None:
-    from service.errors import PrefetchUnavailable
-    from service.models import PatientViewRequest
-    from service.prefetch import render
+    from service.fhir.prefetch import render
+    from service.protocol.errors import PrefetchUnavailable
+    from service.protocol.models import PatientViewRequest
 
     request = PatientViewRequest.model_validate(hook_request("patient-view"))
     assert render("Patient/{{context.patientId}}", request) == "Patient/pat-1"

@@ -10,8 +10,8 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 
-from service.fixtures import FIXTURES, generated_files, load_cases
-from service.models import REQUEST_MODELS
+from service.devtools.fixtures import FIXTURES, generated_files, load_cases
+from service.protocol.models import REQUEST_MODELS
 
 CASES = load_cases()
 FILES = generated_files(CASES)

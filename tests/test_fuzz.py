@@ -16,8 +16,8 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from service.app import create_app
-from service.config import Settings
+from service.http.app import create_app
+from service.ops.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("IPT_CDS_FUZZ_EXAMPLES", "60"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
-from service.errors import KnowledgeError
-from service.knowledge import Knowledge
+from service.knowledge.base import Knowledge
+from service.knowledge.errors import KnowledgeError
+from service.ops.config import Settings
 
 BROKEN = Path(__file__).parent / "broken_knowledge"
 
@@ -75,7 +75,7 @@ def test_a_missing_knowledge_file_names_it(cards: Path) -> None:
 
 
 def test_the_app_refuses_to_start_on_broken_knowledge(cards: Path) -> None:
-    from service.app import create_app
+    from service.http.app import create_app
 
     (cards / "facts.yaml").write_text("valuesets: {}\nfacts: {}\n")
     with pytest.raises(KnowledgeError, match=r"facts\.yaml: valuesets: 'mdd' is needed"):

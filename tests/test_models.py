@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.models import Action, Card, CdsResponse, Coding, FeedbackItem, Source, Suggestion
+from service.protocol.models import (
+    Action,
+    Card,
+    CdsResponse,
+    Coding,
+    FeedbackItem,
+    Source,
+    Suggestion,
+)
 
 
 def _card(**kw: object) -> Card:

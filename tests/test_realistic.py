@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.fixtures import prefetch_of
-from service.knowledge import Knowledge
-from service.models import REQUEST_MODELS
-from service.record import PatientRecord
+from service.clinical.record import PatientRecord
+from service.devtools.fixtures import prefetch_of
+from service.knowledge.base import Knowledge
+from service.protocol.models import REQUEST_MODELS
 
 from .conftest import DATA, FHIR_BASE, NOW, AppFactory, FakeFhir, Json, ipt_order, load_json
 

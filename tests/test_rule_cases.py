@@ -8,8 +8,8 @@ from collections import defaultdict
 import pytest
 from fastapi.testclient import TestClient
 
-from service.fixtures import Case, load_cases
-from service.knowledge import Knowledge
+from service.devtools.fixtures import Case, load_cases
+from service.knowledge.base import Knowledge
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy
 
-from service.store import database_url as driver_url
+from service.storage.store import database_url as driver_url
 
 from ..fhir_server import free_port, wait_until_up
 
@@ -45,7 +45,15 @@ def test_feedback_answered_200_survives_a_kill(database_url: str) -> None:
     port = free_port()
     env = {**os.environ, "IPT_CDS_DATABASE_URL": database_url, "IPT_CDS_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "service.http.app:served_app",
+            "--port",
+            str(port),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

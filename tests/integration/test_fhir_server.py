@@ -10,11 +10,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import integrator
-from service.app import create_app
-from service.config import Settings
-from service.fixtures import SERVICE_OF_HOOK, Case, authorization, load_cases
-from service.knowledge import Knowledge
+from service.devtools import integrator
+from service.devtools.fixtures import SERVICE_OF_HOOK, Case, authorization, load_cases
+from service.http.app import create_app
+from service.knowledge.base import Knowledge
+from service.ops.config import Settings
 
 from ..conftest import NOW
 from .conftest import FhirServer

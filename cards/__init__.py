@@ -1,0 +1,4 @@
+"""The knowledge base as data, installed with the service as the package ``service.cards``.
+
+No code: this file only lets an installed wheel, and an editable install, find the data files.
+"""

@@ -1,0 +1,427 @@
+"""The generic fact extractors that ``cards/facts.yaml`` declares simple facts with.
+
+Each extractor finds the resources of the record that a value set (and sometimes a window)
+selects, and answers them as ``Evidence``: the reference, the matching code, the date, and for
+observations the value. The clinical meaning lives in the YAML and the value sets; this module
+only knows how FHIR resources carry codes, statuses and dates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.clinical.reader import codings, first_date, number, reference_of, status_code, texts
+from service.clinical.record import PatientRecord
+from service.clinical.terminology import Match, NameMatcher, Terminology
+from service.protocol.models import Resource
+
+
+@dataclass(frozen=True)
+class Evidence:
+    ref: str
+    code: str | None = None
+    display: str | None = None
+    on: date | None = None
+    value: float | None = None
+    answer: str | None = None
+    answer_codes: tuple[tuple[str, str], ...] = ()
+    selected: bool = False
+
+    def describe(self) -> str:
+        name = self.display or self.code or self.ref
+        code = f" ({self.code})" if self.code and self.display else ""
+        when = f", recorded {self.on.isoformat()}" if self.on else ""
+        return f"{name}{code}{when}"
+
+
+Coded = tuple[Resource, Match, Resource]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an extractor reads: the record, the value sets, the date, the parameters.
+
+    ``coded`` indexes the record once per call by value set, so each of the many extractors
+    reads only the resources coded in its value set instead of scanning the whole record.
+    """
+
+    record: PatientRecord
+    terms: Terminology
+    today: date
+    params: dict[str, Any]
+    answer_scores: dict[str, int]
+    _index: dict[str, dict[str, list[Coded]]] = field(default_factory=dict)
+
+    def since(self, days_param: str) -> date:
+        return self.today - timedelta(days=int(self.params[days_param]))
+
+    def coded(self, kind: str, url: str) -> list[Coded]:
+        """(resource, matching coding, the element holding it) for every resource of ``kind``
+        coded in the value set; an Observation's components count as its codes too."""
+        by_url = self._index.get(kind)
+        if by_url is None:
+            by_url = self._index[kind] = {}
+            for resource in self.record.of_type(kind):
+                items = (
+                    _observation_items(resource)
+                    if kind == "Observation"
+                    else [(resource.get("code"), resource)]
+                )
+                for concept, holder in items:
+                    for vs, match in self.terms.memberships(concept).items():
+                        by_url.setdefault(vs, []).append((resource, match, holder))
+        return by_url.get(url, [])
+
+
+# --- declarations (validated at start-up) --------------------------------------------------
+
+
+class _Decl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valueset: str
+
+
+class ActiveCondition(_Decl):
+    extractor: Literal["active_condition"]
+
+
+class ConditionWithin(_Decl):
+    """Conditions dated (recordedDate or onset, either counts) within a window.
+
+    ``status``: ``active`` needs both active and in the window; ``active-or-within`` either;
+    ``any`` only the window (any clinical status that is not refuted).
+    """
+
+    extractor: Literal["condition_within"]
+    days: str
+    status: Literal["active", "active-or-within", "any"]
+
+
+class LatestObservation(_Decl):
+    """The most recent reading in the window; a numeric value above ``max`` (a parameter) is a
+    data error and is passed over for the reading before it."""
+
+    extractor: Literal["latest_observation"]
+    days: str
+    max: str | None = None
+
+
+class CurrentMedication(_Decl):
+    extractor: Literal["current_medication"]
+    ingredients: str
+
+
+class CurrentOrder(_Decl):
+    extractor: Literal["current_order"]
+
+
+class RecentProcedure(_Decl):
+    extractor: Literal["recent_procedure"]
+    days: str
+
+
+class DraftOrders(_Decl):
+    """Draft orders in the value set; by text only when no coding is in ``unless_coded``."""
+
+    extractor: Literal["draft_orders"]
+    resource: Literal["ServiceRequest", "MedicationRequest"]
+    ingredients: str | None = None
+    text_includes: list[str] = Field(default_factory=list)
+    text_excludes: list[str] = Field(default_factory=list)
+    unless_coded: str | None = None
+
+
+Declaration = Annotated[
+    ActiveCondition
+    | ConditionWithin
+    | LatestObservation
+    | CurrentMedication
+    | CurrentOrder
+    | RecentProcedure
+    | DraftOrders,
+    Field(discriminator="extractor"),
+]
+
+Extractor = Callable[[Scope], list[Evidence]]
+
+
+# --- condition helpers ---------------------------------------------------------------------
+
+_ACTIVE = {"active", "recurrence", "relapse"}
+_NOT_TRUE = {"refuted", "entered-in-error"}
+
+
+def condition_is_active(c: Resource) -> bool:
+    """KNOWLEDGE.md: active, recurrence or relapse; or no status and no abatement."""
+    if status_code(c.get("verificationStatus")) in _NOT_TRUE:
+        return False
+    clinical = status_code(c.get("clinicalStatus"))
+    if clinical is None:
+        return not any(k.startswith("abatement") for k in c)
+    return clinical in _ACTIVE
+
+
+def condition_is_true(c: Resource) -> bool:
+    return status_code(c.get("verificationStatus")) not in _NOT_TRUE
+
+
+def condition_dates(c: Resource) -> list[date]:
+    found = [first_date(c, "recordedDate"), first_date(c, "onsetDateTime", "onsetPeriod.start")]
+    return [d for d in found if d is not None]
+
+
+def condition_evidence(c: Resource, match: Match) -> Evidence:
+    dates = condition_dates(c)
+    return Evidence(reference_of(c), match.code, match.display, dates[0] if dates else None)
+
+
+# --- extractors ----------------------------------------------------------------------------
+
+
+def _active_condition(d: ActiveCondition) -> Extractor:
+    def run(s: Scope) -> list[Evidence]:
+        return [
+            condition_evidence(c, match)
+            for c, match, _ in s.coded("Condition", d.valueset)
+            if condition_is_active(c)
+        ]
+
+    return run
+
+
+def _condition_within(d: ConditionWithin) -> Extractor:
+    def run(s: Scope) -> list[Evidence]:
+        since, out = s.since(d.days), []
+        for c, match, _ in s.coded("Condition", d.valueset):
+            if not condition_is_true(c):
+                continue
+            ev = condition_evidence(c, match)
+            recent = any(since <= day <= s.today for day in condition_dates(c))
+            active = condition_is_active(c)
+            keep = {
+                "active": active and recent,
+                "active-or-within": active or recent,
+                "any": recent,
+            }[d.status]
+            if keep:
+                out.append(ev)
+        return out
+
+    return run
+
+
+def _observation_items(o: Resource) -> list[tuple[Any, Resource]]:
+    """The observation itself and its components, each as (code, holder of the value)."""
+    items: list[tuple[Any, Resource]] = [(o.get("code"), o)]
+    for comp in o.get("component") or []:
+        if isinstance(comp, dict):
+            items.append((comp.get("code"), comp))
+    return items
+
+
+def _value(
+    holder: Resource, answer_scores: dict[str, int]
+) -> tuple[float | None, str | None, tuple[tuple[str, str], ...]]:
+    q = holder.get("valueQuantity")
+    if isinstance(q, dict):
+        return number(q.get("value")), None, ()
+    for key in ("valueInteger", "valueDecimal", "valueString"):
+        if key in holder:
+            return number(holder[key]), None, ()
+    concept = holder.get("valueCodeableConcept")
+    if concept is not None:
+        found = [(system, code) for system, code, _ in codings(concept)]
+        score = next((answer_scores[c] for _, c in found if c in answer_scores), None)
+        answer = next(texts(concept), None)
+        return (float(score) if score is not None else None), answer, tuple(found)
+    return None, None, ()
+
+
+def _latest_observation(d: LatestObservation) -> Extractor:
+    def run(s: Scope) -> list[Evidence]:
+        since, best = s.since(d.days), None
+        ceiling = float(s.params[d.max]) if d.max else float("inf")
+        seen: set[int] = set()
+        for o, match, holder in s.coded("Observation", d.valueset):
+            if id(o) in seen:  # the first matching item of an observation speaks for it
+                continue
+            seen.add(id(o))
+            if str(o.get("status", "final")).lower() in ("entered-in-error", "cancelled"):
+                continue
+            on = first_date(
+                o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
+            )
+            if on is None or not since <= on <= s.today:
+                continue
+            value, answer, answer_codes = _value(holder, s.answer_scores)
+            if value is not None and not 0 <= value <= ceiling:
+                continue
+            if value is None and not answer_codes:
+                continue
+            if best is None or best.on is None or on > best.on:
+                best = Evidence(
+                    reference_of(o), match.code, match.display, on, value, answer, answer_codes
+                )
+        return [best] if best else []
+
+    return run
+
+
+def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
+    """The drug of a MedicationRequest: its CodeableConcept, or the Medication it references
+    (contained, or included in the record), with that Medication's ingredients."""
+    concepts: list[Any] = []
+    if m.get("medicationCodeableConcept") is not None:
+        concepts.append(m["medicationCodeableConcept"])
+    ref = m.get("medicationReference")
+    if isinstance(ref, dict):
+        if isinstance(ref.get("display"), str):
+            concepts.append({"text": ref["display"]})
+        target = str(ref.get("reference", ""))
+        med = None
+        if target.startswith("#"):
+            med = next(
+                (
+                    c
+                    for c in m.get("contained") or []
+                    if isinstance(c, dict) and c.get("id") == target[1:]
+                ),
+                None,
+            )
+        elif target:
+            rid = target.rsplit("/", 1)[-1]
+            med = next((x for x in record.of_type("Medication") if x.get("id") == rid), None)
+        if med is not None:
+            concepts.append(med.get("code"))
+            for ing in med.get("ingredient") or []:
+                if isinstance(ing, dict):
+                    concepts.append(ing.get("itemCodeableConcept"))
+    return concepts
+
+
+class _DrugMatcher:
+    def __init__(self, terms: Terminology, valueset: str, ingredients: str) -> None:
+        self.terms, self.valueset, self.ingredients = terms, valueset, ingredients
+        self.names = NameMatcher(terms.displays(ingredients))
+
+    def match(self, m: Resource, record: PatientRecord) -> tuple[str | None, str | None] | None:
+        concepts = medication_concepts(m, record)
+        for concept in concepts:
+            for url in (self.valueset, self.ingredients):
+                found = self.terms.match(url, concept)
+                if found:
+                    return found.code, found.display
+        for concept in concepts:
+            name = self.names.find(concept)
+            if name:
+                return None, name
+        return None
+
+
+_CURRENT_MED = {"active", "on-hold"}
+
+
+def _current_medication(d: CurrentMedication, terms: Terminology) -> Extractor:
+    drugs = _DrugMatcher(terms, d.valueset, d.ingredients)
+
+    def run(s: Scope) -> list[Evidence]:
+        out = []
+        for m in s.record.of_type("MedicationRequest"):
+            if str(m.get("status", "")).lower() not in _CURRENT_MED:
+                continue
+            found = drugs.match(m, s.record)
+            if found:
+                out.append(
+                    Evidence(reference_of(m), found[0], found[1], first_date(m, "authoredOn"))
+                )
+        return out
+
+    return run
+
+
+def _current_order(d: CurrentOrder) -> Extractor:
+    def run(s: Scope) -> list[Evidence]:
+        return [
+            Evidence(reference_of(r), match.code, match.display, first_date(r, "authoredOn"))
+            for r, match, _ in s.coded("ServiceRequest", d.valueset)
+            if str(r.get("status", "")).lower() in ("active", "on-hold")
+        ]
+
+    return run
+
+
+def _recent_procedure(d: RecentProcedure) -> Extractor:
+    def run(s: Scope) -> list[Evidence]:
+        since, out = s.since(d.days), []
+        for p, match, _ in s.coded("Procedure", d.valueset):
+            status = str(p.get("status", "")).lower()
+            if status not in ("completed", "in-progress"):
+                continue
+            on = first_date(p, "performedPeriod.end", "performedDateTime", "performedPeriod.start")
+            undated_ongoing = on is None and status == "in-progress"
+            if undated_ongoing or (on is not None and since <= on <= s.today):
+                out.append(Evidence(reference_of(p), match.code, match.display, on))
+        return out
+
+    return run
+
+
+def _draft_orders(d: DraftOrders, terms: Terminology) -> Extractor:
+    drugs = _DrugMatcher(terms, d.valueset, d.ingredients) if d.ingredients else None
+    includes = [t.lower() for t in d.text_includes]
+    excludes = [t.lower() for t in d.text_excludes]
+
+    def by_text(r: Resource) -> str | None:
+        if d.unless_coded and terms.match(d.unless_coded, r.get("code")):
+            return None  # coded as something we know, and not this: the code wins
+        for text in texts(r.get("code")):
+            low = text.lower()
+            if any(x in low for x in excludes):
+                return None
+            if any(x in low for x in includes):
+                return text
+        return None
+
+    def run(s: Scope) -> list[Evidence]:
+        selected = {id(r) for r in s.record.selected}
+        out = []
+        for r in s.record.drafts:
+            if r.get("resourceType") != d.resource:
+                continue
+            found: tuple[str | None, str | None] | None
+            if drugs is not None:
+                found = drugs.match(r, s.record)
+            else:
+                match = terms.match(d.valueset, r.get("code"))
+                text = None if match else by_text(r)
+                found = (match.code, match.display) if match else ((None, text) if text else None)
+            if found:
+                ev = Evidence(reference_of(r), found[0], found[1], first_date(r, "authoredOn"))
+                out.append(replace(ev, selected=id(r) in selected))
+        return out
+
+    return run
+
+
+def build(decl: Declaration, terms: Terminology) -> Extractor:
+    match decl:
+        case ActiveCondition():
+            return _active_condition(decl)
+        case ConditionWithin():
+            return _condition_within(decl)
+        case LatestObservation():
+            return _latest_observation(decl)
+        case CurrentMedication():
+            return _current_medication(decl, terms)
+        case CurrentOrder():
+            return _current_order(decl)
+        case RecentProcedure():
+            return _recent_procedure(decl)
+        case DraftOrders():
+            return _draft_orders(decl, terms)
+    raise AssertionError(decl)  # pragma: no cover

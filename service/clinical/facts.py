@@ -1,0 +1,325 @@
+"""The facts of KNOWLEDGE.md section 1, computed once per hook call.
+
+Simple facts come from the extractors declared in ``cards/facts.yaml``; the few with real logic
+are the functions below. Every fact keeps the FHIR references it came from (``refs``) and a
+sentence a clinician can read (``why``), so a card can say why it fired.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from service.clinical.extractors import (
+    Evidence,
+    Extractor,
+    Scope,
+    condition_dates,
+    condition_is_active,
+)
+from service.clinical.fact_model import Facts, Reading
+from service.clinical.reader import age_on, first_date, reference_of
+from service.clinical.record import PatientRecord
+from service.clinical.terminology import Terminology
+from service.clinical.verdict import verdict
+
+SEVERITY_RANK = {"minimal": 0, "mild": 1, "moderate": 2, "moderately-severe": 3, "severe": 4}
+ITEM_DOMAINS = {"item_sleep": "sleep", "item_energy": "energy", "item_appetite": "appetite"}
+CONDITION_DOMAINS = {
+    "insomnia": "sleep",
+    "fatigue": "energy",
+    "appetite_loss": "appetite",
+    "decreased_libido": "libido",
+}
+# The value sets the functions below read, by their name in facts.yaml's ``valuesets``.
+PYTHON_VALUESETS = [
+    "mdd",
+    "depression_nos",
+    "postpartum_depression",
+    "dysthymia",
+    "bipolar",
+    "recurrent",
+    "single_episode",
+    "remission_full",
+    "remission_partial",
+    "remission_unspecified",
+    "severity_mild",
+    "severity_moderate",
+    "severity_moderately_severe",
+    "severity_severe",
+    "condition_severity_mild",
+    "condition_severity_moderate",
+    "condition_severity_severe",
+    "pregnant_answer",
+    "phq_answers",
+]
+
+
+# The raw extractions the functions below read: cards/facts.yaml must declare each.
+EXTRACTS = [
+    "dysthymia_conditions",
+    "psychosis",
+    "bipolar",
+    "cognitive_impairment",
+    "anxiety",
+    "personality_disorder",
+    "personality_avoidant",
+    "personality_obsessive_compulsive",
+    "chd",
+    "hiv",
+    "suicidal_ideation_conditions",
+    "insomnia",
+    "appetite_loss",
+    "fatigue",
+    "decreased_libido",
+    "role_transition_conditions",
+    "role_dispute_conditions",
+    "interpersonal_deficit_conditions",
+    "pregnancy_conditions",
+    "postpartum",
+    "bereavement",
+    "new_hiv",
+    "new_chd",
+    "phq9_total",
+    "phq9_item9",
+    "item_sleep",
+    "item_energy",
+    "item_appetite",
+    "pregnancy_status",
+    "antidepressant_orders",
+    "psychotherapy_orders",
+    "psychotherapy_procedures",
+    "ipt_orders",
+    "ipt_procedures",
+    "ipt_drafts",
+    "psychotherapy_drafts",
+    "antidepressant_drafts",
+]
+
+
+class FactBook:
+    """The compiled fact definitions: extractors plus the Python facts."""
+
+    def __init__(
+        self,
+        extractors: dict[str, Extractor],
+        valuesets: dict[str, str],
+        terms: Terminology,
+        params: dict[str, Any],
+        answer_scores: dict[str, int],
+    ) -> None:
+        self.extractors, self.vs, self.terms, self.params = extractors, valuesets, terms, params
+        self.answer_scores = answer_scores
+
+    def evaluate(self, record: PatientRecord, hook: str, now: datetime) -> Facts:
+        scope = Scope(record, self.terms, now.date(), self.params, self.answer_scores)
+        raw = {name: run(scope) for name, run in self.extractors.items()}
+        f = Facts(params=self.params)
+        f.set("hook", hook)
+        f.set("patient_id", record.patient_id)
+        f.set("age", _age(record, scope))
+        current = self._depression(f, scope, raw)
+        self._scores(f, raw, current)
+        for name in ("psychosis", "bipolar", "cognitive_impairment", "anxiety", "chd", "hiv"):
+            f.set(name, bool(raw[name]), raw[name])
+        f.set(
+            "personality_disorder", bool(raw["personality_disorder"]), raw["personality_disorder"]
+        )
+        traits = [
+            ("avoidant", "personality_avoidant"),
+            ("obsessive-compulsive", "personality_obsessive_compulsive"),
+        ]
+        f.set("personality_traits", [t for t, key in traits if raw[key]])
+        self._life(f, raw)
+        self._plan(f, raw)
+        f.set("acute", f["depression"] and f["remission"] is None)
+        self._combination(f)
+        verdict(f, self.params)
+        return f
+
+    # --- depression and the current episode ------------------------------------------------
+
+    def _in(self, alias: str, c: dict[str, Any]) -> bool:
+        return self.terms.match(self.vs[alias], c.get("code")) is not None
+
+    def _depression(
+        self, f: Facts, scope: Scope, raw: dict[str, list[Evidence]]
+    ) -> dict[str, Any] | None:
+        """Set the depression facts; answer the current episode's Condition."""
+        bipolar = {id(c) for c, _, _ in scope.coded("Condition", self.vs["bipolar"])}
+        episodes: dict[int, dict[str, Any]] = {}
+        for alias in ("mdd", "depression_nos", "postpartum_depression"):
+            for c, _, _ in scope.coded("Condition", self.vs[alias]):
+                if id(c) not in bipolar and condition_is_active(c):
+                    episodes.setdefault(id(c), c)
+        bipolar_refs = {e.ref for e in raw["bipolar"]}
+        dysthymia = [e for e in raw["dysthymia_conditions"] if e.ref not in bipolar_refs]
+        episode_ev = [self._evidence(c) for c in episodes.values()]
+        f.set("depression", bool(episodes or dysthymia), episode_ev + dysthymia)
+        f.set("dysthymia", bool(dysthymia), dysthymia)
+        current = max(episodes.values(), key=self._episode_order, default=None)
+        f.set("episode", self._episode(current) if current else None)
+        f.set("remission", self._remission(current) if current else None)
+        f.set("current_episode", self._evidence(current) if current else None)
+        return current
+
+    def _evidence(self, c: dict[str, Any]) -> Evidence:
+        for alias in ("mdd", "depression_nos", "postpartum_depression", "dysthymia"):
+            m = self.terms.match(self.vs[alias], c.get("code"))
+            if m:
+                dates = condition_dates(c)
+                return Evidence(reference_of(c), m.code, m.display, dates[0] if dates else None)
+        return Evidence(reference_of(c))
+
+    def _episode_order(self, c: dict[str, Any]) -> tuple[Any, ...]:
+        # Most recently recorded first; then not in remission; then the more severe code.
+        recorded = first_date(c, "recordedDate", "onsetDateTime", "onsetPeriod.start")
+        severity = SEVERITY_RANK.get(self._code_severity(c) or "", -1)
+        return (recorded is not None, recorded, self._remission(c) is None, severity)
+
+    def _episode(self, c: dict[str, Any]) -> str | None:
+        if self._in("recurrent", c):
+            return "recurrent"
+        return "single" if self._in("single_episode", c) else None
+
+    def _remission(self, c: dict[str, Any]) -> str | None:
+        for kind in ("full", "partial", "unspecified"):
+            if self._in(f"remission_{kind}", c):
+                return kind
+        return None
+
+    def _code_severity(self, c: dict[str, Any]) -> str | None:
+        for band in ("severe", "moderately_severe", "moderate", "mild"):
+            if self._in(f"severity_{band}", c):
+                return band.replace("_", "-")
+        for band in ("severe", "moderate", "mild"):
+            if self.terms.match(self.vs[f"condition_severity_{band}"], c.get("severity")):
+                return band
+        return None
+
+    # --- scores ----------------------------------------------------------------------------
+
+    def _scores(
+        self, f: Facts, raw: dict[str, list[Evidence]], current: dict[str, Any] | None
+    ) -> None:
+        total = _reading(raw["phq9_total"])
+        f.set("phq9", total, raw["phq9_total"])
+        if total is not None:
+            f.set("severity", _band(total.value, self.params["phq9_bands"]))
+            f.set("severity_basis", f"PHQ-9 {total.value} on {total.date}")
+        else:
+            band = self._code_severity(current) if current else None
+            f.set("severity", band)
+            episode = f["current_episode"]
+            f.set("severity_basis", f"diagnosis {episode.describe()}" if band and episode else None)
+
+        high = self.params["item_score_counts"]
+        item9 = _reading(raw["phq9_item9"])
+        f.set("item9", item9, raw["phq9_item9"])
+        si_conditions = raw["suicidal_ideation_conditions"]
+        if (item9 is not None and item9.value >= high) or si_conditions:
+            level: str | None = "high"
+        elif item9 is not None and item9.value >= 1:
+            level = "low"
+        else:
+            level = None
+        basis = []
+        if item9 is not None and item9.value >= 1:
+            answer = f" ({item9.answer})" if item9.answer else ""
+            basis.append(f"PHQ-9 item 9 = {item9.value}{answer} on {item9.date}")
+        basis += [e.describe() for e in si_conditions]
+        f.set("suicidal_ideation", level, raw["phq9_item9"] + si_conditions if level else None)
+        f.set("suicidal_ideation_basis", "; ".join(basis) or None)
+
+        domains: dict[str, list[Evidence]] = {}
+        for key, domain in ITEM_DOMAINS.items():
+            reading = _reading(raw[key])
+            if reading is not None and reading.value >= high:
+                domains.setdefault(domain, []).extend(raw[key])
+        for key, domain in CONDITION_DOMAINS.items():
+            if raw[key]:
+                domains.setdefault(domain, []).extend(raw[key])
+        order = ["sleep", "energy", "appetite", "libido"]
+        f.set("neurovegetative", len(domains), [e for d in domains.values() for e in d])
+        f.set("neurovegetative_domains", [d for d in order if d in domains])
+
+    # --- life context and treatment --------------------------------------------------------
+
+    def _life(self, f: Facts, raw: dict[str, list[Evidence]]) -> None:
+        status = raw["pregnancy_status"]
+        by_observation = [
+            e
+            for e in status
+            if any(self.terms.contains(self.vs["pregnant_answer"], s, c) for s, c in e.answer_codes)
+        ]
+        pregnant = raw["pregnancy_conditions"] + by_observation
+        f.set("pregnant", bool(pregnant), pregnant)
+        f.set("postpartum", bool(raw["postpartum"]), raw["postpartum"])
+        f.set("bereavement", bool(raw["bereavement"]), raw["bereavement"])
+        areas = []
+        if f["bereavement"]:
+            areas.append("grief")
+        if (
+            f["pregnant"]
+            or f["postpartum"]
+            or raw["role_transition_conditions"]
+            or raw["new_hiv"]
+            or raw["new_chd"]
+        ):
+            areas.append("role-transition")
+        if raw["role_dispute_conditions"]:
+            areas.append("role-dispute")
+        if not areas and raw["interpersonal_deficit_conditions"]:
+            areas.append("interpersonal-deficits")
+        f.set("focus_areas", areas)
+
+    def _plan(self, f: Facts, raw: dict[str, list[Evidence]]) -> None:
+        current_ad = raw["antidepressant_orders"]
+        therapy = raw["psychotherapy_orders"] + raw["psychotherapy_procedures"]
+        f.set("on_antidepressant", bool(current_ad), current_ad)
+        f.set("on_psychotherapy", bool(therapy), therapy)
+        ipt, psy, ad = (
+            raw["ipt_drafts"],
+            raw["psychotherapy_drafts"] + raw["ipt_drafts"],
+            raw["antidepressant_drafts"],
+        )
+        f.set("draft_ipt", any(e.selected for e in ipt), [e for e in ipt if e.selected])
+        f.set("draft_psychotherapy", any(e.selected for e in psy), [e for e in psy if e.selected])
+        f.set("draft_antidepressant", any(e.selected for e in ad), [e for e in ad if e.selected])
+        f.set("ipt_draft_refs", sorted({e.ref for e in ipt if e.selected}))
+        ipt_current = raw["ipt_orders"] + raw["ipt_procedures"]
+        f.set("antidepressant_in_plan", bool(current_ad or ad))
+        f.set("psychotherapy_in_plan", bool(therapy or psy))
+        f.set("ipt_in_plan", bool(ipt or ipt_current))
+
+    def _combination(self, f: Facts) -> None:
+        reasons = []
+        if f["severity"] in self.params["combination_severities"]:
+            reasons.append(f"{f['severity_basis']} ({f['severity'].replace('-', ' ')})")
+        if f["suicidal_ideation"] == "high":
+            reasons.append(f"suicidal ideation ({f['suicidal_ideation_basis']})")
+        if f["neurovegetative"] >= self.params["neurovegetative_min_domains"]:
+            reasons.append("neurovegetative symptoms: " + ", ".join(f["neurovegetative_domains"]))
+        f.set("needs_combination", bool(reasons))
+        f.set("combination_reasons", reasons)
+
+
+def _age(record: PatientRecord, scope: Scope) -> int | None:
+    birth = first_date(record.patient, "birthDate") if record.patient else None
+    return age_on(birth, scope.today) if birth else None
+
+
+def _reading(found: list[Evidence]) -> Reading | None:
+    e = found[0] if found else None
+    if e is None or e.on is None or e.value is None:
+        return None
+    value: int | float = int(e.value) if e.value.is_integer() else e.value
+    return Reading(value, e.on.isoformat(), e.ref, e.answer)
+
+
+def _band(score: float, bands: dict[str, int]) -> str:
+    found = "minimal"
+    for name, floor in sorted(bands.items(), key=lambda kv: kv[1]):
+        if score >= floor:
+            found = name
+    return found

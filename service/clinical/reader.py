@@ -1,0 +1,126 @@
+"""Small typed accessors over FHIR R4 JSON that tolerate what real EHRs send.
+
+Every function takes plain JSON and never raises on odd shapes: ``category`` as an object
+instead of a list, a dateTime without a time zone, a decimal where an integer belongs, a
+missing ``clinicalStatus``. What cannot be read is ``None`` or empty, and the caller decides.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
+
+from service.protocol.models import Resource
+
+_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+# Aliases EHRs use for the code systems our value sets are written in.
+SYSTEM_ALIASES = {
+    "urn:oid:2.16.840.1.113883.6.90": "http://hl7.org/fhir/sid/icd-10-cm",
+    "http://hl7.org/fhir/sid/icd-10": "http://hl7.org/fhir/sid/icd-10-cm",
+    "urn:oid:2.16.840.1.113883.6.96": "http://snomed.info/sct",
+    "urn:oid:2.16.840.1.113883.6.1": "http://loinc.org",
+    "urn:oid:2.16.840.1.113883.6.88": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "urn:oid:2.16.840.1.113883.6.12": "http://www.ama-assn.org/go/cpt",
+}
+
+
+def as_list(value: Any) -> list[Any]:
+    """A FHIR array that some senders write as a single object."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def codings(concept: Any) -> Iterator[tuple[str, str, str | None]]:
+    """(system, code, display) of a CodeableConcept, or of a list of them."""
+    for cc in as_list(concept):
+        if not isinstance(cc, dict):
+            continue
+        for coding in as_list(cc.get("coding")):
+            if not isinstance(coding, dict):
+                continue
+            code, system = coding.get("code"), coding.get("system")
+            if isinstance(code, str | int) and isinstance(system, str):
+                display = coding.get("display")
+                system = SYSTEM_ALIASES.get(system, system)
+                yield system, str(code).strip(), display if isinstance(display, str) else None
+
+
+def texts(concept: Any) -> Iterator[str]:
+    """Every human text of a CodeableConcept: its text and its codings' displays."""
+    for cc in as_list(concept):
+        if not isinstance(cc, dict):
+            continue
+        if isinstance(cc.get("text"), str):
+            yield cc["text"]
+        for coding in as_list(cc.get("coding")):
+            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+                yield coding["display"]
+
+
+def status_code(concept: Any) -> str | None:
+    """The code of a status CodeableConcept (clinicalStatus, verificationStatus)."""
+    for cc in as_list(concept):
+        if isinstance(cc, dict):
+            for coding in as_list(cc.get("coding")):
+                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                    return str(coding["code"]).lower()
+    return None
+
+
+def parse_date(value: Any) -> date | None:
+    """The calendar date of a FHIR date or dateTime; partial dates take their first day.
+
+    A dateTime without a zone is read as written: only its date part matters here.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _DATE.match(value.strip())
+    if not match:
+        return None
+    year, month, day = match.groups()
+    try:
+        return date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return None
+
+
+def first_date(resource: Resource, *paths: str) -> date | None:
+    """The first readable date among ``paths`` (``a.b`` reads a nested field)."""
+    for path in paths:
+        value: Any = resource
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        found = parse_date(value)
+        if found is not None:
+            return found
+    return None
+
+
+def number(value: Any) -> float | None:
+    """A number from an int, a float or a numeric string; never a bool."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def reference_of(resource: Resource) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id', '?')}"
+
+
+def age_on(birth: date, today: date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def today_of(now: datetime) -> date:
+    return now.date()

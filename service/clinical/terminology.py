@@ -1,0 +1,131 @@
+"""Value sets, indexed once at start-up: membership is one dict lookup per coding.
+
+The value sets come from ``cards/valuesets/`` (read by service/knowledge/valuesets.py) and are
+referred to by canonical URL everywhere else in ``cards/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from service.clinical.reader import SYSTEM_ALIASES, codings, texts
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+@dataclass(frozen=True)
+class Match:
+    system: str
+    code: str
+    display: str | None
+
+
+def normal_code(system: str, code: str) -> str:
+    """ICD-10-CM arrives as F33.1, F331 or f33.1; index and look up one form."""
+    code = code.strip()
+    return code.upper().replace(".", "") if system == ICD10CM else code
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One code of a value set, as service/knowledge/valuesets.py read it from its file."""
+
+    system: str
+    code: str
+    display: str | None = None
+    ordinal: float | None = None
+
+
+class Terminology:
+    def __init__(self, titles: dict[str, str], concepts: dict[str, list[Concept]]) -> None:
+        """``titles`` and ``concepts`` are keyed by the value sets' canonical URLs."""
+        self.titles = dict(titles)
+        self._index: dict[tuple[str, str], set[str]] = {}
+        self._displays: dict[str, list[str]] = {}
+        self._names: dict[tuple[str, str], str] = {}
+        self._ordinals: dict[str, dict[str, float | None]] = {}
+        for url, members in concepts.items():
+            for concept in members:
+                key = (concept.system, normal_code(concept.system, concept.code))
+                self._index.setdefault(key, set()).add(url)
+                if concept.display:
+                    self._displays.setdefault(url, []).append(concept.display)
+                    self._names.setdefault(key, concept.display)
+                self._ordinals.setdefault(url, {})[concept.code] = concept.ordinal
+
+    def __contains__(self, url: object) -> bool:
+        return url in self.titles
+
+    def ordinals(self, url: str) -> dict[str, float | None]:
+        """Each code of the value set with its ordinalValue (a score), None where it has none."""
+        return dict(self._ordinals.get(url, {}))
+
+    def contains(self, url: str, system: str, code: str) -> bool:
+        return url in self._index.get((system, normal_code(system, code)), ())
+
+    def match(self, url: str, concept: Any) -> Match | None:
+        """The first coding of a CodeableConcept (or list of them) that is in the value set."""
+        for system, code, display in codings(concept):
+            if self.contains(url, system, code):
+                # Many EHR codings carry no display; the value set's name for the code reads better.
+                return Match(
+                    system, code, display or self._names.get((system, normal_code(system, code)))
+                )
+        return None
+
+    def memberships(self, concept: Any) -> dict[str, Match]:
+        """Every value set any coding of the concept is in, with the first coding that is."""
+        # The hot loop of every call (each coded resource passes here once): written out
+        # rather than through reader.codings, which costs twice as much.
+        found: dict[str, Match] = {}
+        for cc in concept if isinstance(concept, list) else (concept,):
+            if not isinstance(cc, dict):
+                continue
+            coding_list = cc.get("coding")
+            if isinstance(coding_list, dict):
+                coding_list = [coding_list]
+            elif not isinstance(coding_list, list):
+                continue
+            for coding in coding_list:
+                if not isinstance(coding, dict):
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if not isinstance(system, str) or not isinstance(code, str | int):
+                    continue
+                system = SYSTEM_ALIASES.get(system, system)
+                code = str(code).strip()
+                key = (system, normal_code(system, code))
+                urls = self._index.get(key)
+                if not urls:
+                    continue
+                display = coding.get("display")
+                name = display if isinstance(display, str) else self._names.get(key)
+                for url in urls:
+                    if url not in found:
+                        found[url] = Match(system, code, name)
+        return found
+
+    def displays(self, url: str) -> list[str]:
+        return self._displays.get(url, [])
+
+
+class NameMatcher:
+    """Finds value-set display names as whole words in free text (drug names, therapy names)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        words = sorted({n.strip().lower() for n in names if n.strip()}, key=len, reverse=True)
+        self._pattern = (
+            re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b") if words else None
+        )
+
+    def find(self, concept: Any) -> str | None:
+        if self._pattern is None:
+            return None
+        for text in texts(concept):
+            found = self._pattern.search(text.lower())
+            if found:
+                return found.group(1)
+        return None

@@ -1,0 +1,370 @@
+"""Synthetic patients and hook requests from the compact case files in ``fhir_fixtures/cases/``.
+
+A case names a patient in a few lines (age, condition codes, PHQ-9 answers with how many days
+ago, current orders, draft orders) and the cards it must produce. This module turns it into
+FHIR R4 resources dated relative to ``now``, and into CDS Hooks requests with or without
+prefetch. The test suite runs every case; integrators load the same patients into a sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.knowledge.datafiles import read_yaml
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+FIXTURES = Path(__file__).resolve().parents[2] / "fhir_fixtures"
+
+# Shorthands for draft orders used across the cases.
+DRAFTS: dict[str, dict[str, Any]] = {
+    "ipt": {
+        "resourceType": "ServiceRequest",
+        "code": {
+            "coding": [
+                {"system": SNOMED, "code": "443730003", "display": "Interpersonal psychotherapy"}
+            ]
+        },
+    },
+    "ipt-text": {
+        "resourceType": "ServiceRequest",
+        "code": {"text": "Interpersonal psychotherapy, weekly"},
+    },
+    "cbt": {
+        "resourceType": "ServiceRequest",
+        "code": {
+            "coding": [
+                {
+                    "system": SNOMED,
+                    "code": "228557008",
+                    "display": "Cognitive and behavioral therapy",
+                }
+            ]
+        },
+    },
+    "psychodynamic-interpersonal": {
+        "resourceType": "ServiceRequest",
+        "code": {
+            "coding": [
+                {
+                    "system": SNOMED,
+                    "code": "304822001",
+                    "display": "Psychodynamic-interpersonal psychotherapy",
+                }
+            ]
+        },
+    },
+    "sertraline": {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": RXNORM, "code": "312940", "display": "sertraline 50 MG Oral Tablet"}
+            ]
+        },
+    },
+    "nortriptyline": {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": "7531", "display": "nortriptyline"}]
+        },
+    },
+}
+
+
+class _Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The name is the patient's id, and its resources' ids extend it: FHIR ids hold 64.
+    name: str = Field(pattern=r"^(in|out)-[a-z0-9-]+$", max_length=56)
+    describe: str
+    hook: Literal["order-select", "order-sign", "patient-view"]
+    age: int | None = None
+    gender: Literal["female", "male", "other", "unknown"] = "female"
+    conditions: list[str | dict[str, Any]] = Field(default_factory=list)
+    observations: list[dict[str, Any]] = Field(default_factory=list)
+    medications: list[str | dict[str, Any]] = Field(default_factory=list)
+    service_requests: list[str | dict[str, Any]] = Field(default_factory=list)
+    procedures: list[dict[str, Any]] = Field(default_factory=list)
+    drafts: list[str | dict[str, Any]] = Field(default_factory=list)
+    selected: list[int] | None = None
+    expect: dict[str, Literal["critical", "warning", "info"]] = Field(default_factory=dict)
+
+
+class Case(_Case):
+    rule: str = ""
+
+    @property
+    def patient_id(self) -> str:
+        return self.name
+
+    def resources(self, now: datetime) -> list[dict[str, Any]]:
+        """The patient's record (not the drafts), dated relative to ``now``."""
+        today = now.date()
+        pid = self.patient_id
+        out: list[dict[str, Any]] = []
+        patient: dict[str, Any] = {"resourceType": "Patient", "id": pid, "gender": self.gender}
+        if self.age is not None:
+            patient["birthDate"] = _years_ago(today, self.age).isoformat()
+        out.append(patient)
+        for i, c in enumerate(self.conditions):
+            out.append(_condition(pid, f"{pid}-c{i}", c, today))
+        for i, o in enumerate(self.observations):
+            out.append(_observation(pid, f"{pid}-o{i}", o, today))
+        for i, m in enumerate(self.medications):
+            out.append(_order(pid, f"{pid}-m{i}", m, "active"))
+        for i, s in enumerate(self.service_requests):
+            out.append(_order(pid, f"{pid}-s{i}", s, "active"))
+        for i, p in enumerate(self.procedures):
+            out.append(_procedure(pid, f"{pid}-p{i}", p, today))
+        return out
+
+    def transaction(self, now: datetime) -> dict[str, Any]:
+        """The patient as a transaction Bundle of PUTs: loadable into any FHIR server, and
+        loading it twice leaves one copy."""
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": r,
+                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                }
+                for r in self.resources(now)
+            ],
+        }
+
+    def draft_orders(self) -> list[dict[str, Any]]:
+        return [
+            _order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft")
+            for i, d in enumerate(self.drafts)
+        ]
+
+    def request(self, now: datetime, fhir_server: str, prefetch: bool = True) -> dict[str, Any]:
+        context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": self.patient_id}
+        drafts = self.draft_orders()
+        if self.hook != "patient-view":
+            context["draftOrders"] = {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"fullUrl": f"urn:uuid:{d['id']}", "resource": d} for d in drafts],
+            }
+        if self.hook == "order-select":
+            chosen = self.selected if self.selected is not None else [0]
+            context["selections"] = [
+                f"{drafts[i]['resourceType']}/{drafts[i]['id']}" for i in chosen
+            ]
+        body: dict[str, Any] = {
+            "hook": self.hook,
+            "hookInstance": f"{self.patient_id}-call",
+            "fhirServer": fhir_server,
+            "context": context,
+        }
+        if prefetch:
+            body["prefetch"] = prefetch_of(self.resources(now))
+        return body
+
+
+def authorization(token: str, subject: str = "ipt-cds") -> dict[str, Any]:
+    """A CDS Hooks ``fhirAuthorization`` carrying a bearer token for the FHIR server."""
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/*.read",
+        "subject": subject,
+    }
+
+
+def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The prefetch our services declare, answered from a list of resources (others ignored)."""
+    keys = {
+        "Condition": "conditions",
+        "Observation": "observations",
+        "MedicationRequest": "medications",
+        "ServiceRequest": "serviceRequests",
+        "Procedure": "procedures",
+    }
+    out: dict[str, Any] = {
+        k: {"resourceType": "Bundle", "type": "searchset", "entry": []} for k in keys.values()
+    }
+    out["patient"] = None
+    for r in resources:
+        if r["resourceType"] == "Patient":
+            out["patient"] = r
+        elif r["resourceType"] in keys:
+            out[keys[r["resourceType"]]]["entry"].append({"resource": r})
+    return out
+
+
+def load_cases(folder: Path = FIXTURES / "cases") -> list[Case]:
+    cases: list[Case] = []
+    for path in sorted(folder.glob("*.yaml")):
+        data = read_yaml(path) or {}
+        for raw in data.get("cases", []):
+            cases.append(Case.model_validate({**raw, "rule": path.stem}))
+    return cases
+
+
+def _years_ago(today: date, years: int) -> date:
+    # A month before the birthday, so the age holds for the month after the case is built.
+    born = today - timedelta(days=30)
+    try:
+        return born.replace(year=born.year - years)
+    except ValueError:  # 29 February
+        return born.replace(year=born.year - years, day=28)
+
+
+def _coding(code: str, system: str | None = None) -> dict[str, Any]:
+    if system is None:
+        system = ICD10 if code[:1].isalpha() else SNOMED
+    return {"system": system, "code": code}
+
+
+def _condition(pid: str, cid: str, spec: str | dict[str, Any], today: date) -> dict[str, Any]:
+    spec = {"code": spec} if isinstance(spec, str) else dict(spec)
+    status = spec.get("status", "active")
+    c: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": cid,
+        "code": {"coding": [_coding(str(spec["code"]), spec.get("system"))]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "recordedDate": (today - timedelta(days=int(spec.get("days_ago", 30)))).isoformat(),
+    }
+    if status is not None:
+        c["clinicalStatus"] = {"coding": [{"system": CLINICAL, "code": status}]}
+    if spec.get("verification"):
+        c["verificationStatus"] = {
+            "coding": [{"system": VERIFICATION, "code": spec["verification"]}]
+        }
+    if spec.get("severity"):
+        c["severity"] = {"coding": [_coding(str(spec["severity"]), SNOMED)]}
+    return c
+
+
+def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": str(spec["loinc"])}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": (today - timedelta(days=int(spec.get("days_ago", 7)))).isoformat()
+        + "T10:00:00Z",
+    }
+    if "value" in spec:
+        o["valueQuantity"] = {
+            "value": spec["value"],
+            "unit": "{score}",
+            "system": "http://unitsofmeasure.org",
+            "code": "{score}",
+        }
+    if "answer" in spec:
+        o["valueCodeableConcept"] = {"coding": [{"system": LOINC, "code": spec["answer"]}]}
+    return o
+
+
+def _order(pid: str, oid: str, spec: str | dict[str, Any], status: str) -> dict[str, Any]:
+    base = dict(DRAFTS[spec]) if isinstance(spec, str) else dict(spec)
+    order = {
+        "id": oid,
+        **base,
+        "status": base.get("status", status),
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    return order
+
+
+def _procedure(pid: str, prid: str, spec: dict[str, Any], today: date) -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": prid,
+        "status": spec.get("status", "completed"),
+        "code": {"coding": [_coding(str(spec["code"]), spec.get("system"))]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "performedDateTime": (today - timedelta(days=int(spec.get("days_ago", 14)))).isoformat(),
+    }
+
+
+# The committed fixture files are dated as of this day; `ipt-cds fixtures load` re-dates the
+# patients to the day they are loaded, so that look-back windows still hold.
+REFERENCE_TIME = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SANDBOX_FHIR = "http://127.0.0.1:8090/fhir"
+SERVICE_OF_HOOK = {
+    "order-select": "ipt-order-select",
+    "order-sign": "ipt-order-sign",
+    "patient-view": "ipt-patient-view",
+}
+
+
+def generated_files(cases: list[Case], now: datetime = REFERENCE_TIME) -> dict[str, str]:
+    """Every file of fhir_fixtures/ that is built from the cases: relative path -> text."""
+    files: dict[str, str] = {}
+    expected: dict[str, Any] = {}
+    for case in cases:
+        files[f"patients/{case.name}.json"] = _dump(case.transaction(now))
+        files[f"requests/{case.name}.json"] = _dump(case.request(now, SANDBOX_FHIR))
+        files[f"requests/{case.name}.no-prefetch.json"] = _dump(
+            case.request(now, SANDBOX_FHIR, prefetch=False)
+        )
+        expected[case.name] = {
+            "rule": case.rule,
+            "service": SERVICE_OF_HOOK[case.hook],
+            "cards": case.expect,
+        }
+    files["expected.json"] = _dump(expected)
+    files["README.md"] = _readme(cases)
+    return files
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _readme(cases: list[Case]) -> str:
+    lines = [
+        "# FHIR fixtures",
+        "",
+        "Synthetic patients for every rule, built from the case files in `cases/` (one per rule;",
+        "`in-` cases fire the rule, `out-` cases stay just outside it). Generated by",
+        "`ipt-cds fixtures build`; do not edit the generated files by hand.",
+        "",
+        "- `patients/NAME.json`: the patient as a FHIR R4 transaction Bundle of PUTs, loadable",
+        "  into any FHIR server (`ipt-cds fixtures load --fhir-server URL` re-dates it to today).",
+        "- `requests/NAME.json`: the CDS Hooks request with full prefetch;",
+        "  `requests/NAME.no-prefetch.json`: the same without prefetch, so the service fetches",
+        f"  from `{SANDBOX_FHIR}`.",
+        "- `expected.json`: for each case, the service to call and the cards (rule id and",
+        "  indicator) it must answer.",
+        "",
+        f"Dates in the files are relative to {REFERENCE_TIME.date().isoformat()}.",
+        "",
+        "| case | service | expected cards | what it shows |",
+        "|---|---|---|---|",
+    ]
+    for c in cases:
+        cards = ", ".join(f"`{r}` ({i})" for r, i in c.expect.items()) or "none"
+        lines.append(f"| `{c.name}` | `{SERVICE_OF_HOOK[c.hook]}` | {cards} | {c.describe} |")
+    return "\n".join(lines) + "\n"
+
+
+def build(folder: Path = FIXTURES) -> int:
+    """Rewrite the generated files; answer how many were written."""
+    files = generated_files(load_cases(folder / "cases"))
+    for sub in ("patients", "requests"):
+        for old in (folder / sub).glob("*.json"):
+            old.unlink()
+    for rel, text in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return len(files)

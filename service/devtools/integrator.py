@@ -1,0 +1,183 @@
+"""What ``ipt-cds fixtures`` and ``ipt-cds invoke`` do for an integrator.
+
+Load the synthetic patients into a sandbox FHIR server, call a hook with a fixture or a request
+file, and print the cards the way a clinician would read them. Every failure is one clear line
+on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from service.devtools.fixtures import Case, authorization, load_cases
+
+
+class ToolError(Exception):
+    """A problem the user can fix: printed as one line, exit status 2."""
+
+
+def list_cases(out: TextIO) -> int:
+    cases = load_cases()
+    width = max(len(c.name) for c in cases)
+    for case in cases:
+        expected = ", ".join(f"{r} ({i})" for r, i in case.expect.items()) or "no cards"
+        out.write(f"{case.name:<{width}}  {case.hook:<12}  {expected}\n")
+    out.write(f"{len(cases)} fixtures\n")
+    return 0
+
+
+def _find(name: str) -> Case:
+    for case in load_cases():
+        if case.name == name:
+            return case
+    raise ToolError(f"no fixture named {name!r} (see `ipt-cds fixtures list`)")
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def load(
+    fhir_server: str,
+    token: str | None,
+    names: list[str],
+    out: TextIO,
+    now: datetime | None = None,
+) -> int:
+    """PUT every fixture patient into the server, as one transaction per patient, dated
+    relative to ``now`` (today by default)."""
+    cases = [_find(n) for n in names] if names else load_cases()
+    base = fhir_server.rstrip("/")
+    now = now or datetime.now(UTC)
+    started, created, failed = time.perf_counter(), 0, []
+    with httpx.Client(timeout=30, headers=_headers(token)) as http:
+        for i, case in enumerate(cases, 1):
+            bundle = case.transaction(now)
+            try:
+                response = http.post(base, json=bundle)
+                if response.status_code in (400, 404, 405, 501):
+                    # Servers without transactions: one PUT per resource does the same.
+                    response = _put_each(http, base, bundle)
+            except httpx.TransportError as exc:
+                raise ToolError(f"cannot reach the FHIR server at {base}: {exc}") from None
+            n = len(bundle["entry"])
+            if response.is_success:
+                created += n
+                out.write(f"[{i}/{len(cases)}] {case.name}: {n} resources\n")
+            else:
+                failed.append(case.name)
+                out.write(
+                    f"[{i}/{len(cases)}] {case.name}: FAILED, HTTP {response.status_code}"
+                    f"{_outcome(response)}\n"
+                )
+            if response.status_code in (401, 403):
+                raise ToolError(f"the FHIR server refused the token (HTTP {response.status_code})")
+    seconds = time.perf_counter() - started
+    out.write(
+        f"Loaded {len(cases) - len(failed)} of {len(cases)} patients ({created} resources) "
+        f"into {base} in {seconds:.1f} s\n"
+    )
+    return 1 if failed else 0
+
+
+def _put_each(http: httpx.Client, base: str, bundle: dict[str, Any]) -> httpx.Response:
+    response = httpx.Response(200)
+    for entry in bundle["entry"]:
+        response = http.put(f"{base}/{entry['request']['url']}", json=entry["resource"])
+        if not response.is_success:
+            break
+    return response
+
+
+def _outcome(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        issue = body.get("issue", [{}])[0]
+        text = issue.get("diagnostics") or issue.get("details", {}).get("text")
+    except (ValueError, AttributeError, IndexError):
+        return ""
+    return f": {text}" if text else ""
+
+
+def invoke(
+    service_id: str,
+    *,
+    fixture: str | None,
+    request_file: Path | None,
+    service_url: str,
+    fhir_server: str | None,
+    token: str | None,
+    prefetch: bool,
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    if fixture:
+        server = fhir_server or "http://127.0.0.1:8090/fhir"
+        body = _find(fixture).request(datetime.now(UTC), server, prefetch=prefetch)
+        if token:
+            body["fhirAuthorization"] = authorization(token, "ipt-cds-cli")
+    elif request_file:
+        body = _read_request(request_file)
+    else:
+        raise ToolError("give --fixture NAME or --request FILE")
+    url = f"{service_url.rstrip('/')}/cds-services/{service_id}"
+    try:
+        response = httpx.post(url, json=body, timeout=30)
+    except httpx.TransportError as exc:
+        raise ToolError(f"cannot reach the service at {service_url}: {exc}") from None
+    if response.status_code != 200:
+        out.write(f"HTTP {response.status_code}: {response.text}\n")
+        return 1
+    answer = response.json()
+    if as_json:
+        out.write(json.dumps(answer, indent=2) + "\n")
+    else:
+        print_cards(answer.get("cards", []), out)
+    return 0
+
+
+def _read_request(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ToolError(f"{path}: not a JSON file: {exc}") from None
+    if not isinstance(data, dict):
+        raise ToolError(f"{path}: a CDS Hooks request is a JSON object")
+    return data
+
+
+def print_cards(cards: list[dict[str, Any]], out: TextIO) -> None:
+    if not cards:
+        out.write("No cards.\n")
+    for card in cards:
+        topic = card.get("source", {}).get("topic", {})
+        out.write(f"{card['indicator'].upper():<9} {card['summary']}\n")
+        out.write(f"{'':<9} rule: {topic.get('code')} ({topic.get('display')})\n")
+        for suggestion in card.get("suggestions", []):
+            actions = ", ".join(
+                f"{a['type']} {a.get('resourceId') or a.get('resource', {}).get('resourceType')}"
+                for a in suggestion.get("actions", [])
+            )
+            out.write(f"{'':<9} suggestion: {suggestion['label']} [{actions}]\n")
+        out.write("\n")
+
+
+def run(fn: Any, *args: Any, **kwargs: Any) -> int:
+    try:
+        code: int = fn(*args, **kwargs)
+    except ToolError as exc:
+        sys.stderr.write(f"ipt-cds: {exc}\n")
+        return 2
+    return code

@@ -1,0 +1,211 @@
+"""Client authentication per CDS Hooks 2.0: the EHR signs a JWT for every call.
+
+Accepted only: ES384 or RS384 with a ``kid``; a key from the issuer's JWKS (configured URL,
+file or inline; the token's ``jku`` only when that URL is on the issuer's allowlist), cached
+and refreshed when an unknown ``kid`` appears (key rotation); ``iss`` a configured issuer;
+``aud`` exactly the URL of the endpoint called; ``exp``, ``iat`` and ``nbf`` within a small
+leeway; a ``jti`` never seen before; ``tenant`` on the issuer's list when it has one.
+
+Every failure is a bare 401 to the caller; the log names the reason and the issuer, never
+the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import jwt
+from jwt import PyJWK
+from starlette.concurrency import run_in_threadpool
+
+from service.http.trust import Issuer, Trust
+from service.protocol.errors import ServiceError
+
+log = logging.getLogger("ipt_cds")
+
+ALGORITHMS = ("ES384", "RS384")
+KEY_TYPES = {"ES384": "EC", "RS384": "RSA"}
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("The request is not authenticated.")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Client:
+    issuer: Issuer
+    tenant: str | None
+
+
+class ReplayCache(Protocol):
+    async def first_use(self, iss: str, jti: str, expires_at: float) -> bool: ...
+
+
+class MemoryReplayCache:
+    """``jti`` values seen by this process, kept until their token expires."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._clock = clock
+
+    async def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        now = self._clock()
+        if len(self._seen) > 10_000:
+            self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
+        if (iss, jti) in self._seen:
+            return False
+        self._seen[(iss, jti)] = expires_at
+        return True
+
+
+class KeyCache:
+    """Signing keys by JWKS source, refetched at most once a minute on an unknown ``kid``."""
+
+    def __init__(self, http: httpx.AsyncClient, clock: Callable[[], float], ttl: float = 3600):
+        self._http, self._clock, self._ttl = http, clock, ttl
+        self._keys: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def find(self, source: str, inline: dict[str, Any] | None, kid: str) -> dict[str, Any]:
+        if inline is not None:
+            key = _by_kid(inline).get(kid)
+            if key is None:
+                raise Unauthorized(f"unknown kid {kid!r}")
+            return key
+        fetched_at, keys = self._keys.get(source, (0.0, {}))
+        age = self._clock() - fetched_at
+        if (kid not in keys and age > 60) or age > self._ttl:
+            async with self._lock:
+                keys = await self._fetch(source)
+        if kid not in keys:
+            raise Unauthorized(f"unknown kid {kid!r}")
+        return keys[kid]
+
+    async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
+        try:
+            response = await self._http.get(url, timeout=3)
+            response.raise_for_status()
+            keys = _by_kid(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise Unauthorized(f"JWKS {url} unavailable: {type(exc).__name__}") from None
+        self._keys[url] = (self._clock(), keys)
+        return keys
+
+
+def _by_kid(jwks: Any) -> dict[str, dict[str, Any]]:
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    return {
+        k["kid"]: k for k in keys or [] if isinstance(k, dict) and isinstance(k.get("kid"), str)
+    }
+
+
+class Authenticator:
+    def __init__(
+        self,
+        trust: Trust,
+        keys: KeyCache,
+        replay: ReplayCache,
+        clock: Callable[[], float] = time.time,
+        leeway: float = 30,
+    ) -> None:
+        self.trust, self.keys, self.replay, self.clock, self.leeway = (
+            trust,
+            keys,
+            replay,
+            clock,
+            leeway,
+        )
+
+    async def verify(self, authorization: str | None, audience: str) -> Client:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("no bearer token")
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"malformed token: {type(exc).__name__}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS:
+            raise Unauthorized(f"algorithm {alg!r} not accepted")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("no kid in the header")
+        issuer = self.trust.issuers.get(str(unverified.get("iss")))
+        if issuer is None:
+            raise Unauthorized(f"unknown issuer {str(unverified.get('iss'))[:100]!r}")
+        jwk = await self._key(issuer, header, kid)
+        if jwk.get("kty") != KEY_TYPES[alg] or jwk.get("alg", alg) != alg:
+            raise Unauthorized(f"key {kid!r} does not match algorithm {alg}")
+        try:
+            claims = jwt.decode(
+                token,
+                PyJWK(jwk, algorithm=alg).key,
+                algorithms=[alg],
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"signature rejected: {type(exc).__name__}") from None
+        jti = self._claims(claims, issuer, audience)
+        if not await self.replay.first_use(issuer.iss, jti, float(claims["exp"]) + self.leeway):
+            raise Unauthorized(f"replayed jti from {issuer.iss}")
+        tenant = claims.get("tenant")
+        return Client(issuer, tenant if isinstance(tenant, str) else None)
+
+    async def _key(self, issuer: Issuer, header: dict[str, Any], kid: str) -> dict[str, Any]:
+        jku = header.get("jku")
+        if jku is not None:
+            if jku not in issuer.jku_allowed:
+                raise Unauthorized(f"jku {str(jku)[:100]!r} not allowed for {issuer.iss}")
+            return await self.keys.find(str(jku), None, kid)
+        return await self.keys.find(issuer.jwks_url or issuer.iss, issuer.jwks, kid)
+
+    def _claims(self, claims: dict[str, Any], issuer: Issuer, audience: str) -> str:
+        """Check the claims; answer the jti, whose single use is checked last."""
+        now, leeway = self.clock(), self.leeway
+        aud = claims.get("aud")
+        if aud != audience and not (isinstance(aud, list) and audience in aud):
+            raise Unauthorized(f"aud {str(aud)[:120]!r} is not {audience!r}")
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+        if not isinstance(exp, int | float) or exp < now - leeway:
+            raise Unauthorized("expired or no exp")
+        if not isinstance(iat, int | float) or iat > now + leeway:
+            raise Unauthorized("iat missing or in the future")
+        if nbf is not None and (not isinstance(nbf, int | float) or nbf > now + leeway):
+            raise Unauthorized("not yet valid (nbf)")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise Unauthorized("no jti")
+        if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
+            raise Unauthorized(f"tenant not allowed for {issuer.iss}")
+        return jti
+
+
+class DatabaseReplayCache:
+    """``jti`` values in the shared store, so that a token replayed to another replica fails."""
+
+    def __init__(self, store: Any, clock: Callable[[], float]) -> None:
+        self._store, self._clock = store, clock
+
+    async def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        first: bool = await run_in_threadpool(
+            self._store.first_use, iss, jti, expires_at, self._clock()
+        )
+        return first

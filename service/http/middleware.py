@@ -1,0 +1,77 @@
+"""The ASGI middlewares every request passes: a request id on it and its log lines, and its
+timing in the metrics. Pure ASGI, so that they cost next to nothing and see every response."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.ops.logs import REQUEST_ID, SANE_REQUEST_ID
+from service.ops.metrics import Metrics
+
+
+class RequestIdMiddleware:
+    """Pure ASGI, so that it costs next to nothing and sees every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+class MetricsMiddleware:
+    """Times every call; labels stay few: the endpoint kind and a known service id."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, services: frozenset[str]) -> None:
+        self.app, self.metrics, self.services = app, metrics, services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint, service = self._labels(scope["path"])
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(endpoint, service, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    def _labels(self, path: str) -> tuple[str | None, str]:
+        parts = path.strip("/").split("/")
+        if parts[0] != "cds-services":
+            return None, "-"
+        if len(parts) == 1:
+            return "discovery", "-"
+        service = parts[1] if parts[1] in self.services else "unknown"
+        return ("feedback" if len(parts) == 3 else "hook"), service

@@ -1,0 +1,131 @@
+"""Load and validate the knowledge base in ``cards/`` once, at start-up.
+
+    services.yaml      the CDS Services offered (discovery)
+    parameters.yaml    named thresholds and windows
+    valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
+    facts.yaml         simple facts over generic extractors; value sets the Python facts read
+    rules/             one file per rule; _index.yaml gives their order and families
+
+Anything wrong stops the service with the file's name: a CDS service that starts with half its
+knowledge would give advice that looks complete and is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.clinical import extractors
+from service.clinical.fact_model import FACT_NAMES
+from service.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
+from service.clinical.terminology import Terminology
+from service.knowledge.datafiles import parse
+from service.knowledge.errors import KnowledgeError
+from service.knowledge.rules import RuleBook
+from service.knowledge.valuesets import load_terminology
+from service.protocol.models import PREFETCH_TOKEN, PREFETCH_USER_TOKENS, REQUEST_MODELS, Service
+
+
+class _ServicesFile(BaseModel):
+    services: list[Service]
+    prefetch: dict[str, str] | None = None
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phq9_bands: dict[str, int]
+    phq9_max: int = Field(gt=0)
+    combination_severities: list[str]
+    item_score_counts: int = Field(ge=1, le=3)
+    neurovegetative_min_domains: int = Field(ge=1)
+    phq9_window_days: int = Field(gt=0)
+    new_diagnosis_window_days: int = Field(gt=0)
+    pregnancy_window_days: int = Field(gt=0)
+    postpartum_window_days: int = Field(gt=0)
+    bereavement_window_days: int = Field(gt=0)
+    psychotherapy_procedure_window_days: int = Field(gt=0)
+    older_adult_age: int = Field(gt=0)
+    bereavement_min_age: int = Field(gt=0)
+    adolescent_min_age: int = Field(gt=0)
+    adolescent_max_age: int = Field(gt=0)
+
+
+class _FactsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valuesets: dict[str, str]
+    facts: dict[str, extractors.Declaration]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    services: dict[str, Service]
+    params: dict[str, Any]
+    terms: Terminology
+    factbook: FactBook
+    rulebook: RuleBook
+
+    @classmethod
+    def load(cls, root: Path) -> Knowledge:
+        services = _load_services(root / "services.yaml")
+        params = parse(root / "parameters.yaml", Parameters).model_dump()
+        terms = load_terminology(root / "valuesets")
+        factbook = _load_facts(root / "facts.yaml", terms, params)
+        rulebook = RuleBook.load(root / "rules", FACT_NAMES, params)
+        return cls(services, params, terms, factbook, rulebook)
+
+
+def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactBook:
+    spec = parse(path, _FactsFile)
+    for alias in PYTHON_VALUESETS:
+        if alias not in spec.valuesets:
+            raise KnowledgeError(
+                f"{path}: valuesets: {alias!r} is needed by service/clinical/facts.py"
+            )
+    for alias, url in spec.valuesets.items():
+        if url not in terms:
+            raise KnowledgeError(f"{path}: valuesets.{alias}: no value set {url}")
+    for name in EXTRACTS:
+        if name not in spec.facts:
+            raise KnowledgeError(f"{path}: facts: {name!r} is needed by service/clinical/facts.py")
+    built = {}
+    for name, decl in spec.facts.items():
+        for field in ("valueset", "ingredients", "unless_coded"):
+            ref = getattr(decl, field, None)
+            if ref is not None and ref not in terms:
+                raise KnowledgeError(f"{path}: facts.{name}.{field}: no value set {ref}")
+        for field in ("days", "max"):
+            param = getattr(decl, field, None)
+            if param is not None and param not in params:
+                raise KnowledgeError(f"{path}: facts.{name}.{field}: no parameter {param!r}")
+        built[name] = extractors.build(decl, terms)
+    # A PHQ item answered with a code scores its concept's ordinalValue in the value set.
+    scores = terms.ordinals(spec.valuesets["phq_answers"])
+    unscored = sorted(code for code, score in scores.items() if score is None or score % 1)
+    if unscored:
+        raise KnowledgeError(
+            f"{path}: valuesets.phq_answers: {unscored[0]} needs a whole-number ordinalValue "
+            "(its score)"
+        )
+    answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
+    return FactBook(built, spec.valuesets, terms, params, answer_scores)
+
+
+def _load_services(path: Path) -> dict[str, Service]:
+    parsed = parse(path, _ServicesFile)
+    services: dict[str, Service] = {}
+    for svc in parsed.services:
+        if svc.id in services:
+            raise KnowledgeError(f"{path}: duplicate service id {svc.id!r}")
+        if svc.hook not in REQUEST_MODELS:
+            raise KnowledgeError(f"{path}: service {svc.id!r}: unsupported hook {svc.hook!r}")
+        for key, template in (svc.prefetch or {}).items():
+            for token in PREFETCH_TOKEN.findall(template):
+                if not (token.startswith("context.") or token in PREFETCH_USER_TOKENS):
+                    raise KnowledgeError(
+                        f"{path}: service {svc.id!r}: prefetch {key!r}: unknown token {token!r}"
+                    )
+        services[svc.id] = svc
+    return dict(sorted(services.items()))

@@ -1,0 +1,307 @@
+"""Rules as data: load ``cards/rules/``, check every file, and turn facts into cards.
+
+A rule file says when it applies (an expression over facts), which indicator it gives, and its
+card: summary and detail templates (Jinja2), suggestions, override reasons and evidence.
+``_index.yaml`` fixes the evaluation order and the families of rules of which only the first
+that fires stands; the standing card names the others' reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.clinical.fact_model import Facts
+from service.clinical.suggestions import ACTIONS, build_actions
+from service.knowledge.datafiles import parse
+from service.knowledge.errors import KnowledgeError
+from service.knowledge.expressions import Compiled, ExpressionError, compile_expression
+from service.protocol.models import Card, Coding, Source, Suggestion
+
+RULE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/ipt-cds-rule"
+OVERRIDE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/override-reason"
+SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
+INDICATORS = ("critical", "warning", "info")
+HOOKS = ("order-select", "order-sign", "patient-view")
+
+log = logging.getLogger("ipt_cds")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_jinja = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+)
+# Templates may name facts only (checked at start-up), so Jinja's globals (range, lipsum, …)
+# are never used; without them each render builds its context ~5 µs faster.
+_jinja.globals.clear()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _CardText(_Strict):
+    summary: str = Field(min_length=1)
+    detail: str = Field(min_length=1)
+
+
+class _SuggestionDef(_Strict):
+    label: str = Field(min_length=1)
+    action: str
+    note: str | None = None
+    when: str | None = None
+
+
+class _Reason(_Strict):
+    code: str = Field(pattern=r"^[a-z0-9-]+$")
+    display: str = Field(min_length=1)
+
+
+class _Evidence(_Strict):
+    section: str = Field(min_length=1)
+    refs: list[int]
+    figures: str = ""
+
+
+class RuleFile(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    title: str = Field(min_length=1, max_length=100)
+    hooks: list[Literal["order-select", "order-sign", "patient-view"]] = Field(min_length=1)
+    when: str = Field(min_length=1)
+    then: str = Field(min_length=1)
+    applies: str
+    indicator: str | dict[str, str]
+    reason: str | None = None
+    card: _CardText
+    suggestions: list[_SuggestionDef] = Field(default_factory=list)
+    overrideReasons: list[_Reason] = Field(default_factory=list)
+    evidence: _Evidence
+
+
+class IndexFile(_Strict):
+    order: list[str] = Field(min_length=1)
+    families: dict[str, list[str]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    spec: RuleFile
+    path: Path
+    summary: Template
+    detail: Template
+    reason: Template | None
+    applies: Compiled
+    indicator: tuple[tuple[str, Compiled | None], ...]
+    suggestions: tuple[tuple[_SuggestionDef, Compiled | None], ...]
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+class RuleBook:
+    def __init__(self, rules: list[CompiledRule], families: dict[str, list[str]]) -> None:
+        self.rules = rules
+        self.families = families
+        self.by_id = {r.id: r for r in rules}
+
+    @classmethod
+    def load(cls, folder: Path, facts: Collection[str], params: Mapping[str, Any]) -> RuleBook:
+        index_path = folder / "_index.yaml"
+        index = parse(index_path, IndexFile)
+        files = {p.stem: p for p in folder.glob("*.yaml") if p.name != "_index.yaml"}
+        for rid in index.order:
+            if rid not in files:
+                raise KnowledgeError(f"{index_path}: rule {rid!r} has no file {rid}.yaml")
+        if len(set(index.order)) != len(index.order):
+            raise KnowledgeError(f"{index_path}: a rule is listed twice in order")
+        unlisted = sorted(set(files) - set(index.order))
+        if unlisted:
+            raise KnowledgeError(f"{files[unlisted[0]]}: rule is not listed in {index_path.name}")
+        compiled: list[CompiledRule] = []
+        for rid in index.order:
+            compiled.append(_compile(files[rid], facts, params, [r.id for r in compiled]))
+        by_id = {r.id: r for r in compiled}
+        for name, members in index.families.items():
+            for rid in members:
+                if rid not in by_id:
+                    raise KnowledgeError(f"{index_path}: family {name!r}: unknown rule {rid!r}")
+                if by_id[rid].spec.reason is None:
+                    raise KnowledgeError(
+                        f"{by_id[rid].path}: a member of family {name!r} needs a reason"
+                    )
+        return cls(compiled, index.families)
+
+    def cards(self, facts: Facts) -> list[tuple[str, Card]]:
+        env = facts.values
+        hook = env["hook"]
+        fired: list[CompiledRule] = []
+        names: set[str] = set()
+        for rule in self.rules:
+            if hook in rule.spec.hooks and guarded(rule.id, rule.applies, env, names):
+                fired.append(rule)
+                names.add(rule.id)
+        # Of a family's firing members the first whose card can be built stands, naming the
+        # others' reasons; if its card fails, the next one stands instead of none.
+        standing: dict[str, Card] = {}
+        in_family: set[str] = set()
+        for members in self.families.values():
+            firing = [rid for rid in members if rid in names]
+            if len(firing) < 2:
+                continue
+            in_family.update(firing)
+            reasons = {r: guarded(r, _render, self.by_id[r].reason, facts, []) for r in firing}
+            for rid in firing:
+                also = [text for o in firing if o != rid and (text := reasons[o]) is not None]
+                card = guarded(rid, self._card, self.by_id[rid], facts, also, names)
+                if card is not None:
+                    standing[rid] = card
+                    break
+        cards = []
+        for rule in fired:
+            if rule.id in standing:
+                cards.append((rule.id, standing[rule.id]))
+            elif rule.id not in in_family:
+                card = guarded(rule.id, self._card, rule, facts, [], names)
+                if card is not None:
+                    cards.append((rule.id, card))
+        return cards
+
+    def _card(self, rule: CompiledRule, facts: Facts, also: list[str], fired: set[str]) -> Card:
+        spec = rule.spec
+        indicator = next(
+            ind for ind, cond in rule.indicator if cond is None or cond(facts.values, fired)
+        )
+        summary = " ".join(_render(rule.summary, facts, also).split())
+        if len(summary) > 139:
+            summary = summary[:138].rstrip() + "…"
+        detail = _render(rule.detail, facts, also).strip()
+        if also:
+            detail += "\n\n**Also:** " + "; ".join(also) + "."
+        detail += "\n\n" + _evidence_footer(spec.evidence)
+        suggestions = []
+        for sug, cond in rule.suggestions:
+            if cond is None or cond(facts.values, fired):
+                actions = build_actions(sug.action, sug.label, sug.note, facts)
+                if actions:
+                    suggestions.append(
+                        Suggestion(label=sug.label, uuid=str(uuid.uuid4()), actions=actions)
+                    )
+        return Card(
+            summary=summary,
+            detail=detail,
+            indicator=indicator,
+            source=Source(
+                label=SOURCE_LABEL,
+                topic=Coding(system=RULE_SYSTEM, code=spec.id, display=spec.title),
+            ),
+            suggestions=suggestions or None,
+            selectionBehavior="at-most-one" if suggestions else None,
+            overrideReasons=[
+                Coding(system=OVERRIDE_SYSTEM, code=r.code, display=r.display)
+                for r in spec.overrideReasons
+            ]
+            if indicator != "info"
+            else None,
+        )
+
+
+def _evidence_footer(ev: _Evidence) -> str:
+    refs = f" (topic references {', '.join(str(r) for r in ev.refs)})" if ev.refs else ""
+    figures = f" Key figures: {ev.figures.strip().rstrip('.')}." if ev.figures.strip() else ""
+    topic = "Interpersonal Psychotherapy (IPT) for depressed adults"
+    return f"**Evidence:** {topic}, [{ev.section}]{refs}.{figures}"
+
+
+def guarded(rule_id: str, step: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T | None:
+    """One rule's step, or None when it fails: a broken rule loses its own card, not the
+    other cards of the call (a suicide-risk card must not vanish because another rule broke).
+    Only the exception's type is logged; its text may quote the record."""
+    try:
+        return step(*args, **kwargs)
+    except Exception as exc:
+        log.error("rule %s failed: %s", rule_id, type(exc).__name__)
+        return None
+
+
+def _render(template: Template | None, facts: Facts, also: list[str]) -> str:
+    if template is None:
+        return ""
+    context = {**facts.values, "why": facts.why, "also": also, "params": facts.params}
+    return template.render(context)
+
+
+def _compile(
+    path: Path, facts: Collection[str], params: Mapping[str, Any], earlier: list[str]
+) -> CompiledRule:
+    spec: RuleFile = parse(path, RuleFile)
+    if spec.id != path.stem:
+        raise KnowledgeError(f"{path}: id {spec.id!r} differs from the file name")
+
+    def expr(text: str, where: str) -> Compiled:
+        try:
+            return compile_expression(text, facts, params, earlier)[0]
+        except ExpressionError as exc:
+            raise KnowledgeError(f"{path}: {where}: {exc}") from None
+
+    if isinstance(spec.indicator, str):
+        if spec.indicator not in INDICATORS:
+            raise KnowledgeError(
+                f"{path}: indicator: {spec.indicator!r} is not one of {INDICATORS}"
+            )
+        indicator: tuple[tuple[str, Compiled | None], ...] = ((spec.indicator, None),)
+    else:
+        items = list(spec.indicator.items())
+        if (
+            not items
+            or items[-1][0] != "otherwise"
+            or any(k not in INDICATORS for k, _ in items[:-1])
+        ):
+            raise KnowledgeError(
+                f"{path}: indicator: map indicators to conditions, ending with 'otherwise'"
+            )
+        if items[-1][1] not in INDICATORS:
+            raise KnowledgeError(f"{path}: indicator.otherwise: not an indicator: {items[-1][1]!r}")
+        indicator = (
+            *tuple((k, expr(v, f"indicator.{k}")) for k, v in items[:-1]),
+            (items[-1][1], None),
+        )
+    if any(ind != "info" for ind, _ in indicator) and not spec.overrideReasons:
+        raise KnowledgeError(f"{path}: a warning or critical card needs overrideReasons")
+    allowed = {*facts, "why", "also", "params"}
+    for field, template in (
+        ("card.summary", spec.card.summary),
+        ("card.detail", spec.card.detail),
+        ("reason", spec.reason),
+    ):
+        if template is None:
+            continue
+        try:
+            unknown = meta.find_undeclared_variables(_jinja.parse(template)) - allowed
+        except TemplateSyntaxError as exc:
+            raise KnowledgeError(f"{path}: {field}: template error: {exc.message}") from None
+        if unknown:
+            raise KnowledgeError(f"{path}: {field}: unknown template field {sorted(unknown)[0]!r}")
+    suggestions = []
+    for i, sug in enumerate(spec.suggestions):
+        if sug.action not in ACTIONS:
+            raise KnowledgeError(f"{path}: suggestions[{i}].action: unknown action {sug.action!r}")
+        suggestions.append((sug, expr(sug.when, f"suggestions[{i}].when") if sug.when else None))
+    return CompiledRule(
+        spec,
+        path,
+        _jinja.from_string(spec.card.summary),
+        _jinja.from_string(spec.card.detail),
+        _jinja.from_string(spec.reason) if spec.reason else None,
+        expr(spec.applies, "applies"),
+        indicator,
+        tuple(suggestions),
+    )

@@ -1,0 +1,120 @@
+"""One place for every setting; each is read from an ``IPT_CDS_*`` environment variable.
+
+docs/configuration.md is generated from the descriptions below (``ipt-cds config-doc``).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _installed_knowledge_dir() -> Path:
+    """``cards/`` as installed with the package (service.cards): the checkout's own folder in an
+    editable install, the copy in site-packages in a wheel install. Found when first needed,
+    not at import."""
+    return Path(str(files("service.cards")))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IPT_CDS_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface `ipt-cds serve` listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port `ipt-cds serve` listens on.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes of `ipt-cds serve`.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="JSON lines for log collectors, or text for a terminal."
+    )
+    knowledge_dir: Path = Field(
+        default_factory=_installed_knowledge_dir,
+        description="The knowledge base: `cards/` as installed with the service, unless set.",
+    )
+    database_url: str = Field(
+        "sqlite:///ipt-cds.sqlite3",
+        description="Feedback and audit store: an SQLite file, or `postgresql://…` to share "
+        "one database between replicas.",
+    )
+    max_pending_card_rows: int = Field(
+        20_000,
+        ge=100,
+        description="Cards shown waiting to be written; beyond this (the store is not keeping "
+        "up) they are dropped from the statistics and counted in "
+        "`ipt_cds_cards_unrecorded_total`.",
+    )
+    auth_mode: Literal["off", "required"] = Field(
+        "off",
+        description="`required`: every call carries a CDS Hooks client JWT. `off` is for local "
+        "use only (a warning is logged at start-up).",
+    )
+    trust_file: Path | None = Field(
+        None, description="YAML or JSON trust file: issuers, their JWKS and FHIR servers."
+    )
+    public_base_url: str | None = Field(
+        None,
+        description="The URL EHRs use to reach the service; a JWT's `aud` must be this plus "
+        "the endpoint's path. Default: the URL of the request.",
+    )
+    jwt_leeway_seconds: float = Field(
+        30, ge=0, le=300, description="Clock skew allowed on `exp`, `iat` and `nbf`."
+    )
+    jti_store: Literal["memory", "database"] = Field(
+        "memory",
+        description="Where used JWT ids are remembered: this process, or the shared database "
+        "(needed with several replicas).",
+    )
+    fhir_allowlist: list[str] = Field(
+        default_factory=list,
+        description="JSON list of FHIR base URLs the service may call when authentication is "
+        "off (with it on, each issuer's `fhir_servers`). https, or http on loopback only.",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond)."
+    )
+    max_json_depth: int = Field(64, ge=8, description="Deepest JSON nesting (400 beyond).")
+    max_bundle_entries: int = Field(
+        20_000, ge=1, description="Most entries in a prefetch or draftOrders Bundle (413)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="JSON list of browser origins allowed by CORS (e.g. the CDS Hooks sandbox).",
+    )
+    fhir_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one FHIR request.")
+    fhir_total_timeout_seconds: float = Field(
+        8.0,
+        gt=0,
+        description="Budget for the whole fetch of missing prefetch: the EHR is waiting, and "
+        "an answer after its own timeout is worth nothing.",
+    )
+    fhir_max_pages: int = Field(50, ge=1, description="Bundle pages followed per search.")
+    fhir_retries: int = Field(
+        1, ge=0, le=3, description="Retries on connection errors and 502/503/504."
+    )
+    fhir_max_connections: int = Field(
+        100, ge=1, description="Connection pool size towards FHIR servers."
+    )
+
+
+def describe() -> str:
+    """docs/configuration.md."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting is an environment variable (generated from `service/ops/config.py` by",
+        "`ipt-cds config-doc`; do not edit by hand). Lists are JSON, e.g.",
+        "`IPT_CDS_FHIR_ALLOWLIST='[\"https://ehr.example.org/fhir\"]'`.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default: Any = field.get_default(call_default_factory=True)
+        if name == "knowledge_dir":
+            default = "cards/ as installed"
+        shown = "(none)" if default in (None, []) else f"`{default}`"
+        lines.append(f"| `IPT_CDS_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"

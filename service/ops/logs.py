@@ -1,0 +1,72 @@
+"""One logger, JSON lines, a request id on every line.
+
+The id comes from the caller's ``X-Request-ID`` (when it is a sane token) or is made here, is
+echoed in the response, and is attached to every log record of the request. Log lines hold ids,
+counts and durations only: never patient data, never a token.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Fields our log calls pass through ``extra=`` and that the JSON line carries.
+FIELDS = (
+    "event",
+    "service",
+    "hookInstance",
+    "rules",
+    "status",
+    "ms",
+    "resources",
+    "drafts",
+    "items",
+    "stored",
+    "reason",
+    "path",
+    "method",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "requestId": getattr(record, "requestId", REQUEST_ID.get()),
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            if hasattr(record, name):
+                line[name] = getattr(record, name)
+        return json.dumps(line, separators=(",", ":"))
+
+
+class _RequestIdFilter(logging.Filter):
+    """Stamps the request id on the record when it is made, inside the request's context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.requestId = REQUEST_ID.get()
+        return True
+
+
+def configure(level: str, fmt: str) -> None:
+    logger = logging.getLogger("ipt_cds")
+    logger.setLevel(level.upper())
+    if not any(isinstance(f, _RequestIdFilter) for f in logger.filters):
+        logger.addFilter(_RequestIdFilter())
+    # Under uvicorn nobody configures the root logger; under pytest or an embedding
+    # application somebody does, and their handlers get our records.
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(message)s")
+        )
+        logger.addHandler(handler)

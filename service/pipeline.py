@@ -1,0 +1,124 @@
+"""One hook call without HTTP: request -> prefetch -> record -> facts -> rules -> cards.
+
+``Pipeline.run`` takes a parsed request body and the CDS Service it was sent to, and answers the
+cards; the HTTP route adds authentication, body limits, recording and the log line around it,
+and a card preview or a population replay can call it as it is.
+
+The engine stamps every card with a uuid (so feedback can be joined to the rule and the call)
+and orders the cards critical, warning, info, keeping the rules' order within each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from service.clinical.fact_model import Facts
+from service.clinical.facts import FactBook
+from service.clinical.record import PatientRecord
+from service.fhir import prefetch
+from service.fhir.client import FhirClient
+from service.knowledge.base import Knowledge
+from service.knowledge.rules import RuleBook, guarded
+from service.protocol.errors import BadRequest, from_validation_error
+from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
+
+INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class HookCall:
+    service_id: str
+    hook: str
+    hook_instance: str
+    record: PatientRecord
+    now: datetime
+
+
+class Rule(Protocol):
+    """A rule written in Python, for embedding applications and tests; ours are data."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def hooks(self) -> frozenset[str]: ...
+
+    def evaluate(self, call: HookCall, facts: Facts) -> Card | None: ...
+
+
+class Engine:
+    def __init__(self, factbook: FactBook, rulebook: RuleBook, extra: Sequence[Rule] = ()) -> None:
+        ids = [r.id for r in rulebook.rules] + [r.id for r in extra]
+        if len(ids) != len(set(ids)):
+            raise ValueError("duplicate rule id")
+        self.factbook, self.rulebook, self.extra = factbook, rulebook, tuple(extra)
+
+    def facts(self, call: HookCall) -> Facts:
+        return self.factbook.evaluate(call.record, call.hook, call.now)
+
+    def run(self, call: HookCall) -> list[Card]:
+        facts = self.facts(call)
+        cards = [card for _, card in self.rulebook.cards(facts)]
+        for rule in self.extra:
+            if call.hook in rule.hooks:
+                card = guarded(rule.id, rule.evaluate, call, facts)
+                if card is not None:
+                    cards.append(card)
+        stamped = [c.model_copy(update={"uuid": str(uuid.uuid4())}) for c in cards]
+        stamped.sort(key=lambda c: INDICATOR_ORDER[c.indicator])
+        return stamped
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """What one call produced: the cards, and what the log line and the recorder need."""
+
+    request: HookRequest
+    record: PatientRecord
+    cards: list[Card]
+    now: datetime
+
+
+class Pipeline:
+    """The knowledge base and the engine, ready to answer hook calls."""
+
+    def __init__(self, knowledge: Knowledge, extra: Sequence[Rule] = ()) -> None:
+        self.knowledge = knowledge
+        self.engine = Engine(knowledge.factbook, knowledge.rulebook, extra)
+
+    def validate(self, service: Service, body: dict[str, Any]) -> HookRequest:
+        """The body as the hook's request model; a 400 naming the field when it is not one."""
+        hook = body.get("hook")
+        if hook != service.hook:
+            raise BadRequest(
+                f"Service {service.id} answers the {service.hook} hook, not {hook!r}.",
+                field="hook",
+                code="hook_mismatch",
+            )
+        try:
+            request: HookRequest = REQUEST_MODELS[service.hook].model_validate(body)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        return request
+
+    async def run(
+        self,
+        service: Service,
+        body: dict[str, Any],
+        *,
+        fhir: FhirClient,
+        fhir_allowed: Callable[[str], bool],
+        now: datetime,
+    ) -> HookResult:
+        request = self.validate(service, body)
+        data = await prefetch.gather(service, request, fhir, fhir_allowed)
+        record = PatientRecord.build(chain.from_iterable(data.values()), request)
+        call = HookCall(service.id, service.hook, request.hookInstance, record, now)
+        return HookResult(request, record, self.engine.run(call), now)

@@ -1,0 +1,71 @@
+"""Errors with stable codes: what the service answers when a request cannot be served.
+
+    ServiceError            status + stable code + message (+ the offending field)
+    ├── BadRequest          400: malformed JSON, a CDS Hooks spec violation
+    ├── NotFound            404: unknown service
+    └── PrefetchUnavailable 412: data is missing and cannot be fetched
+
+Clients may branch on ``code``; messages are for people and may change. service/http/errors.py
+turns them into HTTP answers; a file the service starts from being wrong is a
+``KnowledgeError`` (service/knowledge/errors.py), never an answer.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, str]:
+        body = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "invalid_request"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class PrefetchUnavailable(ServiceError):
+    status = 412
+    code = "prefetch_unavailable"
+
+
+def location(loc: tuple[int | str, ...]) -> str:
+    """``("context", "selections", 0)`` -> ``context.selections[0]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def from_validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
+    """The first error names the field; the message lists them all (capped, for huge bodies)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    problems = []
+    for err in errors[:10]:
+        where = location(tuple(err["loc"]))
+        where = f"{prefix}.{where}" if prefix and where else (prefix or where)
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where or 'body'}: {message}")
+    first = location(tuple(errors[0]["loc"])) if errors else ""
+    first = f"{prefix}.{first}" if prefix and first else (prefix or first)
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return BadRequest("; ".join(problems) + more, field=first or None)

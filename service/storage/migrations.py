@@ -1,0 +1,99 @@
+"""Schema migrations, applied in order at start-up on SQLite and PostgreSQL alike.
+
+Each migration has a number and runs once; ``ipt_schema_version`` records what ran. On
+PostgreSQL an advisory lock makes replicas that start together migrate one after another.
+
+A migration spells out its own tables, frozen as they shipped: it never reads the live table
+definitions in store.py, so changing those cannot change what an old migration does on a fresh
+install. To change the schema, change store.py and append a migration that brings a database at
+the previous version to it (tests/test_store.py checks that a migrated database matches
+store.py); never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    text,
+)
+
+Migration = tuple[int, str, Callable[[Connection], None]]
+
+_versions_metadata = MetaData()
+versions = Table(
+    "ipt_schema_version",
+    _versions_metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+# Any number will do as long as every replica uses the same one.
+_MIGRATION_LOCK_ID = 7242011
+
+
+def _v1_cards_feedback_jti(conn: Connection) -> None:
+    schema = MetaData()
+    Table(
+        "cards_issued",
+        schema,
+        Column("card_uuid", String(64), primary_key=True),
+        Column("service_id", String(128), nullable=False, index=True),
+        Column("hook_instance", String(128), nullable=False),
+        Column("rule_id", String(128), nullable=False),
+        Column("indicator", String(16), nullable=False),
+        Column("issued_at", DateTime(timezone=True), nullable=False),
+    )
+    Table(
+        "feedback",
+        schema,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("dedupe_key", String(64), nullable=False, unique=True),
+        Column("service_id", String(128), nullable=False),
+        Column("card_uuid", String(128), nullable=False, index=True),
+        Column("outcome", String(16), nullable=False),
+        Column("outcome_at", DateTime(timezone=True), nullable=False),
+        Column("accepted_suggestions", Text),
+        Column("override_reasons", Text),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    )
+    Table(
+        "jti_seen",
+        schema,
+        Column("iss", String(512), primary_key=True),
+        Column("jti", String(256), primary_key=True),
+        Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    )
+    schema.create_all(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    (1, "cards_issued, feedback, jti_seen", _v1_cards_feedback_jti),
+]
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply what has not run yet; answer the versions applied now."""
+    applied_now = []
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})"))
+        _versions_metadata.create_all(conn)
+        done = set(conn.execute(select(versions.c.version)).scalars())
+        for number, _, apply in MIGRATIONS:
+            if number not in done:
+                apply(conn)
+                conn.execute(versions.insert().values(version=number, applied_at=datetime.now(UTC)))
+                applied_now.append(number)
+    return applied_now

@@ -1,0 +1,255 @@
+"""Durable record of the cards we showed and the feedback clinicians gave on them.
+
+SQLAlchemy Core keeps one code path for the embedded SQLite file and for PostgreSQL. Nothing
+here holds protected health information: a card row is (card uuid, service, hookInstance, rule,
+indicator, time); a feedback row keeps the outcome and the coded reasons, not the free-text
+comment, which may name the patient.
+
+Feedback is idempotent: an item is keyed by a digest of its meaning (service, card, outcome,
+time, suggestions, reasons), so a client that retries after a lost answer stores it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from service.protocol.models import (
+    CardStats,
+    Coding,
+    FeedbackItem,
+    ReasonCount,
+    RuleStats,
+    ServiceStats,
+)
+from service.storage.migrations import migrate
+
+metadata = MetaData()
+
+cards_issued = Table(
+    "cards_issued",
+    metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("service_id", String(128), nullable=False, index=True),
+    Column("hook_instance", String(128), nullable=False),
+    Column("rule_id", String(128), nullable=False),
+    Column("indicator", String(16), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(64), nullable=False, unique=True),
+    Column("service_id", String(128), nullable=False),
+    Column("card_uuid", String(128), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("outcome_at", DateTime(timezone=True), nullable=False),
+    Column("accepted_suggestions", Text),
+    Column("override_reasons", Text),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+
+jti_seen = Table(
+    "jti_seen",
+    metadata,
+    Column("iss", String(512), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    card_uuid: str
+    service_id: str
+    hook_instance: str
+    rule_id: str
+    indicator: str
+    issued_at: datetime
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+
+        self.engine = _make_engine(database_url(url))
+        migrate(self.engine)
+        # The card writer runs in a thread beside a busy event loop. SQLite's executemany
+        # steps once per row, handing the GIL back and forth with the loop for every row
+        # (a 1,000-row batch took ~700 ms under load); RETURNING makes SQLAlchemy send
+        # multi-row INSERTs instead (~80 ms). psycopg pipelines executemany already, and
+        # there the multi-row form costs three times the CPU.
+        self._insert_cards: Any = insert(cards_issued)
+        if self.engine.dialect.name == "sqlite":
+            self._insert_cards = self._insert_cards.returning(cards_issued.c.card_uuid)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def record_cards(self, rows: Sequence[IssuedCard]) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            result = conn.execute(self._insert_cards, [row.__dict__ for row in rows])
+            if result.returns_rows:
+                result.all()
+
+    def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
+        """Store the items in one transaction; answer how many were new."""
+        now = datetime.now(UTC)
+        rows = [_feedback_row(service_id, item, now) for item in items]
+        # RETURNING tells what was inserted on both databases (rowcount does not on PostgreSQL).
+        stmt = (
+            self._insert(feedback)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(feedback.c.id)
+        )
+        stored = 0
+        with self.engine.begin() as conn:
+            for row in rows:
+                stored += len(conn.execute(stmt, row).all())
+        return stored
+
+    def first_use(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record a client JWT's jti; False when any replica has seen it before."""
+        expiry = datetime.fromtimestamp(expires_at, UTC)
+        with self.engine.begin() as conn:
+            purge = datetime.fromtimestamp(now, UTC)
+            conn.execute(delete(jti_seen).where(jti_seen.c.expires_at < purge))
+            inserted = conn.execute(
+                self._insert(jti_seen).on_conflict_do_nothing().returning(jti_seen.c.jti),
+                {"iss": iss[:512], "jti": jti[:256], "expires_at": expiry},
+            ).all()
+        return len(inserted) == 1
+
+    def _insert(self, table: Table) -> Any:
+        dialect = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return dialect(table)
+
+    def card_stats(self) -> CardStats:
+        with self.engine.connect() as conn:
+            shown = conn.execute(
+                select(cards_issued.c.service_id, cards_issued.c.rule_id, func.count()).group_by(
+                    cards_issued.c.service_id, cards_issued.c.rule_id
+                )
+            ).all()
+            answered = conn.execute(
+                select(
+                    cards_issued.c.service_id,
+                    cards_issued.c.rule_id,
+                    feedback.c.outcome,
+                    feedback.c.override_reasons,
+                ).join(feedback, feedback.c.card_uuid == cards_issued.c.card_uuid)
+            ).all()
+        return _stats(shown, answered)
+
+
+def database_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs (as most platforms hand them out) use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    # No prepared-statement cache: a batch of cards is one multi-row INSERT whose text depends
+    # on its row count, and keeping 128 of those per connection grew a worker by ~70 MB. Our
+    # other statements are short and cheap to prepare again.
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False, "cached_statements": 0}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # WAL lets readers run beside the writer; FULL makes a commit survive power loss,
+        # since a 200 on feedback promises the item is stored.
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    return engine
+
+
+def _feedback_row(service_id: str, item: FeedbackItem, now: datetime) -> dict[str, Any]:
+    at = item.outcomeTimestamp
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    suggestions = sorted(s.id for s in item.acceptedSuggestions or [])
+    reasons = [r.model_dump(exclude_none=True) for r in item.reasons()]
+    meaning = [service_id, item.card, item.outcome, at.isoformat(), suggestions, reasons]
+    return {
+        "dedupe_key": hashlib.sha256(
+            orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest(),
+        "service_id": service_id,
+        "card_uuid": item.card,
+        "outcome": item.outcome,
+        "outcome_at": at,
+        "accepted_suggestions": orjson.dumps(suggestions).decode() if suggestions else None,
+        "override_reasons": orjson.dumps(reasons).decode() if reasons else None,
+        "received_at": now,
+    }
+
+
+def _stats(shown: Sequence[Any], answered: Sequence[Any]) -> CardStats:
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    reasons: dict[tuple[str, str], Counter[tuple[str | None, str, str | None]]] = {}
+    for service_id, rule_id, n in shown:
+        counts.setdefault((service_id, rule_id), Counter())["shown"] = n
+    for service_id, rule_id, outcome, reason_json in answered:
+        key = (service_id, rule_id)
+        counts.setdefault(key, Counter())[outcome] += 1
+        for r in orjson.loads(reason_json) if reason_json else []:
+            coding = Coding.model_validate(r)
+            reasons.setdefault(key, Counter())[(coding.system, coding.code, coding.display)] += 1
+    by_service: dict[str, list[RuleStats]] = {}
+    for (service_id, rule_id), c in sorted(counts.items()):
+        given = reasons.get((service_id, rule_id), Counter())
+        by_service.setdefault(service_id, []).append(
+            RuleStats(
+                rule=rule_id,
+                shown=c["shown"],
+                accepted=c["accepted"],
+                overridden=c["overridden"],
+                overrideReasons=[
+                    ReasonCount(system=s, code=code, display=d, count=n)
+                    for (s, code, d), n in sorted(given.items(), key=lambda kv: (-kv[1], kv[0][1]))
+                ],
+            )
+        )
+    return CardStats(
+        services=[ServiceStats(service=s, rules=rules) for s, rules in by_service.items()]
+    )
