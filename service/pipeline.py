@@ -28,8 +28,7 @@ from service.knowledge.base import Knowledge
 from service.knowledge.rules import RuleBook, guarded
 from service.protocol.errors import BadRequest, from_validation_error
 from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
-
-INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+from service.protocol.vocabulary import INDICATOR_RANK
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class Engine:
                 if card is not None:
                     cards.append(card)
         stamped = [c.model_copy(update={"uuid": str(uuid.uuid4())}) for c in cards]
-        stamped.sort(key=lambda c: INDICATOR_ORDER[c.indicator])
+        stamped.sort(key=lambda c: INDICATOR_RANK[c.indicator])
         return stamped
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from service.clinical.fact_model import Facts
 from service.pipeline import HookCall
 from service.protocol.models import Card, Coding, Source
+from service.protocol.vocabulary import HOOKS
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class CountingRule:
     id: str
     kind: str
     indicator: str = "info"
-    hooks: frozenset[str] = frozenset({"patient-view", "order-select", "order-sign"})
+    hooks: frozenset[str] = frozenset(HOOKS)
 
     def evaluate(self, call: HookCall, facts: Facts) -> Card | None:
         found = call.record.of_type(self.kind)

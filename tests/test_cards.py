@@ -8,6 +8,7 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from service.devtools.fixtures import Case, load_cases
+from service.protocol.vocabulary import INDICATOR_RANK, RULE_SYSTEM, SUMMARY_MAX_CHARS
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, Json
 
@@ -37,14 +38,14 @@ def _call(make_client: AppFactory, case: Case) -> list[Json]:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_cards_conform_to_cds_hooks_and_cite_evidence(make_client: AppFactory, case: Case) -> None:
     cards = _call(make_client, case)
-    order = {"critical": 0, "warning": 1, "info": 2}
+    order = INDICATOR_RANK
     assert [order[c["indicator"]] for c in cards] == sorted(order[c["indicator"]] for c in cards)
     for card in cards:
         _walk_no_empty(card, card["source"]["topic"]["code"])
-        assert len(card["summary"]) < 140
+        assert len(card["summary"]) <= SUMMARY_MAX_CHARS < 140
         assert card["uuid"]
         topic = card["source"]["topic"]
-        assert topic["system"] == "https://fhir.ipt-cds.org/CodeSystem/ipt-cds-rule"
+        assert topic["system"] == RULE_SYSTEM
         assert topic["display"]
         assert (
             "**Evidence:** Interpersonal Psychotherapy (IPT) for depressed adults, ["

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from service.protocol.models import Resource
+from service.protocol.vocabulary import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 
 _DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 # Aliases EHRs use for the code systems our value sets are written in.
 SYSTEM_ALIASES = {
-    "urn:oid:2.16.840.1.113883.6.90": "http://hl7.org/fhir/sid/icd-10-cm",
-    "http://hl7.org/fhir/sid/icd-10": "http://hl7.org/fhir/sid/icd-10-cm",
-    "urn:oid:2.16.840.1.113883.6.96": "http://snomed.info/sct",
-    "urn:oid:2.16.840.1.113883.6.1": "http://loinc.org",
-    "urn:oid:2.16.840.1.113883.6.88": "http://www.nlm.nih.gov/research/umls/rxnorm",
-    "urn:oid:2.16.840.1.113883.6.12": "http://www.ama-assn.org/go/cpt",
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
 }
 
 
@@ -120,7 +121,3 @@ def reference_of(resource: Resource) -> str:
 
 def age_on(birth: date, today: date) -> int:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
-def today_of(now: datetime) -> date:
-    return now.date()

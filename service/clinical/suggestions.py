@@ -11,8 +11,8 @@ from typing import Any
 
 from service.clinical.fact_model import Facts
 from service.protocol.models import Action
+from service.protocol.vocabulary import SNOMED
 
-SNOMED = "http://snomed.info/sct"
 IPT_CODE = {"system": SNOMED, "code": "443730003", "display": "Interpersonal psychotherapy"}
 COUNSELLING = {"system": SNOMED, "code": "409063005", "display": "Counselling"}
 MONTHLY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "mo"}}

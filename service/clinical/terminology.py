@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.clinical.reader import SYSTEM_ALIASES, codings, texts
-
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+from service.protocol.vocabulary import ICD10CM
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.knowledge.datafiles import read_yaml
+from service.protocol.vocabulary import CONDITION_CLINICAL as CLINICAL
+from service.protocol.vocabulary import CONDITION_VERIFICATION as VERIFICATION
+from service.protocol.vocabulary import ICD10CM as ICD10
+from service.protocol.vocabulary import LOINC, RXNORM, SNOMED, Hook, Indicator
 
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
-SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-CPT = "http://www.ama-assn.org/go/cpt"
-CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 FIXTURES = Path(__file__).resolve().parents[2] / "fhir_fixtures"
 
 # Shorthands for draft orders used across the cases.
@@ -86,7 +83,7 @@ class _Case(BaseModel):
     # The name is the patient's id, and its resources' ids extend it: FHIR ids hold 64.
     name: str = Field(pattern=r"^(in|out)-[a-z0-9-]+$", max_length=56)
     describe: str
-    hook: Literal["order-select", "order-sign", "patient-view"]
+    hook: Hook
     age: int | None = None
     gender: Literal["female", "male", "other", "unknown"] = "female"
     conditions: list[str | dict[str, Any]] = Field(default_factory=list)
@@ -96,7 +93,7 @@ class _Case(BaseModel):
     procedures: list[dict[str, Any]] = Field(default_factory=list)
     drafts: list[str | dict[str, Any]] = Field(default_factory=list)
     selected: list[int] | None = None
-    expect: dict[str, Literal["critical", "warning", "info"]] = Field(default_factory=dict)
+    expect: dict[str, Indicator] = Field(default_factory=dict)
 
 
 class Case(_Case):

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -25,12 +25,15 @@ from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.expressions import Compiled, ExpressionError, compile_expression
 from service.protocol.models import Card, Coding, Source, Suggestion
+from service.protocol.vocabulary import (
+    INDICATORS,
+    OVERRIDE_SYSTEM,
+    RULE_SYSTEM,
+    SUMMARY_MAX_CHARS,
+    Hook,
+)
 
-RULE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/ipt-cds-rule"
-OVERRIDE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/override-reason"
 SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
-INDICATORS = ("critical", "warning", "info")
-HOOKS = ("order-select", "order-sign", "patient-view")
 
 log = logging.getLogger("ipt_cds")
 _P = ParamSpec("_P")
@@ -74,7 +77,7 @@ class _Evidence(_Strict):
 class RuleFile(_Strict):
     id: str = Field(pattern=r"^[a-z0-9-]+$")
     title: str = Field(min_length=1, max_length=100)
-    hooks: list[Literal["order-select", "order-sign", "patient-view"]] = Field(min_length=1)
+    hooks: list[Hook] = Field(min_length=1)
     when: str = Field(min_length=1)
     then: str = Field(min_length=1)
     applies: str
@@ -181,8 +184,8 @@ class RuleBook:
             ind for ind, cond in rule.indicator if cond is None or cond(facts.values, fired)
         )
         summary = " ".join(_render(rule.summary, facts, also).split())
-        if len(summary) > 139:
-            summary = summary[:138].rstrip() + "…"
+        if len(summary) > SUMMARY_MAX_CHARS:
+            summary = summary[: SUMMARY_MAX_CHARS - 1].rstrip() + "…"
         detail = _render(rule.detail, facts, also).strip()
         if also:
             detail += "\n\n**Also:** " + "; ".join(also) + "."

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from service.protocol.vocabulary import SUMMARY_MAX_CHARS, Indicator
+
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _EMPTY: tuple[Any, ...] = (None, "", [], {})
@@ -155,10 +157,9 @@ class Suggestion(CdsModel):
 
 class Card(CdsModel):
     uuid: str | None = None
-    # The specification asks for fewer than 140 characters.
-    summary: Annotated[str, Field(min_length=1, max_length=139)]
+    summary: Annotated[str, Field(min_length=1, max_length=SUMMARY_MAX_CHARS)]
     detail: str | None = None
-    indicator: Literal["info", "warning", "critical"]
+    indicator: Indicator
     source: Source
     suggestions: list[Suggestion] | None = None
     selectionBehavior: Literal["at-most-one", "any"] | None = None
