@@ -104,8 +104,10 @@ def _serve(args: argparse.Namespace) -> int:
     from service.ops.config import Settings
 
     settings = Settings()
+    # A factory, so that each worker process builds its own app (and importing builds none).
     uvicorn.run(
-        "service.http.app:app",
+        "service.http.app:served_app",
+        factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
