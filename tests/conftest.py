@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy
 import sqlalchemy.exc
+import yaml
 from fastapi.testclient import TestClient
 
 from service.devtools.fixtures import authorization
@@ -33,10 +34,11 @@ VECTOR_FHIR_BASE = "http://localhost:8080/fhir"
 TOKEN = "secret-access-token-xyz"
 HOOK_INSTANCE = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
 PATIENT_ID = "pat-1"
-SERVICE_OF_HOOK = {
-    "patient-view": "ipt-patient-view",
-    "order-sign": "ipt-order-sign",
-    "order-select": "ipt-order-select",
+# The service offered for each hook, read from cards/services.yaml so that a new hook's service
+# is tested without an edit here (the shipped file offers one service per hook).
+SERVICE_OF_HOOK: dict[str, str] = {
+    s["hook"]: s["id"]
+    for s in yaml.safe_load((Settings().knowledge_dir / "services.yaml").read_text())["services"]
 }
 
 Json = dict[str, Any]

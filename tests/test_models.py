@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.protocol.models import (
+    REQUEST_MODELS,
     Action,
     Card,
     CdsResponse,
@@ -12,6 +13,7 @@ from service.protocol.models import (
     Source,
     Suggestion,
 )
+from service.protocol.vocabulary import HOOKS
 
 
 def _card(**kw: object) -> Card:
@@ -91,3 +93,26 @@ def test_feedback_outcome_fields_are_checked(item: dict[str, object], problem: s
         FeedbackItem.model_validate(
             {"card": "c", "outcomeTimestamp": "2026-11-25T10:00:00Z", **item}
         )
+
+
+def test_the_hook_literal_names_exactly_the_hooks_with_a_request_model() -> None:
+    # Rule and fixture files are checked against vocabulary.Hook, requests against
+    # REQUEST_MODELS: a hook added to one only would be offered but unusable, or the reverse.
+    assert sorted(HOOKS) == sorted(REQUEST_MODELS)
+
+
+def test_drafts_and_selections_in_a_context_that_does_not_declare_them_are_ignored() -> None:
+    request = REQUEST_MODELS["patient-view"].model_validate(
+        {
+            "hook": "patient-view",
+            "hookInstance": "i",
+            "context": {
+                "userId": "Practitioner/1",
+                "patientId": "p",
+                "draftOrders": {"resourceType": "Bundle", "entry": "not checked"},
+                "selections": "ServiceRequest/1",
+            },
+        }
+    )
+    assert request.draft_orders == []
+    assert request.selections == []

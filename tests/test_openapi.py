@@ -6,6 +6,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from service.cli import openapi_yaml
+from service.protocol.models import REQUEST_MODELS
 
 OPENAPI = Path(__file__).resolve().parents[1] / "openapi.yaml"
 
@@ -44,3 +45,11 @@ def test_openapi_describes_every_endpoint_and_body(client: TestClient) -> None:
         if "#/components/schemas/" in line
     }
     assert refs <= set(schemas), f"dangling references: {refs - set(schemas)}"
+
+
+def test_openapi_hook_request_is_one_of_the_registered_request_models(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    one_of = [ref["$ref"].rsplit("/", 1)[1] for ref in schemas["HookRequest"]["oneOf"]]
+    assert one_of == [model.__name__ for model in REQUEST_MODELS.values()]
+    for hook, model in REQUEST_MODELS.items():
+        assert schemas[model.__name__]["properties"]["hook"]["const"] == hook

@@ -9,12 +9,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from service.protocol.models import (
-    FeedbackRequest,
-    OrderSelectRequest,
-    OrderSignRequest,
-    PatientViewRequest,
-)
+from service.protocol.models import REQUEST_MODELS, FeedbackRequest
 
 
 def schema(app: FastAPI) -> dict[str, Any]:
@@ -25,21 +20,19 @@ def schema(app: FastAPI) -> dict[str, Any]:
     for path in doc["paths"].values():
         for operation in path.values():
             operation.get("responses", {}).pop("422", None)
-    models: list[type[BaseModel]] = [
-        PatientViewRequest,
-        OrderSignRequest,
-        OrderSelectRequest,
-        FeedbackRequest,
-    ]
+    # Every hook's request model, from the registry, so a new hook is described without an
+    # edit here.
+    hooks: list[type[BaseModel]] = list(REQUEST_MODELS.values())
+    bodies: list[type[BaseModel]] = [*hooks, FeedbackRequest]
     _, defs = models_json_schema(
-        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+        [(m, "validation") for m in bodies], ref_template="#/components/schemas/{model}"
     )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas.update(defs.get("$defs", {}))
     schemas["HookRequest"] = {
-        "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models[:3]],
+        "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in hooks],
         "discriminator": {"propertyName": "hook"},
     }
     doc["components"]["schemas"] = dict(sorted(schemas.items()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -242,14 +242,17 @@ class HookRequest(Inbound):
             raise ValueError("fhirServer is required when fhirAuthorization is given")
         return server
 
+    # Only a context that declares them has drafts or selections: another hook's context may
+    # carry a key of that name as an unchecked extra, which must be ignored, not read.
     @property
     def draft_orders(self) -> list[Resource]:
-        orders = getattr(self.context, "draftOrders", None)
-        return [e.resource for e in orders.entry] if orders else []
+        if not isinstance(self.context, OrderSignContext):
+            return []
+        return [e.resource for e in self.context.draftOrders.entry]
 
     @property
     def selections(self) -> list[str]:
-        return list(getattr(self.context, "selections", None) or [])
+        return list(self.context.selections) if isinstance(self.context, OrderSelectContext) else []
 
 
 class PatientViewRequest(HookRequest):
@@ -267,11 +270,20 @@ class OrderSelectRequest(HookRequest):
     context: OrderSelectContext
 
 
-REQUEST_MODELS: dict[str, type[HookRequest]] = {
-    "patient-view": PatientViewRequest,
-    "order-sign": OrderSignRequest,
-    "order-select": OrderSelectRequest,
-}
+def _by_hook(*models: type[HookRequest]) -> dict[str, type[HookRequest]]:
+    """Key each model by the hook its ``hook`` field admits, so the name is written once."""
+    return {get_args(m.model_fields["hook"].annotation)[0]: m for m in models}
+
+
+# The hooks we answer, each with the model its request must validate against: discovery
+# (cards/services.yaml) may offer only these, and the OpenAPI document describes these.
+# vocabulary.Hook spells the same names for type checking; tests/test_models.py keeps the two
+# equal.
+REQUEST_MODELS: dict[str, type[HookRequest]] = _by_hook(
+    PatientViewRequest,
+    OrderSignRequest,
+    OrderSelectRequest,
+)
 
 
 # --- feedback ------------------------------------------------------------------------------

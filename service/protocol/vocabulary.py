@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-# The hooks we answer (the CDS Hooks library's order-entry hooks and patient-view).
+# The hooks we answer (the CDS Hooks library's order-entry hooks and patient-view): rule and
+# fixture files are checked against this type, requests against models.REQUEST_MODELS. A Literal
+# cannot be built from that registry (nor can this module import models, which imports it), so
+# a new hook is named in both; tests/test_models.py fails until they agree.
 Hook = Literal["order-select", "order-sign", "patient-view"]
 HOOKS: tuple[Hook, ...] = get_args(Hook)
 
