@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+from collections import Counter
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from service.devtools.fixtures import Case, load_cases
@@ -96,3 +99,28 @@ def test_there_are_cases_with_each_kind_of_action(make_client: AppFactory) -> No
             for suggestion in card.get("suggestions", []):
                 kinds.update(a["type"] for a in suggestion["actions"])
     assert kinds == {"create", "delete"}
+
+
+def test_every_suggested_resource_of_every_case_is_valid_fhir_r4(make_client: AppFactory) -> None:
+    """Over all the cases, in- and out- alike (an out- case stays outside one rule, and others
+    may suggest): each resource an action carries validates as its R4B model, and between them
+    they show both orders the service builds, the acute and the monthly maintenance one."""
+    client = make_client()
+    built: Counter[tuple[str, bool]] = Counter()
+    for case in load_cases():
+        body = case.request(NOW, FHIR_BASE)
+        response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
+        assert response.status_code == 200, response.text
+        for card in response.json()["cards"]:
+            for suggestion in card.get("suggestions", []):
+                for action in suggestion["actions"]:
+                    if "resource" not in action:
+                        continue
+                    resource = action["resource"]
+                    module = importlib.import_module(
+                        f"fhir.resources.R4B.{resource['resourceType'].lower()}"
+                    )
+                    model: type[FHIRResourceModel] = getattr(module, resource["resourceType"])
+                    model.model_validate(resource)
+                    built[resource["resourceType"], "occurrenceTiming" in resource] += 1
+    assert set(built) == {("ServiceRequest", False), ("ServiceRequest", True)}, built

@@ -13,8 +13,11 @@ from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from service.devtools.fixtures import FIXTURES, generated_files, load_cases
 from service.protocol.models import REQUEST_MODELS
 
+from .conftest import DATA
+
 CASES = load_cases()
 FILES = generated_files(CASES)
+SYNTHEA = sorted((DATA / "synthea").glob("*.json"))
 
 
 def test_generated_files_are_current() -> None:
@@ -47,6 +50,36 @@ def test_every_resource_is_valid_fhir_r4(case: Any) -> None:
         REQUEST_MODELS[request["hook"]].model_validate(request)
         for entry in request["context"].get("draftOrders", {}).get("entry", []):
             _validate(entry["resource"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_request_carries_valid_fhir_r4(case: Any) -> None:
+    """The FHIR inside each request file as a whole: the draftOrders Bundle, and every prefetch
+    value (the Patient, the searchset Bundles), entries included."""
+    for name in (f"requests/{case.name}.json", f"requests/{case.name}.no-prefetch.json"):
+        request = json.loads(FILES[name])
+        carried = [v for v in request.get("prefetch", {}).values() if v is not None]
+        if "draftOrders" in request["context"]:
+            carried.append(request["context"]["draftOrders"])
+        assert carried or request["hook"] == "patient-view", name
+        for resource in carried:
+            _validate(resource)
+            for entry in resource.get("entry", []):
+                _validate(entry["resource"])
+    prefetch = json.loads(FILES[f"requests/{case.name}.json"])["prefetch"]
+    assert prefetch["patient"] is not None, "every case's prefetch carries its Patient"
+
+
+@pytest.mark.parametrize("path", SYNTHEA, ids=lambda p: p.name[:14])
+def test_every_synthea_resource_is_valid_fhir_r4(path: Path) -> None:
+    """The vendored Synthea patients of tests/test_realistic.py: each resource, and the Bundle
+    around them (its entries' fullUrl and request)."""
+    bundle = json.loads(path.read_text())
+    envelope = [{k: v for k, v in e.items() if k != "resource"} for e in bundle["entry"]]
+    Bundle.model_validate({**bundle, "entry": envelope})
+    assert bundle["entry"]
+    for entry in bundle["entry"]:
+        _validate(entry["resource"])
 
 
 def test_expected_cards_and_readme_cover_every_case() -> None:

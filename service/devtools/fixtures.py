@@ -23,6 +23,19 @@ from service.protocol.vocabulary import LOINC, RXNORM, SNOMED, Hook, Indicator
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fhir_fixtures"
 
+# When a case does not say how long ago something was recorded: a diagnosis a month old, a
+# PHQ-9 last week, a psychotherapy session a fortnight ago; each well inside every look-back
+# window of cards/parameters.yaml (the shortest is 90 days), so only cases that say otherwise
+# test the windows.
+CONDITION_DAYS_AGO = 30
+OBSERVATION_DAYS_AGO = 7
+PROCEDURE_DAYS_AGO = 14
+# A patient's birthday falls this long before the day the case is built, so that the age the
+# case states holds for the month after.
+BIRTHDAY_MARGIN = timedelta(days=30)
+# The lifetime ``fhirAuthorization`` claims for its access token, as in the CDS Hooks examples.
+TOKEN_EXPIRES_IN_SECONDS = 300
+
 # Shorthands for draft orders used across the cases.
 DRAFTS: dict[str, dict[str, Any]] = {
     "ipt": {
@@ -175,7 +188,7 @@ def authorization(token: str, subject: str = "ipt-cds") -> dict[str, Any]:
     return {
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": 300,
+        "expires_in": TOKEN_EXPIRES_IN_SECONDS,
         "scope": "user/*.read",
         "subject": subject,
     }
@@ -212,12 +225,15 @@ def load_cases(folder: Path = FIXTURES / "cases") -> list[Case]:
 
 
 def _years_ago(today: date, years: int) -> date:
-    # A month before the birthday, so the age holds for the month after the case is built.
-    born = today - timedelta(days=30)
+    born = today - BIRTHDAY_MARGIN
     try:
         return born.replace(year=born.year - years)
     except ValueError:  # 29 February
         return born.replace(year=born.year - years, day=28)
+
+
+def _days_ago(today: date, spec: dict[str, Any], default: int) -> date:
+    return today - timedelta(days=int(spec.get("days_ago", default)))
 
 
 def _coding(code: str, system: str | None = None) -> dict[str, Any]:
@@ -234,7 +250,7 @@ def _condition(pid: str, cid: str, spec: str | dict[str, Any], today: date) -> d
         "id": cid,
         "code": {"coding": [_coding(str(spec["code"]), spec.get("system"))]},
         "subject": {"reference": f"Patient/{pid}"},
-        "recordedDate": (today - timedelta(days=int(spec.get("days_ago", 30)))).isoformat(),
+        "recordedDate": _days_ago(today, spec, CONDITION_DAYS_AGO).isoformat(),
     }
     if status is not None:
         c["clinicalStatus"] = {"coding": [{"system": CLINICAL, "code": status}]}
@@ -254,7 +270,7 @@ def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> dict[
         "status": "final",
         "code": {"coding": [{"system": LOINC, "code": str(spec["loinc"])}]},
         "subject": {"reference": f"Patient/{pid}"},
-        "effectiveDateTime": (today - timedelta(days=int(spec.get("days_ago", 7)))).isoformat()
+        "effectiveDateTime": _days_ago(today, spec, OBSERVATION_DAYS_AGO).isoformat()
         + "T10:00:00Z",
     }
     if "value" in spec:
@@ -288,7 +304,7 @@ def _procedure(pid: str, prid: str, spec: dict[str, Any], today: date) -> dict[s
         "status": spec.get("status", "completed"),
         "code": {"coding": [_coding(str(spec["code"]), spec.get("system"))]},
         "subject": {"reference": f"Patient/{pid}"},
-        "performedDateTime": (today - timedelta(days=int(spec.get("days_ago", 14)))).isoformat(),
+        "performedDateTime": _days_ago(today, spec, PROCEDURE_DAYS_AGO).isoformat(),
     }
 
 

@@ -16,11 +16,19 @@ from typing import Any, TextIO
 
 import httpx
 
-from service.devtools.fixtures import Case, authorization, load_cases
+from service.devtools.fixtures import SANDBOX_FHIR, Case, authorization, load_cases
+
+# Exit statuses: the work failed (a patient not loaded, a call not answered 200), or the user
+# must fix something (a ToolError).
+EXIT_FAILED = 1
+EXIT_TOOL_ERROR = 2
+# For one patient's transaction, or one hook call, on a developer's sandbox: generous for a
+# server writing a whole patient at once, yet finite, so that one that hangs ends the run.
+HTTP_TIMEOUT_SECONDS = 30
 
 
 class ToolError(Exception):
-    """A problem the user can fix: printed as one line, exit status 2."""
+    """A problem the user can fix: printed as one line, exit status ``EXIT_TOOL_ERROR``."""
 
 
 def list_cases(out: TextIO) -> int:
@@ -60,7 +68,7 @@ def load(
     base = fhir_server.rstrip("/")
     now = now or datetime.now(UTC)
     started, created, failed = time.perf_counter(), 0, []
-    with httpx.Client(timeout=30, headers=_headers(token)) as http:
+    with httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, headers=_headers(token)) as http:
         for i, case in enumerate(cases, 1):
             bundle = case.transaction(now)
             try:
@@ -87,7 +95,7 @@ def load(
         f"Loaded {len(cases) - len(failed)} of {len(cases)} patients ({created} resources) "
         f"into {base} in {seconds:.1f} s\n"
     )
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 def _put_each(http: httpx.Client, base: str, bundle: dict[str, Any]) -> httpx.Response:
@@ -122,7 +130,7 @@ def invoke(
     out: TextIO,
 ) -> int:
     if fixture:
-        server = fhir_server or "http://127.0.0.1:8090/fhir"
+        server = fhir_server or SANDBOX_FHIR
         body = _find(fixture).request(datetime.now(UTC), server, prefetch=prefetch)
         if token:
             body["fhirAuthorization"] = authorization(token, "ipt-cds-cli")
@@ -132,12 +140,12 @@ def invoke(
         raise ToolError("give --fixture NAME or --request FILE")
     url = f"{service_url.rstrip('/')}/cds-services/{service_id}"
     try:
-        response = httpx.post(url, json=body, timeout=30)
+        response = httpx.post(url, json=body, timeout=HTTP_TIMEOUT_SECONDS)
     except httpx.TransportError as exc:
         raise ToolError(f"cannot reach the service at {service_url}: {exc}") from None
     if response.status_code != 200:
         out.write(f"HTTP {response.status_code}: {response.text}\n")
-        return 1
+        return EXIT_FAILED
     answer = response.json()
     if as_json:
         out.write(json.dumps(answer, indent=2) + "\n")
@@ -179,5 +187,5 @@ def run(fn: Any, *args: Any, **kwargs: Any) -> int:
         code: int = fn(*args, **kwargs)
     except ToolError as exc:
         sys.stderr.write(f"ipt-cds: {exc}\n")
-        return 2
+        return EXIT_TOOL_ERROR
     return code

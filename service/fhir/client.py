@@ -31,6 +31,9 @@ from service.protocol.models import Resource
 
 log = logging.getLogger("ipt_cds")
 
+# Gateway answers: a proxy or load balancer before the FHIR server, or the server itself, is
+# briefly unable to serve, and the same request may well succeed at once. Other answers would
+# be the same again; a timeout has already spent the time a retry would need.
 _RETRY_STATUS = {502, 503, 504}
 
 

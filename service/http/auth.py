@@ -25,12 +25,29 @@ from jwt import PyJWK
 from starlette.concurrency import run_in_threadpool
 
 from service.http.trust import Issuer, Trust
+from service.ops.config import DEFAULT_JWT_LEEWAY_SECONDS
 from service.protocol.errors import ServiceError
 
 log = logging.getLogger("ipt_cds")
 
 ALGORITHMS = ("ES384", "RS384")
 KEY_TYPES = {"ES384": "EC", "RS384": "RSA"}
+
+# A JWKS is refetched after an hour even when every kid is known, so that a revoked key stops
+# verifying within the hour; an unknown kid (a rotation) refetches sooner, but at most once a
+# minute, so that tokens with made-up kids cannot make us hammer the issuer's JWKS endpoint.
+JWKS_MAX_AGE_SECONDS = 3600
+JWKS_REFETCH_MIN_SECONDS = 60
+# The JWKS is fetched while a hook call waits: a slow issuer must fail it well before the
+# EHR's own timeout.
+JWKS_FETCH_TIMEOUT_SECONDS = 3
+# Seen jtis are swept of the expired ones only when there are more than this many: a sweep
+# walks them all, so it stays rare, and memory stays bounded by the tokens still unexpired.
+REPLAY_SWEEP_ABOVE = 10_000
+# Claims the caller chose are quoted in the log reason cut to this length (an aud may name a
+# few URLs, so it gets a little more), so that a forged token cannot flood the log.
+QUOTED_CLAIM_CHARS = 100
+QUOTED_AUD_CHARS = 120
 
 
 class Unauthorized(ServiceError):
@@ -61,7 +78,7 @@ class MemoryReplayCache:
 
     async def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
-        if len(self._seen) > 10_000:
+        if len(self._seen) > REPLAY_SWEEP_ABOVE:
             self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
         if (iss, jti) in self._seen:
             return False
@@ -72,8 +89,8 @@ class MemoryReplayCache:
 class KeyCache:
     """Signing keys by JWKS source, refetched at most once a minute on an unknown ``kid``."""
 
-    def __init__(self, http: httpx.AsyncClient, clock: Callable[[], float], ttl: float = 3600):
-        self._http, self._clock, self._ttl = http, clock, ttl
+    def __init__(self, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
+        self._http, self._clock = http, clock
         self._keys: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
         self._lock = asyncio.Lock()
 
@@ -85,7 +102,7 @@ class KeyCache:
             return key
         fetched_at, keys = self._keys.get(source, (0.0, {}))
         age = self._clock() - fetched_at
-        if (kid not in keys and age > 60) or age > self._ttl:
+        if (kid not in keys and age > JWKS_REFETCH_MIN_SECONDS) or age > JWKS_MAX_AGE_SECONDS:
             async with self._lock:
                 keys = await self._fetch(source)
         if kid not in keys:
@@ -94,13 +111,17 @@ class KeyCache:
 
     async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
         try:
-            response = await self._http.get(url, timeout=3)
+            response = await self._http.get(url, timeout=JWKS_FETCH_TIMEOUT_SECONDS)
             response.raise_for_status()
             keys = _by_kid(response.json())
         except (httpx.HTTPError, ValueError) as exc:
             raise Unauthorized(f"JWKS {url} unavailable: {type(exc).__name__}") from None
         self._keys[url] = (self._clock(), keys)
         return keys
+
+
+def _quoted(claim: Any, chars: int = QUOTED_CLAIM_CHARS) -> str:
+    return repr(str(claim)[:chars])
 
 
 def _by_kid(jwks: Any) -> dict[str, dict[str, Any]]:
@@ -117,7 +138,7 @@ class Authenticator:
         keys: KeyCache,
         replay: ReplayCache,
         clock: Callable[[], float] = time.time,
-        leeway: float = 30,
+        leeway: float = DEFAULT_JWT_LEEWAY_SECONDS,
     ) -> None:
         self.trust, self.keys, self.replay, self.clock, self.leeway = (
             trust,
@@ -144,7 +165,7 @@ class Authenticator:
             raise Unauthorized("no kid in the header")
         issuer = self.trust.issuers.get(str(unverified.get("iss")))
         if issuer is None:
-            raise Unauthorized(f"unknown issuer {str(unverified.get('iss'))[:100]!r}")
+            raise Unauthorized(f"unknown issuer {_quoted(unverified.get('iss'))}")
         jwk = await self._key(issuer, header, kid)
         if jwk.get("kty") != KEY_TYPES[alg] or jwk.get("alg", alg) != alg:
             raise Unauthorized(f"key {kid!r} does not match algorithm {alg}")
@@ -173,7 +194,7 @@ class Authenticator:
         jku = header.get("jku")
         if jku is not None:
             if jku not in issuer.jku_allowed:
-                raise Unauthorized(f"jku {str(jku)[:100]!r} not allowed for {issuer.iss}")
+                raise Unauthorized(f"jku {_quoted(jku)} not allowed for {issuer.iss}")
             return await self.keys.find(str(jku), None, kid)
         return await self.keys.find(issuer.jwks_url or issuer.iss, issuer.jwks, kid)
 
@@ -182,7 +203,7 @@ class Authenticator:
         now, leeway = self.clock(), self.leeway
         aud = claims.get("aud")
         if aud != audience and not (isinstance(aud, list) and audience in aud):
-            raise Unauthorized(f"aud {str(aud)[:120]!r} is not {audience!r}")
+            raise Unauthorized(f"aud {_quoted(aud, QUOTED_AUD_CHARS)} is not {audience!r}")
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
         if not isinstance(exp, int | float) or exp < now - leeway:
             raise Unauthorized("expired or no exp")

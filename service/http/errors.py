@@ -22,6 +22,10 @@ from service.protocol.errors import ServiceError, location
 
 log = logging.getLogger("ipt_cds")
 
+# A 400's message lists at most this many problems, so that a huge malformed body gets a short
+# answer (the same cap as protocol.errors.from_validation_error's).
+PROBLEMS_SHOWN = 10
+
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
@@ -30,7 +34,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:10]]
+        errors = exc.errors()[:PROBLEMS_SHOWN]
+        problems = [f"{location(tuple(e['loc']))}: {e['msg']}" for e in errors]
         return JSONResponse(
             {"code": "invalid_request", "message": "; ".join(problems)}, status_code=400
         )

@@ -20,6 +20,12 @@ def _installed_knowledge_dir() -> Path:
     return Path(str(files("service.cards")))
 
 
+# Defaults that code outside the settings also falls back on (an Authenticator or a
+# CardRecorder built without settings, as tests do), so that the two cannot drift apart.
+DEFAULT_JWT_LEEWAY_SECONDS = 30
+DEFAULT_MAX_PENDING_CARD_ROWS = 20_000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IPT_CDS_", extra="ignore", frozen=True)
 
@@ -40,7 +46,7 @@ class Settings(BaseSettings):
         "one database between replicas.",
     )
     max_pending_card_rows: int = Field(
-        20_000,
+        DEFAULT_MAX_PENDING_CARD_ROWS,
         ge=100,
         description="Cards shown waiting to be written; beyond this (the store is not keeping "
         "up) they are dropped from the statistics and counted in "
@@ -60,7 +66,10 @@ class Settings(BaseSettings):
         "the endpoint's path. Default: the URL of the request.",
     )
     jwt_leeway_seconds: float = Field(
-        30, ge=0, le=300, description="Clock skew allowed on `exp`, `iat` and `nbf`."
+        DEFAULT_JWT_LEEWAY_SECONDS,
+        ge=0,
+        le=300,
+        description="Clock skew allowed on `exp`, `iat` and `nbf`.",
     )
     jti_store: Literal["memory", "database"] = Field(
         "memory",

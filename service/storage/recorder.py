@@ -16,20 +16,24 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from service.ops.config import DEFAULT_MAX_PENDING_CARD_ROWS
 from service.storage.store import IssuedCard, Store
 
 log = logging.getLogger("ipt_cds")
+
+# How long the first card of a batch waits for others to share its commit: a burst of calls
+# becomes one write, and a crash loses about this much of the "cards shown" counts.
+BATCH_DELAY_SECONDS = 0.2
 
 
 class CardRecorder:
     def __init__(
         self,
         store: Store,
-        interval: float = 0.2,
-        max_pending: int = 20_000,
+        max_pending: int = DEFAULT_MAX_PENDING_CARD_ROWS,
         dropped: Callable[[int], object] = lambda _: None,
     ) -> None:
-        self._store, self._interval, self._max_pending = store, interval, max_pending
+        self._store, self._max_pending = store, max_pending
         self._dropped, self._dropped_since_flush = dropped, 0
         self._pending: list[IssuedCard] = []
         # One thread of its own: the writes are serial anyway, and glibc gives each thread
@@ -85,7 +89,7 @@ class CardRecorder:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(self._interval)  # let a burst of calls share one commit
+            await asyncio.sleep(BATCH_DELAY_SECONDS)
             try:
                 await self.flush()
             except Exception as exc:  # keep recording after a transient database error

@@ -50,6 +50,10 @@ from service.storage.migrations import migrate
 
 metadata = MetaData()
 
+# The tables as queries see them; the migrations create them (migration 1 with its own frozen
+# copy), so a width here must match theirs. A card's uuid (36 characters) and a SHA-256 hex
+# digest (64) fit 64; hookInstance and a feedback's card fit 128, the most protocol.models
+# accepts; an indicator or an outcome is one short word.
 cards_issued = Table(
     "cards_issued",
     metadata,
@@ -76,11 +80,16 @@ feedback = Table(
 )
 
 
+# The widths of a used JWT's key columns: first_use cuts longer values (the caller chose them)
+# to fit.
+ISS_CHARS = 512
+JTI_CHARS = 256
+
 jti_seen = Table(
     "jti_seen",
     metadata,
-    Column("iss", String(512), primary_key=True),
-    Column("jti", String(256), primary_key=True),
+    Column("iss", String(ISS_CHARS), primary_key=True),
+    Column("jti", String(JTI_CHARS), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
@@ -148,7 +157,7 @@ class Store:
             conn.execute(delete(jti_seen).where(jti_seen.c.expires_at < purge))
             inserted = conn.execute(
                 self._insert(jti_seen).on_conflict_do_nothing().returning(jti_seen.c.jti),
-                {"iss": iss[:512], "jti": jti[:256], "expires_at": expiry},
+                {"iss": iss[:ISS_CHARS], "jti": jti[:JTI_CHARS], "expires_at": expiry},
             ).all()
         return len(inserted) == 1
 
@@ -182,6 +191,11 @@ def database_url(url: str) -> str:
     return url
 
 
+# How long an SQLite connection waits for another's write lock (the card writer's batch, a
+# second worker) before failing with "database is locked".
+SQLITE_LOCK_WAIT_SECONDS = 30
+
+
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
@@ -189,7 +203,12 @@ def _make_engine(url: str) -> Engine:
     # on its row count, and keeping 128 of those per connection grew a worker by ~70 MB. Our
     # other statements are short and cheap to prepare again.
     engine = create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False, "cached_statements": 0}
+        url,
+        connect_args={
+            "timeout": SQLITE_LOCK_WAIT_SECONDS,
+            "check_same_thread": False,
+            "cached_statements": 0,
+        },
     )
 
     @event.listens_for(engine, "connect")

@@ -1,0 +1,326 @@
+"""service/fhir/client.py on its own, against a FHIR server faked with respx.
+
+tests/test_fetch.py drives the client through the hook endpoints with ``FakeFhir``; these tests
+call ``FhirClient.fetch_all`` directly on the real ``httpx.AsyncClient`` that ``make_http``
+builds, with one respx route per URL, so that each behaviour is pinned to the requests it makes:
+how many, to where, with which headers, and what comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from service.fhir.client import FhirClient
+from service.ops.config import Settings
+from service.ops.metrics import Metrics
+from service.protocol.errors import PrefetchUnavailable
+
+from .conftest import FHIR_BASE, TOKEN, Json, hypertension, patient
+
+pytestmark = pytest.mark.anyio
+
+CONDITIONS = "Condition?patient=pat-1"
+
+
+def _searchset(*resources: Json, next_url: str | None = None) -> Json:
+    page: Json = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+    if next_url is not None:
+        page["link"] = [{"relation": "next", "url": next_url}]
+    return page
+
+
+def _ids(pages: list[Json]) -> list[str]:
+    return [e["resource"]["id"] for page in pages for e in page.get("entry", [])]
+
+
+async def _fetch(
+    queries: dict[str, str],
+    token: str | None = TOKEN,
+    metrics: Metrics | None = None,
+    base: str = FHIR_BASE,
+    **overrides: Any,
+) -> dict[str, list[Json]]:
+    """One fetch through the client the service builds: no transport given, so respx's patch
+    of httpcore answers (nothing leaves the process)."""
+    settings = Settings(fhir_retries=0).model_copy(update=overrides)
+    async with FhirClient.make_http(settings) as http:
+        return await FhirClient(http, settings, metrics).fetch_all(base, queries, token)
+
+
+async def _failure(queries: dict[str, str], **overrides: Any) -> PrefetchUnavailable:
+    with pytest.raises(PrefetchUnavailable) as raised:
+        await _fetch(queries, **overrides)
+    return raised.value
+
+
+@pytest.fixture
+def fhir() -> Iterator[respx.MockRouter]:
+    """The EHR's FHIR server; a request no route matches fails the test."""
+    with respx.mock(base_url=FHIR_BASE, assert_all_called=False) as router:
+        yield router
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [
+        httpx.Response(502),
+        httpx.Response(503),
+        httpx.Response(504),
+        httpx.ConnectError("connection refused"),
+        httpx.RemoteProtocolError("server disconnected"),
+    ],
+    ids=["502", "503", "504", "connect-error", "disconnected"],
+)
+async def test_a_transient_failure_is_retried_and_the_retry_answers(
+    fhir: respx.MockRouter, transient: httpx.Response | Exception
+) -> None:
+    route = fhir.get(f"/{CONDITIONS}")
+    route.side_effect = [transient, httpx.Response(200, json=_searchset(hypertension("c1")))]
+    fetched = await _fetch({"conditions": CONDITIONS}, fhir_retries=1)
+    assert _ids(fetched["conditions"]) == ["c1"]
+    assert route.call_count == 2
+    for call in route.calls:
+        assert call.request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_connection_errors_are_retried_a_bounded_number_of_times(
+    fhir: respx.MockRouter,
+) -> None:
+    route = fhir.get(f"/{CONDITIONS}").mock(side_effect=httpx.ConnectError("refused"))
+    failure = await _failure({"conditions": CONDITIONS}, fhir_retries=3)
+    assert failure.code == "fhir_unavailable"
+    assert route.call_count == 4
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (httpx.Response(500), "fhir_unavailable"),
+        (httpx.Response(501), "fhir_unavailable"),
+        (httpx.Response(401), "fhir_unauthorized"),
+        (httpx.Response(429), "fhir_error"),
+        (httpx.ReadTimeout("slow"), "fhir_timeout"),
+    ],
+    ids=["500", "501", "401", "429", "read-timeout"],
+)
+async def test_other_failures_are_not_retried(
+    fhir: respx.MockRouter, answer: httpx.Response | Exception, code: str
+) -> None:
+    """Only connection errors and 502/503/504 say "try again"; a timeout has spent the time a
+    retry would need, and the rest would answer the same."""
+    route = fhir.get(f"/{CONDITIONS}").mock(side_effect=[answer, httpx.Response(200)])
+    failure = await _failure({"conditions": CONDITIONS}, fhir_retries=3)
+    assert failure.code == code
+    assert route.call_count == 1
+
+
+# --- what an answer means -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refusal_names_fhir_authorization(fhir: respx.MockRouter, status: int) -> None:
+    fhir.get(f"/{CONDITIONS}").respond(status, json={"resourceType": "OperationOutcome"})
+    fhir.get("/Patient/pat-1").respond(200, json=patient())
+    failure = await _failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
+    assert failure.code == "fhir_unauthorized"
+    assert f"HTTP {status}" in failure.message
+    assert "fhirAuthorization" in failure.message
+
+
+@pytest.mark.parametrize("status", [404, 410])
+async def test_a_read_of_a_missing_resource_is_no_data(fhir: respx.MockRouter, status: int) -> None:
+    read = fhir.get("/Patient/pat-1").respond(status)
+    fetched = await _fetch({"patient": "Patient/pat-1"})
+    assert fetched == {"patient": []}
+    assert read.call_count == 1
+
+
+async def test_a_search_answering_404_is_an_error_not_an_empty_result(
+    fhir: respx.MockRouter,
+) -> None:
+    """404 on a search means the server does not know the endpoint: saying "no conditions"
+    would hide a contraindication."""
+    fhir.get(f"/{CONDITIONS}").respond(404)
+    failure = await _failure({"conditions": CONDITIONS})
+    assert failure.code == "fhir_error"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>login</html>"),
+        httpx.Response(200, json={"entry": []}),
+        httpx.Response(200, json=[{"resourceType": "Bundle"}]),
+        httpx.Response(200, content=b""),
+    ],
+    ids=["html", "no-resource-type", "json-array", "empty"],
+)
+async def test_an_answer_that_is_not_a_fhir_resource_is_an_error(
+    fhir: respx.MockRouter, answer: httpx.Response
+) -> None:
+    fhir.get(f"/{CONDITIONS}").mock(return_value=answer)
+    failure = await _failure({"conditions": CONDITIONS})
+    assert failure.code == "fhir_error"
+    assert "not FHIR JSON" in failure.message
+
+
+async def test_redirects_are_not_followed(fhir: respx.MockRouter) -> None:
+    """A redirect could carry the bearer token to another host; it is an error instead."""
+    elsewhere = fhir.get("https://login.example.net/fhir/Condition").respond(
+        200, json=_searchset(hypertension("c1"))
+    )
+    fhir.get(f"/{CONDITIONS}").respond(
+        302, headers={"Location": "https://login.example.net/fhir/Condition"}
+    )
+    failure = await _failure({"conditions": CONDITIONS})
+    assert failure.code == "fhir_error"
+    assert not elsewhere.called
+
+
+async def test_every_query_is_read_once_with_the_headers_and_url_it_needs(
+    fhir: respx.MockRouter,
+) -> None:
+    read = fhir.get("/Patient/pat-1").respond(200, json=patient())
+    search = fhir.get("/Condition", params={"patient": "pat-1"}).respond(
+        200, json=_searchset(hypertension("c1"), hypertension("c2"))
+    )
+    fetched = await _fetch(
+        {"patient": "Patient/pat-1", "conditions": f"/{CONDITIONS}"}, base=f"{FHIR_BASE}/"
+    )
+    assert fetched["patient"] == [patient()]
+    assert _ids(fetched["conditions"]) == ["c1", "c2"]
+    assert (read.call_count, search.call_count) == (1, 1)
+    assert str(search.calls.last.request.url) == f"{FHIR_BASE}/{CONDITIONS}"
+    for route in (read, search):
+        headers = route.calls.last.request.headers
+        assert headers["accept"] == "application/fhir+json"
+        assert headers["authorization"] == f"Bearer {TOKEN}"
+
+
+# --- paging -------------------------------------------------------------------------------
+
+
+async def test_next_links_on_the_same_origin_are_followed_with_the_token(
+    fhir: respx.MockRouter,
+) -> None:
+    # The server's own paging URLs, which need not look like the original query.
+    page2 = f"{FHIR_BASE}?_getpages=abc&_getpagesoffset=1"
+    page3 = f"{FHIR_BASE}?_getpages=abc&_getpagesoffset=2"
+    first = fhir.get(f"/{CONDITIONS}").respond(
+        200, json=_searchset(hypertension("c1"), next_url=page2)
+    )
+    second = fhir.get(page2).respond(200, json=_searchset(hypertension("c2"), next_url=page3))
+    third = fhir.get(page3).respond(200, json=_searchset(hypertension("c3")))
+    fetched = await _fetch({"conditions": CONDITIONS})
+    assert _ids(fetched["conditions"]) == ["c1", "c2", "c3"]
+    assert len(fetched["conditions"]) == 3, "one entry per page read"
+    for route in (first, second, third):
+        assert route.call_count == 1
+        assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "http://ehr.example.org/fhir/Condition?page=2",  # the same host over plain http
+        "https://ehr.example.org:8443/fhir/Condition?page=2",  # another port
+        "https://ehr.example.org.evil.example/fhir/Condition?page=2",  # a look-alike host
+    ],
+    ids=["http", "port", "look-alike"],
+)
+async def test_next_links_to_another_origin_are_not_followed(
+    fhir: respx.MockRouter, caplog: pytest.LogCaptureFixture, elsewhere: str
+) -> None:
+    """The bearer token belongs to fhirServer's origin: scheme, host and port."""
+    other = fhir.get(elsewhere).respond(200, json=_searchset(hypertension("stolen")))
+    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(hypertension("c1"), next_url=elsewhere))
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        fetched = await _fetch({"conditions": CONDITIONS})
+    assert _ids(fetched["conditions"]) == ["c1"]
+    assert not other.called
+    assert "next link to another origin not followed" in caplog.text
+
+
+async def test_a_next_link_that_loops_stops_at_the_page_cap(fhir: respx.MockRouter) -> None:
+    """A server whose last page points at itself must not keep the EHR waiting."""
+    url = f"{FHIR_BASE}/{CONDITIONS}"
+    route = fhir.get(f"/{CONDITIONS}").respond(
+        200, json=_searchset(hypertension("c1"), next_url=url)
+    )
+    fetched = await _fetch({"conditions": CONDITIONS}, fhir_max_pages=4)
+    assert len(fetched["conditions"]) == 4
+    assert route.call_count == 4
+
+
+# --- the token and the metrics ------------------------------------------------------------
+
+
+async def test_the_token_never_reaches_a_log_line_or_a_message(
+    fhir: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every warning the client can write, and httpx's own request log, at DEBUG."""
+    fhir.get("/Patient/pat-1").side_effect = [httpx.ConnectError(TOKEN), httpx.Response(404)]
+    fhir.get("/Observation?patient=pat-1").respond(
+        200, json=_searchset(next_url="https://other.example.com/fhir?page=2")
+    )
+    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(next_url=f"{FHIR_BASE}/{CONDITIONS}"))
+    fhir.get("/Procedure?patient=pat-1").side_effect = [httpx.Response(503), httpx.Response(403)]
+    queries = {
+        "patient": "Patient/pat-1",
+        "observations": "Observation?patient=pat-1",
+        "conditions": CONDITIONS,
+        "procedures": "Procedure?patient=pat-1",
+    }
+    with caplog.at_level(logging.DEBUG):
+        failure = await _failure(queries, fhir_retries=1, fhir_max_pages=2)
+    assert failure.code == "fhir_unauthorized"
+    logged = caplog.text
+    for line in (
+        "fhir patient: ConnectError (attempt 1)",
+        "fhir patient: HTTP 404 on read",
+        "next link to another origin not followed",
+        "fhir conditions: stopped after 2 pages",
+        "fhir procedures: HTTP 503 (attempt 1)",
+        "fhir procedures: HTTP 403",
+    ):
+        assert line in logged
+    assert TOKEN not in logged
+    assert TOKEN not in failure.message
+
+
+async def test_no_authorization_header_without_a_token(fhir: respx.MockRouter) -> None:
+    read = fhir.get("/Patient/pat-1").respond(200, json=patient())
+    await _fetch({"patient": "Patient/pat-1"}, token=None)
+    assert "authorization" not in read.calls.last.request.headers
+
+
+async def test_metrics_count_each_failure_by_code_and_time_each_key(
+    fhir: respx.MockRouter,
+) -> None:
+    metrics = Metrics()
+    fhir.get("/Patient/pat-1").respond(200, json=patient())
+    fhir.get(f"/{CONDITIONS}").respond(403)
+    await _fetch({"patient": "Patient/pat-1"}, metrics=metrics)
+    with pytest.raises(PrefetchUnavailable):
+        await _fetch({"conditions": CONDITIONS}, metrics=metrics)
+
+    def sample(name: str, labels: dict[str, str]) -> float | None:
+        value: float | None = metrics.registry.get_sample_value(name, labels)
+        return value
+
+    assert sample("ipt_cds_fhir_fetch_seconds_count", {"key": "patient"}) == 1
+    assert sample("ipt_cds_fhir_errors_total", {"code": "fhir_unauthorized"}) == 1
+    assert sample("ipt_cds_fhir_errors_total", {"code": "fhir_unavailable"}) is None
