@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.knowledge.datafiles import read_yaml
+from service.ops.config import Settings
 from service.protocol.vocabulary import CONDITION_CLINICAL as CLINICAL
 from service.protocol.vocabulary import CONDITION_VERIFICATION as VERIFICATION
 from service.protocol.vocabulary import ICD10CM as ICD10
@@ -312,11 +314,13 @@ def _procedure(pid: str, prid: str, spec: dict[str, Any], today: date) -> dict[s
 # patients to the day they are loaded, so that look-back windows still hold.
 REFERENCE_TIME = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SANDBOX_FHIR = "http://127.0.0.1:8090/fhir"
-SERVICE_OF_HOOK = {
-    "order-select": "ipt-order-select",
-    "order-sign": "ipt-order-sign",
-    "patient-view": "ipt-patient-view",
-}
+
+
+@cache
+def service_of_hook() -> dict[str, str]:
+    """The service offered for each hook, from the knowledge base's own services.yaml."""
+    services = read_yaml(Settings().knowledge_dir / "services.yaml")["services"]
+    return {s["hook"]: s["id"] for s in services}
 
 
 def generated_files(cases: list[Case], now: datetime = REFERENCE_TIME) -> dict[str, str]:
@@ -331,7 +335,7 @@ def generated_files(cases: list[Case], now: datetime = REFERENCE_TIME) -> dict[s
         )
         expected[case.name] = {
             "rule": case.rule,
-            "service": SERVICE_OF_HOOK[case.hook],
+            "service": service_of_hook()[case.hook],
             "cards": case.expect,
         }
     files["expected.json"] = _dump(expected)
@@ -366,7 +370,7 @@ def _readme(cases: list[Case]) -> str:
     ]
     for c in cases:
         cards = ", ".join(f"`{r}` ({i})" for r, i in c.expect.items()) or "none"
-        lines.append(f"| `{c.name}` | `{SERVICE_OF_HOOK[c.hook]}` | {cards} | {c.describe} |")
+        lines.append(f"| `{c.name}` | `{service_of_hook()[c.hook]}` | {cards} | {c.describe} |")
     return "\n".join(lines) + "\n"
 
 

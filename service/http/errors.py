@@ -18,13 +18,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.protocol.errors import ServiceError, location
+from service.protocol.errors import MAX_PROBLEMS_SHOWN, ServiceError, location
 
 log = logging.getLogger("ipt_cds")
-
-# A 400's message lists at most this many problems, so that a huge malformed body gets a short
-# answer (the same cap as protocol.errors.from_validation_error's).
-PROBLEMS_SHOWN = 10
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -34,7 +30,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()[:PROBLEMS_SHOWN]
+        errors = exc.errors()[:MAX_PROBLEMS_SHOWN]
         problems = [f"{location(tuple(e['loc']))}: {e['msg']}" for e in errors]
         return JSONResponse(
             {"code": "invalid_request", "message": "; ".join(problems)}, status_code=400

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+# A huge body can break every field at once; the first few say enough and keep the answer small.
+MAX_PROBLEMS_SHOWN = 10
+
 
 class ServiceError(Exception):
     status = 500
@@ -60,12 +63,13 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     """The first error names the field; the message lists them all (capped, for huge bodies)."""
     errors = exc.errors(include_input=False, include_url=False)
     problems = []
-    for err in errors[:10]:
+    for err in errors[:MAX_PROBLEMS_SHOWN]:
         where = location(tuple(err["loc"]))
         where = f"{prefix}.{where}" if prefix and where else (prefix or where)
         message = err["msg"].removeprefix("Value error, ")
         problems.append(f"{where or 'body'}: {message}")
     first = location(tuple(errors[0]["loc"])) if errors else ""
     first = f"{prefix}.{first}" if prefix and first else (prefix or first)
-    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    extra = len(errors) - MAX_PROBLEMS_SHOWN
+    more = f" (and {extra} more)" if extra > 0 else ""
     return BadRequest("; ".join(problems) + more, field=first or None)

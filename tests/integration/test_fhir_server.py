@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.devtools import integrator
-from service.devtools.fixtures import SERVICE_OF_HOOK, Case, authorization, load_cases
+from service.devtools.fixtures import Case, authorization, load_cases, service_of_hook
 from service.http.app import create_app
 from service.knowledge.base import Knowledge
 from service.ops.config import Settings
@@ -48,7 +48,7 @@ def _call(
 ) -> tuple[int, dict[str, str]]:
     body = case.request(NOW, server.base, prefetch=False)
     body["fhirAuthorization"] = authorization(token)
-    response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
+    response = client.post(f"/cds-services/{service_of_hook()[case.hook]}", json=body)
     if response.status_code != 200:
         return response.status_code, {"code": response.json()["code"]}
     return 200, {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
