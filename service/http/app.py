@@ -129,7 +129,7 @@ def create_app(
 def _warm_up(state: AppState) -> None:
     """Run the engine once, so that the first call costs what the others do."""
     record = PatientRecord("warm-up", None, {}, [], [])
-    for hook in ("order-sign", "patient-view"):
+    for hook in sorted({s.hook for s in state.knowledge.services.values()}):
         facts = state.knowledge.factbook.evaluate(record, hook, state.clock())
         state.knowledge.rulebook.cards(facts)
 
