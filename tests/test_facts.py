@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from service.clinical.fact_model import FACT_NAMES, Facts
+from service.clinical.fact_model import FACT_NAMES, FACTS, Facts
 from service.clinical.record import PatientRecord
+from service.devtools.fixtures import Case, load_cases
 from service.knowledge.base import Knowledge
 from service.protocol.models import REQUEST_MODELS
 
-from .conftest import NOW, PATIENT_ID, Json, condition, hook_request, ipt_order, patient
+from .conftest import (
+    DATA,
+    FHIR_BASE,
+    NOW,
+    PATIENT_ID,
+    Json,
+    condition,
+    hook_request,
+    ipt_order,
+    load_json,
+    patient,
+)
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
@@ -323,3 +336,128 @@ def test_age_from_birth_date_and_unknown_without_it(knowledge: Knowledge) -> Non
     record = PatientRecord.build([], request)
     assert knowledge.factbook.evaluate(record, "order-sign", NOW)["age"] is None
     assert record.patient_id == PATIENT_ID
+
+
+# --- the fact model is honest ----------------------------------------------------------------
+# service/clinical/fact_model.py declares each fact's type and values, and the rule checker
+# trusts it: a value the model does not declare would be a value no rule can be checked against.
+
+CASES = load_cases()
+
+
+def _case_facts(knowledge: Knowledge, case: Case) -> Facts:
+    request = REQUEST_MODELS[case.hook].model_validate(case.request(NOW, FHIR_BASE, prefetch=False))
+    record = PatientRecord.build(case.resources(NOW), request)
+    return knowledge.factbook.evaluate(record, case.hook, NOW)
+
+
+def _without_patient(knowledge: Knowledge) -> Facts:
+    request = REQUEST_MODELS["patient-view"].model_validate(
+        hook_request("patient-view", {"patient": None})
+    )
+    return knowledge.factbook.evaluate(PatientRecord.build([], request), "patient-view", NOW)
+
+
+def _synthea(file: str) -> Callable[[Knowledge], Facts]:
+    def facts(knowledge: Knowledge) -> Facts:
+        bundle = load_json(DATA / "synthea" / file)
+        return facts_of(knowledge, *[e["resource"] for e in bundle["entry"]], drafts=[ipt_order()])
+
+    return facts
+
+
+def _panel(knowledge: Knowledge) -> Facts:
+    total = observation("total", "44261-6", valueQuantity={"value": 4.5})
+    panel = observation("panel", "44249-1")
+    panel["component"] = [
+        {
+            "code": {"coding": [{"system": LOINC, "code": "44260-8"}]},
+            "valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6569-3"}]},
+        },
+        {"code": {"coding": [{"system": LOINC, "code": "44259-0"}]}, "valueInteger": 3},
+        {"code": {"coding": [{"system": LOINC, "code": "44254-1"}]}, "valueInteger": 2},
+    ]
+    return facts_of(knowledge, condition("c1", "F32.1"), total, panel)
+
+
+def _unselected_drafts(knowledge: Knowledge) -> Facts:
+    ad = med("ad", status="draft", medicationCodeableConcept=SERTRALINE_SCD)
+    return facts_of(
+        knowledge,
+        condition("c1"),
+        drafts=[ipt_order("i"), ad],
+        hook="order-select",
+        selections=["MedicationRequest/ad"],
+    )
+
+
+SYNTHEA = {f"synthea-{p.stem.split('_')[0]}": p.name for p in (DATA / "synthea").glob("*.json")}
+
+# Records the fixture cases do not make: no patient at all, decimal and coded PHQ answers in a
+# panel, every neurovegetative domain, interpersonal deficits alone, and the Synthea patients.
+AWKWARD: dict[str, Callable[[Knowledge], Facts]] = {
+    "no-patient": _without_patient,
+    "phq-panel-decimal-total-coded-item9": _panel,
+    "every-neurovegetative-domain": lambda k: facts_of(
+        k,
+        condition("c1", "F33.40"),
+        condition("i", "F51.01"),
+        condition("f", "R53.83"),
+        condition("a", "R63.0"),
+        condition("l", "F52.0"),
+    ),
+    "interpersonal-deficits-and-traits": lambda k: facts_of(
+        k, condition("i", "Z60.2"), condition("p", "F60.5"), condition("c", "F34.1")
+    ),
+    "unselected-drafts": _unselected_drafts,
+    **{name: _synthea(file) for name, file in SYNTHEA.items()},
+}
+
+
+def _dishonest(f: Facts) -> list[str]:
+    """Every way ``f`` departs from the model, in words (empty when it honours it)."""
+    wrong = [f"missing {n}" for n in FACTS if n not in f.values]
+    for name, value in f.values.items():
+        spec = FACTS.get(name)
+        if spec is None:
+            wrong.append(f"{name} is not in the model")
+        elif not spec.accepts(value):
+            wrong.append(f"{name} = {value!r} is not {spec.describe()}")
+        elif value is not None:
+            for attr, attr_spec in spec.attributes.items():
+                if not attr_spec.accepts(getattr(value, attr)):
+                    wrong.append(f"{name}.{attr} = {getattr(value, attr)!r}")
+    for name in sorted({*f.why, *f.refs}):
+        if name not in FACTS or not FACTS[name].explained:
+            wrong.append(f"why.{name}: the model says it never has one")
+    return wrong
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_the_facts_of_every_fixture_case_honour_the_model(knowledge: Knowledge, case: Case) -> None:
+    assert _dishonest(_case_facts(knowledge, case)) == []
+
+
+@pytest.mark.parametrize("name", sorted(AWKWARD))
+def test_the_facts_of_awkward_records_honour_the_model(knowledge: Knowledge, name: str) -> None:
+    assert _dishonest(AWKWARD[name](knowledge)) == []
+
+
+def test_no_fact_or_value_of_the_model_is_never_computed(knowledge: Knowledge) -> None:
+    """The model is no wider than the code: over the cases and the awkward records every fact
+    is computed, each word of a closed set turns up, an optional fact is both None and not,
+    and each fact said to keep its evidence does so at least once."""
+    everything = [_case_facts(knowledge, c) for c in CASES]
+    everything += [facts(knowledge) for facts in AWKWARD.values()]
+    unseen: list[str] = []
+    for name, spec in FACTS.items():
+        values = [f.values[name] for f in everything]
+        words = {w for v in values for w in (v if isinstance(v, list) else [v])}
+        unseen += [f"{name} = {w!r}" for w in spec.values or () if w not in words]
+        if spec.optional and None not in values:
+            unseen.append(f"{name} = None")
+        if all(v is None for v in values):
+            unseen.append(f"{name} other than None")
+        if spec.explained and not any(name in f.why for f in everything):
+            unseen.append(f"why.{name}")
+    assert unseen == []

@@ -30,16 +30,80 @@ def test_the_shipped_knowledge_loads(knowledge: Knowledge) -> None:
     assert len(knowledge.services) == 3
 
 
-@pytest.mark.parametrize("case", sorted(p.name for p in BROKEN.iterdir()))
-def test_broken_knowledge_stops_start_up_with_the_exact_error(cards: Path, case: str) -> None:
+def _break(cards: Path, case: str) -> str:
+    """Lay the case's files over ``cards``; answer the error it must stop start-up with."""
     folder = BROKEN / case
     for broken in folder.rglob("*"):
         if broken.is_file() and broken.name != "ERROR":
             shutil.copy(broken, cards / broken.relative_to(folder))
-    expected = (folder / "ERROR").read_text().strip().format(root=cards)
+    return (folder / "ERROR").read_text().strip().format(root=cards)
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in BROKEN.iterdir()))
+def test_broken_knowledge_stops_start_up_with_the_exact_error(cards: Path, case: str) -> None:
+    expected = _break(cards, case)
     with pytest.raises(KnowledgeError) as caught:
         Knowledge.load(cards)
     assert str(caught.value) == expected
+
+
+# Mistakes the fact model (service/clinical/fact_model.py) catches, each of which would
+# otherwise leave a rule silently never (or always) firing, or a card failing as it renders:
+# the case, the file and the field the error must name.
+AGAINST_THE_FACT_MODEL = [
+    ("misspelt-fact-attribute", "rules/ipt-chd.yaml", "applies"),
+    ("is-with-a-number", "rules/ipt-older-adult-maintenance.yaml", "applies"),
+    ("number-fact-against-a-string", "rules/ipt-older-adult-acute.yaml", "applies"),
+    ("value-outside-a-fact", "rules/antidepressant-perinatal-ipt.yaml", "applies"),
+    ("misspelt-verdict-in-a-suggestion", "rules/ipt-patient-summary.yaml", "suggestions[0].when"),
+    ("misspelt-template-attribute", "rules/ipt-suicide-risk.yaml", "card.summary"),
+    ("value-outside-a-fact-in-a-template", "rules/ipt-personality.yaml", "card.summary"),
+    ("why-of-a-fact-without-one", "rules/ipt-adolescent.yaml", "card.detail"),
+    ("severity-outside-the-model", "parameters.yaml", "combination_severities"),
+]
+
+
+@pytest.mark.parametrize(("case", "file", "field"), AGAINST_THE_FACT_MODEL)
+def test_a_mistake_against_the_fact_model_stops_the_app_naming_file_and_field(
+    cards: Path, case: str, file: str, field: str
+) -> None:
+    from service.http.app import create_app
+
+    expected = _break(cards, case)
+    with pytest.raises(KnowledgeError) as caught:
+        create_app(Settings(knowledge_dir=cards))
+    assert str(caught.value).startswith(f"{cards / file}: {field}: ")
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{{ phq9['valeu'] }}", "unknown attribute phq9.valeu: phq9 is a Reading or None, with "),
+        ("{{ why['chd_date'] }}", "unknown fact 'chd_date' in why.chd_date"),
+        ("{{ params.elderly_age }}", "unknown parameter params.elderly_age"),
+        ("{% if hook == 'order-sing' %}x{% endif %}", "hook is one of 'order-select', "),
+        ("{% if age > '70' %}x{% endif %}", "age is a whole number or None, never the string"),
+        # A name the template binds is not the fact of that name.
+        ("{% for phq9 in focus_areas %}{{ phq9.anything }}{% endfor %}", None),
+        ("{% for a in focus_areas %}{% if a == 'griev' %}x{% endif %}{% endfor %}", None),
+        ("{{ current_episode.display }} {{ item9['answer'] }} {{ params.phq9_max }}", None),
+    ],
+)
+def test_card_templates_are_checked_against_the_fact_model(
+    cards: Path, text: str, problem: str | None
+) -> None:
+    rule = cards / "rules" / "ipt-chd.yaml"
+    detail = "    **Coronary heart disease on record:** {{ why.chd }}."
+    source = rule.read_text()
+    assert detail in source
+    rule.write_text(source.replace(detail, f"    {text}"))
+    if problem is None:
+        Knowledge.load(cards)
+        return
+    with pytest.raises(KnowledgeError) as caught:
+        Knowledge.load(cards)
+    assert str(caught.value).startswith(f"{rule}: card.detail: {problem}")
 
 
 @pytest.mark.parametrize(

@@ -17,15 +17,45 @@ from service.clinical.extractors import (
     condition_dates,
     condition_is_active,
 )
-from service.clinical.fact_model import Facts, Reading
+from service.clinical.fact_model import (
+    SEVERITIES,
+    Domain,
+    Episode,
+    Facts,
+    FocusArea,
+    Reading,
+    Remission,
+    Severity,
+    SuicidalIdeation,
+    Trait,
+)
 from service.clinical.reader import age_on, first_date, reference_of
 from service.clinical.record import PatientRecord
 from service.clinical.terminology import Terminology
 from service.clinical.verdict import verdict
 
-SEVERITY_RANK = {"minimal": 0, "mild": 1, "moderate": 2, "moderately-severe": 3, "severe": 4}
-ITEM_DOMAINS = {"item_sleep": "sleep", "item_energy": "energy", "item_appetite": "appetite"}
-CONDITION_DOMAINS = {
+# The values each fact may take are declared in fact_model.py; the annotations below let mypy
+# hold this module to them.
+SEVERITY_RANK: dict[str, int] = {band: rank for rank, band in enumerate(SEVERITIES)}
+# The value sets (by alias) that give an episode's severity, most severe first: its code, then
+# Condition.severity.
+CODED_SEVERITY: tuple[tuple[str, Severity], ...] = (
+    ("severity_severe", "severe"),
+    ("severity_moderately_severe", "moderately-severe"),
+    ("severity_moderate", "moderate"),
+    ("severity_mild", "mild"),
+)
+STATED_SEVERITY: tuple[tuple[str, Severity], ...] = (
+    ("condition_severity_severe", "severe"),
+    ("condition_severity_moderate", "moderate"),
+    ("condition_severity_mild", "mild"),
+)
+ITEM_DOMAINS: dict[str, Domain] = {
+    "item_sleep": "sleep",
+    "item_energy": "energy",
+    "item_appetite": "appetite",
+}
+CONDITION_DOMAINS: dict[str, Domain] = {
     "insomnia": "sleep",
     "fatigue": "energy",
     "appetite_loss": "appetite",
@@ -125,7 +155,7 @@ class FactBook:
         f.set(
             "personality_disorder", bool(raw["personality_disorder"]), raw["personality_disorder"]
         )
-        traits = [
+        traits: list[tuple[Trait, str]] = [
             ("avoidant", "personality_avoidant"),
             ("obsessive-compulsive", "personality_obsessive_compulsive"),
         ]
@@ -177,23 +207,24 @@ class FactBook:
         severity = SEVERITY_RANK.get(self._code_severity(c) or "", -1)
         return (recorded is not None, recorded, self._remission(c) is None, severity)
 
-    def _episode(self, c: dict[str, Any]) -> str | None:
+    def _episode(self, c: dict[str, Any]) -> Episode | None:
         if self._in("recurrent", c):
             return "recurrent"
         return "single" if self._in("single_episode", c) else None
 
-    def _remission(self, c: dict[str, Any]) -> str | None:
-        for kind in ("full", "partial", "unspecified"):
+    def _remission(self, c: dict[str, Any]) -> Remission | None:
+        kinds: tuple[Remission, ...] = ("full", "partial", "unspecified")
+        for kind in kinds:
             if self._in(f"remission_{kind}", c):
                 return kind
         return None
 
-    def _code_severity(self, c: dict[str, Any]) -> str | None:
-        for band in ("severe", "moderately_severe", "moderate", "mild"):
-            if self._in(f"severity_{band}", c):
-                return band.replace("_", "-")
-        for band in ("severe", "moderate", "mild"):
-            if self.terms.match(self.vs[f"condition_severity_{band}"], c.get("severity")):
+    def _code_severity(self, c: dict[str, Any]) -> Severity | None:
+        for alias, band in CODED_SEVERITY:
+            if self._in(alias, c):
+                return band
+        for alias, band in STATED_SEVERITY:
+            if self.terms.match(self.vs[alias], c.get("severity")):
                 return band
         return None
 
@@ -217,8 +248,9 @@ class FactBook:
         item9 = _reading(raw["phq9_item9"])
         f.set("item9", item9, raw["phq9_item9"])
         si_conditions = raw["suicidal_ideation_conditions"]
+        level: SuicidalIdeation | None
         if (item9 is not None and item9.value >= high) or si_conditions:
-            level: str | None = "high"
+            level = "high"
         elif item9 is not None and item9.value >= 1:
             level = "low"
         else:
@@ -239,7 +271,7 @@ class FactBook:
         for key, domain in CONDITION_DOMAINS.items():
             if raw[key]:
                 domains.setdefault(domain, []).extend(raw[key])
-        order = ["sleep", "energy", "appetite", "libido"]
+        order: list[Domain] = ["sleep", "energy", "appetite", "libido"]
         f.set("neurovegetative", len(domains), [e for d in domains.values() for e in d])
         f.set("neurovegetative_domains", [d for d in order if d in domains])
 
@@ -256,7 +288,7 @@ class FactBook:
         f.set("pregnant", bool(pregnant), pregnant)
         f.set("postpartum", bool(raw["postpartum"]), raw["postpartum"])
         f.set("bereavement", bool(raw["bereavement"]), raw["bereavement"])
-        areas = []
+        areas: list[FocusArea] = []
         if f["bereavement"]:
             areas.append("grief")
         if (

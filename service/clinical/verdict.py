@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.clinical.fact_model import Facts
+from service.clinical.fact_model import Facts, Verdict
 
 CAUTIONS = {
     "cognitive_impairment": "cognitive impairment",
@@ -26,6 +26,7 @@ SUPPORTS = {
 
 def verdict(f: Facts, params: dict[str, Any]) -> None:
     older = f["age"] is not None and f["age"] >= params["older_adult_age"]
+    found: Verdict
     if not f["depression"]:
         found, reasons = "not-applicable", ["no active depressive disorder on record"]
     elif f["psychosis"]:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.clinical import extractors
-from service.clinical.fact_model import FACT_NAMES
+from service.clinical.fact_model import FACTS, SEVERITIES
 from service.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
 from service.clinical.terminology import Terminology
 from service.knowledge.datafiles import parse
@@ -70,11 +70,25 @@ class Knowledge:
     @classmethod
     def load(cls, root: Path) -> Knowledge:
         services = _load_services(root / "services.yaml")
-        params = parse(root / "parameters.yaml", Parameters).model_dump()
+        params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
         factbook = _load_facts(root / "facts.yaml", terms, params)
-        rulebook = RuleBook.load(root / "rules", FACT_NAMES, params)
+        rulebook = RuleBook.load(root / "rules", FACTS, params)
         return cls(services, params, terms, factbook, rulebook)
+
+
+def _load_parameters(path: Path) -> dict[str, Any]:
+    params = parse(path, Parameters).model_dump()
+    # The bands name the severity fact's values: a band outside them would give rules a
+    # severity they cannot test for (and the rule checker refuses to compare with).
+    for field in ("phq9_bands", "combination_severities"):
+        for band in params[field]:
+            if band not in SEVERITIES:
+                allowed = ", ".join(repr(s) for s in SEVERITIES)
+                raise KnowledgeError(
+                    f"{path}: {field}: {band!r} is not a severity (one of {allowed})"
+                )
+    return params
 
 
 def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactBook:

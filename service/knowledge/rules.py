@@ -8,14 +8,15 @@ that fires stands; the standing card names the others' reasons.
 
 from __future__ import annotations
 
+import ast
 import logging
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +24,14 @@ from service.clinical.fact_model import Facts
 from service.clinical.suggestions import ACTIONS, build_actions
 from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
-from service.knowledge.expressions import Compiled, ExpressionError, compile_expression
+from service.knowledge.expressions import (
+    Compiled,
+    ExpressionError,
+    FactTypes,
+    attribute_of,
+    check_comparison,
+    compile_expression,
+)
 from service.protocol.models import Card, Coding, Source, Suggestion
 from service.protocol.vocabulary import (
     INDICATORS,
@@ -117,7 +125,7 @@ class RuleBook:
         self.by_id = {r.id: r for r in rules}
 
     @classmethod
-    def load(cls, folder: Path, facts: Collection[str], params: Mapping[str, Any]) -> RuleBook:
+    def load(cls, folder: Path, facts: FactTypes, params: Mapping[str, Any]) -> RuleBook:
         index_path = folder / "_index.yaml"
         index = parse(index_path, IndexFile)
         files = {p.stem: p for p in folder.glob("*.yaml") if p.name != "_index.yaml"}
@@ -243,7 +251,7 @@ def _render(template: Template | None, facts: Facts, also: list[str]) -> str:
 
 
 def _compile(
-    path: Path, facts: Collection[str], params: Mapping[str, Any], earlier: list[str]
+    path: Path, facts: FactTypes, params: Mapping[str, Any], earlier: list[str]
 ) -> CompiledRule:
     spec: RuleFile = parse(path, RuleFile)
     if spec.id != path.stem:
@@ -288,11 +296,16 @@ def _compile(
         if template is None:
             continue
         try:
-            unknown = meta.find_undeclared_variables(_jinja.parse(template)) - allowed
+            tree = _jinja.parse(template)
         except TemplateSyntaxError as exc:
             raise KnowledgeError(f"{path}: {field}: template error: {exc.message}") from None
+        unknown = meta.find_undeclared_variables(tree) - allowed
         if unknown:
             raise KnowledgeError(f"{path}: {field}: unknown template field {sorted(unknown)[0]!r}")
+        try:
+            _check_template(tree, facts, params)
+        except ExpressionError as exc:
+            raise KnowledgeError(f"{path}: {field}: {exc}") from None
     suggestions = []
     for i, sug in enumerate(spec.suggestions):
         if sug.action not in ACTIONS:
@@ -308,3 +321,70 @@ def _compile(
         indicator,
         tuple(suggestions),
     )
+
+
+# Jinja's comparison operators, as the expression checker knows them.
+_JINJA_OPS: dict[str, type[ast.cmpop]] = {
+    "eq": ast.Eq,
+    "ne": ast.NotEq,
+    "lt": ast.Lt,
+    "lteq": ast.LtE,
+    "gt": ast.Gt,
+    "gteq": ast.GtE,
+    "in": ast.In,
+    "notin": ast.NotIn,
+}
+
+
+def _check_template(tree: nodes.Template, facts: FactTypes, params: Mapping[str, Any]) -> None:
+    """What StrictUndefined would only find when a card renders (and the card is lost):
+    ``{{ phq9.valeu }}``, ``why.NAME`` of a fact that keeps no evidence, ``params.NAME`` that
+    does not exist, and comparisons that can never hold (``verdict == 'suitabel'``)."""
+    # A name the template binds itself ({% for r in ... %}) is not the fact of that name.
+    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            named.append((item.node, item.arg.value))
+    for target, attr in named:
+        if not isinstance(target, nodes.Name) or target.name in local:
+            continue
+        if target.name == "why":
+            if attr not in facts:
+                raise ExpressionError(f"unknown fact {attr!r} in why.{attr}")
+            if not facts[attr].explained:
+                raise ExpressionError(f"why.{attr}: the fact {attr!r} never has a why")
+        elif target.name == "params":
+            if attr not in params:
+                raise ExpressionError(f"unknown parameter params.{attr}")
+        elif target.name in facts:
+            attribute_of(target.name, attr, facts)
+    for compare in tree.find_all(nodes.Compare):
+        left = compare.expr
+        for operand in compare.ops:
+            op = _JINJA_OPS.get(operand.op)
+            if op is not None:
+                check_comparison(
+                    _as_python(left, local), op(), _as_python(operand.expr, local), facts, params
+                )
+            left = operand.expr
+
+
+def _as_python(node: nodes.Node, local: set[str]) -> ast.expr:
+    """The expression checker's view of a Jinja operand: facts, their attributes, parameters
+    and literals; anything else becomes a name no fact has, which the checker passes over."""
+    match node:
+        case nodes.Name(name=name) if name not in local:
+            return ast.Name(id=name)
+        case nodes.Getattr(node=nodes.Name(name=name), attr=attr) if name not in local:
+            return ast.Attribute(value=ast.Name(id=name), attr=attr)
+        case nodes.Const(value=tuple() | list() as values):
+            # Jinja folds a literal tuple into one constant.
+            return ast.Tuple(elts=[ast.Constant(value=v) for v in values])
+        case nodes.Const(value=value):
+            return ast.Constant(value=value)
+        case nodes.Tuple(items=items) | nodes.List(items=items):
+            consts = [i.value for i in items if isinstance(i, nodes.Const)]
+            if len(consts) == len(items):
+                return ast.Tuple(elts=[ast.Constant(value=v) for v in consts])
+    return ast.Name(id="<template expression>")
