@@ -8,7 +8,6 @@ that fires stands; the standing card names the others' reasons.
 
 from __future__ import annotations
 
-import ast
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -16,22 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.clinical.fact_model import Facts
 from service.clinical.suggestions import ACTIONS, build_actions
 from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
-from service.knowledge.expressions import (
-    Compiled,
-    ExpressionError,
-    FactTypes,
-    attribute_of,
-    check_comparison,
-    compile_expression,
-)
+from service.knowledge.expressions import Compiled, ExpressionError, FactTypes, compile_expression
+from service.knowledge.templates import compile_template
 from service.protocol.models import Card, Coding, Source, Suggestion
 from service.protocol.vocabulary import (
     INDICATORS,
@@ -46,13 +38,6 @@ SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
 log = logging.getLogger("ipt_cds")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-_jinja = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
-)
-# Templates may name facts only (checked at start-up), so Jinja's globals (range, lipsum, …)
-# are never used; without them each render builds its context ~5 µs faster.
-_jinja.globals.clear()
 
 
 class _Strict(BaseModel):
@@ -287,25 +272,13 @@ def _compile(
         )
     if any(ind != "info" for ind, _ in indicator) and not spec.overrideReasons:
         raise KnowledgeError(f"{path}: a warning or critical card needs overrideReasons")
-    allowed = {*facts, "why", "also", "params"}
-    for field, template in (
-        ("card.summary", spec.card.summary),
-        ("card.detail", spec.card.detail),
-        ("reason", spec.reason),
-    ):
-        if template is None:
-            continue
+
+    def template(text: str, where: str) -> Template:
         try:
-            tree = _jinja.parse(template)
-        except TemplateSyntaxError as exc:
-            raise KnowledgeError(f"{path}: {field}: template error: {exc.message}") from None
-        unknown = meta.find_undeclared_variables(tree) - allowed
-        if unknown:
-            raise KnowledgeError(f"{path}: {field}: unknown template field {sorted(unknown)[0]!r}")
-        try:
-            _check_template(tree, facts, params)
+            return compile_template(text, facts, params)
         except ExpressionError as exc:
-            raise KnowledgeError(f"{path}: {field}: {exc}") from None
+            raise KnowledgeError(f"{path}: {where}: {exc}") from None
+
     suggestions = []
     for i, sug in enumerate(spec.suggestions):
         if sug.action not in ACTIONS:
@@ -314,77 +287,10 @@ def _compile(
     return CompiledRule(
         spec,
         path,
-        _jinja.from_string(spec.card.summary),
-        _jinja.from_string(spec.card.detail),
-        _jinja.from_string(spec.reason) if spec.reason else None,
+        template(spec.card.summary, "card.summary"),
+        template(spec.card.detail, "card.detail"),
+        template(spec.reason, "reason") if spec.reason else None,
         expr(spec.applies, "applies"),
         indicator,
         tuple(suggestions),
     )
-
-
-# Jinja's comparison operators, as the expression checker knows them.
-_JINJA_OPS: dict[str, type[ast.cmpop]] = {
-    "eq": ast.Eq,
-    "ne": ast.NotEq,
-    "lt": ast.Lt,
-    "lteq": ast.LtE,
-    "gt": ast.Gt,
-    "gteq": ast.GtE,
-    "in": ast.In,
-    "notin": ast.NotIn,
-}
-
-
-def _check_template(tree: nodes.Template, facts: FactTypes, params: Mapping[str, Any]) -> None:
-    """What StrictUndefined would only find when a card renders (and the card is lost):
-    ``{{ phq9.valeu }}``, ``why.NAME`` of a fact that keeps no evidence, ``params.NAME`` that
-    does not exist, and comparisons that can never hold (``verdict == 'suitabel'``)."""
-    # A name the template binds itself ({% for r in ... %}) is not the fact of that name.
-    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
-    for item in tree.find_all(nodes.Getitem):
-        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
-            named.append((item.node, item.arg.value))
-    for target, attr in named:
-        if not isinstance(target, nodes.Name) or target.name in local:
-            continue
-        if target.name == "why":
-            if attr not in facts:
-                raise ExpressionError(f"unknown fact {attr!r} in why.{attr}")
-            if not facts[attr].explained:
-                raise ExpressionError(f"why.{attr}: the fact {attr!r} never has a why")
-        elif target.name == "params":
-            if attr not in params:
-                raise ExpressionError(f"unknown parameter params.{attr}")
-        elif target.name in facts:
-            attribute_of(target.name, attr, facts)
-    for compare in tree.find_all(nodes.Compare):
-        left = compare.expr
-        for operand in compare.ops:
-            op = _JINJA_OPS.get(operand.op)
-            if op is not None:
-                check_comparison(
-                    _as_python(left, local), op(), _as_python(operand.expr, local), facts, params
-                )
-            left = operand.expr
-
-
-def _as_python(node: nodes.Node, local: set[str]) -> ast.expr:
-    """The expression checker's view of a Jinja operand: facts, their attributes, parameters
-    and literals; anything else becomes a name no fact has, which the checker passes over."""
-    match node:
-        case nodes.Name(name=name) if name not in local:
-            return ast.Name(id=name)
-        case nodes.Getattr(node=nodes.Name(name=name), attr=attr) if name not in local:
-            return ast.Attribute(value=ast.Name(id=name), attr=attr)
-        case nodes.Const(value=tuple() | list() as values):
-            # Jinja folds a literal tuple into one constant.
-            return ast.Tuple(elts=[ast.Constant(value=v) for v in values])
-        case nodes.Const(value=value):
-            return ast.Constant(value=value)
-        case nodes.Tuple(items=items) | nodes.List(items=items):
-            consts = [i.value for i in items if isinstance(i, nodes.Const)]
-            if len(consts) == len(items):
-                return ast.Tuple(elts=[ast.Constant(value=v) for v in consts])
-    return ast.Name(id="<template expression>")
