@@ -1,11 +1,33 @@
 # IPT CDS Hooks service. Build: docker build -t ipt-cds .
 # Run:   docker run -p 8080:8080 -e IPT_CDS_DATABASE_URL=postgresql://... ipt-cds
+#
+# Everything installed is pinned and hash-checked: the build tools from requirements-build.lock,
+# the service's dependencies from requirements.lock (both written by scripts/lock). The service
+# itself is built into a wheel and installed like any package, knowledge base (cards/) included.
+
+# Stage 1: build the service's wheel.
+FROM python:3.11.7-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+COPY requirements-build.lock ./
+RUN pip install --require-hashes -r requirements-build.lock
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY cards ./cards
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+
+# Stage 2: the image that runs: dependencies from the lock, then the wheel; no source tree.
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     IPT_CDS_HOST=0.0.0.0 \
     IPT_CDS_PORT=8080 \
     IPT_CDS_WORKERS=1 \
@@ -16,12 +38,17 @@ RUN groupadd --system --gid 10001 ipt \
     && useradd --system --uid 10001 --gid ipt --home-dir /app --shell /usr/sbin/nologin ipt \
     && mkdir -p /data && chown ipt:ipt /data
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY service ./service
-COPY cards ./cards
-RUN pip install -e .
+# The dependencies first (their own layer, rebuilt only when the lock changes).
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --require-hashes -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
 
+COPY --from=build /wheels/ /tmp/wheels/
+RUN pip install --no-deps --no-index /tmp/wheels/ipt_cds-*.whl \
+    && rm -rf /tmp/wheels \
+    && python -c "from service.knowledge.base import Knowledge; from service.ops.config import Settings; Knowledge.load(Settings().knowledge_dir)"
+
+WORKDIR /app
 USER 10001:10001
 EXPOSE 8080
 VOLUME ["/data"]
