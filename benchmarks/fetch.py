@@ -48,7 +48,8 @@ async def _measure(base: str, token: str, calls: int, load: bool) -> dict[str, A
                 database_url=f"sqlite:///{folder / 'store.sqlite3'}",
                 fhir_allowlist=[base],
                 log_level="WARNING",
-            )
+            ),
+            tune_process=True,
         )
         stop = await _lifespan(app)
         caller = AsgiCaller(app)

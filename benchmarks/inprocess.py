@@ -80,7 +80,8 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def measure(sizes: list[int], calls: int, database_url: str) -> list[dict[str, Any]]:
-    app = create_app(Settings(database_url=database_url, log_level="WARNING"))
+    # Tuned as a served worker is (served_app): the figures are a server process's.
+    app = create_app(Settings(database_url=database_url, log_level="WARNING"), tune_process=True)
     stop = await _lifespan(app)
     caller = AsgiCaller(app)
     rows = []
