@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -292,6 +293,147 @@ def test_feedback_is_limited_too(make_client: AppFactory) -> None:
     ] * 50
     response = client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": items})
     assert response.status_code == 413
+
+
+# Bodies that once answered 500, each the smallest that did: three from a mutation fuzzing of
+# 20,000 requests, the others from tests/test_mutations.py (on SQLite and on PostgreSQL) and an
+# audit of the reader. Each now answers 200, reading what it can, or a 400 naming the field.
+def _observation(**odd: Any) -> Json:
+    return {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+        "effectiveDateTime": "2026-11-20",
+        "valueInteger": 16,
+        **odd,
+    }
+
+
+def _medication_request(**odd: Any) -> Json:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": "#med"},
+        **odd,
+    }
+
+
+def _prefetched(*resources: Json) -> Json:
+    return hook_request("patient-view", full_prefetch(*resources))
+
+
+def _feedback(**odd: Any) -> Json:
+    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-25T12:00:00Z"}
+    return {"feedback": [{**item, **odd}]}
+
+
+ONCE_500: list[tuple[str, str, Json, int, str | None]] = [
+    (
+        "prefetch Bundle.entry -1: TypeError in prefetch.resources_of",
+        "ipt-patient-view",
+        hook_request("patient-view", {"conditions": {"resourceType": "Bundle", "entry": -1}}),
+        200,
+        None,
+    ),
+    (
+        "patient-view draft without resourceType: AttributeError in models.draft_orders",
+        "ipt-patient-view",
+        {
+            **hook_request("patient-view", {"patient": None}),
+            "context": {
+                "userId": "Practitioner/1",
+                "patientId": "p1",
+                "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {}}]},
+            },
+        },
+        200,
+        None,
+    ),
+    (
+        "Observation.component 5: TypeError in extractors._observation_items",
+        "ipt-patient-view",
+        _prefetched(_observation(component=5)),
+        200,
+        None,
+    ),
+    (
+        "MedicationRequest.contained 5: TypeError in extractors.medication_concepts",
+        "ipt-patient-view",
+        _prefetched(_medication_request(contained=5)),
+        200,
+        None,
+    ),
+    (
+        "Medication.ingredient 5: TypeError in extractors.medication_concepts",
+        "ipt-patient-view",
+        _prefetched(
+            _medication_request(
+                contained=[{"resourceType": "Medication", "id": "med", "ingredient": 5}]
+            )
+        ),
+        200,
+        None,
+    ),
+    (
+        "outcomeTimestamp with no UTC form: OverflowError in store._feedback_row",
+        "ipt-order-sign/feedback",
+        _feedback(outcomeTimestamp="9999-12-31T23:59:59-14:00"),
+        400,
+        "feedback[0].outcomeTimestamp",
+    ),
+    (
+        "outcomeTimestamp before year 1 in UTC: OverflowError in store._feedback_row",
+        "ipt-order-sign/feedback",
+        _feedback(outcomeTimestamp="0001-01-01T00:00:00+14:00"),
+        400,
+        "feedback[0].outcomeTimestamp",
+    ),
+    (
+        "card id with NUL: DataError on PostgreSQL",
+        "ipt-order-sign/feedback",
+        _feedback(card="c\u00001"),
+        400,
+        "feedback[0].card",
+    ),
+    (
+        "hookInstance with NUL: DataError on PostgreSQL, the batch of card rows lost",
+        "ipt-patient-view",
+        {
+            **hook_request("patient-view", full_prefetch(condition("c1"))),
+            "hookInstance": "h\u00001",
+        },
+        400,
+        "hookInstance",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        pytest.param(path, body, status, field, id=name)
+        for name, path, body, status, field in ONCE_500
+    ],
+)
+def test_bodies_that_once_answered_500(
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: Json,
+    status: int,
+    field: str | None,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        response = client.post(f"/cds-services/{path}", json=body)
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert isinstance(response.json()["cards"], list)
+    else:
+        assert (response.json()["code"], response.json()["field"]) == ("invalid_request", field)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def _depth(value: object) -> int:

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+
+from service.fhir.prefetch import resources_of
 
 from .conftest import (
     SERVICE_OF_HOOK,
     TOKEN,
     AppFactory,
     FakeFhir,
+    bundle,
     full_prefetch,
     hook_request,
     hypertension,
@@ -104,6 +108,59 @@ def test_odd_bundle_entries_are_skipped_with_a_warning(
     assert response.status_code == 200
     assert response.json()["cards"][0]["summary"].startswith("1 Condition")
     assert "3 entries without a resource skipped" in caplog.text
+
+
+@pytest.mark.parametrize("entry", [-1, True, "Condition/c1", 1.5])
+def test_a_bundle_whose_entry_is_not_an_array_is_no_data(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture, entry: Any
+) -> None:
+    """``entry: -1`` was a TypeError in prefetch.resources_of, and a 500."""
+    client = make_client(rules=RULES)
+    prefetch = full_prefetch(hypertension("c1"))
+    prefetch["observations"] = bundle(hypertension("c2"))  # a Condition under another key
+    assert prefetch["conditions"] is not None
+    prefetch["conditions"]["entry"] = entry
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        response = client.post(
+            "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
+        )
+    assert response.status_code == 200
+    assert response.json()["cards"][0]["summary"].startswith("1 Condition")
+    assert "prefetch conditions: Bundle.entry is not an array; treated as no data" in caplog.text
+
+
+def test_a_bundle_entry_sent_as_one_object_is_read_as_an_array_of_one(
+    make_client: AppFactory,
+) -> None:
+    client = make_client(rules=RULES)
+    prefetch = full_prefetch()
+    assert prefetch["conditions"] is not None
+    prefetch["conditions"]["entry"] = {"resource": hypertension("c1")}
+    body = hook_request("patient-view", prefetch)
+    cards = client.post("/cds-services/ipt-patient-view", json=body).json()["cards"]
+    assert cards[0]["summary"].startswith("1 Condition")
+
+
+@pytest.mark.parametrize("value", ["Patient/1", 5, [], {"id": "x"}, {"resourceType": 5}])
+def test_a_fetched_value_that_is_not_a_resource_is_no_data(
+    value: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The prefetch validation refuses these; the fetch path hands them on as they came."""
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        assert resources_of("conditions", value) == []
+    assert caplog.messages == ["prefetch conditions: not a FHIR resource; treated as no data"]
+
+
+def test_a_draft_without_resource_type_in_patient_view_is_ignored(make_client: AppFactory) -> None:
+    """patient-view has no draftOrders: an unknown context key of that name is accepted and
+    never read (it was an AttributeError in models.draft_orders, and a 500)."""
+    client = make_client(rules=RULES)
+    body = hook_request("patient-view", full_prefetch(hypertension("c1")))
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": {}}]}
+    body["context"]["selections"] = 5
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 200
+    assert [c["summary"] for c in response.json()["cards"]] == ["1 Condition, 0 selected drafts"]
 
 
 def test_same_resource_under_two_keys_counts_once(make_client: AppFactory) -> None:

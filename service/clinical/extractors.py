@@ -4,10 +4,17 @@ Each extractor finds the resources of the record that a value set (and sometimes
 selects, and answers them as ``Evidence``: the reference, the matching code, the date, and for
 observations the value. The clinical meaning lives in the YAML and the value sets; this module
 only knows how FHIR resources carry codes, statuses and dates.
+
+Every field is read through service/clinical/reader.py, which reads a field of the wrong JSON
+type as absent. Should reading a resource fail all the same, the resource is skipped
+(``Scope.skip``: one warning naming its type and id) and the facts are computed without it;
+the call goes on. The guards are plain ``try`` blocks around each resource's reading, which
+cost nothing until something raises.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -15,10 +22,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.clinical.reader import codings, first_date, number, reference_of, status_code, texts
+from service.clinical.reader import (
+    as_list,
+    codings,
+    first_date,
+    loggable,
+    number,
+    reference_of,
+    status,
+    status_code,
+    string,
+    texts,
+)
 from service.clinical.record import PatientRecord
 from service.clinical.terminology import Match, NameMatcher, Terminology
 from service.protocol.models import Resource
+
+log = logging.getLogger("ipt_cds")
 
 
 @dataclass(frozen=True)
@@ -56,9 +76,21 @@ class Scope:
     params: dict[str, Any]
     answer_scores: dict[str, int]
     _index: dict[str, dict[str, list[Coded]]] = field(default_factory=dict)
+    # The resources that could not be read in this evaluation, by id(); FactBook.evaluate then
+    # computes the facts again from the record without them.
+    skipped: dict[int, Resource] = field(default_factory=dict)
 
     def since(self, days_param: str) -> date:
         return self.today - timedelta(days=int(self.params[days_param]))
+
+    def skip(self, resource: Resource, error: Exception) -> None:
+        """Leave out a resource whose reading raised, with one warning: its type and id and the
+        exception's type (its text may quote the record)."""
+        if id(resource) not in self.skipped:
+            self.skipped[id(resource)] = resource
+            log.warning(
+                "%s skipped: it cannot be read (%s)", loggable(resource), type(error).__name__
+            )
 
     def coded(self, kind: str, url: str) -> list[Coded]:
         """(resource, matching coding, the element holding it) for every resource of ``kind``
@@ -67,14 +99,17 @@ class Scope:
         if by_url is None:
             by_url = self._index[kind] = {}
             for resource in self.record.of_type(kind):
-                items = (
-                    _observation_items(resource)
-                    if kind == "Observation"
-                    else [(resource.get("code"), resource)]
-                )
-                for concept, holder in items:
-                    for vs, match in self.terms.memberships(concept).items():
-                        by_url.setdefault(vs, []).append((resource, match, holder))
+                try:
+                    items = (
+                        _observation_items(resource)
+                        if kind == "Observation"
+                        else [(resource.get("code"), resource)]
+                    )
+                    for concept, holder in items:
+                        for vs, match in self.terms.memberships(concept).items():
+                            by_url.setdefault(vs, []).append((resource, match, holder))
+                except Exception as exc:
+                    self.skip(resource, exc)
         return by_url.get(url, [])
 
 
@@ -185,11 +220,14 @@ def condition_evidence(c: Resource, match: Match) -> Evidence:
 
 def _active_condition(d: ActiveCondition) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
-        return [
-            condition_evidence(c, match)
-            for c, match, _ in s.coded("Condition", d.valueset)
-            if condition_is_active(c)
-        ]
+        out = []
+        for c, match, _ in s.coded("Condition", d.valueset):
+            try:
+                if condition_is_active(c):
+                    out.append(condition_evidence(c, match))
+            except Exception as exc:
+                s.skip(c, exc)
+        return out
 
     return run
 
@@ -198,11 +236,15 @@ def _condition_within(d: ConditionWithin) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
         since, out = s.since(d.days), []
         for c, match, _ in s.coded("Condition", d.valueset):
-            if not condition_is_true(c):
+            try:
+                if not condition_is_true(c):
+                    continue
+                ev = condition_evidence(c, match)
+                recent = any(since <= day <= s.today for day in condition_dates(c))
+                active = condition_is_active(c)
+            except Exception as exc:
+                s.skip(c, exc)
                 continue
-            ev = condition_evidence(c, match)
-            recent = any(since <= day <= s.today for day in condition_dates(c))
-            active = condition_is_active(c)
             keep = {
                 "active": active and recent,
                 "active-or-within": active or recent,
@@ -218,7 +260,11 @@ def _condition_within(d: ConditionWithin) -> Extractor:
 def _observation_items(o: Resource) -> list[tuple[Any, Resource]]:
     """The observation itself and its components, each as (code, holder of the value)."""
     items: list[tuple[Any, Resource]] = [(o.get("code"), o)]
-    for comp in o.get("component") or []:
+    components = o.get("component")
+    if components is None:  # most observations: no call to make
+        return items
+    # An array, or one component object for it; anything else holds no component.
+    for comp in components if isinstance(components, list) else (components,):
         if isinstance(comp, dict):
             items.append((comp.get("code"), comp))
     return items
@@ -251,14 +297,18 @@ def _latest_observation(d: LatestObservation) -> Extractor:
             if id(o) in seen:  # the first matching item of an observation speaks for it
                 continue
             seen.add(id(o))
-            if str(o.get("status", "final")).lower() in ("entered-in-error", "cancelled"):
+            try:
+                if status(o, "final") in ("entered-in-error", "cancelled"):
+                    continue
+                on = first_date(
+                    o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
+                )
+                if on is None or not since <= on <= s.today:
+                    continue
+                value, answer, answer_codes = _value(holder, s.answer_scores)
+            except Exception as exc:
+                s.skip(o, exc)
                 continue
-            on = first_date(
-                o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
-            )
-            if on is None or not since <= on <= s.today:
-                continue
-            value, answer, answer_codes = _value(holder, s.answer_scores)
             if value is not None and not 0 <= value <= ceiling:
                 continue
             if value is None and not answer_codes:
@@ -282,13 +332,13 @@ def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
     if isinstance(ref, dict):
         if isinstance(ref.get("display"), str):
             concepts.append({"text": ref["display"]})
-        target = str(ref.get("reference", ""))
+        target = string(ref.get("reference")) or ""
         med = None
         if target.startswith("#"):
             med = next(
                 (
                     c
-                    for c in m.get("contained") or []
+                    for c in as_list(m.get("contained"))
                     if isinstance(c, dict) and c.get("id") == target[1:]
                 ),
                 None,
@@ -298,7 +348,7 @@ def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
             med = next((x for x in record.of_type("Medication") if x.get("id") == rid), None)
         if med is not None:
             concepts.append(med.get("code"))
-            for ing in med.get("ingredient") or []:
+            for ing in as_list(med.get("ingredient")):
                 if isinstance(ing, dict):
                     concepts.append(ing.get("itemCodeableConcept"))
     return concepts
@@ -332,13 +382,15 @@ def _current_medication(d: CurrentMedication, terms: Terminology) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
         out = []
         for m in s.record.of_type("MedicationRequest"):
-            if str(m.get("status", "")).lower() not in _CURRENT_MED:
+            if status(m) not in _CURRENT_MED:
                 continue
-            found = drugs.match(m, s.record)
-            if found:
-                out.append(
-                    Evidence(reference_of(m), found[0], found[1], first_date(m, "authoredOn"))
-                )
+            try:
+                found = drugs.match(m, s.record)
+                if found:
+                    on = first_date(m, "authoredOn")
+                    out.append(Evidence(reference_of(m), found[0], found[1], on))
+            except Exception as exc:
+                s.skip(m, exc)
         return out
 
     return run
@@ -346,11 +398,16 @@ def _current_medication(d: CurrentMedication, terms: Terminology) -> Extractor:
 
 def _current_order(d: CurrentOrder) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
-        return [
-            Evidence(reference_of(r), match.code, match.display, first_date(r, "authoredOn"))
-            for r, match, _ in s.coded("ServiceRequest", d.valueset)
-            if str(r.get("status", "")).lower() in ("active", "on-hold")
-        ]
+        out = []
+        for r, match, _ in s.coded("ServiceRequest", d.valueset):
+            if status(r) in ("active", "on-hold"):
+                try:
+                    on = first_date(r, "authoredOn")
+                except Exception as exc:
+                    s.skip(r, exc)
+                    continue
+                out.append(Evidence(reference_of(r), match.code, match.display, on))
+        return out
 
     return run
 
@@ -359,11 +416,17 @@ def _recent_procedure(d: RecentProcedure) -> Extractor:
     def run(s: Scope) -> list[Evidence]:
         since, out = s.since(d.days), []
         for p, match, _ in s.coded("Procedure", d.valueset):
-            status = str(p.get("status", "")).lower()
-            if status not in ("completed", "in-progress"):
+            state = status(p)
+            if state not in ("completed", "in-progress"):
                 continue
-            on = first_date(p, "performedPeriod.end", "performedDateTime", "performedPeriod.start")
-            undated_ongoing = on is None and status == "in-progress"
+            try:
+                on = first_date(
+                    p, "performedPeriod.end", "performedDateTime", "performedPeriod.start"
+                )
+            except Exception as exc:
+                s.skip(p, exc)
+                continue
+            undated_ongoing = on is None and state == "in-progress"
             if undated_ongoing or (on is not None and since <= on <= s.today):
                 out.append(Evidence(reference_of(p), match.code, match.display, on))
         return out
@@ -394,14 +457,21 @@ def _draft_orders(d: DraftOrders, terms: Terminology) -> Extractor:
             if r.get("resourceType") != d.resource:
                 continue
             found: tuple[str | None, str | None] | None
-            if drugs is not None:
-                found = drugs.match(r, s.record)
-            else:
-                match = terms.match(d.valueset, r.get("code"))
-                text = None if match else by_text(r)
-                found = (match.code, match.display) if match else ((None, text) if text else None)
+            try:
+                if drugs is not None:
+                    found = drugs.match(r, s.record)
+                else:
+                    match = terms.match(d.valueset, r.get("code"))
+                    said = None if match else by_text(r)
+                    found = (
+                        (match.code, match.display) if match else ((None, said) if said else None)
+                    )
+                on = first_date(r, "authoredOn") if found else None
+            except Exception as exc:
+                s.skip(r, exc)
+                continue
             if found:
-                ev = Evidence(reference_of(r), found[0], found[1], first_date(r, "authoredOn"))
+                ev = Evidence(reference_of(r), found[0], found[1], on)
                 out.append(replace(ev, selected=id(r) in selected))
         return out
 

@@ -155,7 +155,10 @@ def _is_union(tp: object) -> bool:
 FACTS: Mapping[str, FactSpec] = {
     "hook": FactSpec(Hook, "the CDS hook called"),
     "patient_id": FactSpec(str, "the id of the Patient the call is about"),
-    "age": FactSpec(int | None, "age in whole years on the day of the call; None: no birth date"),
+    "age": FactSpec(
+        int | None,
+        "age in whole years on the day of the call; None: no birth date, or an impossible one",
+    ),
     "depression": FactSpec(
         bool,
         "an active depressive disorder on record (major depression, depression NOS, postpartum "

@@ -143,6 +143,19 @@ class FactBook:
 
     def evaluate(self, record: PatientRecord, hook: str, now: datetime) -> Facts:
         scope = Scope(record, self.terms, now.date(), self.params, self.answer_scores)
+        facts = self._evaluate(scope, hook)
+        if scope.skipped:
+            # A resource that could not be read was skipped where it failed, but other facts
+            # may have read it before: compute them all again without it (once; the resources
+            # that fail fail in the first pass, each loop going on past them).
+            again = record.without(scope.skipped)
+            retry = Scope(again, self.terms, scope.today, self.params, self.answer_scores)
+            retry.skipped.update(scope.skipped)  # warned about once, not twice
+            facts = self._evaluate(retry, hook)
+        return facts
+
+    def _evaluate(self, scope: Scope, hook: str) -> Facts:
+        record = scope.record
         raw = {name: run(scope) for name, run in self.extractors.items()}
         f = Facts(params=self.params)
         f.set("hook", hook)
@@ -177,17 +190,24 @@ class FactBook:
     ) -> dict[str, Any] | None:
         """Set the depression facts; answer the current episode's Condition."""
         bipolar = {id(c) for c, _, _ in scope.coded("Condition", self.vs["bipolar"])}
-        episodes: dict[int, dict[str, Any]] = {}
+        # Each active episode with what ordering and citing it take, read once, guarded.
+        episodes: dict[int, tuple[dict[str, Any], tuple[Any, ...], Evidence]] = {}
         for alias in ("mdd", "depression_nos", "postpartum_depression"):
             for c, _, _ in scope.coded("Condition", self.vs[alias]):
-                if id(c) not in bipolar and condition_is_active(c):
-                    episodes.setdefault(id(c), c)
+                if id(c) in bipolar or id(c) in episodes:
+                    continue
+                try:
+                    if condition_is_active(c):
+                        episodes[id(c)] = (c, self._episode_order(c), self._evidence(c))
+                except Exception as exc:
+                    scope.skip(c, exc)
         bipolar_refs = {e.ref for e in raw["bipolar"]}
         dysthymia = [e for e in raw["dysthymia_conditions"] if e.ref not in bipolar_refs]
-        episode_ev = [self._evidence(c) for c in episodes.values()]
+        episode_ev = [ev for _, _, ev in episodes.values()]
         f.set("depression", bool(episodes or dysthymia), episode_ev + dysthymia)
         f.set("dysthymia", bool(dysthymia), dysthymia)
-        current = max(episodes.values(), key=self._episode_order, default=None)
+        latest = max(episodes.values(), key=lambda e: e[1], default=None)
+        current = latest[0] if latest else None
         f.set("episode", self._episode(current) if current else None)
         f.set("remission", self._remission(current) if current else None)
         f.set("current_episode", self._evidence(current) if current else None)
@@ -336,9 +356,15 @@ class FactBook:
         f.set("combination_reasons", reasons)
 
 
+# Ages outside this range come from placeholder or mistyped birth dates (0001-01-01, a year in
+# the future), not from patients: the age is unknown.
+PLAUSIBLE_AGE = range(0, 131)
+
+
 def _age(record: PatientRecord, scope: Scope) -> int | None:
     birth = first_date(record.patient, "birthDate") if record.patient else None
-    return age_on(birth, scope.today) if birth else None
+    age = age_on(birth, scope.today) if birth else None
+    return age if age in PLAUSIBLE_AGE else None
 
 
 def _reading(found: list[Evidence]) -> Reading | None:

@@ -2,11 +2,14 @@
 
 Every function takes plain JSON and never raises on odd shapes: ``category`` as an object
 instead of a list, a dateTime without a time zone, a decimal where an integer belongs, a
-missing ``clinicalStatus``. What cannot be read is ``None`` or empty, and the caller decides.
+missing ``clinicalStatus``. Each checks the JSON type it meets (object, array, string, number)
+and reads anything else as absent: ``component: 5``, a ``coding`` that is a string, a date of
+2026-02-30, a score of NaN. What cannot be read is ``None`` or empty, and the caller decides.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from datetime import date
@@ -15,7 +18,15 @@ from typing import Any
 from service.protocol.models import Resource
 from service.protocol.vocabulary import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 
-_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+# YYYY, YYYY-MM or YYYY-MM-DD, then the end or a time: not 99999-01-01, 20261125 or 2026-1-5.
+_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?![\d-])", re.ASCII)
+# A decimal as FHIR writes it (sign, digits, fraction, exponent), in ASCII: float() alone would
+# also take "nan", "Infinity", "1_5" and digits of other scripts.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_FLOAT_MAX = 2**1023
+# What a warning may quote of a resource: its type and id, when they look like a type and an id.
+_TYPE = re.compile(r"[A-Za-z]{1,64}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 # Aliases EHRs use for the code systems our value sets are written in.
 SYSTEM_ALIASES = {
@@ -29,10 +40,15 @@ SYSTEM_ALIASES = {
 
 
 def as_list(value: Any) -> list[Any]:
-    """A FHIR array that some senders write as a single object."""
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
+    """A FHIR array that some senders write as a single object; anything else is empty."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
+
+
+def string(value: Any) -> str | None:
+    """A FHIR string (a code, a status, an id): a JSON string, or absent."""
+    return value if isinstance(value, str) else None
 
 
 def codings(concept: Any) -> Iterator[tuple[str, str, str | None]]:
@@ -72,6 +88,12 @@ def status_code(concept: Any) -> str | None:
     return None
 
 
+def status(resource: Resource, default: str = "") -> str:
+    """A resource's ``status`` code, lower case; ``default`` when absent or not a string."""
+    value = resource.get("status")
+    return value.lower() if isinstance(value, str) else default
+
+
 def parse_date(value: Any) -> date | None:
     """The calendar date of a FHIR date or dateTime; partial dates take their first day.
 
@@ -102,21 +124,35 @@ def first_date(resource: Resource, *paths: str) -> date | None:
 
 
 def number(value: Any) -> float | None:
-    """A number from an int, a float or a numeric string; never a bool."""
+    """A finite number from an int, a float or a decimal string; never a bool, NaN or infinity."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
+    if isinstance(value, int):
+        if abs(value) > _FLOAT_MAX:  # a JSON parser without a 64-bit limit gives any int
             return None
-    return None
+        found = float(value)
+    elif isinstance(value, float):
+        found = value
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value := value.strip()):
+        found = float(value)
+    else:
+        return None
+    return found if math.isfinite(found) else None
 
 
 def reference_of(resource: Resource) -> str:
-    return f"{resource.get('resourceType')}/{resource.get('id', '?')}"
+    rid = resource.get("id")
+    return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) else '?'}"
+
+
+def loggable(resource: Any) -> str:
+    """How a log line may name a resource: its type and id, never a value (an id that is not a
+    FHIR id, or a type that is not a name, could carry anything, so it is left out)."""
+    if not isinstance(resource, dict):
+        return f"a JSON {type(resource).__name__}"
+    kind, rid = resource.get("resourceType"), resource.get("id")
+    kind = kind if isinstance(kind, str) and _TYPE.fullmatch(kind) else "resource"
+    return f"{kind}/{rid}" if isinstance(rid, str) and _ID.fullmatch(rid) else f"{kind} without id"
 
 
 def age_on(birth: date, today: date) -> int:

@@ -1,15 +1,22 @@
 """The patient's record for one hook call: the prefetched or fetched resources, and the drafts.
 
 A tolerant reader: resources stay plain JSON, so a non-conformant field in one resource cannot
-fail the call. The same resource reached through two prefetch keys counts once.
+fail the call. The same resource reached through two prefetch keys counts once. Building the
+record reads only ``resourceType`` and ``id``; the fields are read by the extractors, which skip
+a resource they cannot read (``extractors.Scope.skip``) and have the facts computed again from
+``without`` it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
 
+from service.clinical.reader import loggable
 from service.protocol.models import HookRequest, Resource
+
+log = logging.getLogger("ipt_cds")
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,12 @@ class PatientRecord:
         by_type: dict[str, list[Resource]] = {}
         seen: set[tuple[str, str]] = set()
         for resource in resources:
-            kind = resource["resourceType"]
+            # The prefetch and the FHIR client pass only objects with a resourceType; anything
+            # else that reaches here is skipped, not read.
+            kind = resource.get("resourceType") if isinstance(resource, dict) else None
+            if not isinstance(kind, str):
+                log.warning("%s skipped: not a FHIR resource", loggable(resource))
+                continue
             rid = resource.get("id")
             if isinstance(rid, str):
                 if (kind, rid) in seen:
@@ -47,6 +59,23 @@ class PatientRecord:
             else drafts
         )
         return cls(wanted, patient, by_type, drafts, selected)
+
+    def without(self, gone: Collection[int]) -> PatientRecord:
+        """The record less the resources whose ``id()`` is in ``gone`` (those that could not be
+        read), wherever they are: a type's list, the patient, the drafts."""
+
+        def keep(resources: list[Resource]) -> list[Resource]:
+            return [r for r in resources if id(r) not in gone]
+
+        by_type = {kind: kept for kind, rs in self.by_type.items() if (kept := keep(rs))}
+        patient = self.patient if id(self.patient) not in gone else None
+        return replace(
+            self,
+            patient=patient,
+            by_type=by_type,
+            drafts=keep(self.drafts),
+            selected=keep(self.selected),
+        )
 
     def of_type(self, kind: str) -> list[Resource]:
         return self.by_type.get(kind, [])

@@ -41,19 +41,33 @@ def render(template: str, request: HookRequest) -> str:
     return PREFETCH_TOKEN.sub(value, template)
 
 
-def resources_of(key: str, value: Resource | None) -> list[Resource]:
-    """The resources a prefetch value holds, skipping (with a warning) what is not usable."""
+def resources_of(key: str, value: Any) -> list[Resource]:
+    """The resources a prefetch value holds, skipping (with a warning) what is not usable.
+
+    Total over JSON: a value that is not a resource, a Bundle whose ``entry`` is not an array
+    (one entry object is read as an array of one), entries without a resource object.
+    """
     if value is None:
         return []
-    kind = value.get("resourceType")
+    kind = value.get("resourceType") if isinstance(value, dict) else None
+    if not isinstance(kind, str):
+        log.warning("prefetch %s: not a FHIR resource; treated as no data", key)
+        return []
     if kind == "OperationOutcome":
         log.warning("prefetch %s: OperationOutcome instead of data; treated as no data", key)
         return []
     if kind != "Bundle":
         return [value]
+    entries = value.get("entry")
+    if isinstance(entries, dict):
+        entries = [entries]
+    elif not isinstance(entries, list):
+        if entries is not None:
+            log.warning("prefetch %s: Bundle.entry is not an array; treated as no data", key)
+        return []
     out: list[Resource] = []
     skipped = outcomes = 0
-    for entry in value.get("entry") or []:
+    for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             skipped += 1

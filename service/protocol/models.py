@@ -9,7 +9,7 @@ serializer drops them. FHIR resources stay plain JSON objects here; the tolerant
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -43,6 +43,24 @@ def _fhir_id(value: str) -> str:
 def _reference(value: str) -> str:
     if not _REFERENCE.fullmatch(value):
         raise ValueError("must be a relative reference of the form {type}/{id}")
+    return value
+
+
+def _storable(value: str) -> str:
+    # Kept verbatim in the store, whose PostgreSQL text columns cannot hold NUL: one such id
+    # would fail its insert (a 500 for feedback, a lost batch of card rows for a hook call).
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+def _utc_representable(value: datetime) -> datetime:
+    # The store keeps UTC: 9999-12-31T23:59:59-14:00 has no UTC form.
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside the range of dates") from None
     return value
 
 
@@ -228,7 +246,7 @@ class OrderSelectContext(OrderSignContext):
 
 class HookRequest(Inbound):
     hook: NonEmptyStr
-    hookInstance: Annotated[str, Field(min_length=1, max_length=128)]
+    hookInstance: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_storable)]
     fhirAuthorization: FhirAuthorization | None = None
     fhirServer: Annotated[str | None, Field(pattern=r"^https?://", validate_default=True)] = None
     context: PatientViewContext
@@ -299,13 +317,13 @@ class OverrideReason(Inbound):
 
 
 class FeedbackItem(Inbound):
-    card: Annotated[str, Field(min_length=1, max_length=128)]
+    card: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_storable)]
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
     # Epic sends a list under the plural name; a bare Coding per item is accepted too.
     overrideReasons: list[OverrideReason | Coding] | None = None
-    outcomeTimestamp: datetime
+    outcomeTimestamp: Annotated[datetime, AfterValidator(_utc_representable)]
 
     @model_validator(mode="after")
     def _outcome_fields(self) -> FeedbackItem:
