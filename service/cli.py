@@ -112,6 +112,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         log_level=settings.log_level.lower(),
+        # The server's own answers (a request it cannot parse) in JSON, and no WebSockets: the
+        # service has none, and uvicorn would answer an upgrade with a bare 403.
+        http="service.http.server:JsonHttpProtocol",
+        ws="none",
     )
     return 0
 

@@ -4,13 +4,13 @@
 cards; the HTTP route adds authentication, body limits, recording and the log line around it,
 and a card preview or a population replay can call it as it is.
 
-The engine stamps every card with a uuid (so feedback can be joined to the rule and the call)
-and orders the cards critical, warning, info, keeping the rules' order within each.
+The engine stamps every card with a uuid that carries its service and rule (``protocol.card_ids``:
+feedback stays attributable even when the "card shown" row was lost) and orders the cards
+critical, warning, info, keeping the rules' order within each.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +26,7 @@ from service.fhir import prefetch
 from service.fhir.client import FhirClient
 from service.knowledge.base import Knowledge
 from service.knowledge.rules import RuleBook, guarded
+from service.protocol import card_ids
 from service.protocol.errors import BadRequest, from_validation_error
 from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
 from service.protocol.vocabulary import INDICATOR_RANK
@@ -57,6 +58,7 @@ class Engine:
         ids = [r.id for r in rulebook.rules] + [r.id for r in extra]
         if len(ids) != len(set(ids)):
             raise ValueError("duplicate rule id")
+        self.rule_ids = tuple(ids)
         self.factbook, self.rulebook, self.extra = factbook, rulebook, tuple(extra)
 
     def facts(self, call: HookCall) -> Facts:
@@ -64,13 +66,16 @@ class Engine:
 
     def run(self, call: HookCall) -> list[Card]:
         facts = self.facts(call)
-        cards = [card for _, card in self.rulebook.cards(facts)]
+        cards = self.rulebook.cards(facts)
         for rule in self.extra:
             if call.hook in rule.hooks:
                 card = guarded(rule.id, rule.evaluate, call, facts)
                 if card is not None:
-                    cards.append(card)
-        stamped = [c.model_copy(update={"uuid": str(uuid.uuid4())}) for c in cards]
+                    cards.append((rule.id, card))
+        stamped = [
+            c.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)})
+            for rule_id, c in cards
+        ]
         stamped.sort(key=lambda c: INDICATOR_RANK[c.indicator])
         return stamped
 
@@ -91,6 +96,8 @@ class Pipeline:
     def __init__(self, knowledge: Knowledge, extra: Sequence[Rule] = ()) -> None:
         self.knowledge = knowledge
         self.engine = Engine(knowledge.factbook, knowledge.rulebook, extra)
+        # Reads a card uuid back to its service and rule; refuses ids whose codes collide.
+        self.card_ids = card_ids.CardIds(knowledge.services, self.engine.rule_ids)
 
     def validate(self, service: Service, body: dict[str, Any]) -> HookRequest:
         """The body as the hook's request model; a 400 naming the field when it is not one."""

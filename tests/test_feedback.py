@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -134,6 +135,38 @@ def test_feedback_survives_an_app_restart(make_client: AppFactory) -> None:
         "counts-conditions": (1, 0),
         "counts-observations": (1, 1),
     }
+
+
+def test_feedback_on_a_card_whose_shown_row_was_lost_is_attributed_by_its_uuid(
+    make_client: AppFactory, settings: Settings
+) -> None:
+    """A crash loses the last batch of "card shown" rows; the card's uuid names its service and
+    rule, so its feedback still counts. Feedback on a card we never issued does not."""
+    client = make_client(rules=RULES)
+    kept, lost = _show_cards(client), _show_cards(client)
+    client.get("/stats/cards")  # the recorder has written both calls' rows
+    engine = sqlalchemy.create_engine(database_url(settings.database_url))
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text("DELETE FROM cards_issued WHERE card_uuid IN (:a, :b)"),
+            {"a": lost["counts-conditions"], "b": lost["counts-observations"]},
+        )
+    engine.dispose()
+    feedback = [
+        _overridden(kept["counts-conditions"], overrideReason={"reason": REASON}),
+        _overridden(lost["counts-conditions"], overrideReason={"reason": REASON}),
+        _accepted(lost["counts-observations"]),
+        _overridden(str(uuid.uuid4())),  # not ours: stored, but attributed to no rule
+    ]
+    answer = client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": feedback})
+    assert answer.json() == {"received": 4, "stored": 4}
+    rules = client.get("/stats/cards").json()["services"][0]["rules"]
+    assert {r["rule"]: (r["shown"], r["accepted"], r["overridden"]) for r in rules} == {
+        # shown: the row left, plus the card known only from its feedback
+        "counts-conditions": (2, 0, 2),
+        "counts-observations": (2, 1, 0),
+    }
+    assert rules[0]["overrideReasons"] == [{**REASON, "count": 2}]
 
 
 def test_free_text_comments_are_not_stored(make_client: AppFactory, settings: Settings) -> None:

@@ -83,6 +83,24 @@ def test_a_batch_of_cards_is_written_whole_and_sqlite_gets_it_in_one_statement(
     store.close()
 
 
+def test_a_card_uuid_recorded_again_is_skipped_without_failing_its_batch(
+    database_url: str,
+) -> None:
+    # Card uuids have 74 random bits: a repeat is all but impossible, and would be one card of
+    # the same service and rule; it must not cost the rest of its batch.
+    store = Store(database_url)
+    now = datetime.now(UTC)
+    first = IssuedCard("card-1", "ipt-order-sign", "call-1", "ipt-suitable", "info", now)
+    store.record_cards([first])
+    later = [
+        IssuedCard(f"card-{i}", "ipt-order-sign", "call-2", "ipt-suitable", "info", now)
+        for i in (2, 1, 3)
+    ]
+    store.record_cards(later)
+    assert store.card_stats().services[0].rules[0].shown == 3
+    store.close()
+
+
 def test_the_recorder_caps_its_backlog_and_counts_what_it_drops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

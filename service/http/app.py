@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
@@ -19,7 +18,7 @@ from service.clinical.record import PatientRecord
 from service.fhir.client import FhirClient
 from service.http.auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from service.http.errors import ErrorBoundary, install_handlers
-from service.http.middleware import MetricsMiddleware, RequestIdMiddleware
+from service.http.middleware import JsonCORSMiddleware, MetricsMiddleware, RequestIdMiddleware
 from service.http.openapi import schema
 from service.http.routes import AppState, discovery_document, operations, router
 from service.http.trust import Trust, global_allowlist
@@ -104,11 +103,14 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A near miss (`/cds-services/`) is a JSON 404, never a redirect: a 307 has no body, and
+        # an EHR would resend its request, patient data and all, to another URL.
+        redirect_slashes=False,
     )
     app.state.ipt = state
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
@@ -122,7 +124,7 @@ def create_app(
     )
     app.add_middleware(RequestIdMiddleware)
     install_handlers(app)
-    app.openapi = lambda: schema(app)  # type: ignore[method-assign]
+    app.openapi = lambda: schema(app, knowledge.services)  # type: ignore[method-assign]
     return app
 
 

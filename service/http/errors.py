@@ -37,11 +37,26 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        path = request.url.path
+        if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
+            # Routes never redirect (redirect_slashes=False); say what the near miss was.
+            message = f"Not Found: no path ends with '/' (did you mean {path.rstrip('/')}?)"
         # Keep the exception's headers: a 405 must say which methods are Allowed.
-        body = {"code": code, "message": str(exc.detail)}
+        body = {"code": code, "message": message}
         return JSONResponse(body, exc.status_code, headers=exc.headers)
+
+    # Starlette's outermost layer answers what escapes every middleware (ErrorBoundary is the
+    # innermost) with a plain-text 500; this makes that answer ours too. Starlette then
+    # re-raises it to the server, which logs it.
+    @app.exception_handler(Exception)
+    async def escaped(_: Request, exc: Exception) -> Response:
+        log.error(
+            "unhandled %s at %s outside the error boundary", type(exc).__name__, _raised_at(exc)
+        )
+        return Response(_INTERNAL_ERROR, 500, media_type="application/json")
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, _: ClientDisconnect) -> Response:

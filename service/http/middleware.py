@@ -1,11 +1,15 @@
 """The ASGI middlewares every request passes: a request id on it and its log lines, and its
-timing in the metrics. Pure ASGI, so that they cost next to nothing and see every response."""
+timing in the metrics. Pure ASGI, so that they cost next to nothing and see every response.
+Also CORS (only with IPT_CDS_CORS_ORIGINS), answering its preflights in JSON like the rest."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ops.logs import REQUEST_ID, SANE_REQUEST_ID
@@ -75,3 +79,20 @@ class MetricsMiddleware:
             return "discovery", "-"
         service = parts[1] if parts[1] in self.services else "unknown"
         return ("feedback" if len(parts) == 3 else "hook"), service
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, whose preflight answers (``OK``, ``Disallowed CORS origin``) are plain
+    text: the same status and headers, in JSON."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        plain = super().preflight_response(request_headers)
+        headers = {
+            k: v for k, v in plain.headers.items() if k not in ("content-length", "content-type")
+        }
+        if plain.status_code == 200:
+            return JSONResponse({"status": "ok"}, headers=headers)
+        message = bytes(plain.body).decode()  # "Disallowed CORS origin, method"
+        return JSONResponse(
+            {"code": "cors_refused", "message": message}, plain.status_code, headers=headers
+        )

@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from service.fhir.client import FhirClient
 from service.http.auth import Authenticator, Client, Unauthorized
 from service.http.jsonio import JsonResponse, check_depth, check_entries, parse_object, read_body
-from service.http.trust import normal_base
+from service.http.trust import allowed_base
 from service.knowledge.base import Knowledge
 from service.ops.config import Settings
 from service.ops.metrics import Metrics
@@ -82,7 +82,7 @@ class AppState:
     def fhir_allowed(self, client: Client | None) -> Callable[[str], bool]:
         if client is not None:
             return client.issuer.allows_fhir_server
-        return lambda url: normal_base(url) in self.allowlist
+        return lambda url: allowed_base(url, self.allowlist)
 
     def service(self, service_id: str) -> Service:
         try:
@@ -232,7 +232,8 @@ async def card_stats(request: Request) -> Response:
     state = _state(request)
     await _authenticate(request)
     await state.recorder.flush()
-    stats = await run_in_threadpool(state.store.card_stats)
+    # Feedback on a card whose "shown" row a crash lost is attributed by its uuid.
+    stats = await run_in_threadpool(state.store.card_stats, state.pipeline.card_ids.decode)
     return JsonResponse(stats.model_dump(mode="json"))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +46,15 @@ def normal_base(url: str) -> str:
     """Compare FHIR base URLs without case in scheme and host, or a trailing slash."""
     parts = urlsplit(url.strip())
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def allowed_base(url: str, bases: Collection[str]) -> bool:
+    """Whether ``url`` is one of ``bases`` (normal_base'd); a URL urlsplit cannot read (an
+    unclosed ``[``) is none of them, not an error."""
+    try:
+        return normal_base(url) in bases
+    except ValueError:
+        return False
 
 
 def check_base(url: str) -> str:
@@ -91,7 +101,7 @@ class Issuer(BaseModel):
         return self
 
     def allows_fhir_server(self, url: str) -> bool:
-        return normal_base(url) in self.fhir_servers
+        return allowed_base(url, self.fhir_servers)
 
 
 class TrustFile(BaseModel):

@@ -3,9 +3,11 @@
 Writing a row per card inside the hook call would put a database commit (an fsync on SQLite,
 a round trip on PostgreSQL) into every clinician's click. The recorder collects the rows and
 writes them together a moment later; statistics flush it first, and shutdown drains it. At
-worst a crash loses the last fraction of a second of "cards shown" counts, never feedback,
-which is stored synchronously. If the database falls behind, the backlog is capped and the
-rows beyond it are counted and dropped rather than left to fill the worker's memory.
+worst a crash loses the last fraction of a second of "cards shown" rows, never feedback, which
+is stored synchronously; feedback on those cards is still attributed to its service and rule,
+which the card's uuid carries (``protocol.card_ids``). If the database falls behind, the
+backlog is capped and the rows beyond it are counted and dropped rather than left to fill the
+worker's memory.
 """
 
 from __future__ import annotations

@@ -7,13 +7,18 @@ comment, which may name the patient.
 
 Feedback is idempotent: an item is keyed by a digest of its meaning (service, card, outcome,
 time, suggestions, reasons), so a client that retries after a lost answer stores it once.
+
+Card rows are written in batches and a crash loses the last of them; feedback on such a card is
+still attributed, since its uuid names its service and rule (``protocol.card_ids``). The store
+does not know the knowledge base that maps the uuid back: the caller passes ``card_stats`` the
+decoder.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +37,6 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -94,6 +98,14 @@ jti_seen = Table(
 )
 
 
+# A card uuid -> (service id, rule id) of the card, or None when the uuid is not one we issued.
+Attribution = Callable[[str], tuple[str, str] | None]
+
+
+def _unattributed(_card_uuid: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class IssuedCard:
     card_uuid: str
@@ -113,8 +125,12 @@ class Store:
         # steps once per row, handing the GIL back and forth with the loop for every row
         # (a 1,000-row batch took ~700 ms under load); RETURNING makes SQLAlchemy send
         # multi-row INSERTs instead (~80 ms). psycopg pipelines executemany already, and
-        # there the multi-row form costs three times the CPU.
-        self._insert_cards: Any = insert(cards_issued)
+        # there the multi-row form costs three times the CPU. A uuid already recorded (a card
+        # uuid has 74 random bits, and only cards of one service and rule can share one) is
+        # skipped rather than failing the whole batch.
+        self._insert_cards: Any = self._insert(cards_issued).on_conflict_do_nothing(
+            index_elements=["card_uuid"]
+        )
         if self.engine.dialect.name == "sqlite":
             self._insert_cards = self._insert_cards.returning(cards_issued.c.card_uuid)
 
@@ -165,7 +181,12 @@ class Store:
         dialect = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         return dialect(table)
 
-    def card_stats(self) -> CardStats:
+    def card_stats(self, attribute: Attribution = _unattributed) -> CardStats:
+        """Cards shown and their feedback, per service and rule.
+
+        Feedback on a card without a "card shown" row (lost in a crash, or dropped when the
+        store fell behind) is attributed by ``attribute(card uuid)``, and the card counts as
+        shown; feedback that cannot be attributed (a card we never issued) is left out."""
         with self.engine.connect() as conn:
             shown = conn.execute(
                 select(cards_issued.c.service_id, cards_issued.c.rule_id, func.count()).group_by(
@@ -176,11 +197,16 @@ class Store:
                 select(
                     cards_issued.c.service_id,
                     cards_issued.c.rule_id,
+                    feedback.c.card_uuid,
                     feedback.c.outcome,
                     feedback.c.override_reasons,
-                ).join(feedback, feedback.c.card_uuid == cards_issued.c.card_uuid)
+                ).select_from(
+                    feedback.outerjoin(
+                        cards_issued, feedback.c.card_uuid == cards_issued.c.card_uuid
+                    )
+                )
             ).all()
-        return _stats(shown, answered)
+        return _stats(shown, *_attributed(answered, attribute))
 
 
 def database_url(url: str) -> str:
@@ -243,11 +269,34 @@ def _feedback_row(service_id: str, item: FeedbackItem, now: datetime) -> dict[st
     }
 
 
-def _stats(shown: Sequence[Any], answered: Sequence[Any]) -> CardStats:
+def _attributed(
+    rows: Sequence[Any], attribute: Attribution
+) -> tuple[list[tuple[str, str, str, str | None]], Counter[tuple[str, str]]]:
+    """(service, rule, outcome, reasons) of each attributable feedback row, and the cards
+    without a row (known only from their feedback) per service and rule."""
+    answered: list[tuple[str, str, str, str | None]] = []
+    recovered: dict[str, tuple[str, str]] = {}
+    for service_id, rule_id, card_uuid, outcome, reason_json in rows:
+        if service_id is None:
+            found = attribute(card_uuid)
+            if found is None:
+                continue
+            service_id, rule_id = recovered[card_uuid] = found
+        answered.append((service_id, rule_id, outcome, reason_json))
+    return answered, Counter(recovered.values())
+
+
+def _stats(
+    shown: Sequence[Any],
+    answered: Sequence[tuple[str, str, str, str | None]],
+    recovered: Counter[tuple[str, str]],
+) -> CardStats:
     counts: dict[tuple[str, str], Counter[str]] = {}
     reasons: dict[tuple[str, str], Counter[tuple[str | None, str, str | None]]] = {}
     for service_id, rule_id, n in shown:
         counts.setdefault((service_id, rule_id), Counter())["shown"] = n
+    for key, n in recovered.items():
+        counts.setdefault(key, Counter())["shown"] += n
     for service_id, rule_id, outcome, reason_json in answered:
         key = (service_id, rule_id)
         counts.setdefault(key, Counter())[outcome] += 1

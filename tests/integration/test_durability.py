@@ -1,47 +1,97 @@
-"""Nothing acknowledged is lost: kill the service (SIGKILL) in the middle of a feedback load,
-then every item that was answered 200 must be in the store, on SQLite and PostgreSQL."""
+"""Nothing acknowledged is lost, and feedback stays attributable: kill the service (SIGKILL) in
+the middle of a load of hook calls and feedback on their cards, then every item that was
+answered 200 must be in the store, and every stored item's card must lead to its service and
+rule, on SQLite and PostgreSQL.
+
+The "card shown" rows are written in batches, so the kill loses the last of them; the card's
+uuid itself names its service and rule (service/protocol/card_ids.py), which is what keeps that
+feedback attributable."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy
 
+from service.knowledge.base import Knowledge
+from service.protocol.card_ids import CardIds
 from service.storage.store import database_url as driver_url
 
 from ..fhir_server import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fhir_fixtures"
+# Fixture requests that make cards, a few per service.
+CALLS_PER_SERVICE = 4
 
 
-def _post_until_refused(base: str, acked: list[str], stop: threading.Event) -> None:
+@dataclass
+class Load:
+    # card uuid -> (service, rule) as the hook answer showed it, for every card answered 200
+    shown: dict[str, tuple[str, str]] = field(default_factory=dict)
+    acked: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _requests() -> list[tuple[str, dict[str, Any]]]:
+    expected = json.loads((FIXTURES / "expected.json").read_text())
+    chosen: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, case in sorted(expected.items()):
+        calls = chosen.setdefault(case["service"], [])
+        if case["cards"] and len(calls) < CALLS_PER_SERVICE:
+            calls.append(
+                (case["service"], json.loads((FIXTURES / "requests" / f"{name}.json").read_text()))
+            )
+    return [call for calls in chosen.values() for call in calls]
+
+
+def _call_and_answer(
+    base: str, requests: list[tuple[str, dict[str, Any]]], start: int, load: Load
+) -> None:
     with httpx.Client(timeout=5) as http:
-        while not stop.is_set():
-            card = str(uuid.uuid4())
-            item = {
-                "card": card,
-                "outcome": "overridden",
-                "outcomeTimestamp": "2026-11-25T12:00:00Z",
-            }
+        for service, body in itertools.islice(itertools.cycle(requests), start, None):
             try:
+                answer = http.post(f"{base}/cds-services/{service}", json=body)
+                if answer.status_code != 200:
+                    continue
+                cards = answer.json()["cards"]
+                with load.lock:
+                    for card in cards:
+                        load.shown[card["uuid"]] = (service, card["source"]["topic"]["code"])
+                items = [
+                    {
+                        "card": card["uuid"],
+                        "outcome": "overridden",
+                        "outcomeTimestamp": "2026-11-25T12:00:00Z",
+                    }
+                    for card in cards
+                ]
+                if not items:
+                    continue
                 response = http.post(
-                    f"{base}/cds-services/ipt-order-sign/feedback", json={"feedback": [item]}
+                    f"{base}/cds-services/{service}/feedback", json={"feedback": items}
                 )
             except httpx.TransportError:
                 return
             if response.status_code == 200:
-                acked.append(card)
+                with load.lock:
+                    load.acked.extend(item["card"] for item in items)
 
 
-def test_feedback_answered_200_survives_a_kill(database_url: str) -> None:
+def test_feedback_answered_200_survives_a_kill_and_stays_attributable(
+    database_url: str, knowledge: Knowledge, record_property: Any
+) -> None:
     port = free_port()
     env = {**os.environ, "IPT_CDS_DATABASE_URL": database_url, "IPT_CDS_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
@@ -61,24 +111,47 @@ def test_feedback_answered_200_survives_a_kill(database_url: str) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     assert wait_until_up(f"{base}/health", server), "the service did not start"
-    acked: list[str] = []
-    stop = threading.Event()
+    requests = _requests()
+    load = Load()
     workers = [
-        threading.Thread(target=_post_until_refused, args=(base, acked, stop)) for _ in range(4)
+        threading.Thread(target=_call_and_answer, args=(base, requests, 3 * i, load))
+        for i in range(4)
     ]
     for w in workers:
         w.start()
     time.sleep(1.5)
     server.send_signal(signal.SIGKILL)  # no shutdown, no flush: a crash
     server.wait(timeout=10)
-    stop.set()
     for w in workers:
         w.join(timeout=10)
 
-    assert len(acked) > 20, "the load ran long enough to matter"
+    assert len(load.acked) > 20, "the load ran long enough to matter"
+    assert {service for service, _ in load.shown.values()} == set(knowledge.services)
     engine = sqlalchemy.create_engine(driver_url(database_url))
     with engine.connect() as conn:
-        stored = set(conn.execute(sqlalchemy.text("SELECT card_uuid FROM feedback")).scalars())
+        feedback = conn.execute(sqlalchemy.text("SELECT card_uuid, service_id FROM feedback"))
+        stored: dict[str, str] = {card: service for card, service in feedback}
+        issued = conn.execute(sqlalchemy.text("SELECT card_uuid, rule_id FROM cards_issued"))
+        rows: dict[str, str] = {card: rule for card, rule in issued}
     engine.dispose()
-    missing = set(acked) - stored
+    missing = set(load.acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged feedback items lost"
+
+    # Attribution: by the "card shown" row where the crash left one, else by the uuid.
+    ids = CardIds(knowledge.services, [r.id for r in knowledge.rulebook.rules])
+    without_row = [card for card in stored if card not in rows]
+    decoded = {card: ids.decode(card) for card in without_row}
+    without_rule = [card for card, found in decoded.items() if found is None]
+    record_property("feedback_rows", len(stored))
+    record_property("feedback_rows_without_card_row", len(without_row))
+    record_property("feedback_rows_without_rule", len(without_rule))
+    print(  # the figures behind the assertion, shown with pytest -s
+        f"\n{database_url.split(':')[0]}: {len(stored)} feedback rows, {len(without_row)} "
+        f"without a card-shown row, {len(without_rule)} without a rule"
+    )
+    assert not without_rule, f"{len(without_rule)} feedback rows cannot be attributed to a rule"
+    for card, found in decoded.items():
+        assert found == load.shown[card], "the uuid names the service and rule that made it"
+    for card, rule in rows.items():
+        if card in load.shown:
+            assert rule == load.shown[card][1]
