@@ -230,3 +230,18 @@ def test_malformed_feedback_json_answers_400(client: TestClient) -> None:
     response = client.post("/cds-services/ipt-order-sign/feedback", content=b"{feedback")
     assert response.status_code == 400
     assert response.json()["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    "stamp", [0, 1732875600, "2026-11-29", "2026-11-29T10:00:00", True], ids=repr
+)
+def test_an_outcome_timestamp_must_be_an_instant_with_its_offset(
+    client: TestClient, stamp: object
+) -> None:
+    # Unix seconds would be stored as of 1970, a naive or date-only time at a guessed zone.
+    item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": stamp}
+    body = {"feedback": [item]}
+    response = client.post("/cds-services/ipt-order-sign/feedback", json=body)
+    assert response.status_code == 400
+    assert response.json()["field"] == "feedback[0].outcomeTimestamp"
+    assert client.get("/stats/cards").json() == {"services": []}

@@ -26,7 +26,6 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.config import PositiveDataAcceptanceConfig
-from schemathesis.core.failures import AcceptedNegativeData, Failure
 
 from service.http.app import create_app
 from service.ops.config import Settings
@@ -71,27 +70,6 @@ def _meet_what_the_schema_says_in_words(case: schemathesis.Case) -> None:  # typ
         entry: dict[str, Any] = {"resource": {"resourceType": "ServiceRequest", "id": "fuzz-draft"}}
         drafts["entry"] = [*(entries if isinstance(entries, list) else []), entry]
         context["selections"] = ["ServiceRequest/fuzz-draft"]
-
-
-def _numeric_timestamp(body: object) -> bool:
-    items = body.get("feedback") if isinstance(body, dict) else None
-    return isinstance(items, list) and any(
-        isinstance(i, dict) and isinstance(i.get("outcomeTimestamp"), int | float) for i in items
-    )
-
-
-@schema.hook
-def filter_failure(
-    _context: schemathesis.HookContext,
-    failure: Failure,
-    case: schemathesis.Case,  # type: ignore[type-arg]
-    _response: object,
-) -> bool:
-    """Every failure counts but one leniency of the models: pydantic's lax datetime takes a
-    number as Unix seconds, so feedback with ``"outcomeTimestamp": 0`` is stored as of 1970
-    where the schema (and CDS Hooks) wants a date-time string. To go when
-    ``FeedbackItem.outcomeTimestamp`` refuses numbers (service/protocol/models.py)."""
-    return not (isinstance(failure, AcceptedNegativeData) and _numeric_timestamp(case.body))
 
 
 @pytest.fixture(scope="module")

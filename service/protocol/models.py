@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializationInfo,
@@ -51,6 +53,14 @@ def _storable(value: str) -> str:
     # would fail its insert (a 500 for feedback, a lost batch of card rows for a hook call).
     if "\x00" in value:
         raise ValueError("must not contain the NUL character")
+    return value
+
+
+def _instant_text(value: Any) -> Any:
+    # pydantic's lax datetime would take a number as Unix seconds (0 is 1970) and a date as
+    # midnight: CDS Hooks sends an instant, a date-time string with its offset.
+    if not isinstance(value, str):
+        raise ValueError("is a date-time string with its offset, e.g. 2026-11-29T10:00:00Z")
     return value
 
 
@@ -323,7 +333,9 @@ class FeedbackItem(Inbound):
     overrideReason: OverrideReason | None = None
     # Epic sends a list under the plural name; a bare Coding per item is accepted too.
     overrideReasons: list[OverrideReason | Coding] | None = None
-    outcomeTimestamp: Annotated[datetime, AfterValidator(_utc_representable)]
+    outcomeTimestamp: Annotated[
+        AwareDatetime, BeforeValidator(_instant_text), AfterValidator(_utc_representable)
+    ]
 
     @model_validator(mode="after")
     def _outcome_fields(self) -> FeedbackItem:
