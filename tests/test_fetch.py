@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from .conftest import (
     hypertension,
     patient,
 )
+from .misbehaving_fhir import MIB, big_bundle, gzip_bomb, gzip_compress
 from .rules import CountingRule
 
 RULES = (CountingRule("counts-conditions", "Condition"),)
@@ -209,3 +211,135 @@ def test_templates_fill_context_and_user_tokens() -> None:
         render("Encounter/{{context.encounterId}}", request)
     with pytest.raises(PrefetchUnavailable, match="userPatientId"):
         render("Patient/{{userPatientId}}", request)
+
+
+# --- what a FHIR server may not do to the service -------------------------------------------
+
+
+class _Streamed(httpx.AsyncByteStream):
+    """A body sent as it is generated: a 50 MB Bundle is never built in memory."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            self.sent += len(chunk)
+            yield chunk
+
+
+def _conditions_answered_with(fhir: FakeFhir, *answers: Callable[[], httpx.Response]) -> FakeFhir:
+    """``fhir``, but the Condition searches get ``answers``, one each, before it serves them."""
+    serve, waiting = fhir.handle, list(answers)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/Condition") and waiting:
+            fhir.requests.append(request)
+            return waiting.pop(0)()
+        return serve(request)
+
+    fhir.handle = handle  # type: ignore[method-assign]
+    return fhir
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "code"),
+    [
+        ("gzip", [b"this is not gzip"], "fhir_error"),
+        ("gzip, gzip", [gzip_compress(gzip_compress(b'{"resourceType": "Bundle"}'))], "fhir_error"),
+        ("br", [b"\x0b\x02\x80{}\x03"], "fhir_error"),
+        (None, big_bundle(50 * MIB), "fhir_answer_too_large"),
+        ("gzip", gzip_bomb(64 * MIB), "fhir_answer_too_large"),
+    ],
+    ids=["bad-gzip", "nested-gzip", "brotli", "50MB-bundle", "gzip-bomb"],
+)
+def test_an_answer_the_service_cannot_take_is_a_412_and_the_next_call_is_served(
+    make_client: AppFactory, encoding: str | None, body: Iterable[bytes], code: str
+) -> None:
+    streamed = _Streamed(body)
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    fhir = _conditions_answered_with(
+        FakeFhir(resources=[patient(), *_conditions(2)]),
+        lambda: httpx.Response(200, headers=headers, stream=streamed),
+    )
+    client = make_client(fhir, rules=RULES, fhir_max_answer_bytes=256 * 1024)
+    response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
+    assert response.status_code == 412, response.text
+    assert response.json()["code"] == code
+    assert "conditions" in response.json()["message"]
+    assert streamed.sent < 2 * MIB, "the answer was read on after the cap"
+    again = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
+    assert _summary(again) == "2 Condition, 0 selected drafts"
+
+
+def test_another_patients_condition_never_reaches_the_rules(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    theirs = {**hypertension("c2"), "subject": {"reference": "Patient/someone-else"}}
+    fhir = FakeFhir(resources=[patient(), hypertension("c1"), theirs])
+    client = make_client(fhir, rules=RULES)
+    with caplog.at_level(logging.DEBUG):
+        response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
+    assert response.status_code == 412
+    assert response.json()["code"] == "fhir_wrong_data"
+    assert "someone-else" not in response.text + caplog.text
+
+
+def test_a_read_answered_with_another_patient_is_a_412(make_client: AppFactory) -> None:
+    fhir = FakeFhir(resources=[patient("pat-2")])
+    serve = fhir.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/Patient/pat-1"):
+            return httpx.Response(200, json=patient("pat-2"))
+        return serve(request)
+
+    fhir.handle = handle  # type: ignore[method-assign]
+    client = make_client(fhir, rules=RULES)
+    response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
+    assert response.status_code == 412
+    assert response.json()["code"] == "fhir_wrong_data"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [patient(), {"resourceType": "OperationOutcome", "issue": []}],
+    ids=["patient", "operation-outcome"],
+)
+def test_a_search_answered_with_something_else_than_a_bundle_is_a_412(
+    make_client: AppFactory, answer: Json
+) -> None:
+    """Before, a search answered with a Patient or an OperationOutcome was taken as no data:
+    200 and no card, where the Conditions might have held a contraindication."""
+    fhir = _conditions_answered_with(FakeFhir(), lambda: httpx.Response(200, json=answer))
+    client = make_client(fhir, rules=RULES)
+    response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
+    assert response.status_code == 412
+    assert response.json()["code"] == "fhir_wrong_data"
+
+
+def test_a_token_no_header_can_carry_is_a_412_and_never_sent(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fhir = FakeFhir(resources=_conditions(1))
+    client = make_client(fhir, rules=RULES)
+    body = hook_request("patient-view")
+    body["fhirAuthorization"]["access_token"] = "tokén"
+    with caplog.at_level(logging.DEBUG):
+        response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 412
+    assert response.json()["code"] == "fhir_unauthorized"
+    assert not fhir.requests
+    assert "tokén" not in caplog.text
+
+
+def test_a_fhir_server_that_is_not_a_url_is_a_4xx(make_client: AppFactory) -> None:
+    fhir = FakeFhir(resources=_conditions(1))
+    client = make_client(fhir, rules=RULES)
+    body = hook_request("patient-view")
+    body["fhirServer"] = "http://["
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code in (400, 412), response.text
+    assert response.json()["code"] in ("invalid_request", "fhir_server_not_allowed")
+    assert not fhir.requests

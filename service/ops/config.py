@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     fhir_max_connections: int = Field(
         100, ge=1, description="Connection pool size towards FHIR servers."
     )
+    fhir_max_answer_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes read, after decompression, for one prefetch query from a FHIR "
+        "server (all its pages together); beyond, the answer is dropped unread and the call "
+        "answers 412 `fhir_answer_too_large`. Bounds the memory a FHIR server can take.",
+    )
 
 
 def describe() -> str:
