@@ -20,7 +20,7 @@ import orjson
 import pytest
 import respx
 
-from service.fhir import client
+from service.fhir import client, decoding
 from service.fhir.client import FhirClient
 from service.ops.config import Settings
 from service.ops.metrics import Metrics
@@ -363,21 +363,21 @@ def _deflate(data: bytes, wbits: int = zlib.MAX_WBITS) -> bytes:
 
 
 @pytest.fixture
-def decoders(monkeypatch: pytest.MonkeyPatch) -> list[client._Decoder]:
+def decoders(monkeypatch: pytest.MonkeyPatch) -> list[decoding._Decoder]:
     """Every decoder the client makes, to see how much it decompressed."""
-    made: list[client._Decoder] = []
+    made: list[decoding._Decoder] = []
 
-    class Recorded(client._Decoder):
+    class Recorded(decoding._Decoder):
         def __init__(self, encoding: str) -> None:
             super().__init__(encoding)
             made.append(self)
 
-    monkeypatch.setattr(client, "_Decoder", Recorded)
+    monkeypatch.setattr(decoding, "_Decoder", Recorded)
     return made
 
 
 async def test_a_gzip_bomb_is_stopped_at_the_cap(
-    fhir: respx.MockRouter, decoders: list[client._Decoder]
+    fhir: respx.MockRouter, decoders: list[decoding._Decoder]
 ) -> None:
     """64 MiB of gzip'd spaces, ~64 KiB on the wire: decompression stops one byte past the
     cap, and the rest of the bomb is never even sent."""

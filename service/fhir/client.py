@@ -30,16 +30,15 @@ import asyncio
 import logging
 import re
 import time
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
-import orjson
 
+from service.fhir.answers import Query, parse_answer
+from service.fhir.decoding import ACCEPT_ENCODING, Budget, Refused, read_body
 from service.ops.config import Settings
 from service.ops.metrics import Metrics
 from service.protocol.errors import PrefetchUnavailable
@@ -52,15 +51,6 @@ log = logging.getLogger("ipt_cds")
 # be the same again; a timeout has already spent the time a retry would need.
 _RETRY_STATUS = {502, 503, 504}
 
-# The encodings we decompress ourselves (br and zstd would need libraries the service does not
-# ship, and brotli's decompressor cannot bound its output on the versions in use).
-_ENCODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
-ACCEPT_ENCODING = "gzip, deflate"
-# The most a single decompression step may produce: the largest piece held besides the answer.
-_STEP = 64 * 1024
-# Parsing 8 MiB of small resources takes 0.2-0.4 s; beyond this size it runs in a worker
-# thread, so that the event loop keeps serving other calls and the deadline fires on time.
-_PARSE_IN_THREAD = 1024 * 1024
 # Connections beyond fhir_max_connections for the other users of the same client (the JWKS
 # fetches of service/http/auth.py, one at a time), so that FHIR requests never queue in the pool.
 _SPARE_CONNECTIONS = 2
@@ -68,8 +58,6 @@ _SPARE_CONNECTIONS = 2
 # What an RFC 6750 bearer token may contain, give or take: printable ASCII without spaces. A
 # token outside it cannot be put in a header (httpx would raise) and is refused unsent.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
-_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class FhirClient:
@@ -115,11 +103,11 @@ class FhirClient:
     ) -> dict[str, list[Resource]]:
         headers = _authorization(token)
         base = _checked_base(base)
-        parsed = {key: _Query.parse(key, query) for key, query in queries.items()}
+        parsed = {key: Query.parse(key, query) for key, query in queries.items()}
         total = self._settings.fhir_total_timeout_seconds
         fetched: dict[str, list[Resource]] = {}
 
-        async def read(key: str, query: _Query) -> None:
+        async def read(key: str, query: Query) -> None:
             fetched[key] = await self._read(base, query, headers)
 
         failure: PrefetchUnavailable | None = None
@@ -147,7 +135,7 @@ class FhirClient:
             raise failure  # out of the except blocks: no __context__, see _fresh
         return {key: fetched[key] for key in parsed}
 
-    async def _read(self, base: str, query: _Query, headers: dict[str, str]) -> list[Resource]:
+    async def _read(self, base: str, query: Query, headers: dict[str, str]) -> list[Resource]:
         """A read answers one resource; a search is followed through its ``next`` links."""
         try:
             return await self._pages(base, query, headers)
@@ -163,9 +151,9 @@ class FhirClient:
             )
         raise failure  # out of the except blocks: no __context__, see _fresh
 
-    async def _pages(self, base: str, query: _Query, headers: dict[str, str]) -> list[Resource]:
+    async def _pages(self, base: str, query: Query, headers: dict[str, str]) -> list[Resource]:
         started = time.perf_counter()
-        budget = _Budget(self._settings.fhir_max_answer_bytes)
+        budget = Budget(self._settings.fhir_max_answer_bytes)
         pages: list[Resource] = []
         url: str | None = f"{base}/{query.text.lstrip('/')}"
         try:
@@ -190,7 +178,7 @@ class FhirClient:
             self._metrics.fhir_errors.labels(code).inc()
 
     async def _get(
-        self, query: _Query, url: str, headers: dict[str, str], budget: _Budget
+        self, query: Query, url: str, headers: dict[str, str], budget: Budget
     ) -> Resource | None:
         key = query.key
         attempts = self._settings.fhir_retries + 1
@@ -203,7 +191,7 @@ class FhirClient:
                         continue
                     if not _usable_status(query, response):
                         return None
-                    body = await _read_body(response, budget)
+                    body = await read_body(response, budget)
             except httpx.TimeoutException:
                 log.warning("fhir %s: timed out", key)
                 raise PrefetchUnavailable(
@@ -223,14 +211,14 @@ class FhirClient:
                     f"The FHIR server could not be reached for the {key} query.",
                     code="fhir_unavailable",
                 ) from None
-            except _Refused as refused:
+            except Refused as refused:
                 log.warning("fhir %s: answer %s", key, refused.reason)
                 raise PrefetchUnavailable(
                     f"The FHIR server's answer to the {key} query {refused.reason}.",
                     code=refused.code,
                 ) from None
-            parsing = _resource(query, body)
-            del body  # see _forget: _resource lets go of it once parsed
+            parsing = parse_answer(query, body)
+            del body  # see _forget: parse_answer lets go of it once parsed
             return await parsing
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -238,34 +226,7 @@ class FhirClient:
 # --- the status, the body ------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    """An answer that is dropped: the 412's code and what was wrong (no data from the answer)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class _Overflow(Exception):
-    """The decoder passed its limit."""
-
-
-class _Budget:
-    """The bytes a query's answers may still take, once decompressed."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.left = cap
-
-    def too_large(self) -> _Refused:
-        return _Refused(
-            "fhir_answer_too_large",
-            f"is larger than {self.cap} bytes (IPT_CDS_FHIR_MAX_ANSWER_BYTES)",
-        )
-
-
-def _usable_status(query: _Query, response: httpx.Response) -> bool:
+def _usable_status(query: Query, response: httpx.Response) -> bool:
     """True for an answer to read; False for a read of a resource that does not exist."""
     key, status = query.key, response.status_code
     if status in (401, 403):
@@ -289,290 +250,6 @@ def _usable_status(query: _Query, response: httpx.Response) -> bool:
             f"The FHIR server answered the {key} query with HTTP {status}.", code="fhir_error"
         )
     return True
-
-
-async def _read_body(response: httpx.Response, budget: _Budget) -> bytes:
-    """The body, decompressed, never more than the budget (plus one byte, to know)."""
-    encoding = _encoding(response)
-    try:
-        # Only a test transport hands over a response it built whole, and httpx decoded it.
-        whole: bytes | None = response.content
-    except httpx.ResponseNotRead:
-        whole = None
-    decoder = _Decoder("identity" if whole is not None else encoding)
-    length = response.headers.get("content-length", "")
-    if decoder.encoding == "identity" and length.isdigit() and int(length) > budget.left:
-        raise budget.too_large()
-    # Pieces of at most 64 KiB, joined once at the end: a growing buffer would copy itself, and
-    # an answer over the cap is never joined at all.
-    out: list[bytes] = []
-    try:
-        if whole is not None:
-            _take(decoder, whole, out, budget, len(whole))
-        else:
-            received = 0
-            async for chunk in response.aiter_raw():
-                received += len(chunk)
-                _take(decoder, chunk, out, budget, received)
-        decoder.finish()
-    except BaseException:
-        out.clear()  # see _forget
-        raise
-    budget.left -= decoder.produced
-    return b"".join(out)
-
-
-def _take(
-    decoder: _Decoder, chunk: bytes, out: list[bytes], budget: _Budget, received: int
-) -> None:
-    # Compressed data is smaller than what it decompresses to: more than the budget of it is a
-    # stream of empty gzip members or worse.
-    if received > budget.left:
-        raise budget.too_large()
-    try:
-        decoder.feed(chunk, out, budget.left)
-    except _Overflow:
-        raise budget.too_large() from None
-
-
-def _encoding(response: httpx.Response) -> str:
-    named = response.headers.get_list("content-encoding", split_commas=True)
-    codings = [c.strip().lower() for c in named]
-    codings = [c for c in codings if c not in ("", "identity")]
-    if len(codings) > 1:
-        raise _Refused("fhir_error", "is encoded several times over (Content-Encoding)")
-    if not codings:
-        return "identity"
-    if codings[0] not in _ENCODINGS:
-        raise _Refused("fhir_error", f"has a Content-Encoding other than {ACCEPT_ENCODING}")
-    return _ENCODINGS[codings[0]]
-
-
-class _Decoder:
-    """Decompresses one answer without ever producing more than ``limit`` + 1 bytes: each zlib
-    step asks for at most 64 KiB, and the first byte past the limit stops it. ``produced``
-    counts what came out (the tests check a bomb stops at the cap)."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        self.produced = 0
-        self._zlib = None if encoding == "identity" else self._start(raw=False)
-        # Some servers send raw deflate, without the zlib wrapper HTTP asks for: until deflate
-        # output comes, the input is kept to start again without the wrapper on an error.
-        self._unsure = encoding == "deflate"
-        self._seen = bytearray()
-
-    def _start(self, *, raw: bool) -> zlib._Decompress:
-        if raw:
-            return zlib.decompressobj(-zlib.MAX_WBITS)
-        return zlib.decompressobj(16 + zlib.MAX_WBITS if self.encoding == "gzip" else 15)
-
-    def feed(self, data: bytes, out: list[bytes], limit: int) -> None:
-        """Append what ``data`` decodes to to ``out``; _Overflow past ``limit`` in all."""
-        if self._zlib is None:
-            out.append(data)
-            self.produced += len(data)
-            if self.produced > limit:
-                raise _Overflow
-            return
-        if self._unsure:
-            self._seen += data
-            if len(self._seen) > _STEP:  # long past any zlib header: no more doubt
-                self._unsure, self._seen = False, bytearray()
-        pending = data
-        while True:
-            if self._zlib.eof:
-                if not pending:
-                    return
-                if self.encoding != "gzip":
-                    raise _Refused("fhir_error", "has data after the end of its deflate stream")
-                self._zlib = self._start(raw=False)  # gzip allows several members
-            step = min(_STEP, limit - self.produced + 1)
-            try:
-                chunk = self._zlib.decompress(pending, step)
-            except zlib.error:
-                if not self._unsure:
-                    raise _Refused("fhir_error", f"is not valid {self.encoding}") from None
-                self._zlib, pending = self._start(raw=True), bytes(self._seen)
-                self._unsure, self._seen = False, bytearray()
-                continue
-            if chunk and self._unsure:
-                self._unsure, self._seen = False, bytearray()
-            if chunk:
-                out.append(chunk)
-            self.produced += len(chunk)
-            if self.produced > limit:
-                raise _Overflow
-            rest = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
-            if not rest and len(chunk) < step:
-                return
-            # A full step may have left output inside zlib: ask again until it comes short.
-            if rest and not chunk and rest == pending:
-                raise _Refused("fhir_error", f"is not valid {self.encoding}")  # no progress
-            pending = rest
-
-    def finish(self) -> None:
-        if self._zlib is not None and not self._zlib.eof:
-            raise _Refused("fhir_error", f"ends inside its {self.encoding} stream (truncated)")
-
-
-async def _resource(query: _Query, body: bytes) -> Resource:
-    """The answer as JSON, checked to be the FHIR resource the query asked for."""
-    try:
-        if len(body) > _PARSE_IN_THREAD:
-            parsed: Any = await asyncio.to_thread(orjson.loads, body)
-        else:
-            parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    finally:
-        del body  # see _forget
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("resourceType"), str):
-        log.warning("fhir %s: answer is not a FHIR resource", query.key)
-        raise PrefetchUnavailable(
-            f"The FHIR server's answer to the {query.key} query is not FHIR JSON.",
-            code="fhir_error",
-        )
-    wrong = query.wrong_data(parsed)
-    if wrong is not None:
-        del parsed  # see _forget
-        # Types only: an id in the log or the message could name another patient.
-        log.warning("fhir %s: wrong data: %s", query.key, wrong)
-        raise PrefetchUnavailable(
-            f"The FHIR server answered the {query.key} query with {wrong}; nothing of it is used.",
-            code="fhir_wrong_data",
-        )
-    return parsed
-
-
-# --- what was asked, and whether the answer is it -------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Query:
-    """A prefetch query as the checks need it: ``Patient/pat-1`` is a read of a Patient,
-    ``Condition?patient=pat-1`` a search of Conditions about patient pat-1. Other shapes
-    (operations, history) are only checked to be FHIR."""
-
-    key: str
-    text: str
-    kind: str | None = None
-    read_id: str | None = None
-    # The patients a search is restricted to (``patient=``, ``subject=``); empty if not known.
-    patients: frozenset[str] = frozenset()
-    # _include/_revinclude: resources of other types come along, as search.mode "include".
-    includes: bool = False
-
-    @classmethod
-    def parse(cls, key: str, text: str) -> _Query:
-        path, _, params = text.strip().lstrip("/").partition("?")
-        segments = [unquote(s) for s in path.strip("/").split("/")]
-        kind = segments[0] if _TYPE.fullmatch(segments[0]) else None
-        if kind is not None and len(segments) == 2 and _ID.fullmatch(segments[1]):
-            return cls(key, text, kind, read_id=segments[1])
-        if kind is None or len(segments) != 1:
-            return cls(key, text)
-        pairs = parse_qsl(params, keep_blank_values=True)
-        names = {"patient", "patient:Patient", "subject", "subject:Patient"}
-        if kind == "Patient":
-            names.add("_id")
-        values = [v for name, value in pairs if name in names for v in value.split(",")]
-        patients = [_patient_id(v) for v in values]
-        known = frozenset(p for p in patients if p is not None)
-        return cls(
-            key,
-            text,
-            kind,
-            patients=known if known and None not in patients else frozenset(),
-            includes=any(name.startswith(("_include", "_revinclude")) for name, _ in pairs),
-        )
-
-    @property
-    def is_read(self) -> bool:
-        return self.read_id is not None or (self.kind is None and "?" not in self.text)
-
-    def wrong_data(self, answer: Resource) -> str | None:
-        """Why the answer is not what was asked (types only, never ids), or None."""
-        got = answer["resourceType"]
-        if self.read_id is not None:
-            if got != self.kind:
-                return f"{_a(_safe(got))} instead of the {self.kind} read"
-            if answer.get("id") != self.read_id:
-                return f"another {self.kind} than the one read"
-            return None
-        if self.kind is None:
-            return None
-        if got != "Bundle":
-            return f"{_a(_safe(got))} instead of a Bundle"
-        entries = answer.get("entry")
-        if entries is None:
-            return None
-        if not isinstance(entries, list):
-            return "a Bundle whose entry is not a list"
-        for entry in entries:
-            wrong = self._wrong_entry(entry, self.kind)
-            if wrong is not None:
-                return wrong
-        return None
-
-    def _wrong_entry(self, entry: Any, searched: str) -> str | None:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            return "a Bundle entry that is not a resource"
-        kind = resource["resourceType"]
-        search = entry.get("search")
-        mode = search.get("mode") if isinstance(search, dict) else None
-        if kind == "OperationOutcome":  # the server's remarks, skipped by service/fhir/prefetch
-            return None if mode in (None, "outcome") else "an OperationOutcome as a match"
-        if kind != searched and not (self.includes and mode in (None, "include")):
-            return f"{_a(_safe(kind))} entry in {_a(searched)} search"
-        if self.patients and not self._about_the_patient(resource):
-            return f"{_a(_safe(kind))} about another patient"
-        return None
-
-    def _about_the_patient(self, resource: Resource) -> bool:
-        if resource["resourceType"] == "Patient":
-            return resource.get("id") in self.patients
-        for field in ("subject", "patient"):
-            reference = resource.get(field)
-            target = reference.get("reference") if isinstance(reference, dict) else None
-            # A reference we cannot resolve (contained, urn:uuid, an identifier only) says
-            # nothing either way; a resolvable one must be this patient.
-            named = _reference(target) if isinstance(target, str) else None
-            if named is not None and (named[0] != "Patient" or named[1] not in self.patients):
-                return False
-        return True
-
-
-def _reference(text: str) -> tuple[str, str] | None:
-    """``Patient/123``, ``https://server/fhir/Patient/123``, ``.../Patient/123/_history/2``
-    -> ``("Patient", "123")``; anything else -> None."""
-    parts = [p for p in text.split("#", 1)[0].split("?", 1)[0].split("/") if p]
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) < 2 or not _TYPE.fullmatch(parts[-2]) or not _ID.fullmatch(parts[-1]):
-        return None
-    return parts[-2], parts[-1]
-
-
-def _patient_id(value: str) -> str | None:
-    """The patient a search parameter names: ``123`` or ``Patient/123``; None for another type."""
-    if _ID.fullmatch(value):
-        return value
-    named = _reference(value)
-    return named[1] if named is not None and named[0] == "Patient" else None
-
-
-def _safe(kind: str) -> str:
-    """A resourceType as it may be logged: a server could put anything there."""
-    return kind if _TYPE.fullmatch(kind) else "resource of an unknown type"
-
-
-def _a(noun: str) -> str:
-    return f"{'an' if noun[:1] in ('A', 'E', 'I', 'O', 'U') else 'a'} {noun}"
-
-
-# --- the request's own inputs --------------------------------------------------------------
 
 
 def _authorization(token: str | None) -> dict[str, str]:
