@@ -6,7 +6,7 @@ import copy
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -282,3 +282,17 @@ def hook_request(
 def load_json(path: Path) -> Json:
     data: Json = json.loads(path.read_text())
     return data
+
+
+class StreamedBody(httpx.AsyncByteStream):
+    """A body sent as it is generated, counting what the client took: a 50 MB Bundle or a
+    gzip bomb is never built in memory, and a client that stops early is seen to."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            self.sent += len(chunk)
+            yield chunk

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import httpx
 import pytest
@@ -14,6 +14,7 @@ from .conftest import (
     AppFactory,
     FakeFhir,
     Json,
+    StreamedBody,
     full_prefetch,
     hook_request,
     hypertension,
@@ -216,19 +217,6 @@ def test_templates_fill_context_and_user_tokens() -> None:
 # --- what a FHIR server may not do to the service -------------------------------------------
 
 
-class _Streamed(httpx.AsyncByteStream):
-    """A body sent as it is generated: a 50 MB Bundle is never built in memory."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self.sent = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks:
-            self.sent += len(chunk)
-            yield chunk
-
-
 def _conditions_answered_with(fhir: FakeFhir, *answers: Callable[[], httpx.Response]) -> FakeFhir:
     """``fhir``, but the Condition searches get ``answers``, one each, before it serves them."""
     serve, waiting = fhir.handle, list(answers)
@@ -257,7 +245,7 @@ def _conditions_answered_with(fhir: FakeFhir, *answers: Callable[[], httpx.Respo
 def test_an_answer_the_service_cannot_take_is_a_412_and_the_next_call_is_served(
     make_client: AppFactory, encoding: str | None, body: Iterable[bytes], code: str
 ) -> None:
-    streamed = _Streamed(body)
+    streamed = StreamedBody(body)
     headers = {"Content-Encoding": encoding} if encoding else {}
     fhir = _conditions_answered_with(
         FakeFhir(resources=[patient(), *_conditions(2)]),

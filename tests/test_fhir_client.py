@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -26,7 +26,7 @@ from service.ops.config import Settings
 from service.ops.metrics import Metrics
 from service.protocol.errors import PrefetchUnavailable
 
-from .conftest import FHIR_BASE, TOKEN, Json, hypertension, patient
+from .conftest import FHIR_BASE, TOKEN, Json, StreamedBody, hypertension, patient
 from .misbehaving_fhir import MIB, MisbehavingFhir, big_bundle, gzip_bomb, gzip_compress
 
 pytestmark = pytest.mark.anyio
@@ -337,21 +337,7 @@ async def test_metrics_count_each_failure_by_code_and_time_each_key(
 CAP = 256 * 1024  # IPT_CDS_FHIR_MAX_ANSWER_BYTES in these tests
 
 
-class _Body(httpx.AsyncByteStream):
-    """A body sent as it is generated, counting what the client took: a 50 MB Bundle or a
-    gzip bomb is never built in memory, and a client that stops early is seen to."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self.sent = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks:
-            self.sent += len(chunk)
-            yield chunk
-
-
-def _streamed(body: _Body, encoding: str | None = None, **headers: str) -> httpx.Response:
+def _streamed(body: StreamedBody, encoding: str | None = None, **headers: str) -> httpx.Response:
     if encoding is not None:
         headers["Content-Encoding"] = encoding
     return httpx.Response(200, headers=headers, stream=body)
@@ -381,7 +367,7 @@ async def test_a_gzip_bomb_is_stopped_at_the_cap(
 ) -> None:
     """64 MiB of gzip'd spaces, ~64 KiB on the wire: decompression stops one byte past the
     cap, and the rest of the bomb is never even sent."""
-    body = _Body(gzip_bomb(64 * MIB))
+    body = StreamedBody(gzip_bomb(64 * MIB))
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(body, "gzip"))
     failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
     assert failure.code == "fhir_answer_too_large"
@@ -394,7 +380,7 @@ async def test_a_gzip_bomb_is_stopped_at_the_cap(
 async def test_a_large_bundle_is_dropped_at_the_cap_without_reading_it_all(
     fhir: respx.MockRouter,
 ) -> None:
-    body = _Body(big_bundle(50 * MIB))
+    body = StreamedBody(big_bundle(50 * MIB))
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(body))
     failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
     assert failure.code == "fhir_answer_too_large"
@@ -402,7 +388,7 @@ async def test_a_large_bundle_is_dropped_at_the_cap_without_reading_it_all(
 
 
 async def test_a_content_length_over_the_cap_is_refused_unread(fhir: respx.MockRouter) -> None:
-    body = _Body([b"{}"])
+    body = StreamedBody([b"{}"])
     response = _streamed(body, **{"Content-Length": str(50 * MIB)})
     fhir.get(f"/{CONDITIONS}").mock(return_value=response)
     failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
@@ -441,7 +427,7 @@ async def test_a_single_gzip_or_deflate_encoding_is_decoded(
     }[encoding]
     header = {"deflate-raw": "deflate", "gzip-members": "gzip"}.get(encoding, encoding)
     # One byte at a time: every decoder state meets a chunk boundary.
-    body = _Body(encoded[i : i + 1] for i in range(len(encoded)))
+    body = StreamedBody(encoded[i : i + 1] for i in range(len(encoded)))
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(body, header))
     fetched = await _fetch({"conditions": CONDITIONS})
     assert fetched["conditions"] == [json]
@@ -462,7 +448,7 @@ async def test_a_chunk_that_decodes_to_whole_steps_is_followed_by_the_next(
     ]
     chunks.append(packer.flush())
     encoding = "gzip" if wbits > zlib.MAX_WBITS else "deflate"
-    fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(_Body(chunks), encoding))
+    fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(StreamedBody(chunks), encoding))
     fetched = await _fetch({"conditions": CONDITIONS})
     assert _ids(fetched["conditions"]) == ["c1"]
 
@@ -499,7 +485,7 @@ async def test_the_client_asks_only_for_the_encodings_it_decodes(fhir: respx.Moc
 async def test_an_answer_that_cannot_be_decoded_is_a_412(
     fhir: respx.MockRouter, encoding: str, body: bytes, said: str
 ) -> None:
-    fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(_Body([body]), encoding))
+    fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(StreamedBody([body]), encoding))
     fhir.get("/Patient/pat-1").respond(200, json=patient())
     failure = await _failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
     assert failure.code == "fhir_error"
