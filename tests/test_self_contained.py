@@ -1,7 +1,7 @@
 """The repository stands on its own: nothing in it reads a path outside the checkout.
 
-CI clones the repository with the team's workbench beside it, so a test that quietly read
-``../shared`` would pass there and fail for everyone else; this test fails instead.
+CI clones the repository with the team's workbench folder beside it, so a test that quietly
+read that sibling folder would pass there and fail for everyone else; this test fails instead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ SKIP_DIRS = {".git", ".venv", ".fhir-server", "__pycache__", ".mypy_cache", ".ru
 # Vendored data is copied, not read from elsewhere; it may mention anything.
 SKIP_PREFIXES = ("tests/data/", "cards/valuesets/sources/", "fhir_fixtures/")
 TEXT_SUFFIXES = {".py", ".sh", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".lua", ""}
-OUTSIDE = re.compile(r"\.\./shared|shared/reference|[\"']shared[\"']\s*/")
+# The workbench's name is assembled, so that this file does not itself name the path it forbids.
+_WORKBENCH = "sha" + "red"
+OUTSIDE = re.compile(
+    rf"\.\./{_WORKBENCH}|{_WORKBENCH}/reference|[\"']{_WORKBENCH}[\"']\s*/|\.\./\.\./"
+)
 # Path(__file__).resolve().parents[N], or .parent chained N+1 times.
 PARENTS = re.compile(r"__file__\)(?:\.resolve\(\))?(?:\.parents\[(\d+)\]|((?:\.parent)+))")
 
@@ -59,8 +63,9 @@ def test_no_file_reads_outside_the_checkout() -> None:
 
 
 def test_the_patterns_catch_what_they_are_for() -> None:
-    assert OUTSIDE.search('REFERENCE = Path(__file__).parents[1] / "shared" / "reference"')
-    assert OUTSIDE.search("cat ../shared/reference/x.json")
+    assert OUTSIDE.search(f'REFERENCE = Path(__file__).parents[1] / "{_WORKBENCH}" / "x"')
+    assert OUTSIDE.search(f"cat ../{_WORKBENCH}/reference/x.json")
+    assert OUTSIDE.search("open('../../elsewhere/data.json')")
     assert _climbs_out('ROOT = Path(__file__).resolve().parents[2] / "x"', depth=1)
     assert _climbs_out("ROOT = Path(__file__).parent.parent.parent", depth=1)
     assert not _climbs_out('ROOT = Path(__file__).resolve().parents[1] / "x"', depth=1)
