@@ -64,7 +64,8 @@ class Engine:
     def facts(self, call: HookCall) -> Facts:
         return self.factbook.evaluate(call.record, call.hook, call.now)
 
-    def run(self, call: HookCall) -> list[Card]:
+    def run(self, call: HookCall) -> list[tuple[str, Card]]:
+        """Each card with the id of the rule that made it, most urgent first."""
         facts = self.facts(call)
         cards = self.rulebook.cards(facts)
         for rule in self.extra:
@@ -73,10 +74,10 @@ class Engine:
                 if card is not None:
                     cards.append((rule.id, card))
         stamped = [
-            c.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)})
+            (rule_id, c.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)}))
             for rule_id, c in cards
         ]
-        stamped.sort(key=lambda c: INDICATOR_RANK[c.indicator])
+        stamped.sort(key=lambda pair: INDICATOR_RANK[pair[1].indicator])
         return stamped
 
 
@@ -86,8 +87,13 @@ class HookResult:
 
     request: HookRequest
     record: PatientRecord
-    cards: list[Card]
+    # Each card with its rule: a Python rule's card need not name the rule in source.topic.
+    fired: list[tuple[str, Card]]
     now: datetime
+
+    @property
+    def cards(self) -> list[Card]:
+        return [card for _, card in self.fired]
 
 
 class Pipeline:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
 
+from service.clinical.fact_model import Facts
 from service.ops.config import Settings
+from service.pipeline import HookCall
+from service.protocol.models import Card, Source
 from service.storage.store import database_url
 
 from .conftest import AppFactory, Json, full_prefetch, hook_request, hypertension
@@ -245,3 +249,23 @@ def test_an_outcome_timestamp_must_be_an_instant_with_its_offset(
     assert response.status_code == 400
     assert response.json()["field"] == "feedback[0].outcomeTimestamp"
     assert client.get("/stats/cards").json() == {"services": []}
+
+
+@dataclass(frozen=True)
+class _UntitledRule(CountingRule):
+    """A Python rule whose card names no rule in source.topic (CDS Hooks makes topic optional)."""
+
+    def evaluate(self, call: HookCall, facts: Facts) -> Card | None:
+        card = super().evaluate(call, facts)
+        return None if card is None else card.model_copy(update={"source": Source(label="x")})
+
+
+def test_a_card_without_a_topic_is_counted_under_the_rule_that_made_it(
+    make_client: AppFactory,
+) -> None:
+    client = make_client(rules=(_UntitledRule("untitled", "Condition"),))
+    body = hook_request("order-sign", full_prefetch(hypertension("c1")))
+    cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
+    assert [c.get("source", {}).get("topic") for c in cards] == [None]
+    rules = client.get("/stats/cards").json()["services"][0]["rules"]
+    assert [(r["rule"], r["shown"]) for r in rules] == [("untitled", 1)]

@@ -156,17 +156,17 @@ async def call_service(service_id: str, request: Request) -> Response:
     result = await state.pipeline.run(
         service, body, fhir=state.fhir, fhir_allowed=state.fhir_allowed(client), now=state.clock()
     )
-    hook_request, record, cards, now = result.request, result.record, result.cards, result.now
+    hook_request, record, now = result.request, result.record, result.now
     issued = [
         IssuedCard(
             card_uuid=card.uuid or "",
             service_id=service.id,
             hook_instance=hook_request.hookInstance,
-            rule_id=card.source.topic.code if card.source.topic else "",
+            rule_id=rule_id,
             indicator=card.indicator,
             issued_at=now,
         )
-        for card in cards
+        for rule_id, card in result.fired
     ]
     state.recorder.add(issued)
     for row in issued:
@@ -191,7 +191,7 @@ async def call_service(service_id: str, request: Request) -> Response:
             "ms": ms,
         },
     )
-    return JsonResponse(CdsResponse(cards=cards).model_dump(mode="json"))
+    return JsonResponse(CdsResponse(cards=result.cards).model_dump(mode="json"))
 
 
 @router.post(
