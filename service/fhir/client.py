@@ -30,7 +30,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ import httpx
 from service.fhir.answers import Query, parse_answer
 from service.fhir.decoding import ACCEPT_ENCODING, Budget, Refused, read_body
 from service.ops.config import Settings
+from service.ops.memory import HeapTrimmer
 from service.ops.metrics import Metrics
 from service.protocol.errors import PrefetchUnavailable
 from service.protocol.models import Resource
@@ -54,6 +56,8 @@ _RETRY_STATUS = {502, 503, 504}
 # Connections beyond fhir_max_connections for the other users of the same client (the JWKS
 # fetches of service/http/auth.py, one at a time), so that FHIR requests never queue in the pool.
 _SPARE_CONNECTIONS = 2
+# What a closed response's stream is replaced by (see FhirClient._stream).
+_SPENT = httpx.ByteStream(b"")
 
 # What an RFC 6750 bearer token may contain, give or take: printable ASCII without spaces. A
 # token outside it cannot be put in a header (httpx would raise) and is refused unsent.
@@ -62,11 +66,16 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 
 class FhirClient:
     def __init__(
-        self, http: httpx.AsyncClient, settings: Settings, metrics: Metrics | None = None
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        heap: HeapTrimmer | None = None,
     ) -> None:
         self._http = http
         self._settings = settings
         self._metrics = metrics
+        self._heap = heap or HeapTrimmer.for_this_process()
         # httpcore 1.0 leaks a pool slot for good when a request waiting in its queue is
         # cancelled just as a new connection is made for it (encode/httpcore#1093): a few
         # failed fetches, whose sibling queries the task group cancels, and every later fetch
@@ -106,9 +115,11 @@ class FhirClient:
         parsed = {key: Query.parse(key, query) for key, query in queries.items()}
         total = self._settings.fhir_total_timeout_seconds
         fetched: dict[str, list[Resource]] = {}
+        cap = self._settings.fhir_max_answer_bytes
+        budgets = {key: Budget(cap) for key in parsed}
 
         async def read(key: str, query: Query) -> None:
-            fetched[key] = await self._read(base, query, headers)
+            fetched[key] = await self._read(base, query, headers, budgets[key])
 
         failure: PrefetchUnavailable | None = None
         try:
@@ -130,15 +141,20 @@ class FhirClient:
         except BaseException:
             fetched.clear()  # see _forget
             raise
+        finally:
+            # Every task has ended: what they read is garbage now, or part of the answer.
+            self._heap.released(sum(budget.spent for budget in budgets.values()))
         if failure is not None:
             fetched.clear()  # this frame lives as long as the failure's traceback
             raise failure  # out of the except blocks: no __context__, see _fresh
         return {key: fetched[key] for key in parsed}
 
-    async def _read(self, base: str, query: Query, headers: dict[str, str]) -> list[Resource]:
+    async def _read(
+        self, base: str, query: Query, headers: dict[str, str], budget: Budget
+    ) -> list[Resource]:
         """A read answers one resource; a search is followed through its ``next`` links."""
         try:
-            return await self._pages(base, query, headers)
+            return await self._pages(base, query, headers, budget)
         except PrefetchUnavailable as exc:
             failure = _fresh(exc)
         except Exception as exc:
@@ -151,9 +167,10 @@ class FhirClient:
             )
         raise failure  # out of the except blocks: no __context__, see _fresh
 
-    async def _pages(self, base: str, query: Query, headers: dict[str, str]) -> list[Resource]:
+    async def _pages(
+        self, base: str, query: Query, headers: dict[str, str], budget: Budget
+    ) -> list[Resource]:
         started = time.perf_counter()
-        budget = Budget(self._settings.fhir_max_answer_bytes)
         pages: list[Resource] = []
         url: str | None = f"{base}/{query.text.lstrip('/')}"
         try:
@@ -173,6 +190,20 @@ class FhirClient:
             self._metrics.fhir.labels(query.key).observe(time.perf_counter() - started)
         return pages
 
+    @asynccontextmanager
+    async def _stream(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
+        response: httpx.Response | None = None
+        try:
+            async with self._slots, self._http.stream("GET", url, headers=headers) as response:
+                yield response
+        finally:
+            # An httpx response and its stream refer to each other, so only the cyclic garbage
+            # collector frees them, and with them the connection and whatever its socket had
+            # buffered (a dropped answer leaves ~2 MB there). Under a FHIR server sending
+            # oversized answers that garbage reached 850 MB between two collections.
+            if response is not None:
+                response.stream = _SPENT
+
     def _count_error(self, code: str) -> None:
         if self._metrics is not None:
             self._metrics.fhir_errors.labels(code).inc()
@@ -184,7 +215,7 @@ class FhirClient:
         attempts = self._settings.fhir_retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                async with self._slots, self._http.stream("GET", url, headers=headers) as response:
+                async with self._stream(url, headers) as response:
                     status = response.status_code
                     if status in _RETRY_STATUS and attempt < attempts:
                         log.warning("fhir %s: HTTP %d (attempt %d)", key, status, attempt)

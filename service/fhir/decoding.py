@@ -39,6 +39,11 @@ class Budget:
         self.cap = cap
         self.left = cap
 
+    @property
+    def spent(self) -> int:
+        """Bytes decompressed so far, including an answer dropped for passing the cap."""
+        return self.cap - self.left
+
     def too_large(self) -> Refused:
         return Refused(
             "fhir_answer_too_large",
@@ -73,7 +78,9 @@ async def read_body(response: httpx.Response, budget: Budget) -> bytes:
     except BaseException:
         out.clear()  # see _forget
         raise
-    budget.left -= decoder.produced
+    finally:
+        # Also what an answer dropped over the cap took: the heap holds its freed pieces.
+        budget.left -= decoder.produced
     return b"".join(out)
 
 
