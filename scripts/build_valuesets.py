@@ -4,7 +4,11 @@
 Each concept that a fact of KNOWLEDGE.md section 1 reads (depression, episode, remission,
 severity, psychosis, bipolar, PHQ-9 items, antidepressants, psychotherapy, ...) becomes one
 ValueSet, written to ``cards/valuesets/<id>.json`` with its codes enumerated extensionally in
-``compose.include`` (no ``expansion``).
+``compose.include`` (no ``expansion``). Code families that no source enumerates in full
+(ICD-10-CM X71-X83, T36-T65 intentional self-harm, F17.2 nicotine dependence) are written as
+one ``include`` per family with a ``filter`` ``{"property": "code", "op": "regex"}``; the
+service matches the regex in full against the normalised code (ICD-10-CM: upper case, no dots,
+so ``T43.222A`` is matched as ``T43222A``; see service/clinical/terminology.py).
 
 The codes come from the vendored terminology sources (``--reference``, by default
 ``cards/valuesets/sources/``; its README gives each file's origin and licence):
@@ -21,8 +25,9 @@ The codes come from the vendored terminology sources (``--reference``, by defaul
   one ``source-valueset`` extension per VSAC value set it took codes from.
 
 Before anything is written the script checks the result (traps removed, no depression code in
-bipolar, every code codes.md lists for a concept present, disjoint severity/remission classes, ...)
-and stops with a list of problems if a check fails. Output is deterministic: sorted concepts,
+bipolar, every code codes.md lists for a concept present, disjoint severity/remission classes,
+each regex family against every reference code of its range, ...) and stops with a list of
+problems if a check fails. Output is deterministic: sorted concepts,
 sorted keys, 2-space indent, trailing newline.
 
 Usage (from the repository root)::
@@ -101,6 +106,13 @@ ANTIDEPRESSANT_MEDICATION = "2.16.840.1.113883.3.464.1003.196.12.1213"
 ADULT_DEPRESSION_MEDICATIONS = "2.16.840.1.113883.3.526.3.1566"
 ANTIDEPRESSANTS = "2.16.840.1.113762.1.4.1248.163"
 HARMFUL_ANTIDEPRESSANTS_OLDER = "2.16.840.1.113883.3.464.1003.1054"
+# The VSAC expansions antidepressant_rxnorm_scd_from_vsac.csv was made from.
+ANTIDEPRESSANT_VALUESETS = (
+    ANTIDEPRESSANT_MEDICATION,
+    ADULT_DEPRESSION_MEDICATIONS,
+    ANTIDEPRESSANTS,
+    HARMFUL_ANTIDEPRESSANTS_OLDER,
+)
 PSYCH_VISIT_PSYCHOTHERAPY = "2.16.840.1.113883.3.526.3.1496"
 GROUP_PSYCHOTHERAPY = "2.16.840.1.113883.3.526.3.1187"
 FAMILY_PSYCHOTHERAPY = "2.16.840.1.113883.3.526.3.1018"
@@ -131,6 +143,11 @@ EXTRA_DISPLAYS: dict[tuple[str, str], str] = {
     # Psychotherapy codes Synthea emits (codes.md s.8a, V-SYNTHEA; displays as codes.md gives).
     (SCT, "425680009"): "Cognitive behavioral therapy by multidisciplinary team",
     (SCT, "183401008"): "Anti-suicide psychotherapy",
+    # 'At risk for suicide': named by the clinical spec (KNOWLEDGE.md version 2, s.1,
+    # `suicidal_ideation`, "as Synthea records it"); in no VSAC expansion, codes.md or Synthea
+    # display we vendor, so NOT verified against the reference. Display (SNOMED FSN) as the
+    # HL7 FHIR R4 example PlanDefinition uses it; check it in a SNOMED CT browser.
+    (SCT, "225444004"): "At risk for suicide (finding)",
 }
 
 ACRONYMS = {"phq9": "PHQ9", "phq": "PHQ", "mdd": "MDD", "nos": "NOS", "hiv": "HIV", "ipt": "IPT"}
@@ -279,6 +296,9 @@ class Spec:
     concepts: dict[Key, str] = field(default_factory=dict)
     provenance: dict[Key, set[str]] = field(default_factory=dict)  # VSAC expansions per code
     ordinal: dict[Key, int] = field(default_factory=dict)
+    # Regex families (system, regex), each written as its own include with a filter. The regex
+    # is matched in full against the normalised code (ICD-10-CM: upper case, no dots).
+    filters: list[Key] = field(default_factory=list)
 
     # -- adding codes -------------------------------------------------------------------------
     def add(self, system: str, *codes: str) -> Spec:
@@ -296,6 +316,31 @@ class Spec:
     def icd_groups(self, *groups: str) -> Spec:
         for group in groups:
             self.icd(*self.ref.icd_group(group))
+        return self
+
+    def regex(self, system: str, pattern: str) -> Spec:
+        """A code family: every code of ``system`` whose normalised form (ICD-10-CM: upper case,
+        no dots) ``pattern`` matches in full. check() tries it against the reference codes."""
+        re.compile(pattern)
+        # An unescaped '.' is a wildcard and fine; a literal dot never matches a normalised code.
+        if system == ICD and "\\." in pattern:
+            raise ReferenceError_(f"{self.id}: ICD-10-CM regex {pattern!r} has a literal dot")
+        if (system, pattern) in self.filters:
+            raise ReferenceError_(f"{self.id}: duplicate regex {pattern!r}")
+        self.filters.append((system, pattern))
+        return self
+
+    def drugs(self, where: Callable[[dict[str, str]], bool]) -> Spec:
+        """Take the RxNorm clinical drugs of the antidepressant csv that ``where`` accepts (a csv
+        row), displayed as in the VSAC expansions, with the expansions each code is in."""
+        found = sorted(code for code, row in self.ref.drugs.items() if where(row))
+        if not found:
+            raise ReferenceError_(f"{self.id}: no clinical drug of the csv fits")
+        for code in found:
+            self.add(RXNORM, code)
+            for key in ANTIDEPRESSANT_VALUESETS:
+                if any(c.system == RXNORM and c.code == code for c in self.ref.expansion(key)):
+                    self.provenance.setdefault((RXNORM, code), set()).add(key)
         return self
 
     def vsac(
@@ -360,6 +405,14 @@ class Spec:
     def keys(self) -> set[Key]:
         return set(self.concepts)
 
+    def holds(self, system: str, code: str) -> bool:
+        """Whether the code is in the value set as the service reads it: enumerated, or in a
+        regex family (matched against the normalised code)."""
+        if (system, code) in self.concepts:
+            return True
+        normal = normal_code(system, code)
+        return any(s == system and re.fullmatch(p, normal) for s, p in self.filters)
+
     def sources(self) -> list[str]:
         """OIDs of the VSAC value sets that at least one final code was taken from."""
         keys = set().union(*(self.provenance.get(k, set()) for k in self.concepts))
@@ -375,6 +428,15 @@ class Spec:
                     {"url": ORDINAL_EXTENSION, "valueDecimal": self.ordinal[(system, code)]}
                 ]
             by_system.setdefault(system, []).append(entry)
+        includes: list[tuple[str, dict[str, Any]]] = [
+            (system, {"system": system, "concept": by_system[system]}) for system in by_system
+        ]
+        for system, pattern in self.filters:
+            # One include per family: filters within one include would all have to hold.
+            regex = {"property": "code", "op": "regex", "value": pattern}
+            includes.append((system, {"system": system, "filter": [regex]}))
+        includes.sort(key=lambda item: (item[0], "filter" in item[1]))  # stable: families in order
+        systems = sorted({system for system, _include in includes})
         resource: dict[str, Any] = {
             "resourceType": "ValueSet",
             "id": self.id,
@@ -387,18 +449,14 @@ class Spec:
             "publisher": PUBLISHER,
             "description": self.description,
             "purpose": self.purpose,
-            "compose": {
-                "include": [
-                    {"system": system, "concept": by_system[system]} for system in sorted(by_system)
-                ]
-            },
+            "compose": {"include": [include for _system, include in includes]},
         }
         sources = self.sources()
         if sources:
             resource["extension"] = [
                 {"url": SOURCE_EXTENSION, "valueUri": f"urn:oid:{oid}"} for oid in sources
             ]
-        notices = [COPYRIGHT[s] for s in sorted(by_system) if s in COPYRIGHT]
+        notices = [COPYRIGHT[s] for s in systems if s in COPYRIGHT]
         if notices:
             resource["copyright"] = " ".join(notices)
         return resource
@@ -409,6 +467,13 @@ def _concept_order(item: tuple[Key, str]) -> tuple[str, int, int, str]:
     if code.isdigit():
         return (system, 0, int(code), code)
     return (system, 1, 0, code)
+
+
+def normal_code(system: str, code: str) -> str:
+    """The form the service matches codes in (service/clinical/terminology.py normal_code):
+    ICD-10-CM upper case without dots, other systems as they are."""
+    code = code.strip()
+    return code.upper().replace(".", "") if system == ICD else code
 
 
 def pascal_case(value: str) -> str:
@@ -448,6 +513,26 @@ BIPOLAR_IN_VSAC_MDD = "67002003"
 PSYCHODYNAMIC_INTERPERSONAL = "304822001"
 IPT = "443730003"
 LOW_DOSE_DOXEPIN = ("966787", "966793")  # doxepin 3 mg / 6 mg tablets: hypnotic-only strengths
+SMOKING_CESSATION_BUPROPION = "1801289"  # 'Smoking Cessation 12 HR bupropion ... 150 MG' (Zyban)
+SUICIDAL_BEHAVIOUR = "425104003"  # 'Suicidal behavior (finding)': behaviour, not ideation
+
+# Regex families, matched in full against the normalised code (ICD-10-CM upper case, no dots).
+# ICD-10-CM X71-X83: intentional self-harm by drowning, firearm, ..., other specified means
+# (every category, every 7th character).
+SELF_HARM_X71_X83 = r"X(7[1-9]|8[0-3]).*"
+# T36-T65 poisoning / toxic effect whose 6th character is the intent 2 (intentional self-harm):
+# T43.222A -> T43222A, T36.0X2A -> T360X2A. 1 is accidental, 3 assault, 4 undetermined,
+# 5 adverse effect, 6 underdosing.
+SELF_HARM_POISONING = r"T(3[6-9]|[45][0-9]|6[0-5])[0-9A-Z]{2}2.*"
+# The same intent in the 5th character, with the placeholder X in the 6th: the 'unspecified'
+# codes T36.92XA, T43.92XA, T65.92XA, ... ('..., intentional self-harm' in NCHS). The rule
+# "6th character is 2" misses them; check() shows every such reference code says
+# 'intentional self-harm' and no other code matches (28 such codes in the reference, e.g.
+# T58.02XA carbon monoxide from motor vehicle exhaust).
+SELF_HARM_POISONING_UNSPECIFIED = r"T(3[6-9]|[45][0-9]|6[0-5])[0-9A-Z]2X.*"
+# ICD-10-CM F17.2 Nicotine dependence (headers included): F17.20x unspecified, F17.21x
+# cigarettes, F17.22x chewing tobacco, F17.29x other tobacco product.
+NICOTINE_DEPENDENCE_F17_2 = r"F172.*"
 NOT_ANTIDEPRESSANT_INGREDIENTS = {"lamotrigine", "5-hydroxytryptophan"}
 INGREDIENTS_LEFT_OUT = {
     "9639": "selegiline: an antidepressant only as the transdermal system; the ingredient name "
@@ -637,8 +722,10 @@ def build(ref: Reference) -> dict[str, Spec]:
         "Depression with psychotic features",
         "MDD with psychotic features or symptoms: ICD-10-CM F32.3, F33.3 and the SNOMED CT MDD "
         "concepts with psychotic features.",
-        "Marks the current episode as psychotic for the `psychosis` fact (MDD with psychotic "
-        "features) and for severity (these codes are severe). All codes are also in `psychosis`.",
+        "The `psychosis` fact reads these codes apart from the psychosis value set (which no "
+        "longer holds them): only for the current episode (not in remission) or a Condition "
+        "recorded within 365 days (KNOWLEDGE.md version 2). Also severity (these codes are "
+        "severe).",
     )
     psychotic_features.icd("F32.3", "F33.3")
     psychotic_features.take(depression_codes, snomed_where(PSYCHOTIC, unless=NOT_PSYCHOTIC))
@@ -675,18 +762,22 @@ def build(ref: Reference) -> dict[str, Spec]:
     # ---- Psychosis -----------------------------------------------------------------------------
     psychosis = new(
         "psychosis",
-        "Psychotic disorder or psychotic features",
-        "Psychotic disorders and mood disorders with psychotic features: ICD-10-CM F20-F29 "
-        "(incl. F22, F24 and headers), F32.3, F33.3, F30.2, F31.2, F31.5, F31.64, puerperal "
-        "psychosis F53.1, psychotic disorder due to a physiological condition F06.0/F06.2 and "
+        "Psychotic disorder or bipolar disorder with psychotic features",
+        "Psychotic disorders and manic/bipolar episodes with psychotic features: ICD-10-CM "
+        "F20-F29 (incl. F22, F24 and headers), F30.2, F31.2, F31.5, F31.64, puerperal psychosis "
+        "F53.1, psychotic disorder due to a physiological condition F06.0/F06.2 and "
         "substance-induced psychotic disorders (F1x.x5x); SNOMED CT schizophrenia-spectrum, "
-        "postpartum psychosis and MDD/bipolar 'with psychotic features' concepts.",
-        "Feeds the `psychosis` fact: verdict `not-recommended` and the critical `ipt-psychosis` "
-        "card. VSAC 'Schizophrenia or Psychotic Disorder' lacks F22 and F24 (codes.md s.3); they "
-        "are added. Hallucination symptom codes R44.x are not included (they do not establish a "
-        "psychotic disorder).",
+        "postpartum psychosis and bipolar 'with psychotic features' concepts. MDD with psychotic "
+        "features (F32.3, F33.3 and SNOMED) is not here: it is depression-psychotic-features.",
+        "Feeds the `psychosis` fact (any active Condition): verdict `not-recommended` and the "
+        "`ipt-psychosis` card. Version 2 reads MDD with psychotic features apart, from "
+        "depression-psychotic-features, only for the current episode or within 365 days, so an "
+        "old code does not block IPT for ever. VSAC 'Schizophrenia or Psychotic Disorder' lacks "
+        "F22 and F24 (codes.md s.3); they are added. Hallucination symptom codes R44.x are not "
+        "included (they do not establish a psychotic disorder).",
     )
     psychosis.icd_groups("Schizophrenia_spectrum_F20-F29")
+    # F32.3/F33.3 come in with psychotic_features below and are dropped again with it.
     psychosis.icd("F32.3", "F33.3", "F30.2", "F31.2", "F31.5", "F31.64", "F53.1", "F06.0", "F06.2")
     psychosis.vsac(
         DELIRIUM_DEMENTIA_PSYCHOSES,
@@ -702,6 +793,9 @@ def build(ref: Reference) -> dict[str, Spec]:
     # Bipolar codes never count as depression (KNOWLEDGE.md: `depression` excludes bipolar).
     for part in (mdd, nos, ppd, dysthymia, *_attribute_specs(specs)):
         part.drop_where(lambda c: (c.system, c.code) in bipolar.concepts)
+    # MDD with psychotic features is read from depression-psychotic-features alone (version 2:
+    # current episode or within 365 days); bipolar with psychotic features stays in psychosis.
+    psychosis.drop_where(lambda c: (c.system, c.code) in psychotic_features.concepts)
 
     # ---- Other conditions ----------------------------------------------------------------------
     dementia = new(
@@ -724,6 +818,10 @@ def build(ref: Reference) -> dict[str, Spec]:
     )
     for key in (DEMENTIA_MENTAL_DEGENERATIONS, DEMENTIA_RELATED_PATHOLOGIES):
         dementia.vsac(key, SCT, where=rx(r"dementia|alzheimer|lewy bod"))
+    # The VSAC dementia sets lack the Alzheimer's disease subtypes Synthea records (e.g.
+    # 230265002 "Familial Alzheimer's disease of early onset"); the mental-health sets hold them.
+    for key in (MENTAL_HEALTH_DIAGNOSES, MENTAL_BEHAVIORAL_NEURODEV):
+        dementia.vsac(key, SCT, where=rx(r"alzheimer"))
 
     anxiety = new(
         "anxiety",
@@ -894,22 +992,100 @@ def build(ref: Reference) -> dict[str, Spec]:
         "Feeds the `focus_areas` fact (interpersonal-deficits, only when no other area applies).",
     ).icd("Z60.2", "Z60.4", "Z73.4")
 
+    # ---- Suicide: ideation, attempt or self-harm, 'at risk', history ---------------------------
+    # KNOWLEDGE.md version 2 reads these apart: an ideation diagnosis followed by an item 9
+    # answer of 0 on a later day is `history`, an attempt or 'at risk' finding is not; only
+    # an ideation basis counts for `needs_combination`; Z91.51 is `history` in any status.
     suicidal = new(
         "suicidal-ideation",
         "Suicidal ideation",
-        "Suicidal ideation or behaviour recorded as a condition: ICD-10-CM R45.851 with its header "
-        "R45.85, suicide attempt T14.91XA/T14.91XD, and the SNOMED CT suicidal thought, intent, "
-        "planning and behaviour findings.",
-        "An active Condition here makes `suicidal_ideation` high (`ipt-suicide-risk`, critical). "
-        "History codes (Z91.51/Z91.52), sequela T14.91XS and non-suicidal self-harm R45.88 are "
-        "not current suicidal ideation and are left out.",
+        "Suicidal ideation recorded as a condition: ICD-10-CM R45.851 Suicidal ideations and the "
+        "SNOMED CT suicidal thought, intent and planning findings of codes.md s.9 (6471006, "
+        "267073005, 304594002, 247650009, 102911000, 401229000, 711561004), all V-VSAC "
+        "(MentalHealthDx). Ideation only: attempts and self-harm are in suicide-attempt, "
+        "'At risk for suicide' in suicide-risk, personal history in suicide-history.",
+        "An active Condition here recorded within 365 days makes `suicidal_ideation` high with an "
+        "ideation basis (`ipt-suicide-risk`; counts for `needs_combination`). Left out: the "
+        "R45.85 header (it also covers homicidal ideation R45.850), 425104003 Suicidal behavior "
+        "(behaviour, in suicide-attempt), T14.91XA/XD/XS (suicide-attempt), Z91.51 "
+        "(suicide-history), and non-suicidal self-harm R45.88/Z91.52 (in no suicide value set).",
     )
-    suicidal.icd("R45.85", "R45.851", "T14.91XD")
-    suicidal.vsac(SUICIDE_ATTEMPT, ICD, codes=["T14.91XA"])
+    suicidal.icd("R45.851")
     suicidal.vsac(
         MENTAL_HEALTH_DIAGNOSES,
         SCT,
-        codes=[e["code"] for e in ref.recommended_list("suicidal_ideation.snomed")],
+        codes=[
+            e["code"]
+            for e in ref.recommended_list("suicidal_ideation.snomed")
+            if e["code"] != SUICIDAL_BEHAVIOUR
+        ],
+    )
+
+    attempt = new(
+        "suicide-attempt",
+        "Suicide attempt or intentional self-harm",
+        "Suicide attempt and intentional self-harm recorded as a condition: ICD-10-CM T14.91XA, "
+        "T14.91XD, T14.91XS (NCHS; T14.91XA also VSAC 'Suicide Attempt'), SNOMED CT 425104003 "
+        "Suicidal behavior (V-VSAC), and three ICD-10-CM families given as regex filters: "
+        "X71-X83 (intentional self-harm by any means, every code), T36-T65 poisoning or toxic "
+        "effect whose 6th character is 2 (intentional self-harm, e.g. T43.222A, T36.0X2A), and the "
+        "same with the intent in the 5th character and placeholder X in the 6th (T43.92XA, "
+        "T58.02XA, ...). A regex is matched in full against the normalised code: ICD-10-CM upper "
+        "case without dots (T43.222A is matched as T43222A).",
+        "An active Condition here recorded within 365 days makes `suicidal_ideation` high with an "
+        "attempt basis (`ipt-suicide-risk`; an attempt alone does not make `needs_combination`). "
+        "The families cannot be enumerated from our sources (VSAC lists only initial encounters); "
+        "scripts/build_valuesets.py tries each regex against every T36-T65 and X71-X83 code of "
+        "its sources and refuses a family that takes in a code not named self-harm. 425104003 "
+        "'Suicidal behavior' is behaviour, not ideation, so it is here rather than in "
+        "suicidal-ideation. No SNOMED CT suicide-attempt concept (e.g. Synthea's 86849004, "
+        "287185009, 287182007) could be verified in the reference; none is included.",
+    )
+    attempt.icd("T14.91XD", "T14.91XS")
+    attempt.vsac(SUICIDE_ATTEMPT, ICD, codes=["T14.91XA"])
+    attempt.vsac(MENTAL_HEALTH_DIAGNOSES, SCT, codes=[SUICIDAL_BEHAVIOUR])
+    attempt.regex(ICD, SELF_HARM_X71_X83)
+    attempt.regex(ICD, SELF_HARM_POISONING)
+    attempt.regex(ICD, SELF_HARM_POISONING_UNSPECIFIED)
+
+    new(
+        "suicide-risk",
+        "At risk for suicide",
+        "SNOMED CT 225444004 'At risk for suicide (finding)', the finding Synthea records. The "
+        "code and its meaning come from the clinical specification (KNOWLEDGE.md version 2); it is "
+        "in no VSAC expansion or code list of the reference and is not verified there.",
+        "An active Condition here recorded within 365 days makes `suicidal_ideation` high with an "
+        "'at risk' basis (`ipt-suicide-risk`; not by itself `needs_combination`).",
+    ).sct("225444004")
+
+    new(
+        "suicide-history",
+        "Personal history of suicidal behaviour",
+        "ICD-10-CM Z91.51 Personal history of suicidal behavior (NCHS). Z91.52 (history of "
+        "non-suicidal self-harm) is not included.",
+        "Z91.51 in any clinical status makes `suicidal_ideation` `history` (a caution), never "
+        "high.",
+    ).icd("Z91.51")
+
+    nicotine = new(
+        "nicotine-dependence",
+        "Nicotine dependence",
+        "Nicotine dependence: ICD-10-CM F17.2 and every code under it (F17.20x unspecified, "
+        "F17.21x cigarettes, F17.22x chewing tobacco, F17.29x other tobacco product) as a regex "
+        "filter, matched in full against the normalised code (upper case, no dots: F17.210 is "
+        "matched as F17210); and the SNOMED CT nicotine and tobacco dependence concepts of VSAC "
+        "'Psychiatric/Mental Health Diagnosis' (56294008, 89765005, 191887008, 191888003, "
+        "191889006).",
+        "A bupropion order whose reasonCode or reasonReference is here is for smoking cessation, "
+        "not an antidepressant (`on_antidepressant`). Nicotine withdrawal (90755006) and "
+        "nicotine-induced organic mental disorder (30310000) are not dependence and are left "
+        "out; the F17.2 family includes its in-remission and with-withdrawal codes.",
+    )
+    nicotine.regex(ICD, NICOTINE_DEPENDENCE_F17_2)
+    nicotine.vsac(
+        PSYCHIATRIC_MH_DIAGNOSIS,
+        SCT,
+        codes=["56294008", "89765005", "191887008", "191888003", "191889006"],
     )
 
     insomnia = new(
@@ -1092,6 +1268,77 @@ def build(ref: Reference) -> dict[str, Spec]:
         name = re.sub(r"\s*\(.*\)$", "", entry["display"])
         ingredients.concepts[(RXNORM, entry["code"])] = name
 
+    # ---- Medications that are not an antidepressant in some use (KNOWLEDGE.md v2 s.1) ----------
+    hypnotic = new(
+        "doxepin-hypnotic",
+        "Doxepin at hypnotic strengths (3 mg, 6 mg)",
+        "RxNorm clinical drugs doxepin 3 MG Oral Tablet and doxepin 6 MG Oral Tablet, found by "
+        "name in antidepressant_rxnorm_scd_from_vsac.csv (VSAC 'Adult Depression Medications' and "
+        "'Antidepressants'). Branded (SBD) codes are not in the reference and not included.",
+        "Not an antidepressant for `on_antidepressant`/`draft_antidepressant`: the 3 and 6 mg "
+        "tablets are the insomnia strengths. They are also left out of "
+        "antidepressant-clinical-drugs.",
+    )
+    hypnotic.drugs(
+        lambda row: re.fullmatch(r"doxepin [36] MG Oral Tablet", _csv_display(row)) is not None
+    )
+
+    for vs_id, ingredient, title, purpose in (
+        (
+            "trazodone",
+            "10737",
+            "Trazodone (RxNorm)",
+            "`on_antidepressant`: trazodone whose daily dose is known and <= 100 mg is a sleep "
+            "dose, not an antidepressant. The engine reads the strength in mg from the display.",
+        ),
+        (
+            "amitriptyline",
+            "704",
+            "Amitriptyline (RxNorm)",
+            "`on_antidepressant`: amitriptyline whose daily dose is known and <= 50 mg (pain, "
+            "migraine or sleep doses) is not an antidepressant. The engine reads the strength in "
+            "mg from the display (in a combination product the amitriptyline strength comes "
+            "first).",
+        ),
+        (
+            "bupropion",
+            "42347",
+            "Bupropion (RxNorm)",
+            "`on_antidepressant`: a bupropion product whose reasonCode or reasonReference is "
+            "nicotine dependence (nicotine-dependence), or whose text says smoking cessation, is "
+            "not an antidepressant.",
+        ),
+    ):
+        name = ref.concept(RXNORM, ingredient).display
+        drug = new(
+            vs_id,
+            title,
+            f"RxNorm ingredient {ingredient} '{name}' and every clinical drug (SCD) of "
+            f"antidepressant_rxnorm_scd_from_vsac.csv that contains {name} (VSAC antidepressant "
+            "value sets, RxNorm 2024-01), combination products included, each with its RxNorm "
+            "name as display (the name carries the strength). Branded (SBD) codes are not in "
+            "the reference and not included.",
+            purpose,
+        )
+        drug.concepts[(RXNORM, ingredient)] = name
+        drug.drugs(_containing(name))
+
+    new(
+        "bupropion-smoking-cessation",
+        "Bupropion labelled for smoking cessation",
+        "RxNorm clinical drugs of bupropion whose name says smoking cessation (or Zyban): "
+        "1801289 'Smoking Cessation 12 HR bupropion hydrochloride 150 MG Extended Release Oral "
+        "Tablet' (VSAC 'Antidepressant Medication'), the only one in "
+        "antidepressant_rxnorm_scd_from_vsac.csv.",
+        "Not an antidepressant for `on_antidepressant`/`draft_antidepressant`: a bupropion "
+        "product labelled for smoking cessation.",
+    ).drugs(
+        lambda row: (
+            "bupropion" in row["ingredients"].split(";")
+            and re.search(r"smoking cessation|zyban", _csv_display(row), re.IGNORECASE) is not None
+        )
+    )
+
     # ---- Procedures and orders -----------------------------------------------------------------
     new(
         "ipt",
@@ -1145,11 +1392,30 @@ def build(ref: Reference) -> dict[str, Spec]:
     therapy.add(CPT, "90833", "90836", "90838", "90839", "90840")
     therapy.sct("425680009", "183401008")
 
+    new(
+        "psychiatry-referral",
+        "Referral to psychiatry",
+        "SNOMED CT 308477009 Referral to psychiatrist (procedure) and 183524004 Referral to "
+        "psychiatry service (procedure), as in VSAC 'Referral for Adult Depression' (V-VSAC).",
+        "`psychiatry_in_plan`: a current or drafted ServiceRequest here means the referral the "
+        "`ipt-psychosis`, `ipt-suicide-risk` and `ipt-bipolar` cards would suggest is already in "
+        "the plan. Not psychotherapy (not in the psychotherapy value set).",
+    ).vsac(REFERRAL_ADULT_DEPRESSION, SCT, codes=["308477009", "183524004"])
+
     return specs
 
 
 def _attribute_specs(specs: dict[str, Spec]) -> list[Spec]:
     return [s for vs_id, s in specs.items() if vs_id.startswith("depression-")]
+
+
+def _containing(ingredient: str) -> Callable[[dict[str, str]], bool]:
+    """A csv row test: the clinical drug contains the ingredient (alone or in combination)."""
+    return lambda row: ingredient in row["ingredients"].split(";")
+
+
+def _csv_display(row: dict[str, str]) -> str:
+    return row["display (VSAC, RxNorm 2024-01)"]
 
 
 def _not_antidepressant(ref: Reference, code: str) -> bool:
@@ -1218,13 +1484,88 @@ COVERAGE: list[tuple[str, tuple[str, ...]]] = [
 COVERAGE_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("antidepressant_ingredients", "9639"): INGREDIENTS_LEFT_OUT["9639"],
     ("antidepressant_ingredients", "6448"): INGREDIENTS_LEFT_OUT["6448"],
-    ("psychotherapy.referral", "183524004"): "referral to psychiatry service is not psychotherapy",
-    ("psychotherapy.referral", "308477009"): "referral to psychiatrist is not psychotherapy",
     ("role_dispute.icd10cm", "Z63.9"): "unspecified primary support group problem: not a dispute",
-    ("suicidal_ideation.icd10cm", "T14.91XS"): "sequela of a past attempt, not current ideation",
-    ("suicidal_ideation.icd10cm", "Z91.51"): "personal history, not current ideation",
     ("suicidal_ideation.icd10cm", "Z91.52"): "history of non-suicidal self-harm",
     ("suicidal_ideation.icd10cm", "R45.88"): "non-suicidal self-harm",
+}
+
+# Codes codes_recommended.json lists under a concept that version 2 of KNOWLEDGE.md reads from
+# another value set: (list, code) -> (the value set it must be in instead, why). check() makes
+# sure it is there and not in the value set COVERAGE names.
+_MDD_PSYCHOTIC = "MDD with psychotic features: read apart (current episode or within 365 days)"
+COVERAGE_MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    ("psychotherapy.referral", "183524004"): ("psychiatry-referral", "not psychotherapy"),
+    ("psychotherapy.referral", "308477009"): ("psychiatry-referral", "not psychotherapy"),
+    ("suicidal_ideation.icd10cm", "T14.91XA"): ("suicide-attempt", "an attempt, not ideation"),
+    ("suicidal_ideation.icd10cm", "T14.91XD"): ("suicide-attempt", "an attempt, not ideation"),
+    ("suicidal_ideation.icd10cm", "T14.91XS"): ("suicide-attempt", "an attempt, not ideation"),
+    ("suicidal_ideation.icd10cm", "Z91.51"): ("suicide-history", "history, not ideation"),
+    ("suicidal_ideation.snomed", SUICIDAL_BEHAVIOUR): ("suicide-attempt", "behaviour"),
+    **{
+        (path, code): ("depression-psychotic-features", _MDD_PSYCHOTIC)
+        for path, codes in (
+            ("psychosis.icd10cm_exact", ("F32.3", "F33.3")),
+            (
+                "psychosis.snomed",
+                (
+                    "726772006",
+                    "73867007",
+                    "430852001",
+                    "191604000",
+                    "20250007",
+                    "77911002",
+                    "28475009",
+                    "191613003",
+                    "15193003",
+                    "33078009",
+                    "33736005",
+                    "60099002",
+                ),
+            ),
+        )
+        for code in codes
+    },
+}
+
+# The regex families, tried on these codes besides every reference code (check()): each value
+# set's codes that must match and that must not.
+FAMILY_CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "suicide-attempt": (
+        (
+            "T43.222A",
+            "T43222A",
+            "t43.222a",
+            "T36.0X2A",
+            "T43.92XA",
+            "T65.92XS",
+            "T50.Z12D",
+            "X71.0XXA",
+            "X72.XXXA",
+            "X83.8XXA",
+            "X83.8XXS",
+            "T14.91XA",
+        ),
+        (
+            "T43.221A",
+            "T43.223A",
+            "T43.224A",
+            "T43.225A",
+            "T43.226A",
+            "T43.91XA",
+            "T35.0X2A",
+            "T66.XXXA",
+            "T71.112A",
+            "X70.0XXA",
+            "X84",
+            "X84.XXXA",
+            "X52.XXXA",
+            "R45.851",
+        ),
+    ),
+    "nicotine-dependence": (
+        ("F17.2", "F17.200", "F17.210", "F17.211", "f17.213", "F17.290"),
+        ("F17", "F17.1", "F10.20", "Z87.891", "Z72.0", "O99.330"),
+    ),
 }
 
 # codes_recommended.json entries no value set uses, and why.
@@ -1244,8 +1585,12 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
         if not condition:
             errors.append(message)
 
+    for (path, code), (vs_id, _why) in COVERAGE_MOVED.items():
+        need(vs_id in specs, f"COVERAGE_MOVED: no value set {vs_id} for {path} {code}")
     for spec in specs.values():
-        need(bool(spec.concepts), f"{spec.id}: empty")
+        need(bool(spec.concepts or spec.filters), f"{spec.id}: empty")
+        for system, _pattern in spec.filters:
+            need(system in CODE_FORMATS, f"{spec.id}: unexpected system {system} of a regex")
         need(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", spec.id) is not None, f"{spec.id}: bad id")
         for (system, code), display in spec.concepts.items():
             need(bool(display.strip()), f"{spec.id}: {code} has no display")
@@ -1326,16 +1671,125 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
         "psychotic-features not all severe",
     )
     need(
-        keys("depression-psychotic-features") <= keys("psychosis"),
-        "psychotic-features not all in psychosis",
+        not keys("depression-psychotic-features") & keys("psychosis"),
+        "psychosis holds MDD with psychotic features (version 2 reads them apart)",
+    )
+    need(
+        {(ICD, "F32.3"), (ICD, "F33.3"), (SCT, "726772006"), (SCT, "73867007")}
+        <= keys("depression-psychotic-features"),
+        "depression-psychotic-features: lacks F32.3/F33.3/726772006/73867007",
+    )
+    psychotic_depression = keys("mdd") | keys("depression-nos") | keys("postpartum-depression")
+    need(
+        not keys("psychosis") & psychotic_depression,
+        f"psychosis: depression codes {sorted(keys('psychosis') & psychotic_depression)}",
     )
     for key in [(ICD, "F33.40"), (ICD, "F32.5"), (ICD, "F33.42"), (ICD, "F32.4"), (ICD, "F33.41")]:
         in_remission = any(key in keys(i) for i in attribute_ids if "remission" in i)
         need(in_remission, f"{key[1]}: in no remission value set")
     need(
-        {(ICD, c) for c in ("F22", "F24", "F53.1", "F32.3", "F33.3")} <= keys("psychosis"),
-        "psychosis: lacks F22/F24/F53.1/F32.3/F33.3",
+        {(ICD, c) for c in ("F22", "F24", "F53.1", "F30.2", "F31.2", "F31.5", "F31.64")}
+        <= keys("psychosis"),
+        "psychosis: lacks F22/F24/F53.1/F30.2/F31.2/F31.5/F31.64",
     )
+    need(not {(ICD, "F32.3"), (ICD, "F33.3")} & keys("psychosis"), "psychosis: holds F32.3/F33.3")
+
+    # Suicide: ideation, attempt, 'at risk' and history apart (KNOWLEDGE.md version 2).
+    suicide_ids = ["suicidal-ideation", "suicide-attempt", "suicide-risk", "suicide-history"]
+    for i, a in enumerate(suicide_ids):
+        for b in suicide_ids[i + 1 :]:
+            both = {k for k in keys(a) | keys(b) if specs[a].holds(*k) and specs[b].holds(*k)}
+            need(not both, f"{a} and {b} overlap: {sorted(both)}")
+    need(not specs["suicidal-ideation"].filters, "suicidal-ideation: holds a code family")
+    need(
+        keys("suicidal-ideation")
+        == {(ICD, "R45.851")}
+        | {
+            (SCT, e["code"])
+            for e in ref.recommended_list("suicidal_ideation.snomed")
+            if e["code"] != SUICIDAL_BEHAVIOUR
+        },
+        "suicidal-ideation: not exactly R45.851 and the codes.md s.9 ideation findings",
+    )
+    need(keys("suicide-history") == {(ICD, "Z91.51")}, "suicide-history: not exactly Z91.51")
+    need(keys("suicide-risk") == {(SCT, "225444004")}, "suicide-risk: not exactly 225444004")
+    for code in ("R45.88", "Z91.52", "R45.85", "R45.850"):
+        for vs_id in suicide_ids:
+            need(not specs[vs_id].holds(ICD, code), f"{vs_id}: holds {code}")
+    need(
+        keys("psychiatry-referral") == {(SCT, "308477009"), (SCT, "183524004")},
+        "psychiatry-referral codes",
+    )
+    need(not keys("psychiatry-referral") & keys("psychotherapy"), "psychiatry referral in therapy")
+
+    # Regex families: every reference code of their ranges (ICD-10-CM csv and every VSAC
+    # expansion) is in the family exactly when its name says so, and the hand-picked cases.
+    icd_codes = {code: display for (system, code), display in ref.display.items() if system == ICD}
+    attempt, nicotine = specs["suicide-attempt"], specs["nicotine-dependence"]
+    seen = {"suicide-attempt": 0, "nicotine-dependence": 0}
+    for code, display in sorted(icd_codes.items()):
+        normal = normal_code(ICD, code)
+        if re.match(r"T(3[6-9]|[45][0-9]|6[0-5])|X(7[1-9]|8[0-3])", normal):
+            seen["suicide-attempt"] += 1
+            # X82.0-X82.2 say only 'Intentional collision of motor vehicle ...' (category X82
+            # is intentional self-harm by crashing of motor vehicle).
+            says = ("intentional" if normal[0] == "X" else "intentional self-harm") in (
+                display.lower()
+            )
+            need(attempt.holds(ICD, code) == says, f"suicide-attempt: {code} '{display}'")
+        elif attempt.holds(ICD, code) and code not in {c for _s, c in attempt.concepts}:
+            errors.append(f"suicide-attempt: a regex takes in {code} '{display}'")
+        if normal.startswith("F17"):
+            seen["nicotine-dependence"] += 1
+            says = display.lower().startswith("nicotine dependence")
+            need(nicotine.holds(ICD, code) == says, f"nicotine-dependence: {code} '{display}'")
+        else:
+            need(not nicotine.holds(ICD, code), f"nicotine-dependence: takes in {code}")
+    for vs_id, count in seen.items():
+        need(count > 0, f"{vs_id}: no reference code to try its regex on")
+    for vs_id, (inside, outside) in FAMILY_CASES.items():
+        for code in inside:
+            need(specs[vs_id].holds(ICD, code), f"{vs_id}: does not hold {code}")
+        for code in outside:
+            need(not specs[vs_id].holds(ICD, code), f"{vs_id}: holds {code}")
+
+    # Medications that are not an antidepressant in some use: exact displays from the csv.
+    need(
+        keys("doxepin-hypnotic") == {(RXNORM, c) for c in LOW_DOSE_DOXEPIN},
+        "doxepin-hypnotic: not exactly the 3 mg and 6 mg tablets",
+    )
+    need(
+        (RXNORM, SMOKING_CESSATION_BUPROPION) in keys("bupropion-smoking-cessation"),
+        "bupropion-smoking-cessation: lacks 1801289",
+    )
+    need(
+        keys("bupropion-smoking-cessation") <= keys("bupropion"),
+        "bupropion-smoking-cessation: not all bupropion",
+    )
+    for vs_id, ingredient in (
+        ("trazodone", "10737"),
+        ("amitriptyline", "704"),
+        ("bupropion", "42347"),
+    ):
+        name = ref.display[(RXNORM, ingredient)]
+        want = {c for c, row in ref.drugs.items() if name in row["ingredients"].split(";")}
+        need(
+            specs[vs_id].codes(RXNORM) == want | {ingredient},
+            f"{vs_id}: not the ingredient and all its clinical drugs",
+        )
+    for vs_id in (
+        "doxepin-hypnotic",
+        "trazodone",
+        "amitriptyline",
+        "bupropion",
+        "bupropion-smoking-cessation",
+    ):
+        for (_s, code), display in specs[vs_id].concepts.items():
+            if code in ref.drugs:
+                need(
+                    display == _csv_display(ref.drugs[code]),
+                    f"{vs_id}: {code} display not as in the csv",
+                )
 
     # The PHQ-9 and pregnancy observation codes the facts read.
     need(keys("phq9-total") == {(LOINC, "44261-6"), (LOINC, "89204-2")}, "phq9-total codes")
@@ -1376,8 +1830,11 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
         for entry in entries:
             key = (entry["system"], entry["code"])
             excluded = (path, entry["code"]) in COVERAGE_EXCEPTIONS
+            moved = COVERAGE_MOVED.get((path, entry["code"]))
+            if moved is not None:
+                need(key in keys(moved[0]), f"{moved[0]}: lacks {entry['code']} ({path})")
             for target in targets:
-                if excluded:
+                if excluded or moved is not None:
                     need(key not in keys(target), f"{target}: holds excluded {entry['code']}")
                 else:
                     need(key in keys(target), f"{target}: lacks {entry['code']} ({path})")

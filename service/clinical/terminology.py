@@ -2,6 +2,12 @@
 
 The value sets come from ``cards/valuesets/`` (read by service/knowledge/valuesets.py) and are
 referred to by canonical URL everywhere else in ``cards/``.
+
+A value set may also hold code families too large to enumerate (ICD-10-CM X71-X83, say) as
+FHIR ``compose.include.filter`` entries with ``op: regex``. Such a regex is matched, in full,
+against the *normalised* code (``normal_code``: for ICD-10-CM upper case without dots, so
+``T43.222A`` is matched as ``T43222A``). The regexes are compiled once, indexed by code system,
+and tried only for a coding of a system some value set filters on, after the dict lookup.
 """
 
 from __future__ import annotations
@@ -38,9 +44,24 @@ class Concept:
     ordinal: float | None = None
 
 
+@dataclass(frozen=True)
+class CodeFilter:
+    """A family of codes of one system: those whose normalised code (``normal_code``; for
+    ICD-10-CM upper case without dots) the regex matches in full (FHIR ``filter`` with
+    ``property: code``, ``op: regex``). The loader compiles and checks it."""
+
+    system: str
+    pattern: re.Pattern[str]
+
+
 class Terminology:
-    def __init__(self, titles: dict[str, str], concepts: dict[str, list[Concept]]) -> None:
-        """``titles`` and ``concepts`` are keyed by the value sets' canonical URLs."""
+    def __init__(
+        self,
+        titles: dict[str, str],
+        concepts: dict[str, list[Concept]],
+        filters: dict[str, list[CodeFilter]] | None = None,
+    ) -> None:
+        """``titles``, ``concepts`` and ``filters`` are keyed by the value sets' canonical URLs."""
         self.titles = dict(titles)
         self._index: dict[tuple[str, str], set[str]] = {}
         self._displays: dict[str, list[str]] = {}
@@ -54,6 +75,20 @@ class Terminology:
                     self._displays.setdefault(url, []).append(concept.display)
                     self._names.setdefault(key, concept.display)
                 self._ordinals.setdefault(url, {})[concept.code] = concept.ordinal
+        # Regex families: by system, each distinct pattern once with the value sets it is in
+        # (for ``memberships``), and by (value set, system) (for ``contains``). A system no
+        # value set filters on costs one failed dict lookup, nothing more.
+        self._filters: dict[str, list[tuple[re.Pattern[str], tuple[str, ...]]]] = {}
+        self._filters_of: dict[tuple[str, str], list[re.Pattern[str]]] = {}
+        grouped: dict[str, dict[re.Pattern[str], list[str]]] = {}
+        for url, families in (filters or {}).items():
+            for family in families:
+                urls = grouped.setdefault(family.system, {}).setdefault(family.pattern, [])
+                if url not in urls:
+                    urls.append(url)
+                self._filters_of.setdefault((url, family.system), []).append(family.pattern)
+        for system, patterns in grouped.items():
+            self._filters[system] = [(p, tuple(urls)) for p, urls in patterns.items()]
 
     def __contains__(self, url: object) -> bool:
         return url in self.titles
@@ -63,7 +98,11 @@ class Terminology:
         return dict(self._ordinals.get(url, {}))
 
     def contains(self, url: str, system: str, code: str) -> bool:
-        return url in self._index.get((system, normal_code(system, code)), ())
+        normal = normal_code(system, code)
+        if url in self._index.get((system, normal), ()):
+            return True
+        patterns = self._filters_of.get((url, system))
+        return patterns is not None and any(p.fullmatch(normal) for p in patterns)
 
     def match(self, url: str, concept: Any) -> Match | None:
         """The first coding of a CodeableConcept (or list of them) that is in the value set."""
@@ -98,6 +137,12 @@ class Terminology:
                 code = str(code).strip()
                 key = (system, normal_code(system, code))
                 urls = self._index.get(key)
+                families = self._filters.get(system)
+                if families is not None:
+                    # Only systems some value set filters on pay for the regexes.
+                    for pattern, holders in families:
+                        if pattern.fullmatch(key[1]):
+                            urls = urls.union(holders) if urls else set(holders)
                 if not urls:
                     continue
                 display = coding.get("display")

@@ -1,16 +1,21 @@
 """Read ``cards/valuesets/``: one FHIR R4 ValueSet per file, its concepts enumerated in
-``compose.include``; anything wrong stops start-up naming the file and the field."""
+``compose.include``, or a family of codes given by a ``filter`` (``property: code``,
+``op: regex``; see service/clinical/terminology.py); anything wrong stops start-up naming the
+file and the field."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.clinical.terminology import Concept, Terminology
+from service.clinical.terminology import CodeFilter, Concept, Terminology
 from service.knowledge.errors import KnowledgeError
 from service.protocol.errors import location
+from service.protocol.vocabulary import ICD10CM
 
 ORDINAL_VALUE = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 
@@ -32,10 +37,44 @@ class _Concept(BaseModel):
         return next((e.valueDecimal for e in self.extension if e.url == ORDINAL_VALUE), None)
 
 
+class _Filter(BaseModel):
+    """One FHIR ``compose.include.filter``. Only the regex on the code is supported; the
+    regex is matched in full against the normalised code (ICD-10-CM: upper case, no dots)."""
+
+    model_config = ConfigDict(extra="ignore")
+    property: Literal["code"]
+    op: Literal["regex"]
+    value: str = Field(min_length=1)
+
+    @field_validator("value")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regex ({exc}): {value!r}") from None
+        return value
+
+
 class _Include(BaseModel):
     model_config = ConfigDict(extra="ignore")
     system: str = Field(min_length=1)
-    concept: list[_Concept] = Field(min_length=1)
+    concept: list[_Concept] = []
+    filter: list[_Filter] = []
+
+    @model_validator(mode="after")
+    def _concepts_or_filters(self) -> _Include:
+        # FHIR vsd-3: an include enumerates concepts or filters, not both; we need one.
+        if bool(self.concept) == bool(self.filter):
+            raise ValueError("needs either concept or filter (exactly one of them, not empty)")
+        if self.system == ICD10CM:
+            for f in self.filter:
+                if "\\." in f.value:
+                    raise ValueError(
+                        f"regex {f.value!r} matches a dot, but ICD-10-CM codes are matched "
+                        "without dots (T43.222A as T43222A)"
+                    )
+        return self
 
 
 class _Compose(BaseModel):
@@ -65,7 +104,8 @@ def load_terminology(folder: Path) -> Terminology:
             raise KnowledgeError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise KnowledgeError(f"{path}: {location(tuple(err['loc']))}: {err['msg']}") from None
+            message = err["msg"].removeprefix("Value error, ")
+            raise KnowledgeError(f"{path}: {location(tuple(err['loc']))}: {message}") from None
         if vs.url in found:
             raise KnowledgeError(f"{path}: duplicate value set url {vs.url}")
         found[vs.url] = vs
@@ -76,6 +116,15 @@ def load_terminology(folder: Path) -> Terminology:
                 Concept(inc.system, c.code, c.display, c.ordinal)
                 for inc in vs.compose.include
                 for c in inc.concept
+            ]
+            for url, vs in found.items()
+        },
+        {
+            url: [
+                # Compiled once here; fullmatch in Terminology anchors it at both ends.
+                CodeFilter(inc.system, re.compile(f.value))
+                for inc in vs.compose.include
+                for f in inc.filter
             ]
             for url, vs in found.items()
         },

@@ -1,0 +1,215 @@
+"""Regex families in value sets: FHIR ``compose.include.filter`` with ``property: code`` and
+``op: regex``, matched in full against the normalised code (ICD-10-CM upper case, no dots)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.clinical.terminology import CodeFilter, Concept, Terminology
+from service.knowledge.base import Knowledge
+from service.knowledge.errors import KnowledgeError
+from service.knowledge.valuesets import load_terminology
+from service.ops.config import Settings
+
+BASE = "https://fhir.ipt-cds.org/ValueSet/"
+ATTEMPT = BASE + "suicide-attempt"
+NICOTINE = BASE + "nicotine-dependence"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+
+
+def _condition(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "T43.222A",  # SSRI poisoning, intentional self-harm (6th character 2)
+        "T43222A",  # sent without the dot
+        "t43.222a",  # in lower case
+        "T36.0X2A",  # placeholder X in the 5th character
+        "T43.92XA",  # intent in the 5th character, placeholder X in the 6th
+        "T58.02XS",
+        "X71.0XXA",
+        "X83.8XXA",
+        " X78.1XXD ",
+        "T14.91XA",  # enumerated, beside the families
+    ],
+)
+def test_intentional_self_harm_is_a_suicide_attempt(knowledge: Knowledge, code: str) -> None:
+    terms = knowledge.terms
+    assert terms.contains(ATTEMPT, ICD10CM, code)
+    found = terms.match(ATTEMPT, _condition(ICD10CM, code))
+    assert found is not None
+    assert found.code == code.strip()
+    assert ATTEMPT in terms.memberships(_condition(ICD10CM, code))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "T43.221A",  # accidental
+        "T43.223A",  # assault
+        "T43.224A",  # undetermined
+        "T43.225A",  # adverse effect
+        "T43.91XA",  # accidental, intent in the 5th character
+        "T66.XXXA",  # radiation sickness: outside T36-T65
+        "T35.0X2A",
+        "X70.0XXA",
+        "X84",
+        "X84.XXXA",
+        "T43.22",  # a header: no intent
+        "R45.851",  # ideation, not an attempt
+    ],
+)
+def test_other_codes_are_not(knowledge: Knowledge, code: str) -> None:
+    terms = knowledge.terms
+    assert not terms.contains(ATTEMPT, ICD10CM, code)
+    assert terms.match(ATTEMPT, _condition(ICD10CM, code)) is None
+    assert ATTEMPT not in terms.memberships(_condition(ICD10CM, code))
+
+
+def test_a_family_holds_only_codes_of_its_system(knowledge: Knowledge) -> None:
+    terms = knowledge.terms
+    # The same characters under another system are another code.
+    for system in (SNOMED, "urn:oid:2.16.840.1.113883.6.3", "http://example.org/codes"):
+        assert not terms.contains(ATTEMPT, system, "T43.222A")
+        assert ATTEMPT not in terms.memberships(_condition(system, "X71.0XXA"))
+    # The other names ICD-10-CM is sent under are read as ICD-10-CM (reader.SYSTEM_ALIASES).
+    for alias in ("urn:oid:2.16.840.1.113883.6.90", "http://hl7.org/fhir/sid/icd-10"):
+        assert ATTEMPT in terms.memberships(_condition(alias, "T43.222A"))
+        assert terms.match(ATTEMPT, _condition(alias, "X71.0XXA")) is not None
+
+
+def test_a_filter_on_another_system_does_not_match_icd_codes() -> None:
+    other = "http://example.org/local-codes"
+    terms = Terminology(
+        {"vs": "a family of local codes"},
+        {"vs": []},
+        {"vs": [CodeFilter(other, re.compile(r"T43.*"))]},
+    )
+    assert terms.contains("vs", other, "T43222A")
+    assert not terms.contains("vs", ICD10CM, "T43222A")
+    assert terms.memberships(_condition(ICD10CM, "T43.222A")) == {}
+    assert set(terms.memberships(_condition(other, "T43222A"))) == {"vs"}
+
+
+def test_families_and_concepts_together() -> None:
+    """One coding may be in value sets by enumeration and by family at once; each is named
+    once, and the display of an enumerated code is used when the coding has none."""
+    import re
+
+    terms = Terminology(
+        {"a": "A", "b": "B"},
+        {"a": [Concept(ICD10CM, "F17.210", "Nicotine dependence, cigarettes, uncomplicated")]},
+        {
+            "a": [CodeFilter(ICD10CM, re.compile("F172.*"))],
+            "b": [CodeFilter(ICD10CM, re.compile("F17.*"))],
+        },
+    )
+    found = terms.memberships(_condition(ICD10CM, "f17.210"))
+    assert set(found) == {"a", "b"}
+    assert found["a"].display == "Nicotine dependence, cigarettes, uncomplicated"
+    assert set(terms.memberships(_condition(ICD10CM, "F17.290"))) == {"a", "b"}
+    assert set(terms.memberships(_condition(ICD10CM, "F17.1"))) == {"b"}
+
+
+def test_nicotine_dependence_is_the_f17_2_family(knowledge: Knowledge) -> None:
+    terms = knowledge.terms
+    for code in ("F17.200", "F17.210", "F17.213", "f17.290", "F17.2"):
+        assert terms.contains(NICOTINE, ICD10CM, code), code
+    for code in ("F17", "F10.20", "Z87.891", "Z72.0"):
+        assert not terms.contains(NICOTINE, ICD10CM, code), code
+    assert terms.contains(NICOTINE, SNOMED, "56294008")
+
+
+def test_codes_without_a_family_stay_one_dict_lookup(knowledge: Knowledge) -> None:
+    """Systems no value set filters on never reach a regex."""
+    terms = knowledge.terms
+    assert set(terms._filters) == {ICD10CM}
+    assert terms.contains(BASE + "mdd", ICD10CM, "F33.1")
+    assert not terms.contains(BASE + "mdd", ICD10CM, "T43.222A")
+
+
+# --- checked at start-up ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def valuesets(tmp_path: Path) -> Path:
+    folder = tmp_path / "valuesets"
+    shutil.copytree(Settings().knowledge_dir / "valuesets", folder)
+    return folder
+
+
+def _rewrite_family(folder: Path, **changes: str) -> Path:
+    path = folder / "suicide-attempt.json"
+    data = json.loads(path.read_text())
+    family = next(inc for inc in data["compose"]["include"] if "filter" in inc)
+    family["filter"][0].update(changes)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_shipped_families_load(valuesets: Path) -> None:
+    terms = load_terminology(valuesets)
+    assert terms.contains(ATTEMPT, ICD10CM, "X71.0XXA")
+
+
+def test_a_broken_regex_stops_start_up_naming_the_file(valuesets: Path) -> None:
+    path = _rewrite_family(valuesets, value="X(7[1-9]|8[0-3].*")
+    with pytest.raises(KnowledgeError) as caught:
+        load_terminology(valuesets)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: compose.include[1].filter[0].value: not a valid regex")
+    assert "X(7[1-9]|8[0-3].*" in message
+
+
+def test_an_unknown_op_stops_start_up(valuesets: Path) -> None:
+    path = _rewrite_family(valuesets, op="is-a")
+    with pytest.raises(KnowledgeError, match=r"compose\.include\[1\]\.filter\[0\]\.op") as caught:
+        load_terminology(valuesets)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_an_unknown_property_stops_start_up(valuesets: Path) -> None:
+    path = _rewrite_family(valuesets, property="display")
+    with pytest.raises(KnowledgeError, match=r"filter\[0\]\.property") as caught:
+        load_terminology(valuesets)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_an_icd_regex_with_a_literal_dot_stops_start_up(valuesets: Path) -> None:
+    path = _rewrite_family(valuesets, value=r"X7[1-9]\..*")
+    with pytest.raises(KnowledgeError, match="without dots") as caught:
+        load_terminology(valuesets)
+    assert str(caught.value).startswith(f"{path}: compose.include[1]: ")
+
+
+def test_an_include_with_both_or_neither_stops_start_up(valuesets: Path) -> None:
+    path = valuesets / "suicide-attempt.json"
+    data = json.loads(path.read_text())
+    data["compose"]["include"][1]["concept"] = [{"code": "X71.0XXA"}]
+    path.write_text(json.dumps(data))
+    with pytest.raises(KnowledgeError, match=r"include\[1\]: needs either concept or filter"):
+        load_terminology(valuesets)
+    del data["compose"]["include"][1]["concept"]
+    del data["compose"]["include"][1]["filter"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(KnowledgeError, match=r"include\[1\]: needs either concept or filter"):
+        load_terminology(valuesets)
+
+
+def test_a_broken_regex_stops_the_whole_knowledge_base(tmp_path: Path) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(Settings().knowledge_dir, cards)
+    path = _rewrite_family(cards / "valuesets", value="T(3[6-9]")
+    with pytest.raises(KnowledgeError) as caught:
+        Knowledge.load(cards)
+    assert str(caught.value).startswith(f"{path}: ")
