@@ -234,6 +234,7 @@ def full_prefetch(*extra: Json) -> dict[str, Json | None]:
         "conditions": [],
         "observations": [],
         "medications": [],
+        "medicationStatements": [],
         "serviceRequests": [],
         "procedures": [],
     }
@@ -241,6 +242,7 @@ def full_prefetch(*extra: Json) -> dict[str, Json | None]:
         "Condition": "conditions",
         "Observation": "observations",
         "MedicationRequest": "medications",
+        "MedicationStatement": "medicationStatements",
         "ServiceRequest": "serviceRequests",
         "Procedure": "procedures",
     }

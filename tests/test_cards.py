@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections import Counter
 from typing import Any
 
@@ -50,22 +51,48 @@ def test_cards_conform_to_cds_hooks_and_cite_evidence(make_client: AppFactory, c
         topic = card["source"]["topic"]
         assert topic["system"] == RULE_SYSTEM
         assert topic["display"]
-        assert (
-            "**Evidence:** Interpersonal Psychotherapy (IPT) for depressed adults, ["
-            in card["detail"]
-        )
+        assert card["source"]["url"].endswith(f"/evidence/{topic['code']}")
+        assert "**Evidence:** UpToDate topic" in card["detail"]
         assert "{{" not in card["detail"]
         assert "{%" not in card["detail"]
+        _check_paragraphs(card["detail"])
         if card["indicator"] != "info":
             assert card["overrideReasons"], "warning and critical cards offer override reasons"
         else:
             assert "overrideReasons" not in card
         if "suggestions" in card:
-            assert card["selectionBehavior"] == "at-most-one"
+            assert card["selectionBehavior"] in ("at-most-one", "any")
             for suggestion in card["suggestions"]:
                 assert suggestion["uuid"]
                 for action in suggestion["actions"]:
                     _check_action(action, case)
+        _check_no_boilerplate(card["detail"], case)
+
+
+# A line that may follow another line of the same paragraph: a list item or a heading.
+_OWN_LINE = ("- ", "* ", "#", "|", ">")
+
+
+def _check_paragraphs(detail: str) -> None:
+    """Short paragraphs: no blank runs left by omitted sections, and no hard line break inside
+    a sentence (only list items and headings start a line of their own)."""
+    assert "\n\n\n" not in detail, detail
+    assert detail == detail.strip()
+    for paragraph in detail.split("\n\n"):
+        for line in paragraph.split("\n")[1:]:
+            assert line.startswith(_OWN_LINE), f"a sentence broken across lines: {line!r}"
+
+
+def _check_no_boilerplate(detail: str, case: Case) -> None:
+    """No text in favour of IPT that names pregnancy or HIV for a patient who has neither."""
+    codes = [str(c if isinstance(c, str) else c["code"]) for c in case.conditions]
+    loincs = [str(o["loinc"]) for o in case.observations]
+    perinatal = any(c.startswith(("Z33", "Z34", "Z39", "O", "F53", "86569001")) for c in codes)
+    # "postpartum depression" names a diagnosis; "postpartum" alone speaks of the patient.
+    if re.search(r"pregnan|postpartum(?! depression)", detail, re.IGNORECASE):
+        assert perinatal or "82810-3" in loincs, detail
+    if "HIV" in detail:
+        assert any(c.startswith(("B20", "Z21", "B97.35", "O98.7")) for c in codes), detail
 
 
 def _check_action(action: Json, case: Case) -> None:
@@ -76,20 +103,45 @@ def _check_action(action: Json, case: Case) -> None:
     resource = ServiceRequest.model_validate(action["resource"])
     assert resource.status == "draft"
     assert resource.intent == "order"
+    assert resource.subject.reference == f"Patient/{case.patient_id}"
     assert resource.code is not None
     assert resource.code.coding is not None
-    assert (resource.code.coding[0].system, resource.code.coding[0].code) == (
-        "http://snomed.info/sct",
-        "443730003",
-    )
-    assert resource.category is not None
-    assert resource.category[0].coding is not None
-    assert resource.category[0].coding[0].code == "409063005"
-    assert resource.subject.reference == f"Patient/{case.patient_id}"
-    assert resource.reasonReference, "the depression Condition is the reason"
-    assert resource.reasonReference[0].reference is not None
-    assert resource.reasonReference[0].reference.startswith(f"Condition/{case.patient_id}")
-    assert resource.note, "the note carries the format"
+    coding = resource.code.coding[0]
+    match (coding.system, coding.code):
+        case ("http://snomed.info/sct", "443730003"):
+            assert resource.category is not None
+            assert resource.category[0].coding is not None
+            assert resource.category[0].coding[0].code == "409063005"
+            assert resource.occurrenceTiming is not None, "the schedule is in occurrenceTiming"
+            assert resource.reasonReference, "the depression Condition is the reason"
+            assert resource.reasonReference[0].reference is not None
+            assert resource.reasonReference[0].reference.startswith(f"Condition/{case.patient_id}")
+            assert resource.note, "the note carries the format"
+        case ("http://snomed.info/sct", "308477009"):
+            assert resource.priority in ("routine", "urgent")
+        case ("http://loinc.org", "44249-1" | "89206-7"):
+            pass
+        case other:
+            raise AssertionError(f"an order the service does not suggest: {other}")
+
+
+def test_no_response_has_more_than_three_cards_or_two_referrals(make_client: AppFactory) -> None:
+    """KNOWLEDGE.md section 3: aim for at most three cards; at most one card suggests a
+    psychiatry referral."""
+    client = make_client()
+    for case in load_cases():
+        body = case.request(NOW, FHIR_BASE)
+        cards = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body).json()
+        cards = cards["cards"]
+        assert len(cards) <= 3, case.name
+        referring = [
+            card["source"]["topic"]["code"]
+            for card in cards
+            for suggestion in card.get("suggestions", [])
+            for action in suggestion["actions"]
+            if "308477009" in str(action.get("resource", ""))
+        ]
+        assert len(referring) <= 1, (case.name, referring)
 
 
 def test_there_are_cases_with_each_kind_of_action(make_client: AppFactory) -> None:
@@ -104,9 +156,9 @@ def test_there_are_cases_with_each_kind_of_action(make_client: AppFactory) -> No
 def test_every_suggested_resource_of_every_case_is_valid_fhir_r4(make_client: AppFactory) -> None:
     """Over all the cases, in- and out- alike (an out- case stays outside one rule, and others
     may suggest): each resource an action carries validates as its R4B model, and between them
-    they show both orders the service builds, the acute and the monthly maintenance one."""
+    they show every order the service builds."""
     client = make_client()
-    built: Counter[tuple[str, bool]] = Counter()
+    built: Counter[str] = Counter()
     for case in load_cases():
         body = case.request(NOW, FHIR_BASE)
         response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
@@ -122,5 +174,15 @@ def test_every_suggested_resource_of_every_case_is_valid_fhir_r4(make_client: Ap
                     )
                     model: type[FHIRResourceModel] = getattr(module, resource["resourceType"])
                     model.model_validate(resource)
-                    built[resource["resourceType"], "occurrenceTiming" in resource] += 1
-    assert set(built) == {("ServiceRequest", False), ("ServiceRequest", True)}, built
+                    built[_kind(resource)] += 1
+    assert set(built) == {"ipt weekly", "ipt monthly", "ipt-a", "referral", "phq9", "phq9 teen"}
+
+
+def _kind(resource: Json) -> str:
+    code = resource["code"]["coding"][0]["code"]
+    if code == "443730003":
+        if "adolescents" in resource["code"].get("text", ""):
+            return "ipt-a"
+        unit = resource["occurrenceTiming"]["repeat"]["periodUnit"]
+        return {"wk": "ipt weekly", "mo": "ipt monthly"}[unit]
+    return {"308477009": "referral", "44249-1": "phq9", "89206-7": "phq9 teen"}[code]

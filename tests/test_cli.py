@@ -46,26 +46,33 @@ def test_fixtures_list_shows_every_case(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     cases = load_cases()
     assert out.endswith(f"{len(cases)} fixtures\n")
-    assert "in-psychosis-schizophrenia" in out
-    assert "ipt-psychosis (critical)" in out
+    assert "in-psychosis-schizophrenia-ipt" in out
+    # Knowledge v2: ipt-psychosis on an IPT draft is a warning (was critical).
+    assert "ipt-psychosis (warning)" in out
 
 
 def test_invoke_prints_cards_readably(service_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia"]
+    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia-ipt"]
     assert main([*args, "--service-url", service_url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("CRITICAL  IPT is not recommended: psychotic features on record\n")
+    # Knowledge v2: ipt-psychosis is a warning (was critical), asks for a psychiatric
+    # assessment and suggests an urgent psychiatry referral besides removing the IPT order.
+    assert out.startswith(
+        "WARNING   IPT not recommended: psychotic features on record; psychiatric assessment"
+        " needed\n"
+    )
     assert "rule: ipt-psychosis (IPT not recommended with psychotic features)" in out
     assert (
-        "suggestion: Remove the IPT order [delete ServiceRequest/in-psychosis-schizophrenia-d0]"
+        "suggestion: Remove the IPT order [delete ServiceRequest/in-psychosis-schizophrenia-ipt-d0]"
         in out
     )
+    assert "suggestion: Refer to a psychiatrist (urgent) [create ServiceRequest]" in out
 
 
 def test_invoke_json_with_a_request_file(
     service_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    request = ROOT / "fhir_fixtures" / "requests" / "in-psychosis-schizophrenia.json"
+    request = ROOT / "fhir_fixtures" / "requests" / "in-psychosis-schizophrenia-ipt.json"
     args = ["invoke", "ipt-order-sign", "--request", str(request), "--json"]
     assert main([*args, "--service-url", service_url]) == 0
     answer = json.loads(capsys.readouterr().out)
@@ -75,7 +82,7 @@ def test_invoke_json_with_a_request_file(
 def test_invoke_shows_the_service_error(
     service_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["invoke", "ipt-patient-view", "--fixture", "in-psychosis-schizophrenia"]
+    args = ["invoke", "ipt-patient-view", "--fixture", "in-psychosis-schizophrenia-ipt"]
     assert main([*args, "--service-url", service_url]) == 1
     assert "HTTP 400" in capsys.readouterr().out
 
@@ -112,6 +119,6 @@ def test_clear_errors_exit_2(
 
 
 def test_unreachable_service_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia"]
+    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia-ipt"]
     assert main([*args, "--service-url", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "cannot reach the service" in capsys.readouterr().err

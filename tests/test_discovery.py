@@ -22,6 +22,7 @@ def test_discovery_lists_three_services_for_their_hooks(client: TestClient) -> N
             "conditions",
             "observations",
             "medications",
+            "medicationStatements",
             "serviceRequests",
             "procedures",
         }
@@ -32,6 +33,9 @@ def test_discovery_prefetch_templates_ask_for_what_the_facts_read(client: TestCl
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
     for loinc in ("44261-6", "89204-2", "44260-8", "44259-0", "44254-1", "44251-7", "82810-3"):
         assert f"http://loinc.org|{loinc}" in prefetch["observations"]
+    # Version 2: what the patient reports taking counts as current medication.
+    assert prefetch["medicationStatements"].startswith("MedicationStatement?patient=")
+    assert "status=active,intended,on-hold" in prefetch["medicationStatements"]
     for template in prefetch.values():
         assert TOKEN.findall(template) == ["context.patientId"]
 

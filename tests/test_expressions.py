@@ -72,7 +72,7 @@ def test_well_typed_expressions_keep_their_meaning(text: str, value: Any) -> Non
         (
             "current_episode.date is None",
             "unknown attribute current_episode.date: current_episode is an Evidence or None, "
-            "with ref, code, display, on, value, answer, answer_codes, selected",
+            "with ref, code, display, on, value, answer, answer_codes, selected, ingredient",
         ),
         (
             "age.years >= 70",
@@ -94,7 +94,7 @@ def test_well_typed_expressions_keep_their_meaning(text: str, value: Any) -> Non
         ),
         (
             "suicidal_ideation in ('high', 'medium')",
-            "suicidal_ideation is one of 'low', 'high' or None, never 'medium'",
+            "suicidal_ideation is one of 'low', 'high', 'history' or None, never 'medium'",
         ),
         (
             "'avoidnt' in personality_traits",
@@ -126,8 +126,8 @@ def test_well_typed_expressions_keep_their_meaning(text: str, value: Any) -> Non
         ),
         (
             "verdict == 3",
-            "verdict is one of 'not-applicable', 'not-recommended', 'combine', "
-            "'antidepressant-preferred', 'suitable', never the number 3",
+            "verdict is one of 'not-applicable', 'not-recommended', 'specialist', 'not-adult', "
+            "'combine', 'antidepressant-preferred', 'suitable', never the number 3",
         ),
         ("heart_disease", "unknown fact 'heart_disease'"),
         ("params.elderly_age", "unknown parameter params.elderly_age"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -222,8 +222,18 @@ def test_suicidal_ideation_condition_is_high(knowledge: Knowledge) -> None:
 
 def test_neurovegetative_domains_count_once(knowledge: Knowledge) -> None:
     sleep = observation("s", "44259-0", valueInteger=3)
-    f = facts_of(knowledge, sleep, condition("insomnia", "G47.00"), condition("f", "R53.83"))
+    recent = {"recordedDate": (NOW - timedelta(days=20)).date().isoformat()}
+    insomnia, fatigue = condition("insomnia", "G47.00"), condition("f", "R53.83")
+    f = facts_of(knowledge, sleep, {**insomnia, **recent}, {**fatigue, **recent})
     assert (f["neurovegetative"], f["neurovegetative_domains"]) == (2, ["sleep", "energy"])
+
+
+def test_symptom_diagnoses_count_only_when_recorded_in_the_window(knowledge: Knowledge) -> None:
+    """KNOWLEDGE.md v2: insomnia, appetite, fatigue, libido Conditions recorded within 90 days;
+    an old or undated one is history, not a current symptom."""
+    old = {"recordedDate": (NOW - timedelta(days=91)).date().isoformat()}
+    f = facts_of(knowledge, {**condition("i", "G47.00"), **old}, condition("f", "R53.83"))
+    assert (f["neurovegetative"], f["neurovegetative_domains"]) == (0, [])
 
 
 # --- drugs and orders ----------------------------------------------------------------------

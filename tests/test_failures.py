@@ -51,7 +51,8 @@ def test_a_failing_python_rule_drops_only_its_own_card(
             "/cds-services/ipt-order-sign", json=hook_request("order-sign", drafts=[ipt_order()])
         )
     assert response.status_code == 200
-    assert _rules(response) == {"ipt-suitable": "info"}
+    # No PHQ-9 on record: the shipped rules ask for one before IPT alone (KNOWLEDGE.md v2).
+    assert _rules(response) == {"ipt-measure-severity": "info"}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["rule broken-python-rule failed: RuntimeError"]
     _no_secret(caplog)
@@ -83,7 +84,7 @@ def test_a_card_template_failing_at_run_time_drops_only_that_card(
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         rules, _ = _call(broken, "in-suicide-item9-two-ipt")
     # The critical suicide-risk card survives its neighbour's failure.
-    assert rules == {"ipt-suicide-risk": "critical", "ipt-suitable": "info"}
+    assert rules == {"ipt-suicide-risk": "critical"}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["rule ipt-add-pharmacotherapy failed: ZeroDivisionError"]
 
@@ -92,14 +93,11 @@ def test_when_a_family_card_fails_the_next_member_stands_and_names_it(
     tmp_path: Path, settings: Settings
 ) -> None:
     fixture = "in-bereave-stands-over-older-and-severity"
-    assert _call(settings, fixture)[0] == {
-        "ipt-bereavement-combination": "warning",
-        "ipt-suitable": "info",
-    }
+    assert _call(settings, fixture)[0] == {"ipt-bereavement-combination": "warning"}
     rules, details = _call(
         _broken_template(tmp_path, settings, "ipt-bereavement-combination"), fixture
     )
-    standing = set(rules) - {"ipt-suitable"}
+    standing = set(rules)
     assert len(standing) == 1
     assert standing < {
         "ipt-dysthymia-prefer-antidepressant",

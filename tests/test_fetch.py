@@ -46,7 +46,15 @@ def test_missing_keys_are_fetched_concurrently_with_the_bearer_token(
     assert response.status_code == 200, response.text
     assert _summary(response) == "3 Condition, 0 selected drafts"
     assert sorted(fhir.paths()) == sorted(
-        ["Patient", "Condition", "Observation", "MedicationRequest", "ServiceRequest", "Procedure"]
+        [
+            "Patient",
+            "Condition",
+            "Observation",
+            "MedicationRequest",
+            "MedicationStatement",
+            "ServiceRequest",
+            "Procedure",
+        ]
     )
     for request in fhir.requests:
         assert request.headers["authorization"] == f"Bearer {TOKEN}"

@@ -53,7 +53,8 @@ def test_metrics_count_calls_cards_fetches_and_feedback(make_client: AppFactory)
     hook = {"endpoint": "hook", "service": "ipt-order-sign"}
     assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="200") == 1
     assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="412") == 1
-    assert _metric(text, "ipt_cds_cards_total", rule="ipt-suitable", indicator="info") == 1
+    # F33.1 and no PHQ-9: the card asks for one before IPT alone (KNOWLEDGE.md v2).
+    assert _metric(text, "ipt_cds_cards_total", rule="ipt-measure-severity", indicator="info") == 1
     assert _metric(text, "ipt_cds_fhir_fetch_seconds_count", key="conditions") == 1
     assert _metric(text, "ipt_cds_fhir_errors_total", code="fhir_unavailable") == 1
     assert (
@@ -95,7 +96,7 @@ def test_one_json_line_per_call_with_ids_and_no_phi(
     assert line["requestId"] == "req-7"
     assert line["service"] == "ipt-order-sign"
     assert line["hookInstance"] == "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
-    assert line["rules"] == ["ipt-suitable"]
+    assert line["rules"] == ["ipt-measure-severity"]
     assert line["ms"] > 0
     text = json.dumps(line)
     assert TOKEN not in text

@@ -22,20 +22,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.clinical.medications import Drug, DrugMatcher, Exclusion
 from service.clinical.reader import (
-    as_list,
     codings,
     first_date,
     loggable,
+    markdown_text,
     number,
     reference_of,
     status,
     status_code,
-    string,
     texts,
 )
 from service.clinical.record import PatientRecord
-from service.clinical.terminology import Match, NameMatcher, Terminology
+from service.clinical.terminology import Match, Terminology
 from service.protocol.models import Resource
 
 log = logging.getLogger("ipt_cds")
@@ -51,10 +51,12 @@ class Evidence:
     answer: str | None = None
     answer_codes: tuple[tuple[str, str], ...] = ()
     selected: bool = False
+    ingredient: str | None = None
 
     def describe(self) -> str:
-        name = self.display or self.code or self.ref
-        code = f" ({self.code})" if self.code and self.display else ""
+        """The evidence in a card's words; EHR text in it is escaped for Markdown."""
+        name = markdown_text(self.display or self.code or self.ref)
+        code = f" ({markdown_text(self.code)})" if self.code and self.display else ""
         when = f", recorded {self.on.isoformat()}" if self.on else ""
         return f"{name}{code}{when}"
 
@@ -147,12 +149,20 @@ class LatestObservation(_Decl):
 
 
 class CurrentMedication(_Decl):
+    """Current MedicationRequests (active, on-hold) and MedicationStatements (active, intended,
+    on-hold) of the class, minus the products ``not_when`` names."""
+
     extractor: Literal["current_medication"]
     ingredients: str
+    not_when: list[Exclusion] = Field(default_factory=list)
 
 
 class CurrentOrder(_Decl):
+    """ServiceRequests in the record with one of ``statuses`` (a ``draft`` in the record counts
+    as drafted, like one in context.draftOrders)."""
+
     extractor: Literal["current_order"]
+    statuses: list[str] = Field(default_factory=lambda: ["active", "on-hold"], min_length=1)
 
 
 class RecentProcedure(_Decl):
@@ -166,6 +176,7 @@ class DraftOrders(_Decl):
     extractor: Literal["draft_orders"]
     resource: Literal["ServiceRequest", "MedicationRequest"]
     ingredients: str | None = None
+    not_when: list[Exclusion] = Field(default_factory=list)
     text_includes: list[str] = Field(default_factory=list)
     text_excludes: list[str] = Field(default_factory=list)
     unless_coded: str | None = None
@@ -183,6 +194,7 @@ Declaration = Annotated[
 ]
 
 Extractor = Callable[[Scope], list[Evidence]]
+Params = dict[str, Any]
 
 
 # --- condition helpers ---------------------------------------------------------------------
@@ -322,85 +334,42 @@ def _latest_observation(d: LatestObservation) -> Extractor:
     return run
 
 
-def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
-    """The drug of a MedicationRequest: its CodeableConcept, or the Medication it references
-    (contained, or included in the record), with that Medication's ingredients."""
-    concepts: list[Any] = []
-    if m.get("medicationCodeableConcept") is not None:
-        concepts.append(m["medicationCodeableConcept"])
-    ref = m.get("medicationReference")
-    if isinstance(ref, dict):
-        if isinstance(ref.get("display"), str):
-            concepts.append({"text": ref["display"]})
-        target = string(ref.get("reference")) or ""
-        med = None
-        if target.startswith("#"):
-            med = next(
-                (
-                    c
-                    for c in as_list(m.get("contained"))
-                    if isinstance(c, dict) and c.get("id") == target[1:]
-                ),
-                None,
-            )
-        elif target:
-            rid = target.rsplit("/", 1)[-1]
-            med = next((x for x in record.of_type("Medication") if x.get("id") == rid), None)
-        if med is not None:
-            concepts.append(med.get("code"))
-            for ing in as_list(med.get("ingredient")):
-                if isinstance(ing, dict):
-                    concepts.append(ing.get("itemCodeableConcept"))
-    return concepts
+# MedicationRequest and MedicationStatement statuses that make a drug current.
+_CURRENT_MED = {
+    "MedicationRequest": {"active", "on-hold"},
+    "MedicationStatement": {"active", "intended", "on-hold"},
+}
 
 
-class _DrugMatcher:
-    def __init__(self, terms: Terminology, valueset: str, ingredients: str) -> None:
-        self.terms, self.valueset, self.ingredients = terms, valueset, ingredients
-        self.names = NameMatcher(terms.displays(ingredients))
-
-    def match(self, m: Resource, record: PatientRecord) -> tuple[str | None, str | None] | None:
-        concepts = medication_concepts(m, record)
-        for concept in concepts:
-            for url in (self.valueset, self.ingredients):
-                found = self.terms.match(url, concept)
-                if found:
-                    return found.code, found.display
-        for concept in concepts:
-            name = self.names.find(concept)
-            if name:
-                return None, name
-        return None
-
-
-_CURRENT_MED = {"active", "on-hold"}
-
-
-def _current_medication(d: CurrentMedication, terms: Terminology) -> Extractor:
-    drugs = _DrugMatcher(terms, d.valueset, d.ingredients)
+def _current_medication(d: CurrentMedication, terms: Terminology, params: Params) -> Extractor:
+    drugs = DrugMatcher(terms, d.valueset, d.ingredients, d.not_when, params)
 
     def run(s: Scope) -> list[Evidence]:
         out = []
-        for m in s.record.of_type("MedicationRequest"):
-            if status(m) not in _CURRENT_MED:
-                continue
-            try:
-                found = drugs.match(m, s.record)
-                if found:
-                    on = first_date(m, "authoredOn")
-                    out.append(Evidence(reference_of(m), found[0], found[1], on))
-            except Exception as exc:
-                s.skip(m, exc)
+        for kind, current in _CURRENT_MED.items():
+            for m in s.record.of_type(kind):
+                if status(m) not in current:
+                    continue
+                try:
+                    found = drugs.match(m, s.record)
+                    if found:
+                        on = first_date(m, "authoredOn", "dateAsserted", "effectiveDateTime")
+                        ev = Evidence(reference_of(m), found.code, found.display, on)
+                        out.append(replace(ev, ingredient=found.ingredient))
+                except Exception as exc:
+                    s.skip(m, exc)
         return out
 
     return run
 
 
 def _current_order(d: CurrentOrder) -> Extractor:
+    statuses = set(d.statuses)
+
     def run(s: Scope) -> list[Evidence]:
         out = []
         for r, match, _ in s.coded("ServiceRequest", d.valueset):
-            if status(r) in ("active", "on-hold"):
+            if status(r) in statuses:
                 try:
                     on = first_date(r, "authoredOn")
                 except Exception as exc:
@@ -434,8 +403,10 @@ def _recent_procedure(d: RecentProcedure) -> Extractor:
     return run
 
 
-def _draft_orders(d: DraftOrders, terms: Terminology) -> Extractor:
-    drugs = _DrugMatcher(terms, d.valueset, d.ingredients) if d.ingredients else None
+def _draft_orders(d: DraftOrders, terms: Terminology, params: Params) -> Extractor:
+    drugs = (
+        DrugMatcher(terms, d.valueset, d.ingredients, d.not_when, params) if d.ingredients else None
+    )
     includes = [t.lower() for t in d.text_includes]
     excludes = [t.lower() for t in d.text_excludes]
 
@@ -456,7 +427,7 @@ def _draft_orders(d: DraftOrders, terms: Terminology) -> Extractor:
         for r in s.record.drafts:
             if r.get("resourceType") != d.resource:
                 continue
-            found: tuple[str | None, str | None] | None
+            found: Drug | None
             try:
                 if drugs is not None:
                     found = drugs.match(r, s.record)
@@ -464,21 +435,23 @@ def _draft_orders(d: DraftOrders, terms: Terminology) -> Extractor:
                     match = terms.match(d.valueset, r.get("code"))
                     said = None if match else by_text(r)
                     found = (
-                        (match.code, match.display) if match else ((None, said) if said else None)
+                        Drug(match.code, match.display, None)
+                        if match
+                        else (Drug(None, said, None) if said else None)
                     )
                 on = first_date(r, "authoredOn") if found else None
             except Exception as exc:
                 s.skip(r, exc)
                 continue
             if found:
-                ev = Evidence(reference_of(r), found[0], found[1], on)
-                out.append(replace(ev, selected=id(r) in selected))
+                ev = Evidence(reference_of(r), found.code, found.display, on)
+                out.append(replace(ev, selected=id(r) in selected, ingredient=found.ingredient))
         return out
 
     return run
 
 
-def build(decl: Declaration, terms: Terminology) -> Extractor:
+def build(decl: Declaration, terms: Terminology, params: Params) -> Extractor:
     match decl:
         case ActiveCondition():
             return _active_condition(decl)
@@ -487,11 +460,11 @@ def build(decl: Declaration, terms: Terminology) -> Extractor:
         case LatestObservation():
             return _latest_observation(decl)
         case CurrentMedication():
-            return _current_medication(decl, terms)
+            return _current_medication(decl, terms, params)
         case CurrentOrder():
             return _current_order(decl)
         case RecentProcedure():
             return _recent_procedure(decl)
         case DraftOrders():
-            return _draft_orders(decl, terms)
+            return _draft_orders(decl, terms, params)
     raise AssertionError(decl)  # pragma: no cover

@@ -23,12 +23,21 @@ from service.protocol.vocabulary import Hook
 Severity = Literal["minimal", "mild", "moderate", "moderately-severe", "severe"]
 Episode = Literal["single", "recurrent"]
 Remission = Literal["full", "partial", "unspecified"]
-SuicidalIdeation = Literal["low", "high"]
+SuicidalIdeation = Literal["low", "high", "history"]
+# What set the suicidal-ideation level: the PHQ-9 item 9 answer, or a diagnosis of ideation, of
+# a suicide attempt or self-harm, or an 'at risk for suicide' finding.
+SuicideSource = Literal["item9", "ideation", "attempt", "at-risk"]
 Domain = Literal["sleep", "energy", "appetite", "libido"]
 Trait = Literal["avoidant", "obsessive-compulsive"]
 FocusArea = Literal["grief", "role-transition", "role-dispute", "interpersonal-deficits"]
 Verdict = Literal[
-    "not-applicable", "not-recommended", "combine", "antidepressant-preferred", "suitable"
+    "not-applicable",
+    "not-recommended",
+    "specialist",
+    "not-adult",
+    "combine",
+    "antidepressant-preferred",
+    "suitable",
 ]
 
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
@@ -159,6 +168,7 @@ FACTS: Mapping[str, FactSpec] = {
         int | None,
         "age in whole years on the day of the call; None: no birth date, or an impossible one",
     ),
+    "adult": FactSpec(bool, "age at or above adult_age, or unknown (unknown counts as adult)"),
     "depression": FactSpec(
         bool,
         "an active depressive disorder on record (major depression, depression NOS, postpartum "
@@ -170,7 +180,16 @@ FACTS: Mapping[str, FactSpec] = {
         Episode | None, "the current episode's course; None: no episode, or its code does not say"
     ),
     "remission": FactSpec(
-        Remission | None, "the current episode's remission; None: not in remission, or no episode"
+        Remission | None,
+        "the current episode's remission, from its code; None: not in remission, no episode, "
+        "or a PHQ-9 at or above recurrence_phq9 dated on or after the remission was recorded",
+    ),
+    "probable_recurrence": FactSpec(
+        bool,
+        "a remission code superseded by a later PHQ-9 at or above recurrence_phq9",
+    ),
+    "probable_recurrence_basis": FactSpec(
+        str | None, "the PHQ-9 and the remission date behind probable_recurrence, in words"
     ),
     "current_episode": FactSpec(
         Evidence | None,
@@ -189,11 +208,23 @@ FACTS: Mapping[str, FactSpec] = {
     ),
     "suicidal_ideation": FactSpec(
         SuicidalIdeation | None,
-        "high: item 9 at or above item_score_counts, or suicidal ideation on record; "
-        "low: item 9 answered above 0 but below that",
+        "high: item 9 at or above item_score_counts, or an active diagnosis of suicidal "
+        "ideation, a suicide attempt or self-harm, or 'at risk for suicide' recorded within "
+        "suicidal_ideation_dx_days; low: item 9 answered 1; history: only older, inactive or "
+        "since-denied diagnoses, or a personal history of suicidal behaviour",
         explained=True,
     ),
-    "suicidal_ideation_basis": FactSpec(str | None, "what suicidal ideation comes from"),
+    "suicidal_ideation_basis": FactSpec(
+        str | None, "what set the suicidal-ideation level, with dates; never an answer of 0"
+    ),
+    "suicidal_ideation_sources": FactSpec(
+        list[SuicideSource], "what set a high or low level: item9, ideation, attempt, at-risk"
+    ),
+    "ideation_basis": FactSpec(
+        str | None,
+        "when suicidal ideation is high because of item 9 or an ideation diagnosis (not an "
+        "attempt or an 'at risk' finding alone): that evidence, with dates; else None",
+    ),
     "neurovegetative": FactSpec(
         int, "how many neurovegetative domains are present (0 to 4)", explained=True
     ),
@@ -232,6 +263,12 @@ FACTS: Mapping[str, FactSpec] = {
     "draft_antidepressant": FactSpec(
         bool, "an antidepressant is drafted and selected", explained=True
     ),
+    "new_antidepressant": FactSpec(
+        bool,
+        "a selected antidepressant draft is a new start: no current antidepressant of the same "
+        "ingredient (a renewal is not)",
+        explained=True,
+    ),
     "ipt_draft_refs": FactSpec(list[str], "the references of the selected IPT drafts"),
     "antidepressant_in_plan": FactSpec(
         bool, "an antidepressant is current or drafted (selected or not)"
@@ -239,8 +276,20 @@ FACTS: Mapping[str, FactSpec] = {
     "psychotherapy_in_plan": FactSpec(
         bool, "psychotherapy is current or drafted (selected or not)"
     ),
-    "ipt_in_plan": FactSpec(bool, "IPT is current or drafted (selected or not)"),
+    "ipt_in_plan": FactSpec(
+        bool, "IPT is current, done in the last 90 days, or drafted (selected or not)"
+    ),
+    "psychiatry_in_plan": FactSpec(
+        bool, "a referral to psychiatry is current or drafted", explained=True
+    ),
     "acute": FactSpec(bool, "depression with the current episode not in remission"),
+    "phq9_due": FactSpec(bool, "depression and no PHQ-9 total in the window"),
+    "unipolar_scope": FactSpec(
+        bool, "depression in an adult without bipolar disorder: whom the IPT evidence covers"
+    ),
+    "ipt_candidate": FactSpec(
+        bool, "unipolar_scope without psychotic features: IPT itself is on the table"
+    ),
     "needs_combination": FactSpec(bool, "IPT alone is not enough: an antidepressant is needed"),
     "combination_reasons": FactSpec(list[str], "why an antidepressant is needed, in words"),
     "verdict": FactSpec(Verdict, "is IPT suitable for this patient now (KNOWLEDGE.md section 2)"),

@@ -7,15 +7,19 @@ sentence a clinician can read (``why``), so a card can say why it fired.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any
 
 from service.clinical.extractors import (
+    Declaration,
     Evidence,
     Extractor,
     Scope,
     condition_dates,
+    condition_evidence,
     condition_is_active,
+    condition_is_true,
 )
 from service.clinical.fact_model import (
     SEVERITIES,
@@ -26,11 +30,11 @@ from service.clinical.fact_model import (
     Reading,
     Remission,
     Severity,
-    SuicidalIdeation,
     Trait,
 )
 from service.clinical.reader import age_on, first_date, reference_of
 from service.clinical.record import PatientRecord
+from service.clinical.suicide import suicidal_ideation
 from service.clinical.terminology import Terminology
 from service.clinical.verdict import verdict
 
@@ -82,13 +86,18 @@ PYTHON_VALUESETS = [
     "condition_severity_severe",
     "pregnant_answer",
     "phq_answers",
+    "psychotic_features",
+    "suicidal_ideation",
+    "suicide_attempt",
+    "suicide_risk",
+    "suicide_history",
 ]
 
 
 # The raw extractions the functions below read: cards/facts.yaml must declare each.
 EXTRACTS = [
     "dysthymia_conditions",
-    "psychosis",
+    "psychotic_disorders",
     "bipolar",
     "cognitive_impairment",
     "anxiety",
@@ -97,7 +106,6 @@ EXTRACTS = [
     "personality_obsessive_compulsive",
     "chd",
     "hiv",
-    "suicidal_ideation_conditions",
     "insomnia",
     "appetite_loss",
     "fatigue",
@@ -124,6 +132,9 @@ EXTRACTS = [
     "ipt_drafts",
     "psychotherapy_drafts",
     "antidepressant_drafts",
+    "ipt_record_drafts",
+    "psychiatry_referrals",
+    "psychiatry_referral_drafts",
 ]
 
 
@@ -137,9 +148,12 @@ class FactBook:
         terms: Terminology,
         params: dict[str, Any],
         answer_scores: dict[str, int],
+        declarations: Mapping[str, Declaration] | None = None,
     ) -> None:
         self.extractors, self.vs, self.terms, self.params = extractors, valuesets, terms, params
         self.answer_scores = answer_scores
+        # As cards/facts.yaml declares them: for the glossary of docs/rules.md.
+        self.declarations = dict(declarations or {})
 
     def evaluate(self, record: PatientRecord, hook: str, now: datetime) -> Facts:
         scope = Scope(record, self.terms, now.date(), self.params, self.answer_scores)
@@ -160,10 +174,15 @@ class FactBook:
         f = Facts(params=self.params)
         f.set("hook", hook)
         f.set("patient_id", record.patient_id)
-        f.set("age", _age(record, scope))
+        age = _age(record, scope)
+        f.set("age", age)
+        f.set("adult", age is None or age >= self.params["adult_age"])
         current = self._depression(f, scope, raw)
         self._scores(f, raw, current)
-        for name in ("psychosis", "bipolar", "cognitive_impairment", "anxiety", "chd", "hiv"):
+        self._recurrence(f)
+        self._suicidal_ideation(f, scope, raw["phq9_item9"])
+        self._psychosis(f, scope, raw, current)
+        for name in ("bipolar", "cognitive_impairment", "anxiety", "chd", "hiv"):
             f.set(name, bool(raw[name]), raw[name])
         f.set(
             "personality_disorder", bool(raw["personality_disorder"]), raw["personality_disorder"]
@@ -176,6 +195,9 @@ class FactBook:
         self._life(f, raw)
         self._plan(f, raw)
         f.set("acute", f["depression"] and f["remission"] is None)
+        f.set("phq9_due", f["depression"] and f["phq9"] is None)
+        f.set("unipolar_scope", f["depression"] and f["adult"] and not f["bipolar"])
+        f.set("ipt_candidate", f["unipolar_scope"] and not f["psychosis"])
         self._combination(f)
         verdict(f, self.params)
         return f
@@ -265,23 +287,7 @@ class FactBook:
             f.set("severity_basis", f"diagnosis {episode.describe()}" if band and episode else None)
 
         high = self.params["item_score_counts"]
-        item9 = _reading(raw["phq9_item9"])
-        f.set("item9", item9, raw["phq9_item9"])
-        si_conditions = raw["suicidal_ideation_conditions"]
-        level: SuicidalIdeation | None
-        if (item9 is not None and item9.value >= high) or si_conditions:
-            level = "high"
-        elif item9 is not None and item9.value >= 1:
-            level = "low"
-        else:
-            level = None
-        basis = []
-        if item9 is not None and item9.value >= 1:
-            answer = f" ({item9.answer})" if item9.answer else ""
-            basis.append(f"PHQ-9 item 9 = {item9.value}{answer} on {item9.date}")
-        basis += [e.describe() for e in si_conditions]
-        f.set("suicidal_ideation", level, raw["phq9_item9"] + si_conditions if level else None)
-        f.set("suicidal_ideation_basis", "; ".join(basis) or None)
+        f.set("item9", _reading(raw["phq9_item9"]), raw["phq9_item9"])
 
         domains: dict[str, list[Evidence]] = {}
         for key, domain in ITEM_DOMAINS.items():
@@ -294,6 +300,64 @@ class FactBook:
         order: list[Domain] = ["sleep", "energy", "appetite", "libido"]
         f.set("neurovegetative", len(domains), [e for d in domains.values() for e in d])
         f.set("neurovegetative_domains", [d for d in order if d in domains])
+
+    def _recurrence(self, f: Facts) -> None:
+        """A remission code is superseded by a PHQ-9 at or above recurrence_phq9 dated on or
+        after the day that Condition was recorded: a probable recurrence, not a remission."""
+        phq9, episode = f["phq9"], f["current_episode"]
+        later = (
+            f["remission"] is not None
+            and phq9 is not None
+            and episode is not None
+            and episode.on is not None
+            and phq9.value >= self.params["recurrence_phq9"]
+            and date.fromisoformat(phq9.date) >= episode.on
+        )
+        f.set("probable_recurrence", later)
+        f.set(
+            "probable_recurrence_basis",
+            f"PHQ-9 {phq9.value} on {phq9.date}, after remission recorded "
+            f"{episode.on.isoformat()}: probable recurrence"
+            if later
+            else None,
+        )
+        if later:
+            f.set("remission", None)
+
+    def _suicidal_ideation(self, f: Facts, scope: Scope, item9: list[Evidence]) -> None:
+        found = suicidal_ideation(scope, self.vs, f["item9"], item9)
+        f.set("suicidal_ideation", found.level, found.evidence)
+        f.set("suicidal_ideation_basis", "; ".join(found.basis) or None)
+        f.set("suicidal_ideation_sources", found.sources)
+        high = found.level == "high" and found.ideation
+        f.set("ideation_basis", "; ".join(found.ideation) if high else None)
+
+    def _psychosis(
+        self,
+        f: Facts,
+        scope: Scope,
+        raw: dict[str, list[Evidence]],
+        current: dict[str, Any] | None,
+    ) -> None:
+        """Psychotic disorders while active; a major-depression-with-psychotic-features code
+        only as the current episode (not in remission) or when recorded within the window:
+        an old code from a past episode does not block IPT for good."""
+        since = scope.since("psychotic_features_window_days")
+        features = []
+        for c, match, _ in scope.coded("Condition", self.vs["psychotic_features"]):
+            try:
+                if not condition_is_true(c):
+                    continue
+                recorded = first_date(c, "recordedDate", "onsetDateTime", "onsetPeriod.start")
+                ev = condition_evidence(c, match)
+            except Exception as exc:
+                scope.skip(c, exc)
+                continue
+            current_episode = c is current and f["remission"] is None
+            if current_episode or (recorded is not None and since <= recorded <= scope.today):
+                features.append(ev)
+        found = raw["psychotic_disorders"] + features
+        f.set("psychosis", bool(found), found)
 
     # --- life context and treatment --------------------------------------------------------
 
@@ -338,20 +402,35 @@ class FactBook:
         f.set("draft_ipt", any(e.selected for e in ipt), [e for e in ipt if e.selected])
         f.set("draft_psychotherapy", any(e.selected for e in psy), [e for e in psy if e.selected])
         f.set("draft_antidepressant", any(e.selected for e in ad), [e for e in ad if e.selected])
+        # A draft of an ingredient already current is a renewal; one whose ingredient is not
+        # known is taken as a new start.
+        taking = {e.ingredient for e in current_ad if e.ingredient}
+        new = [e for e in ad if e.selected and (e.ingredient is None or e.ingredient not in taking)]
+        f.set("new_antidepressant", bool(new), new)
         f.set("ipt_draft_refs", sorted({e.ref for e in ipt if e.selected}))
-        ipt_current = raw["ipt_orders"] + raw["ipt_procedures"]
+        ipt_current = raw["ipt_orders"] + raw["ipt_procedures"] + raw["ipt_record_drafts"]
         f.set("antidepressant_in_plan", bool(current_ad or ad))
         f.set("psychotherapy_in_plan", bool(therapy or psy))
         f.set("ipt_in_plan", bool(ipt or ipt_current))
+        referrals = raw["psychiatry_referrals"] + raw["psychiatry_referral_drafts"]
+        f.set("psychiatry_in_plan", bool(referrals), referrals)
 
     def _combination(self, f: Facts) -> None:
+        """KNOWLEDGE.md ``needs_combination``: moderately severe or severe depression; high
+        suicidal ideation with an ideation basis (an attempt or an 'at risk' finding alone asks
+        for the suicide card, not by itself for medication); or neurovegetative symptoms with
+        moderate severity (with severity unknown, it is measured first, not guessed)."""
         reasons = []
         if f["severity"] in self.params["combination_severities"]:
             reasons.append(f"{f['severity_basis']} ({f['severity'].replace('-', ' ')})")
-        if f["suicidal_ideation"] == "high":
-            reasons.append(f"suicidal ideation ({f['suicidal_ideation_basis']})")
-        if f["neurovegetative"] >= self.params["neurovegetative_min_domains"]:
-            reasons.append("neurovegetative symptoms: " + ", ".join(f["neurovegetative_domains"]))
+        if f["ideation_basis"]:
+            reasons.append(f"suicidal ideation ({f['ideation_basis']})")
+        if (
+            f["neurovegetative"] >= self.params["neurovegetative_min_domains"]
+            and f["severity"] == "moderate"
+        ):
+            domains = ", ".join(f["neurovegetative_domains"])
+            reasons.append(f"neurovegetative symptoms ({domains}) with moderate depression")
         f.set("needs_combination", bool(reasons))
         f.set("combination_reasons", reasons)
 

@@ -157,3 +157,12 @@ def loggable(resource: Any) -> str:
 
 def age_on(birth: date, today: date) -> int:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|!~])")
+
+
+def markdown_text(text: str) -> str:
+    """EHR text (a display, an answer's text) as literal Markdown: it cannot open a link, an
+    image, HTML or emphasis in a card, and stays on one line."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))

@@ -1,7 +1,7 @@
 """The suitability verdict of KNOWLEDGE.md section 2: is IPT suitable for this patient now?
 
 Every hook reuses it. First match wins; the cautions and supports travel with it, each in
-words a clinician reads on the card.
+words a clinician reads on the card, and only those that apply.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ CAUTIONS = {
     "anxiety": "comorbid anxiety disorder",
     "personality_disorder": "personality disorder",
     "chd": "coronary heart disease",
-    "bipolar": "bipolar disorder on record",
 }
 SUPPORTS = {
     "pregnant": "pregnancy",
@@ -25,24 +24,40 @@ SUPPORTS = {
 
 
 def verdict(f: Facts, params: dict[str, Any]) -> None:
-    older = f["age"] is not None and f["age"] >= params["older_adult_age"]
+    age = f["age"]
+    older = age is not None and age >= params["older_adult_age"]
+    above_minimal = f["severity"] != "minimal"  # unknown severity counts
     found: Verdict
     if not f["depression"]:
         found, reasons = "not-applicable", ["no active depressive disorder on record"]
     elif f["psychosis"]:
         found, reasons = "not-recommended", [f"psychotic features ({f.why['psychosis']})"]
+    elif f["bipolar"]:
+        found = "specialist"
+        reasons = [f"bipolar disorder ({f.why['bipolar']}): the plan belongs with its treatment"]
+    elif not f["adult"]:
+        found, reasons = "not-adult", [f"age {age}: the adult evidence does not apply"]
     elif f["needs_combination"]:
         found, reasons = "combine", list(f["combination_reasons"])
-    elif f["dysthymia"] or (older and f["acute"]):
+    elif (f["dysthymia"] or (older and f["acute"])) and above_minimal:
         found = "antidepressant-preferred"
         reasons = [f"dysthymia ({f.why['dysthymia']})"] if f["dysthymia"] else []
         if older and f["acute"]:
-            reasons.append(f"age {f['age']} with an acute episode")
+            reasons.append(f"age {age} with an acute episode")
     else:
-        found, reasons = "suitable", ["depression without psychosis or a need for medication"]
+        found = "suitable"
+        if f["severity"] is None:
+            reasons = ["suitable if the depression is mild to moderate: measure severity first"]
+        elif f["severity"] == "minimal":
+            reasons = [f"minimal symptoms ({f['severity_basis']}): has the episode remitted?"]
+        else:
+            reasons = [f"{f['severity'].replace('-', ' ')} depression ({f['severity_basis']})"]
     f.set("verdict", found)
     f.set("verdict_reasons", reasons)
-    f.set("cautions", [text for name, text in CAUTIONS.items() if f[name]])
+    cautions = [text for name, text in CAUTIONS.items() if f[name]]
+    if f["suicidal_ideation"] == "history":
+        cautions.append(f"past suicidal ideation or behaviour ({f['suicidal_ideation_basis']})")
+    f.set("cautions", cautions)
     supports = [text for name, text in SUPPORTS.items() if f[name]]
     if f["episode"] == "recurrent":
         supports.append("recurrent depression: maintenance IPT helps prevent recurrence")

@@ -37,8 +37,24 @@ PROCEDURE_DAYS_AGO = 14
 BIRTHDAY_MARGIN = timedelta(days=30)
 # The lifetime ``fhirAuthorization`` claims for its access token, as in the CDS Hooks examples.
 TOKEN_EXPIRES_IN_SECONDS = 300
+UCUM = "http://unitsofmeasure.org"
 
-# Shorthands for draft orders used across the cases.
+
+def _drug(code: str, display: str, mg: float | None = None, a_day: int = 1) -> dict[str, Any]:
+    order: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code, "display": display}]
+        },
+    }
+    if mg is not None:
+        dose = {"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}
+        timing = {"repeat": {"frequency": a_day, "period": 1, "periodUnit": "d"}}
+        order["dosageInstruction"] = [{"timing": timing, "doseAndRate": [dose]}]
+    return order
+
+
+# Shorthands for orders used across the cases (drafts, current orders, statements).
 DRAFTS: dict[str, dict[str, Any]] = {
     "ipt": {
         "resourceType": "ServiceRequest",
@@ -76,11 +92,24 @@ DRAFTS: dict[str, dict[str, Any]] = {
             ]
         },
     },
-    "sertraline": {
-        "resourceType": "MedicationRequest",
-        "medicationCodeableConcept": {
+    "sertraline": _drug("312941", "sertraline 50 MG Oral Tablet"),
+    "fluoxetine": _drug("310385", "fluoxetine 20 MG Oral Capsule"),
+    # Trazodone and amitriptyline at the doses that decide whether they count (mg a day).
+    "trazodone-50-at-night": _drug("856377", "trazodone hydrochloride 50 MG Oral Tablet", 50),
+    "trazodone-100-a-day": _drug("856377", "trazodone hydrochloride 50 MG Oral Tablet", 50, 2),
+    "trazodone-150-a-day": _drug("856364", "trazodone hydrochloride 150 MG Oral Tablet", 150),
+    "amitriptyline-25-at-night": _drug(
+        "856834", "amitriptyline hydrochloride 25 MG Oral Tablet", 25
+    ),
+    "bupropion-smoking-cessation": _drug(
+        "1801289",
+        "Smoking Cessation 12 HR bupropion hydrochloride 150 MG Extended Release Oral Tablet",
+    ),
+    "psychiatry-referral": {
+        "resourceType": "ServiceRequest",
+        "code": {
             "coding": [
-                {"system": RXNORM, "code": "312940", "display": "sertraline 50 MG Oral Tablet"}
+                {"system": SNOMED, "code": "308477009", "display": "Referral to psychiatrist"}
             ]
         },
     },
@@ -100,10 +129,15 @@ class _Case(BaseModel):
     describe: str
     hook: Hook
     age: int | None = None
+    # The patient turns ``age`` today, or tomorrow (and is a year younger today): the
+    # threshold pairs of the age rules.
+    birthday: Literal["today", "tomorrow"] | None = None
     gender: Literal["female", "male", "other", "unknown"] = "female"
     conditions: list[str | dict[str, Any]] = Field(default_factory=list)
     observations: list[dict[str, Any]] = Field(default_factory=list)
     medications: list[str | dict[str, Any]] = Field(default_factory=list)
+    # Drugs the patient takes as MedicationStatements (status active unless said).
+    statements: list[str | dict[str, Any]] = Field(default_factory=list)
     service_requests: list[str | dict[str, Any]] = Field(default_factory=list)
     procedures: list[dict[str, Any]] = Field(default_factory=list)
     drafts: list[str | dict[str, Any]] = Field(default_factory=list)
@@ -125,7 +159,7 @@ class Case(_Case):
         out: list[dict[str, Any]] = []
         patient: dict[str, Any] = {"resourceType": "Patient", "id": pid, "gender": self.gender}
         if self.age is not None:
-            patient["birthDate"] = _years_ago(today, self.age).isoformat()
+            patient["birthDate"] = _born(today, self.age, self.birthday).isoformat()
         out.append(patient)
         for i, c in enumerate(self.conditions):
             out.append(_condition(pid, f"{pid}-c{i}", c, today))
@@ -133,6 +167,8 @@ class Case(_Case):
             out.append(_observation(pid, f"{pid}-o{i}", o, today))
         for i, m in enumerate(self.medications):
             out.append(_order(pid, f"{pid}-m{i}", m, "active"))
+        for i, m in enumerate(self.statements):
+            out.append(_statement(pid, f"{pid}-ms{i}", m, today))
         for i, s in enumerate(self.service_requests):
             out.append(_order(pid, f"{pid}-s{i}", s, "active"))
         for i, p in enumerate(self.procedures):
@@ -202,6 +238,7 @@ def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
         "Condition": "conditions",
         "Observation": "observations",
         "MedicationRequest": "medications",
+        "MedicationStatement": "medicationStatements",
         "ServiceRequest": "serviceRequests",
         "Procedure": "procedures",
     }
@@ -226,8 +263,11 @@ def load_cases(folder: Path = FIXTURES / "cases") -> list[Case]:
     return cases
 
 
-def _years_ago(today: date, years: int) -> date:
-    born = today - BIRTHDAY_MARGIN
+def _born(today: date, years: int, birthday: str | None) -> date:
+    margin = {"today": timedelta(0), "tomorrow": timedelta(days=-1)}.get(
+        birthday or "", BIRTHDAY_MARGIN
+    )
+    born = today - margin
     try:
         return born.replace(year=born.year - years)
     except ValueError:  # 29 February
@@ -284,6 +324,14 @@ def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> dict[
         }
     if "answer" in spec:
         o["valueCodeableConcept"] = {"coding": [{"system": LOINC, "code": spec["answer"]}]}
+    if "components" in spec:
+        o["component"] = [
+            {
+                "code": {"coding": [{"system": LOINC, "code": str(c["loinc"])}]},
+                "valueCodeableConcept": {"coding": [{"system": LOINC, "code": c["answer"]}]},
+            }
+            for c in spec["components"]
+        ]
     return o
 
 
@@ -297,6 +345,24 @@ def _order(pid: str, oid: str, spec: str | dict[str, Any], status: str) -> dict[
         "subject": {"reference": f"Patient/{pid}"},
     }
     return order
+
+
+def _statement(pid: str, sid: str, spec: str | dict[str, Any], today: date) -> dict[str, Any]:
+    """A MedicationStatement of the drug: what the patient reports taking."""
+    base = dict(DRAFTS[spec]) if isinstance(spec, str) else dict(spec)
+    base.pop("resourceType", None)
+    dosage = base.pop("dosageInstruction", None)
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": sid,
+        **base,
+        "status": base.get("status", "active"),
+        "subject": {"reference": f"Patient/{pid}"},
+        "dateAsserted": _days_ago(today, {}, CONDITION_DAYS_AGO).isoformat(),
+    }
+    if dosage:
+        statement["dosage"] = dosage
+    return statement
 
 
 def _procedure(pid: str, prid: str, spec: dict[str, Any], today: date) -> dict[str, Any]:

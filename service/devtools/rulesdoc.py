@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from service.devtools import glossary
 from service.knowledge.base import Knowledge
 from service.knowledge.rules import CompiledRule
 
@@ -32,6 +33,7 @@ def render(knowledge: Knowledge) -> str:
                 f"- **{name}**: {listed}. Only the first that fires stands; "
                 "its card names the others' reasons.\n"
             )
+    out.append("The facts rules name are explained in the [glossary](#glossary-of-facts).\n")
     out.append("## Parameters\n")
     out.append("| parameter | value |\n|---|---|")
     for name, value in knowledge.params.items():
@@ -39,6 +41,7 @@ def render(knowledge: Knowledge) -> str:
     out.append("")
     for rule in book.rules:
         out.extend(_rule(rule))
+    out.extend(glossary.render(knowledge))
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -4,6 +4,7 @@
     parameters.yaml    named thresholds and windows
     valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
     facts.yaml         simple facts over generic extractors; value sets the Python facts read
+    links.yaml         links cards may show (crisis line, risk assessment, safety plan)
     rules/             one file per rule; _index.yaml gives their order and families
 
 Anything wrong stops the service with the file's name: a CDS service that starts with half its
@@ -20,13 +21,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.clinical import extractors
 from service.clinical.fact_model import FACTS, SEVERITIES
+from service.clinical.fact_sources import FACT_READS
 from service.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
 from service.clinical.terminology import Terminology
 from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.rules import RuleBook
 from service.knowledge.valuesets import load_terminology
-from service.protocol.models import PREFETCH_TOKEN, PREFETCH_USER_TOKENS, REQUEST_MODELS, Service
+from service.protocol.models import (
+    PREFETCH_TOKEN,
+    PREFETCH_USER_TOKENS,
+    REQUEST_MODELS,
+    Link,
+    Service,
+)
+
+
+class _LinksFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    links: dict[str, Link]
 
 
 class _ServicesFile(BaseModel):
@@ -41,16 +54,23 @@ class Parameters(BaseModel):
     combination_severities: list[str]
     item_score_counts: int = Field(ge=1, le=3)
     neurovegetative_min_domains: int = Field(ge=1)
+    recurrence_phq9: int = Field(ge=0)
     phq9_window_days: int = Field(gt=0)
     new_diagnosis_window_days: int = Field(gt=0)
     pregnancy_window_days: int = Field(gt=0)
     postpartum_window_days: int = Field(gt=0)
     bereavement_window_days: int = Field(gt=0)
     psychotherapy_procedure_window_days: int = Field(gt=0)
+    suicidal_ideation_dx_days: int = Field(gt=0)
+    psychotic_features_window_days: int = Field(gt=0)
+    symptom_condition_window_days: int = Field(gt=0)
+    adult_age: int = Field(gt=0)
     older_adult_age: int = Field(gt=0)
     bereavement_min_age: int = Field(gt=0)
     adolescent_min_age: int = Field(gt=0)
     adolescent_max_age: int = Field(gt=0)
+    amitriptyline_low_dose_max_mg: float = Field(gt=0)
+    trazodone_sleep_dose_max_mg: float = Field(gt=0)
 
 
 class _FactsFile(BaseModel):
@@ -73,7 +93,8 @@ class Knowledge:
         params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
         factbook = _load_facts(root / "facts.yaml", terms, params)
-        rulebook = RuleBook.load(root / "rules", FACTS, params)
+        links = parse(root / "links.yaml", _LinksFile).links
+        rulebook = RuleBook.load(root / "rules", FACTS, params, links)
         return cls(services, params, terms, factbook, rulebook)
 
 
@@ -104,6 +125,13 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
     for name in EXTRACTS:
         if name not in spec.facts:
             raise KnowledgeError(f"{path}: facts: {name!r} is needed by service/clinical/facts.py")
+    for fact, reads in FACT_READS.items():
+        for name in reads:
+            if name not in spec.facts and name not in spec.valuesets:
+                raise KnowledgeError(
+                    f"{path}: {name!r}, which fact {fact!r} reads "
+                    "(service/clinical/fact_sources.py), is neither under facts nor valuesets"
+                )
     built = {}
     for name, decl in spec.facts.items():
         for field in ("valueset", "ingredients", "unless_coded"):
@@ -114,7 +142,14 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
             param = getattr(decl, field, None)
             if param is not None and param not in params:
                 raise KnowledgeError(f"{path}: facts.{name}.{field}: no parameter {param!r}")
-        built[name] = extractors.build(decl, terms)
+        for i, x in enumerate(getattr(decl, "not_when", [])):
+            where = f"{path}: facts.{name}.not_when[{i}]"
+            for url in (x.valueset, x.reason):
+                if url is not None and url not in terms:
+                    raise KnowledgeError(f"{where}: no value set {url}")
+            if x.daily_mg_at_most is not None and x.daily_mg_at_most not in params:
+                raise KnowledgeError(f"{where}: no parameter {x.daily_mg_at_most!r}")
+        built[name] = extractors.build(decl, terms, params)
     # A PHQ item answered with a code scores its concept's ordinalValue in the value set.
     scores = terms.ordinals(spec.valuesets["phq_answers"])
     unscored = sorted(code for code, score in scores.items() if score is None or score % 1)
@@ -124,7 +159,7 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
             "(its score)"
         )
     answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
-    return FactBook(built, spec.valuesets, terms, params, answer_scores)
+    return FactBook(built, spec.valuesets, terms, params, answer_scores, spec.facts)
 
 
 def _load_services(path: Path) -> dict[str, Service]:

@@ -2,7 +2,10 @@
 
 Python's expression syntax, restricted to: ``and or not``, comparisons (``== != < <= > >= in
 not in is is not``), fact names, ``params.NAME``, ``fact.attribute`` (``phq9.value``), literals
-(strings, numbers, ``True False None``, tuples and lists of them) and ``fires('rule-id')``.
+(strings, numbers, ``True False None``, tuples and lists of them), ``fires('rule-id')`` (a rule
+earlier in the order fired), ``any_card()`` (any earlier rule fired) and ``any_alert()`` (any
+earlier rule fired with a warning or critical card). A rule that must see every other card
+("the all-clear, never a companion") comes last in the order.
 Expressions are parsed and checked once at start-up and compiled to closures; evaluating one is
 a handful of dict lookups. Ordering comparisons with an unknown (``None``) side are false, so
 "age >= 70" is simply not true when the age is unknown.
@@ -30,6 +33,14 @@ FactTypes = Mapping[str, FactSpec]
 
 class ExpressionError(ValueError):
     pass
+
+
+class Fired(set[str]):
+    """The rules fired so far in one evaluation, and which of them alert (warning, critical)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerting: set[str] = set()
 
 
 _ORDER = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
@@ -101,6 +112,10 @@ def compile_expression(
                     raise ExpressionError(f"unknown fact {name!r}")
                 attribute_of(name, attr, facts)
                 return lambda env, f: getattr(env[name], attr, None)
+            case ast.Call(func=ast.Name(id="any_card"), args=[], keywords=[]):
+                return lambda env, f: len(f) > 0
+            case ast.Call(func=ast.Name(id="any_alert"), args=[], keywords=[]):
+                return lambda env, f: bool(getattr(f, "alerting", ()))
             case ast.Call(
                 func=ast.Name(id="fires"), args=[ast.Constant(value=str() as rule)], keywords=[]
             ):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from jinja2 import Template
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,9 +22,15 @@ from service.clinical.fact_model import Facts
 from service.clinical.suggestions import ACTIONS, build_actions
 from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
-from service.knowledge.expressions import Compiled, ExpressionError, FactTypes, compile_expression
-from service.knowledge.templates import compile_template
-from service.protocol.models import Card, Coding, Source, Suggestion
+from service.knowledge.expressions import (
+    Compiled,
+    ExpressionError,
+    FactTypes,
+    Fired,
+    compile_expression,
+)
+from service.knowledge.templates import compile_template, tidy_markdown
+from service.protocol.models import Card, Coding, Link, Source, Suggestion
 from service.protocol.vocabulary import (
     INDICATORS,
     OVERRIDE_SYSTEM,
@@ -34,6 +40,7 @@ from service.protocol.vocabulary import (
 )
 
 SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
+TOPIC = 'UpToDate topic "Interpersonal psychotherapy for depressed adults"'
 
 log = logging.getLogger("ipt_cds")
 _P = ParamSpec("_P")
@@ -65,6 +72,9 @@ class _Evidence(_Strict):
     section: str = Field(min_length=1)
     refs: list[int]
     figures: str = ""
+    # False when the card's text cites its sources itself (a card whose evidence depends on
+    # which reasons it shows): no evidence line is added.
+    cite: bool = True
 
 
 class RuleFile(_Strict):
@@ -78,7 +88,11 @@ class RuleFile(_Strict):
     reason: str | None = None
     card: _CardText
     suggestions: list[_SuggestionDef] = Field(default_factory=list)
+    # "any" when the suggestions go together (remove the IPT draft and refer to psychiatry).
+    selectionBehavior: Literal["at-most-one", "any"] = "at-most-one"
     overrideReasons: list[_Reason] = Field(default_factory=list)
+    # Keys of cards/links.yaml, shown on the card in this order.
+    links: list[str] = Field(default_factory=list)
     evidence: _Evidence
 
 
@@ -104,13 +118,25 @@ class CompiledRule:
 
 
 class RuleBook:
-    def __init__(self, rules: list[CompiledRule], families: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        rules: list[CompiledRule],
+        families: dict[str, list[str]],
+        links: Mapping[str, Link] | None = None,
+    ) -> None:
         self.rules = rules
         self.families = families
         self.by_id = {r.id: r for r in rules}
+        self.links = dict(links or {})
 
     @classmethod
-    def load(cls, folder: Path, facts: FactTypes, params: Mapping[str, Any]) -> RuleBook:
+    def load(
+        cls,
+        folder: Path,
+        facts: FactTypes,
+        params: Mapping[str, Any],
+        links: Mapping[str, Link] | None = None,
+    ) -> RuleBook:
         index_path = folder / "_index.yaml"
         index = parse(index_path, IndexFile)
         files = {p.stem: p for p in folder.glob("*.yaml") if p.name != "_index.yaml"}
@@ -125,6 +151,9 @@ class RuleBook:
         compiled: list[CompiledRule] = []
         for rid in index.order:
             compiled.append(_compile(files[rid], facts, params, [r.id for r in compiled]))
+            unknown = [k for k in compiled[-1].spec.links if k not in (links or {})]
+            if unknown:
+                raise KnowledgeError(f"{files[rid]}: links: no link {unknown[0]!r} in links.yaml")
         by_id = {r.id: r for r in compiled}
         for name, members in index.families.items():
             for rid in members:
@@ -134,30 +163,36 @@ class RuleBook:
                     raise KnowledgeError(
                         f"{by_id[rid].path}: a member of family {name!r} needs a reason"
                     )
-        return cls(compiled, index.families)
+        return cls(compiled, index.families, links)
 
     def cards(self, facts: Facts) -> list[tuple[str, Card]]:
         env = facts.values
         hook = env["hook"]
         fired: list[CompiledRule] = []
-        names: set[str] = set()
+        names = Fired()
         for rule in self.rules:
             if hook in rule.spec.hooks and guarded(rule.id, rule.applies, env, names):
                 fired.append(rule)
                 names.add(rule.id)
+                if guarded(rule.id, _indicator, rule, env, names) in ("warning", "critical"):
+                    names.alerting.add(rule.id)
+        # What the cards of this response will be, for templates that point at another card
+        # ("see the antidepressant card"): a family's first firing member stands for it.
+        families = [[r for r in members if r in names] for members in self.families.values()]
+        families = [firing for firing in families if len(firing) > 1]
+        shown = frozenset(names - {rid for firing in families for rid in firing[1:]})
         # Of a family's firing members the first whose card can be built stands, naming the
         # others' reasons; if its card fails, the next one stands instead of none.
         standing: dict[str, Card] = {}
         in_family: set[str] = set()
-        for members in self.families.values():
-            firing = [rid for rid in members if rid in names]
-            if len(firing) < 2:
-                continue
+        for firing in families:
             in_family.update(firing)
-            reasons = {r: guarded(r, _render, self.by_id[r].reason, facts, []) for r in firing}
+            reasons = {
+                r: guarded(r, _render, self.by_id[r].reason, facts, [], shown) for r in firing
+            }
             for rid in firing:
                 also = [text for o in firing if o != rid and (text := reasons[o]) is not None]
-                card = guarded(rid, self._card, self.by_id[rid], facts, also, names)
+                card = guarded(rid, self._card, self.by_id[rid], facts, also, names, shown)
                 if card is not None:
                     standing[rid] = card
                     break
@@ -166,23 +201,30 @@ class RuleBook:
             if rule.id in standing:
                 cards.append((rule.id, standing[rule.id]))
             elif rule.id not in in_family:
-                card = guarded(rule.id, self._card, rule, facts, [], names)
+                card = guarded(rule.id, self._card, rule, facts, [], names, shown)
                 if card is not None:
                     cards.append((rule.id, card))
         return cards
 
-    def _card(self, rule: CompiledRule, facts: Facts, also: list[str], fired: set[str]) -> Card:
+    def _card(
+        self,
+        rule: CompiledRule,
+        facts: Facts,
+        also: list[str],
+        fired: Collection[str],
+        shown: frozenset[str],
+    ) -> Card:
         spec = rule.spec
-        indicator = next(
-            ind for ind, cond in rule.indicator if cond is None or cond(facts.values, fired)
-        )
-        summary = " ".join(_render(rule.summary, facts, also).split())
+        indicator = _indicator(rule, facts.values, fired)
+        summary = " ".join(_render(rule.summary, facts, also, shown).split())
         if len(summary) > SUMMARY_MAX_CHARS:
             summary = summary[: SUMMARY_MAX_CHARS - 1].rstrip() + "…"
-        detail = _render(rule.detail, facts, also).strip()
+        paragraphs = [tidy_markdown(_render(rule.detail, facts, also, shown))]
         if also:
-            detail += "\n\n**Also:** " + "; ".join(also) + "."
-        detail += "\n\n" + _evidence_footer(spec.evidence)
+            paragraphs.append("**Also:** " + "; ".join(also) + ".")
+        if spec.evidence.cite:
+            paragraphs.append(_evidence_line(spec.evidence))
+        detail = "\n\n".join(p for p in paragraphs if p)
         suggestions = []
         for sug, cond in rule.suggestions:
             if cond is None or cond(facts.values, fired):
@@ -200,21 +242,25 @@ class RuleBook:
                 topic=Coding(system=RULE_SYSTEM, code=spec.id, display=spec.title),
             ),
             suggestions=suggestions or None,
-            selectionBehavior="at-most-one" if suggestions else None,
+            selectionBehavior=spec.selectionBehavior if suggestions else None,
             overrideReasons=[
                 Coding(system=OVERRIDE_SYSTEM, code=r.code, display=r.display)
                 for r in spec.overrideReasons
             ]
             if indicator != "info"
             else None,
+            links=[self.links[k] for k in spec.links] or None,
         )
 
 
-def _evidence_footer(ev: _Evidence) -> str:
-    refs = f" (topic references {', '.join(str(r) for r in ev.refs)})" if ev.refs else ""
-    figures = f" Key figures: {ev.figures.strip().rstrip('.')}." if ev.figures.strip() else ""
-    topic = "Interpersonal Psychotherapy (IPT) for depressed adults"
-    return f"**Evidence:** {topic}, [{ev.section}]{refs}.{figures}"
+def _indicator(rule: CompiledRule, env: Mapping[str, Any], fired: Collection[str]) -> str:
+    return next(ind for ind, cond in rule.indicator if cond is None or cond(env, fired))
+
+
+def _evidence_line(ev: _Evidence) -> str:
+    word = "ref" if len(ev.refs) == 1 else "refs"
+    refs = f", {word} {', '.join(str(r) for r in ev.refs)}" if ev.refs else ""
+    return f"**Evidence:** {TOPIC}, section {ev.section}{refs}."
 
 
 def guarded(rule_id: str, step: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T | None:
@@ -228,10 +274,16 @@ def guarded(rule_id: str, step: Callable[_P, _T], *args: _P.args, **kwargs: _P.k
         return None
 
 
-def _render(template: Template | None, facts: Facts, also: list[str]) -> str:
+def _render(template: Template | None, facts: Facts, also: list[str], shown: frozenset[str]) -> str:
     if template is None:
         return ""
-    context = {**facts.values, "why": facts.why, "also": also, "params": facts.params}
+    context = {
+        **facts.values,
+        "why": facts.why,
+        "also": also,
+        "params": facts.params,
+        "shown": shown,
+    }
     return template.render(context)
 
 

@@ -7,6 +7,7 @@ be lost; here the same mistakes stop start-up instead.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +29,29 @@ _jinja = ImmutableSandboxedEnvironment(
 _jinja.globals.clear()
 
 # What a template may name besides the facts: the facts' evidence sentences, the other reasons
-# of a rule family, and the parameters.
-_CONTEXT = ("why", "also", "params")
+# of a rule family, the parameters, and the rule ids of the cards in the response.
+_CONTEXT = ("why", "also", "params", "shown")
+_LIST_ITEM = re.compile(r"^(?:[-*+] |\d+[.)] |#|>|\|)")
+
+
+def tidy_markdown(text: str) -> str:
+    """Rendered card text as short paragraphs: lines of one paragraph joined (a template wraps
+    its source lines; a card must not break a sentence), list items and headings kept on their
+    own lines, and the blank runs that omitted sections leave collapsed."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines: list[str] = []
+        for raw in block.splitlines():
+            line = " ".join(raw.split())
+            if not line:
+                continue
+            if lines and not _LIST_ITEM.match(line):
+                lines[-1] += " " + line  # a wrapped sentence, or a wrapped list item
+            else:
+                lines.append(line)
+        if lines:
+            paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
 
 
 def compile_template(text: str, facts: FactTypes, params: Mapping[str, Any]) -> Template:

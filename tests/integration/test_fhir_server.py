@@ -86,6 +86,9 @@ def test_a_patient_whose_searches_page_is_fetched_whole(
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         status, cards = _call(client, many, loaded, loaded.token)
     assert status == 200
-    assert "ipt-suitable" in cards
+    # The depression (F33.1) is the last condition, on the third page: a card about it shows all
+    # pages were read. Knowledge v2: with no PHQ-9 in 90 days (`phq9_due`) and no antidepressant
+    # in the plan, the IPT draft gets ipt-measure-severity in place of ipt-suitable.
+    assert cards == {"ipt-measure-severity": "info"}
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("hook "))
     assert " resources=46 " in line
