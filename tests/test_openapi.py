@@ -35,6 +35,8 @@ def test_openapi_describes_every_endpoint_and_body(client: TestClient) -> None:
         "/health",
         "/ready",
         "/metrics",
+        "/evidence",
+        "/evidence/{rule_id}",
     }
     schemas = doc["components"]["schemas"]
     hook = doc["paths"]["/cds-services/{service_id}"]["post"]

@@ -26,7 +26,11 @@ CARDS = ROOT / "cards"
 FIXTURES = ROOT / "fhir_fixtures"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # A fixture request with full prefetch, answered with two cards (fhir_fixtures/expected.json).
-CASE = "in-addpharm-phq9-15"
+# Knowledge v2: in-addpharm-phq9-15 now answers one card, as ipt-suitable is only ever the lone
+# all-clear (v1 added it beside ipt-add-pharmacotherapy); so the case is PHQ-9 12 with item 9 = 2:
+# ipt-suicide-risk (critical) and ipt-add-pharmacotherapy (warning). Its request carries every
+# prefetch key, medicationStatements included, so the call needs no FHIR read.
+CASE = "in-addpharm-item9-2-ideation"
 DIST_INFO = f"ipt_cds-{PYPROJECT['project']['version']}.dist-info"
 
 
@@ -80,6 +84,8 @@ def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None
     assert rules, "the checkout has rules"
     assert valuesets, "the checkout has value sets"
     modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.py")]
+    templates = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.html")]
+    assert templates, "the checkout has the evidence pages' templates"
     expected = {
         "service/py.typed",
         "service/cards/__init__.py",
@@ -89,6 +95,7 @@ def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None
         *(f"service/cards/rules/{name}" for name in rules),
         *(f"service/cards/valuesets/{name}" for name in valuesets),
         *modules,  # every subpackage is listed in [tool.setuptools] packages
+        *templates,  # package data of service.http
     }
     assert sorted(expected - names) == []
 

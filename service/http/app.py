@@ -18,12 +18,15 @@ from service.clinical.record import PatientRecord
 from service.fhir.client import FhirClient
 from service.http.auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from service.http.errors import ErrorBoundary, install_handlers
+from service.http.evidence import EvidenceSite
+from service.http.evidence import router as evidence_router
 from service.http.middleware import JsonCORSMiddleware, MetricsMiddleware, RequestIdMiddleware
 from service.http.openapi import schema
 from service.http.routes import AppState, discovery_document, operations, router
 from service.http.trust import Trust, global_allowlist
 from service.knowledge.base import Knowledge
 from service.knowledge.errors import KnowledgeError
+from service.knowledge.evidence import pages, python_rule_page
 from service.ops import logs
 from service.ops.config import Settings
 from service.pipeline import Pipeline, Rule
@@ -108,6 +111,10 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.ipt = state
+    # Rendered once: the knowledge does not change while the app runs.
+    app.state.evidence = EvidenceSite.render(
+        [*pages(knowledge), *(python_rule_page(rule.id, rule.hooks) for rule in rules)]
+    )
     if settings.cors_origins:
         app.add_middleware(
             JsonCORSMiddleware,
@@ -117,6 +124,7 @@ def create_app(
         )
     app.include_router(router)
     app.include_router(operations)
+    app.include_router(evidence_router)
     # Innermost first: errors become answers, then are counted, then carry the request id.
     app.add_middleware(ErrorBoundary)
     app.add_middleware(

@@ -25,6 +25,7 @@ from service.http.auth import Authenticator, Client, Unauthorized
 from service.http.jsonio import JsonResponse, check_depth, check_entries, parse_object, read_body
 from service.http.trust import allowed_base
 from service.knowledge.base import Knowledge
+from service.knowledge.evidence import linked
 from service.ops.config import Settings
 from service.ops.metrics import Metrics
 from service.pipeline import Pipeline
@@ -103,8 +104,7 @@ async def _authenticate(request: Request) -> Client | None:
     state = _state(request)
     if state.authenticator is None:
         return None
-    base = state.settings.public_base_url or str(request.base_url)
-    audience = base.rstrip("/") + request.url.path
+    audience = _base_url(request) + request.url.path
     try:
         return await state.authenticator.verify(request.headers.get("authorization"), audience)
     except Unauthorized as exc:
@@ -116,6 +116,13 @@ async def _authenticate(request: Request) -> Client | None:
             extra={"event": "unauthorized", "path": request.url.path, "reason": exc.reason},
         )
         raise
+
+
+def _base_url(request: Request) -> str:
+    """The service's URL as EHRs reach it, without a trailing slash: IPT_CDS_PUBLIC_BASE_URL,
+    else the request's own (with the root path)."""
+    base = _state(request).settings.public_base_url or str(request.base_url)
+    return base.rstrip("/")
 
 
 router = APIRouter()
@@ -157,6 +164,8 @@ async def call_service(service_id: str, request: Request) -> Response:
         service, body, fhir=state.fhir, fhir_allowed=state.fhir_allowed(client), now=state.clock()
     )
     hook_request, record, now = result.request, result.record, result.now
+    # Each card links to its rule's evidence page (service/http/evidence.py).
+    fired = linked(result.fired, _base_url(request))
     issued = [
         IssuedCard(
             card_uuid=card.uuid or "",
@@ -191,7 +200,8 @@ async def call_service(service_id: str, request: Request) -> Response:
             "ms": ms,
         },
     )
-    return JsonResponse(CdsResponse(cards=result.cards).model_dump(mode="json"))
+    cards = [card for _, card in fired]
+    return JsonResponse(CdsResponse(cards=cards).model_dump(mode="json"))
 
 
 @router.post(

@@ -8,8 +8,9 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,8 +63,10 @@ class Settings(BaseSettings):
     )
     public_base_url: str | None = Field(
         None,
-        description="The URL EHRs use to reach the service; a JWT's `aud` must be this plus "
-        "the endpoint's path. Default: the URL of the request.",
+        description="The URL EHRs use to reach the service (http or https, no query or "
+        "fragment; a trailing slash is dropped); a JWT's `aud` must be this plus the "
+        "endpoint's path, and each card's `source.url` is this plus `/evidence/{rule}`. "
+        "Default: the URL of the request.",
     )
     jwt_leeway_seconds: float = Field(
         DEFAULT_JWT_LEEWAY_SECONDS,
@@ -113,6 +116,27 @@ class Settings(BaseSettings):
         "server (all its pages together); beyond, the answer is dropped unread and the call "
         "answers 412 `fhir_answer_too_large`. Bounds the memory a FHIR server can take.",
     )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # set but empty: as if unset
+        example = "such as https://cds.example.org"
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError(f"must be a URL {example}, without spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 -- parsing the port is what refuses a bad one
+        except ValueError as exc:
+            raise ValueError(f"must be a URL {example}: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http or https URL with a host, {example}")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must have no query (?) or fragment (#)")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must hold no user name or password")
+        return value.rstrip("/")
 
 
 def describe() -> str:

@@ -2,7 +2,7 @@
 
     ServiceError            status + stable code + message (+ the offending field)
     ├── BadRequest          400: malformed JSON, a CDS Hooks spec violation
-    ├── NotFound            404: unknown service
+    ├── NotFound            404: unknown service or rule (its evidence page)
     └── PrefetchUnavailable 412: data is missing and cannot be fetched
 
 Clients may branch on ``code``; messages are for people and may change. service/http/errors.py
