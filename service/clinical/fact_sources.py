@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from service.clinical.facts import CODED_SEVERITY, STATED_SEVERITY
+
 FACT_READS: Mapping[str, tuple[str, ...]] = {
     "age": (),
     "depression": ("mdd", "depression_nos", "postpartum_depression", "dysthymia_conditions"),
@@ -19,13 +21,8 @@ FACT_READS: Mapping[str, tuple[str, ...]] = {
     "phq9": ("phq9_total",),
     "severity": (
         "phq9_total",
-        "severity_mild",
-        "severity_moderate",
-        "severity_moderately_severe",
-        "severity_severe",
-        "condition_severity_mild",
-        "condition_severity_moderate",
-        "condition_severity_severe",
+        *(alias for alias, _ in CODED_SEVERITY),
+        *(alias for alias, _ in STATED_SEVERITY),
     ),
     "item9": ("phq9_item9",),
     "suicidal_ideation": (
