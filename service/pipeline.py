@@ -12,7 +12,7 @@ critical, warning, info, keeping the rules' order within each.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from service.clinical.record import PatientRecord
 from service.fhir import prefetch
 from service.fhir.client import FhirClient
 from service.knowledge.base import Knowledge
-from service.knowledge.rules import RuleBook, guarded
+from service.knowledge.rules import Outcome, RuleBook, guarded
 from service.protocol import card_ids
 from service.protocol.errors import BadRequest, from_validation_error
 from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
@@ -64,21 +64,26 @@ class Engine:
     def facts(self, call: HookCall) -> Facts:
         return self.factbook.evaluate(call.record, call.hook, call.now)
 
-    def run(self, call: HookCall) -> list[tuple[str, Card]]:
-        """Each card with the id of the rule that made it, most urgent first."""
+    def run(self, call: HookCall) -> Outcome:
+        """The cards returned, each with the id of the rule that made it, most urgent first;
+        and the cards a site made silent."""
         facts = self.facts(call)
-        cards = self.rulebook.cards(facts)
+        outcome = self.rulebook.outcome(facts)
         for rule in self.extra:
             if call.hook in rule.hooks:
                 card = guarded(rule.id, rule.evaluate, call, facts)
                 if card is not None:
-                    cards.append((rule.id, card))
-        stamped = [
-            (rule_id, c.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)}))
-            for rule_id, c in cards
-        ]
-        stamped.sort(key=lambda pair: INDICATOR_RANK[pair[1].indicator])
-        return stamped
+                    outcome.shown.append((rule.id, card))
+        return Outcome(_stamped(call, outcome.shown), _stamped(call, outcome.silent))
+
+
+def _stamped(call: HookCall, cards: list[tuple[str, Card]]) -> list[tuple[str, Card]]:
+    stamped = [
+        (rule_id, c.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)}))
+        for rule_id, c in cards
+    ]
+    stamped.sort(key=lambda pair: INDICATOR_RANK[pair[1].indicator])
+    return stamped
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class HookResult:
     # Each card with its rule: a Python rule's card need not name the rule in source.topic.
     fired: list[tuple[str, Card]]
     now: datetime
+    # Cards a site made silent: recorded as "would have shown", never returned.
+    silent: list[tuple[str, Card]] = field(default_factory=list)
 
     @property
     def cards(self) -> list[Card]:
@@ -133,4 +140,5 @@ class Pipeline:
         data = await prefetch.gather(service, request, fhir, fhir_allowed)
         record = PatientRecord.build(chain.from_iterable(data.values()), request)
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
-        return HookResult(request, record, self.engine.run(call), now)
+        outcome = self.engine.run(call)
+        return HookResult(request, record, outcome.shown, now, outcome.silent)

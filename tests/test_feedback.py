@@ -111,6 +111,7 @@ def test_stats_count_shown_accepted_overridden_and_reasons(make_client: AppFacto
                     {
                         "rule": "counts-conditions",
                         "shown": 2,
+                        "silent": 0,
                         "accepted": 0,
                         "overridden": 2,
                         "overrideReasons": [
@@ -118,7 +119,13 @@ def test_stats_count_shown_accepted_overridden_and_reasons(make_client: AppFacto
                             {**other, "count": 1},
                         ],
                     },
-                    {"rule": "counts-observations", "shown": 2, "accepted": 1, "overridden": 0},
+                    {
+                        "rule": "counts-observations",
+                        "shown": 2,
+                        "silent": 0,
+                        "accepted": 1,
+                        "overridden": 0,
+                    },
                 ],
             }
         ]

@@ -121,5 +121,29 @@ ACTIONS: dict[str, Build] = {
 }
 
 
-def build_actions(action: str, label: str, note: str | None, facts: Facts) -> list[Action]:
-    return ACTIONS[action](label, note, facts)
+# The order each action creates, by the name a site profile gives it local codes under.
+ORDERABLE_OF = {
+    "create-ipt": "ipt",
+    "create-maintenance-ipt": "ipt",
+    "replace-with-ipt-a": "ipt",
+    "refer-to-psychiatry": "psychiatry_referral",
+    "refer-to-psychiatry-urgently": "psychiatry_referral",
+    "order-phq9": "phq9",
+    "order-phq9-teen": "phq9",
+}
+
+
+def build_actions(
+    action: str,
+    label: str,
+    note: str | None,
+    facts: Facts,
+    local_codes: dict[str, list[dict[str, Any]]] | None = None,
+) -> list[Action]:
+    """The actions, each created resource with the site's own codes after ours."""
+    actions = ACTIONS[action](label, note, facts)
+    extra = (local_codes or {}).get(ORDERABLE_OF.get(action, ""), [])
+    for a in actions if extra else ():
+        if a.resource is not None:
+            a.resource["code"]["coding"] = [*a.resource["code"]["coding"], *extra]
+    return actions

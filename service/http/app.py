@@ -54,7 +54,7 @@ def create_app(
     hundreds of apps in one process."""
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
-    knowledge = knowledge or Knowledge.load(settings.knowledge_dir)
+    knowledge = knowledge or Knowledge.load(settings.knowledge_dir, settings.site_file)
     trust = _trust(settings)
     state = AppState(
         settings=settings,

@@ -174,13 +174,17 @@ async def call_service(service_id: str, request: Request) -> Response:
             rule_id=rule_id,
             indicator=card.indicator,
             issued_at=now,
+            disposition=disposition,
         )
-        for rule_id, card in result.fired
+        for disposition, cards in (("shown", result.fired), ("silent", result.silent))
+        for rule_id, card in cards
     ]
     state.recorder.add(issued)
-    for row in issued:
+    shown = [row for row in issued if row.disposition == "shown"]
+    for row in shown:
         state.metrics.cards.labels(row.rule_id, row.indicator).inc()
-    rules = [row.rule_id for row in issued]
+    rules = [row.rule_id for row in shown]
+    silent = [row.rule_id for row in issued if row.disposition == "silent"]
     ms = round((time.perf_counter() - started) * 1000, 1)
     log.info(
         "hook service=%s hookInstance=%s resources=%d drafts=%d rules=%s ms=%.1f",
@@ -198,6 +202,7 @@ async def call_service(service_id: str, request: Request) -> Response:
             "drafts": len(record.drafts),
             "rules": rules,
             "ms": ms,
+            **({"silent": silent} if silent else {}),
         },
     )
     cards = [card for _, card in fired]

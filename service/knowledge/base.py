@@ -27,6 +27,7 @@ from service.clinical.terminology import Terminology
 from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.rules import RuleBook
+from service.knowledge.site import DEFAULT_SITE, SiteProfile, load_site
 from service.knowledge.valuesets import load_terminology
 from service.protocol.models import (
     PREFETCH_TOKEN,
@@ -86,16 +87,18 @@ class Knowledge:
     terms: Terminology
     factbook: FactBook
     rulebook: RuleBook
+    site: SiteProfile = DEFAULT_SITE
 
     @classmethod
-    def load(cls, root: Path) -> Knowledge:
+    def load(cls, root: Path, site_file: Path | None = None) -> Knowledge:
         services = _load_services(root / "services.yaml")
         params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
         factbook = _load_facts(root / "facts.yaml", terms, params)
         links = parse(root / "links.yaml", _LinksFile).links
         rulebook = RuleBook.load(root / "rules", FACTS, params, links)
-        return cls(services, params, terms, factbook, rulebook)
+        site = load_site(site_file, {rule.id for rule in rulebook.rules})
+        return cls(services, params, terms, factbook, rulebook.for_site(site), site)
 
 
 def _load_parameters(path: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -19,7 +19,7 @@ from jinja2 import Template
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.clinical.fact_model import Facts
-from service.clinical.suggestions import ACTIONS, build_actions
+from service.clinical.suggestions import ACTIONS, ORDERABLE_OF, build_actions
 from service.knowledge.datafiles import parse
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.expressions import (
@@ -29,6 +29,7 @@ from service.knowledge.expressions import (
     Fired,
     compile_expression,
 )
+from service.knowledge.site import DEFAULT_SITE, SiteProfile
 from service.knowledge.templates import compile_template, tidy_markdown
 from service.protocol.models import Card, Coding, Link, Source, Suggestion
 from service.protocol.vocabulary import (
@@ -101,6 +102,15 @@ class IndexFile(_Strict):
     families: dict[str, list[str]] = Field(default_factory=dict)
 
 
+@dataclass
+class Outcome:
+    """A call's cards, each with its rule id: those returned, and those a site made silent
+    (recorded as "would have shown")."""
+
+    shown: list[tuple[str, Card]] = field(default_factory=list)
+    silent: list[tuple[str, Card]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     spec: RuleFile
@@ -128,6 +138,10 @@ class RuleBook:
         self.families = families
         self.by_id = {r.id: r for r in rules}
         self.links = dict(links or {})
+        self.site = DEFAULT_SITE
+        # The site's orderable codings by order (KNOWLEDGE.md section 5), and source.label.
+        self._codes: dict[str, list[dict[str, Any]]] = {}
+        self._label = SOURCE_LABEL
 
     @classmethod
     def load(
@@ -165,7 +179,24 @@ class RuleBook:
                     )
         return cls(compiled, index.families, links)
 
+    def for_site(self, site: SiteProfile) -> RuleBook:
+        """This rule book as a health system set it up: its links, codes and rule controls."""
+        book = RuleBook(self.rules, self.families, self.links)
+        book.links.update({key: link.as_link() for key, link in site.links.items()})
+        book.site = site
+        book._codes = {
+            name: [c.as_coding().model_dump(exclude_none=True) for c in codings]
+            for name, codings in site.orderables.items()
+        }
+        if site.organization:
+            book._label = f"{site.organization}: {SOURCE_LABEL}"
+        return book
+
     def cards(self, facts: Facts) -> list[tuple[str, Card]]:
+        """The cards returned, each with its rule id."""
+        return self.outcome(facts).shown
+
+    def outcome(self, facts: Facts) -> Outcome:
         env = facts.values
         hook = env["hook"]
         fired: list[CompiledRule] = []
@@ -176,46 +207,63 @@ class RuleBook:
                 names.add(rule.id)
                 if guarded(rule.id, _indicator, rule, env, names) in ("warning", "critical"):
                     names.alerting.add(rule.id)
-        # What the cards of this response will be, for templates that point at another card
-        # ("see the antidepressant card"): a family's first firing member stands for it.
+        # Whether a card fires looked at every card the rules produced (an all-clear never
+        # shows because a warning was silenced); what is returned is decided now: disabled
+        # rules are dropped, silent ones recorded but not returned. Of a family, the first
+        # member returned stands; a silent member before it is what would have shown.
+        returned = [r.id for r in fired if self._control(r.id) == "shown"]
+        silenced = [r.id for r in fired if self._control(r.id) == "silent"]
         families = [[r for r in members if r in names] for members in self.families.values()]
         families = [firing for firing in families if len(firing) > 1]
-        shown = frozenset(names - {rid for firing in families for rid in firing[1:]})
-        # Of a family's firing members the first whose card can be built stands, naming the
-        # others' reasons; if its card fails, the next one stands instead of none.
-        standing: dict[str, Card] = {}
-        in_family: set[str] = set()
+        losers = set()
         for firing in families:
-            in_family.update(firing)
-            reasons = {
-                r: guarded(r, _render, self.by_id[r].reason, facts, [], shown) for r in firing
-            }
-            for rid in firing:
-                also = [text for o in firing if o != rid and (text := reasons[o]) is not None]
-                card = guarded(rid, self._card, self.by_id[rid], facts, also, names, shown)
-                if card is not None:
-                    standing[rid] = card
-                    break
-        cards = []
+            standing = [r for r in firing if r in returned][:1]
+            losers |= {r for r in firing if r not in standing}
+            first = firing[0]
+            if first in silenced and (not standing or firing.index(standing[0]) > 0):
+                losers.discard(first)
+        # What a card says about other cards (pointers, which card carries the one referral)
+        # is decided among the cards returned, so no card points at one that is not shown.
+        shown = frozenset(r for r in returned if r not in losers)
+        reasons = {
+            r: guarded(r, _render, self.by_id[r].reason, facts, [], shown)
+            for firing in families
+            for r in firing
+        }
+        out = Outcome()
         for rule in fired:
-            if rule.id in standing:
-                cards.append((rule.id, standing[rule.id]))
-            elif rule.id not in in_family:
-                card = guarded(rule.id, self._card, rule, facts, [], names, shown)
-                if card is not None:
-                    cards.append((rule.id, card))
-        return cards
+            if rule.id in losers or rule.id not in (*returned, *silenced):
+                continue
+            family = next((f for f in families if rule.id in f), [])
+            also = [text for o in family if o != rule.id and (text := reasons[o]) is not None]
+            card = guarded(rule.id, self._card, rule, facts, also, shown)
+            if card is None and family and rule.id in shown:
+                # A family card that fails to build: the next member returned stands instead.
+                for other in family[family.index(rule.id) + 1 :]:
+                    if other in returned and other in losers:
+                        rest = [t for o in family if o != other and (t := reasons[o])]
+                        card = guarded(other, self._card, self.by_id[other], facts, rest, shown)
+                        if card is not None:
+                            out.shown.append((other, card))
+                            break
+                continue
+            if card is not None:
+                (out.shown if rule.id in shown else out.silent).append((rule.id, card))
+        return out
+
+    def _control(self, rule_id: str) -> str:
+        control = self.site.control(rule_id)
+        if not control.enabled:
+            return "disabled"
+        return "silent" if control.silent else "shown"
 
     def _card(
-        self,
-        rule: CompiledRule,
-        facts: Facts,
-        also: list[str],
-        fired: Collection[str],
-        shown: frozenset[str],
+        self, rule: CompiledRule, facts: Facts, also: list[str], shown: frozenset[str]
     ) -> Card:
         spec = rule.spec
-        indicator = _indicator(rule, facts.values, fired)
+        # Conditions on what a card says (its indicator, its suggestions) read fires() as "is
+        # that card returned": e.g. the one psychiatry referral goes to the first card shown.
+        indicator = _indicator(rule, facts.values, shown)
         summary = " ".join(_render(rule.summary, facts, also, shown).split())
         if len(summary) > SUMMARY_MAX_CHARS:
             summary = summary[: SUMMARY_MAX_CHARS - 1].rstrip() + "…"
@@ -226,19 +274,26 @@ class RuleBook:
             paragraphs.append(_evidence_line(spec.evidence))
         detail = "\n\n".join(p for p in paragraphs if p)
         suggestions = []
+        orderables: set[str] = set()
         for sug, cond in rule.suggestions:
-            if cond is None or cond(facts.values, fired):
-                actions = build_actions(sug.action, sug.label, sug.note, facts)
+            if cond is None or cond(facts.values, shown):
+                actions = build_actions(sug.action, sug.label, sug.note, facts, self._codes)
                 if actions:
                     suggestions.append(
                         Suggestion(label=sug.label, uuid=str(uuid.uuid4()), actions=actions)
                     )
+                    orderables.add(ORDERABLE_OF.get(sug.action, ""))
+        links = [self.links[k] for k in spec.links]
+        # A site's PHQ-9 app beside a PHQ-9 order, its patient material beside an IPT order.
+        for key, orderable in (("phq9_app", "phq9"), ("patient_material", "ipt")):
+            if orderable in orderables and key in self.links:
+                links.append(self.links[key])
         return Card(
             summary=summary,
             detail=detail,
             indicator=indicator,
             source=Source(
-                label=SOURCE_LABEL,
+                label=self._label,
                 topic=Coding(system=RULE_SYSTEM, code=spec.id, display=spec.title),
             ),
             suggestions=suggestions or None,
@@ -249,7 +304,7 @@ class RuleBook:
             ]
             if indicator != "info"
             else None,
-            links=[self.links[k] for k in spec.links] or None,
+            links=links or None,
         )
 
 

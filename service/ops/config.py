@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default_factory=_installed_knowledge_dir,
         description="The knowledge base: `cards/` as installed with the service, unless set.",
     )
+    site_file: Path | None = Field(
+        None,
+        description="The site profile (YAML): organisation, EHR profile, once-per-visit window, "
+        "links, local orderable codes, and per rule enabled / silent / snooze_days; checked at "
+        "start-up (docs/site-profile.md). Unset: the defaults.",
+    )
     database_url: str = Field(
         "sqlite:///ipt-cds.sqlite3",
         description="Feedback and audit store: an SQLite file, or `postgresql://…` to share "
@@ -116,6 +122,11 @@ class Settings(BaseSettings):
         "server (all its pages together); beyond, the answer is dropped unread and the call "
         "answers 412 `fhir_answer_too_large`. Bounds the memory a FHIR server can take.",
     )
+
+    @field_validator("site_file", mode="before")
+    @classmethod
+    def _site_file(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("public_base_url")
     @classmethod

@@ -395,6 +395,8 @@ class ReasonCount(CdsModel):
 class RuleStats(CdsModel):
     rule: str
     shown: int
+    # Computed for a rule a site made silent, recorded, never returned.
+    silent: int = 0
     accepted: int
     overridden: int
     overrideReasons: list[ReasonCount] | None = None

@@ -78,8 +78,15 @@ def _v1_cards_feedback_jti(conn: Connection) -> None:
     schema.create_all(conn)
 
 
+def _v2_card_disposition(conn: Connection) -> None:
+    conn.execute(
+        text("ALTER TABLE cards_issued ADD COLUMN disposition VARCHAR(16) NOT NULL DEFAULT 'shown'")
+    )
+
+
 MIGRATIONS: list[Migration] = [
     (1, "cards_issued, feedback, jti_seen", _v1_cards_feedback_jti),
+    (2, "cards_issued.disposition: shown or silent", _v2_card_disposition),
 ]
 
 

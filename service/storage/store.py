@@ -67,6 +67,8 @@ cards_issued = Table(
     Column("rule_id", String(128), nullable=False),
     Column("indicator", String(16), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
+    # "shown" (returned to the EHR) or "silent" (a site's silent rule: would have shown).
+    Column("disposition", String(16), nullable=False, server_default="shown"),
 )
 
 feedback = Table(
@@ -114,6 +116,7 @@ class IssuedCard:
     rule_id: str
     indicator: str
     issued_at: datetime
+    disposition: str = "shown"
 
 
 class Store:
@@ -188,11 +191,8 @@ class Store:
         store fell behind) is attributed by ``attribute(card uuid)``, and the card counts as
         shown; feedback that cannot be attributed (a card we never issued) is left out."""
         with self.engine.connect() as conn:
-            shown = conn.execute(
-                select(cards_issued.c.service_id, cards_issued.c.rule_id, func.count()).group_by(
-                    cards_issued.c.service_id, cards_issued.c.rule_id
-                )
-            ).all()
+            issued = (cards_issued.c.service_id, cards_issued.c.rule_id, cards_issued.c.disposition)
+            shown = conn.execute(select(*issued, func.count()).group_by(*issued)).all()
             answered = conn.execute(
                 select(
                     cards_issued.c.service_id,
@@ -293,8 +293,8 @@ def _stats(
 ) -> CardStats:
     counts: dict[tuple[str, str], Counter[str]] = {}
     reasons: dict[tuple[str, str], Counter[tuple[str | None, str, str | None]]] = {}
-    for service_id, rule_id, n in shown:
-        counts.setdefault((service_id, rule_id), Counter())["shown"] = n
+    for service_id, rule_id, disposition, n in shown:
+        counts.setdefault((service_id, rule_id), Counter())[disposition] += n
     for key, n in recovered.items():
         counts.setdefault(key, Counter())["shown"] += n
     for service_id, rule_id, outcome, reason_json in answered:
@@ -310,6 +310,7 @@ def _stats(
             RuleStats(
                 rule=rule_id,
                 shown=c["shown"],
+                silent=c["silent"],
                 accepted=c["accepted"],
                 overridden=c["overridden"],
                 overrideReasons=[

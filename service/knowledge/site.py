@@ -1,0 +1,95 @@
+"""The site profile: what a health system sets to fit the cards to its EHR without touching the
+rules (KNOWLEDGE.md section 5; docs/site-profile.md documents every key).
+
+``IPT_CDS_SITE_FILE`` names a YAML file, checked at start-up like the knowledge base: a wrong key,
+value or rule id stops the service naming the file and the field. No file, the defaults: every
+rule on, nothing silent, our links and codes only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from service.knowledge.datafiles import parse, read_yaml
+from service.knowledge.errors import KnowledgeError
+from service.protocol.models import Coding, Link
+
+# The links a card may show, by key: cards/links.yaml has our defaults for the first three.
+LinkKey = Literal["crisis_line", "risk_assessment", "safety_plan", "phq9_app", "patient_material"]
+# The orders our suggestions create, to which a site adds its own orderable codings.
+Orderable = Literal["ipt", "psychiatry_referral", "phq9"]
+
+DEFAULT_REPEAT_WINDOW_HOURS = 12.0
+DEFAULT_SNOOZE_DAYS = 30
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteLink(_Strict):
+    label: str = Field(min_length=1, max_length=200)
+    url: str = Field(min_length=1)
+    type: Literal["absolute", "smart"] = "absolute"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        HttpUrl(url)  # raises for anything but an absolute http(s) URL
+        return url
+
+    def as_link(self) -> Link:
+        return Link(label=self.label, url=self.url, type=self.type)
+
+
+class SiteCoding(_Strict):
+    system: str = Field(min_length=1)
+    code: str = Field(min_length=1)
+    display: str | None = None
+
+    def as_coding(self) -> Coding:
+        return Coding(system=self.system, code=self.code, display=self.display)
+
+
+class RuleControl(_Strict):
+    enabled: bool = True
+    # Computed and recorded as "would have shown", never returned: alert burden before go-live.
+    silent: bool = False
+    # Days an overridden card of this rule stays away for that patient; critical cards never do.
+    snooze_days: int | None = Field(default=None, ge=0, le=3650)
+
+
+class SiteProfile(_Strict):
+    organization: str | None = Field(default=None, min_length=1, max_length=100)
+    ehr: Literal["generic", "epic"] = "generic"
+    repeat_window_hours: float = Field(default=DEFAULT_REPEAT_WINDOW_HOURS, ge=0, le=24 * 30)
+    links: dict[LinkKey, SiteLink] = Field(default_factory=dict)
+    orderables: dict[Orderable, list[SiteCoding]] = Field(default_factory=dict)
+    rules: dict[str, RuleControl] = Field(default_factory=dict)
+
+    def control(self, rule_id: str) -> RuleControl:
+        return self.rules.get(rule_id, _DEFAULT_CONTROL)
+
+    def snooze_days(self, rule_id: str) -> int:
+        days = self.control(rule_id).snooze_days
+        return DEFAULT_SNOOZE_DAYS if days is None else days
+
+
+_DEFAULT_CONTROL = RuleControl()
+DEFAULT_SITE = SiteProfile()
+
+
+def load_site(path: Path | None, rule_ids: set[str]) -> SiteProfile:
+    """The profile in ``path`` (None: the defaults), its rule ids checked against ours."""
+    if path is None:
+        return DEFAULT_SITE
+    site = parse(path, SiteProfile, read_yaml(path) or {})
+    unknown = sorted(set(site.rules) - rule_ids)
+    if unknown:
+        raise KnowledgeError(
+            f"{path}: rules.{unknown[0]}: no such rule (the rules are listed at /evidence)"
+        )
+    return site
