@@ -147,14 +147,17 @@ def make_client(settings: Settings, knowledge: Knowledge) -> Iterator[AppFactory
         fhir: FakeFhir | None = None,
         rules: tuple[Rule, ...] = (),
         clock: Callable[[], datetime] = lambda: NOW,
+        site_file: Path | None = None,
         **overrides: Any,
     ) -> TestClient:
+        # The shared knowledge unless a site profile asks for its own.
+        own = Knowledge.load(settings.knowledge_dir, site_file) if site_file else knowledge
         app = create_app(
             settings.model_copy(update=overrides),
             fhir_transport=(fhir or FakeFhir()).transport(),
             clock=clock,
             rules=rules,
-            knowledge=knowledge,
+            knowledge=own,
         )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()

@@ -9,7 +9,6 @@ moves to the next card shown, and the site's links, orderable codes and name rea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.http.app import create_app
 from service.knowledge.base import Knowledge
 from service.knowledge.errors import KnowledgeError
 from service.ops.config import Settings
 
-from .conftest import NOW, Json
+from .conftest import AppFactory, Json
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
 IPT_LOCAL = {"system": "https://ehr.example.org/CodeSystem/orderables", "code": "REF123"}
@@ -36,21 +34,9 @@ def _profile(tmp_path: Path, profile: dict[str, Any]) -> Path:
 
 
 @pytest.fixture
-def site(tmp_path: Path, settings: Settings) -> Iterator[Any]:
+def site(tmp_path: Path, make_client: AppFactory) -> Any:
     """A client made with a given site profile."""
-    clients: list[TestClient] = []
-
-    def make(profile: dict[str, Any]) -> TestClient:
-        path = _profile(tmp_path, profile)
-        app = create_app(settings.model_copy(update={"site_file": path}), clock=lambda: NOW)
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return lambda profile: make_client(site_file=_profile(tmp_path, profile))
 
 
 def _call(client: TestClient, fixture: str) -> list[Json]:
