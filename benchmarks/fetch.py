@@ -23,6 +23,7 @@ from tests.fhir_server import running
 from .http import uvicorn
 from .inprocess import AsgiCaller, _lifespan, percentile
 from .patients import patient
+from .site import no_repeat_site
 
 
 async def _measure(base: str, token: str, calls: int, load: bool) -> dict[str, Any]:
@@ -48,6 +49,7 @@ async def _measure(base: str, token: str, calls: int, load: bool) -> dict[str, A
                 database_url=f"sqlite:///{folder / 'store.sqlite3'}",
                 fhir_allowlist=[base],
                 log_level="WARNING",
+                site_file=no_repeat_site(),
             ),
             tune_process=True,
         )

@@ -28,6 +28,7 @@ from service.devtools.fixtures import FIXTURES, service_of_hook
 
 from .http import uvicorn
 from .misbehaving_fhir import MODES
+from .site import no_repeat_site
 
 Json = Any
 HUGE_STRING_CHARS = 200_000
@@ -237,6 +238,9 @@ def main() -> None:
             "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
             "IPT_CDS_FHIR_ALLOWLIST": json.dumps(bases),
             "IPT_CDS_LOG_LEVEL": "ERROR",
+            # The fixtures are called before and after the run: with once per visit on, the
+            # second time would hold their cards back.
+            "IPT_CDS_SITE_FILE": str(no_repeat_site()),
         }
         with uvicorn("service.http.app:served_app()", 1, env) as (service, pid):
             baseline = asyncio.run(_fixture_cards(service))

@@ -21,6 +21,8 @@ import orjson
 
 from tests.fhir_server import free_port
 
+from .site import no_repeat_site
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -149,6 +151,7 @@ def _env(folder: Path) -> dict[str, str]:
     return {
         "IPT_CDS_DATABASE_URL": f"sqlite:///{folder / 'store.sqlite3'}",
         "IPT_CDS_LOG_LEVEL": "WARNING",
+        "IPT_CDS_SITE_FILE": str(no_repeat_site()),
     }
 
 

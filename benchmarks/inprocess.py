@@ -18,6 +18,7 @@ from service.ops.config import Settings
 from tests.asgi import http_scope
 
 from .patients import request
+from .site import no_repeat_site
 
 NOW = datetime.now(UTC)
 SERVICES = {"order-sign": "ipt-order-sign", "patient-view": "ipt-patient-view"}
@@ -81,7 +82,8 @@ def percentile(values: list[float], p: float) -> float:
 
 async def measure(sizes: list[int], calls: int, database_url: str) -> list[dict[str, Any]]:
     # Tuned as a served worker is (served_app): the figures are a server process's.
-    app = create_app(Settings(database_url=database_url, log_level="WARNING"), tune_process=True)
+    settings = Settings(database_url=database_url, log_level="WARNING", site_file=no_repeat_site())
+    app = create_app(settings, tune_process=True)
     stop = await _lifespan(app)
     caller = AsgiCaller(app)
     rows = []

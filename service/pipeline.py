@@ -11,7 +11,7 @@ critical, warning, info, keeping the rules' order within each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -30,6 +30,8 @@ from service.protocol import card_ids
 from service.protocol.errors import BadRequest, from_validation_error
 from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
 from service.protocol.vocabulary import INDICATOR_RANK
+
+Recaller = Callable[[HookRequest, tuple[str, ...]], Awaitable[Mapping[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -64,24 +66,51 @@ class Engine:
     def facts(self, call: HookCall) -> Facts:
         return self.factbook.evaluate(call.record, call.hook, call.now)
 
-    def run(self, call: HookCall) -> Outcome:
+    def run(
+        self,
+        call: HookCall,
+        facts: Facts | None = None,
+        recalled: Mapping[str, str] | None = None,
+    ) -> Outcome:
         """The cards returned, each with the id of the rule that made it, most urgent first;
-        and the cards a site made silent."""
-        facts = self.facts(call)
-        outcome = self.rulebook.outcome(facts)
+        and the cards a site made silent or the patient's memory held back."""
+        facts = facts or self.facts(call)
+        outcome = self.rulebook.outcome(facts, recalled)
         for rule in self.extra:
             if call.hook in rule.hooks:
                 card = guarded(rule.id, rule.evaluate, call, facts)
                 if card is not None:
                     outcome.shown.append((rule.id, card))
-        return Outcome(_stamped(call, outcome.shown), _stamped(call, outcome.silent))
+        held = [
+            (
+                rule_id,
+                card.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)}),
+                why,
+            )
+            for rule_id, card, why in outcome.held
+        ]
+        return Outcome(_stamped(call, outcome.shown), _stamped(call, outcome.silent), held)
+
+
+def draft_keys(hook: str, facts: Facts) -> tuple[str, ...]:
+    """What "the same draft order" means for once per visit: the references of the drafts the
+    call is about (IPT, psychotherapy, antidepressant); the chart ("") on patient-view."""
+    if hook == "patient-view":
+        return ("",)
+    refs = {
+        ref
+        for name in ("draft_ipt", "draft_psychotherapy", "draft_antidepressant")
+        for ref in facts.refs.get(name, [])
+    }
+    return tuple(sorted(refs)) or ("",)
+
+
+def _minted(call: HookCall, rule_id: str, card: Card) -> Card:
+    return card.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)})
 
 
 def _stamped(call: HookCall, cards: list[tuple[str, Card]]) -> list[tuple[str, Card]]:
-    stamped = [
-        (rule_id, c.model_copy(update={"uuid": card_ids.mint(call.service_id, rule_id)}))
-        for rule_id, c in cards
-    ]
+    stamped = [(rule_id, _minted(call, rule_id, c)) for rule_id, c in cards]
     stamped.sort(key=lambda pair: INDICATOR_RANK[pair[1].indicator])
     return stamped
 
@@ -97,6 +126,10 @@ class HookResult:
     now: datetime
     # Cards a site made silent: recorded as "would have shown", never returned.
     silent: list[tuple[str, Card]] = field(default_factory=list)
+    # Cards held back as seen this visit ("repeat") or overridden ("snooze").
+    held: list[tuple[str, Card, str]] = field(default_factory=list)
+    # The draft orders the call is about, as once per visit keys them.
+    draft_keys: tuple[str, ...] = ("",)
 
     @property
     def cards(self) -> list[Card]:
@@ -135,10 +168,16 @@ class Pipeline:
         fhir: FhirClient,
         fhir_allowed: Callable[[str], bool],
         now: datetime,
+        recall: Recaller | None = None,
     ) -> HookResult:
+        """``recall``: what the patient already saw, for once per visit and snooze: rule id ->
+        "repeat" or "snooze", given the request and the draft keys (None: nothing recalled)."""
         request = self.validate(service, body)
         data = await prefetch.gather(service, request, fhir, fhir_allowed)
         record = PatientRecord.build(chain.from_iterable(data.values()), request)
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
-        outcome = self.engine.run(call)
-        return HookResult(request, record, outcome.shown, now, outcome.silent)
+        facts = self.engine.facts(call)
+        keys = draft_keys(service.hook, facts)
+        recalled = await recall(request, keys) if recall is not None else {}
+        outcome = self.engine.run(call, facts, recalled)
+        return HookResult(request, record, outcome.shown, now, outcome.silent, outcome.held, keys)

@@ -14,7 +14,6 @@ import uvicorn
 from service.cli import main
 from service.devtools.fixtures import load_cases
 from service.http.app import create_app
-from service.knowledge.base import Knowledge
 from service.ops.config import Settings
 
 from .conftest import NOW
@@ -24,11 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def service_url(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    db = tmp_path_factory.mktemp("cli") / "store.sqlite3"
-    app = create_app(
-        Settings(database_url=f"sqlite:///{db}"), clock=lambda: NOW, knowledge=knowledge
-    )
+def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("cli")
+    # The tests invoke the same fixture patients again and again: once per visit is off, or
+    # the second call would hold their cards back.
+    site = folder / "site.yaml"
+    site.write_text("repeat_window_hours: 0\n")
+    settings = Settings(database_url=f"sqlite:///{folder / 'store.sqlite3'}", site_file=site)
+    app = create_app(settings, clock=lambda: NOW)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ def _broken_template(tmp_path: Path, settings: Settings, rule: str) -> Settings:
 
 def _call(settings: Settings, fixture: str) -> tuple[dict[str, str], str]:
     body = json.loads((FIXTURES / "requests" / f"{fixture}.json").read_text())
-    with TestClient(create_app(settings)) as client:
+    # A database of its own: the same patient twice in one would be held back as a repeat.
+    fresh = f"sqlite:///{tempfile.mkdtemp(prefix='ipt-failures-')}/store.sqlite3"
+    with TestClient(create_app(settings.model_copy(update={"database_url": fresh}))) as client:
         response = client.post("/cds-services/ipt-order-sign", json=body)
     assert response.status_code == 200
     details = " ".join(c["detail"] for c in response.json()["cards"])
@@ -113,7 +116,7 @@ def test_an_unexpected_error_is_a_json_500_logged_without_its_text(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    def explode(_: HookCall) -> list[Card]:
+    def explode(*_: object) -> list[Card]:
         raise ValueError(f"bad record of {SECRET}")
 
     body = hook_request("order-sign", drafts=[ipt_order()], prefetch={})

@@ -112,6 +112,8 @@ def test_stats_count_shown_accepted_overridden_and_reasons(make_client: AppFacto
                         "rule": "counts-conditions",
                         "shown": 2,
                         "silent": 0,
+                        "suppressedAsRepeat": 0,
+                        "suppressedBySnooze": 0,
                         "accepted": 0,
                         "overridden": 2,
                         "overrideReasons": [
@@ -123,6 +125,8 @@ def test_stats_count_shown_accepted_overridden_and_reasons(make_client: AppFacto
                         "rule": "counts-observations",
                         "shown": 2,
                         "silent": 0,
+                        "suppressedAsRepeat": 0,
+                        "suppressedBySnooze": 0,
                         "accepted": 1,
                         "overridden": 0,
                     },

@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -567,10 +568,17 @@ def feedback_bodies(draw: st.DrawFn) -> Mutant:
 
 
 @pytest.fixture
-def fuzzed(make_client: AppFactory) -> tuple[TestClient, FakeFhir]:
-    """One app for all the examples of a test; the fake server's data is set per example."""
+def fuzzed(make_client: AppFactory, tmp_path: Path) -> tuple[TestClient, FakeFhir]:
+    """One app for all the examples of a test; the fake server's data is set per example. The
+    same fixture patients come again and again: once per visit is off, or their cards would be
+    held back as repeats."""
     fhir = FakeFhir()
-    return make_client(fhir, fhir_allowlist=[FIXTURE_SERVER], max_bundle_entries=BUNDLE_LIMIT), fhir
+    site = tmp_path / "site.yaml"
+    site.write_text("repeat_window_hours: 0\n")
+    client = make_client(
+        fhir, fhir_allowlist=[FIXTURE_SERVER], max_bundle_entries=BUNDLE_LIMIT, site_file=site
+    )
+    return client, fhir
 
 
 def _answers_sanely(response: Any, caplog: pytest.LogCaptureFixture, ok: type[Any]) -> None:

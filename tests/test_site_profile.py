@@ -35,8 +35,12 @@ def _profile(tmp_path: Path, profile: dict[str, Any]) -> Path:
 
 @pytest.fixture
 def site(tmp_path: Path, make_client: AppFactory) -> Any:
-    """A client made with a given site profile."""
-    return lambda profile: make_client(site_file=_profile(tmp_path, profile))
+    """A client made with a given site profile. The clients of one test share a database, and
+    these tests call the same patient under several profiles: once per visit is off unless a
+    test turns it on (tests/test_card_memory.py tests it)."""
+    return lambda profile: make_client(
+        site_file=_profile(tmp_path, {"repeat_window_hours": 0, **profile})
+    )
 
 
 def _call(client: TestClient, fixture: str) -> list[Json]:
@@ -120,6 +124,8 @@ def test_a_silent_rule_never_appears_but_is_counted(site: Any) -> None:
         "rule": "ipt-chd",
         "shown": 0,
         "silent": 2,
+        "suppressedAsRepeat": 0,
+        "suppressedBySnooze": 0,
         "accepted": 0,
         "overridden": 0,
     }

@@ -15,7 +15,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from service.storage import store as store_tables
 from service.storage.migrations import MIGRATIONS, migrate
 from service.storage.recorder import CardRecorder
-from service.storage.store import IssuedCard, Store
+from service.storage.store import IssuedCard, Remembered, Store
 from service.storage.store import database_url as driver_url
 
 
@@ -133,7 +133,9 @@ def test_the_recorder_caps_its_backlog_and_counts_what_it_drops(
 
 def test_a_failed_write_is_counted_and_shutdown_still_completes(tmp_path: Path) -> None:
     class FailingStore(Store):
-        def record_cards(self, rows: Sequence[IssuedCard]) -> None:
+        def record_cards(
+            self, rows: Sequence[IssuedCard], remembered: Sequence[Remembered] = ()
+        ) -> None:
             raise sqlalchemy.exc.OperationalError("INSERT …", {}, Exception("disk full"))
 
     store = FailingStore(f"sqlite:///{tmp_path / 'store.sqlite3'}")

@@ -9,6 +9,7 @@ prefetch. The test suite runs every case; integrators load the same patients int
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -212,7 +213,8 @@ class Case(_Case):
             ]
         body: dict[str, Any] = {
             "hook": self.hook,
-            "hookInstance": f"{self.patient_id}-call",
+            # A uuid, as an EHR sends, that names no patient (the store keeps hookInstance).
+            "hookInstance": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ipt-cds:{self.patient_id}")),
             "fhirServer": fhir_server,
             "context": context,
         }

@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -30,6 +30,7 @@ from service.knowledge.evidence import pages, python_rule_page
 from service.ops import logs
 from service.ops.config import Settings
 from service.pipeline import Pipeline, Rule
+from service.storage.memory import CardMemory
 from service.storage.recorder import CardRecorder
 from service.storage.store import Store
 
@@ -68,6 +69,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state._store = await run_in_threadpool(Store, settings.database_url)
+        window = timedelta(hours=knowledge.site.repeat_window_hours)
+        state._memory = await run_in_threadpool(CardMemory, state.store, window)
         state._recorder = CardRecorder(
             state.store,
             max_pending=settings.max_pending_card_rows,

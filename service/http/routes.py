@@ -38,8 +38,10 @@ from service.protocol.models import (
     FeedbackAck,
     FeedbackRequest,
     Health,
+    HookRequest,
     Service,
 )
+from service.storage.memory import CardMemory
 from service.storage.recorder import CardRecorder
 from service.storage.store import IssuedCard, Store
 
@@ -59,6 +61,7 @@ class AppState:
     _store: Store | None = None
     _fhir: FhirClient | None = None
     _recorder: CardRecorder | None = None
+    _memory: CardMemory | None = None
     metrics: Metrics = field(default_factory=Metrics)
     authenticator: Authenticator | None = None
 
@@ -67,6 +70,12 @@ class AppState:
         if self._recorder is None:
             raise RuntimeError("the card recorder is started when the app starts")
         return self._recorder
+
+    @property
+    def memory(self) -> CardMemory:
+        if self._memory is None:
+            raise RuntimeError("the card memory is opened when the app starts")
+        return self._memory
 
     @property
     def store(self) -> Store:
@@ -160,10 +169,24 @@ async def call_service(service_id: str, request: Request) -> Response:
     client = await _authenticate(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
+    now = state.clock()
+    memory, patient = state.memory, ""
+
+    async def recall(hook_request: HookRequest, keys: tuple[str, ...]) -> dict[str, str]:
+        nonlocal patient
+        patient = memory.pseudonym(hook_request.fhirServer or "", hook_request.context.patientId)
+        recalled = await run_in_threadpool(memory.recall, patient, now)
+        return recalled.suppressed(memory.draft_keys(keys))
+
     result = await state.pipeline.run(
-        service, body, fhir=state.fhir, fhir_allowed=state.fhir_allowed(client), now=state.clock()
+        service,
+        body,
+        fhir=state.fhir,
+        fhir_allowed=state.fhir_allowed(client),
+        now=now,
+        recall=recall,
     )
-    hook_request, record, now = result.request, result.record, result.now
+    hook_request, record = result.request, result.record
     # Each card links to its rule's evidence page (service/http/evidence.py).
     fired = linked(result.fired, _base_url(request))
     issued = [
@@ -176,10 +199,20 @@ async def call_service(service_id: str, request: Request) -> Response:
             issued_at=now,
             disposition=disposition,
         )
-        for disposition, cards in (("shown", result.fired), ("silent", result.silent))
+        for disposition, cards in (
+            ("shown", result.fired),
+            ("silent", result.silent),
+            *((why, [(rule_id, card)]) for rule_id, card, why in result.held),
+        )
         for rule_id, card in cards
     ]
-    state.recorder.add(issued)
+    draft_keys = memory.draft_keys(result.draft_keys)
+    remembered = [
+        row
+        for rule_id, card in result.fired
+        for row in memory.shown(patient, rule_id, draft_keys, card.uuid or "", now)
+    ]
+    state.recorder.add(issued, remembered)
     shown = [row for row in issued if row.disposition == "shown"]
     for row in shown:
         state.metrics.cards.labels(row.rule_id, row.indicator).inc()
@@ -226,6 +259,12 @@ async def post_feedback(service_id: str, request: Request) -> Response:
         raise from_validation_error(exc) from None
     # Answered only after the transaction committed: a 200 means the feedback is durable.
     stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
+    now = state.clock()
+    for item in items:
+        if item.outcome == "overridden":
+            owner = state.pipeline.card_ids.decode(item.card)
+            days = state.knowledge.site.snooze_days(owner[1]) if owner else 0
+            await run_in_threadpool(state.memory.snooze, item.card, days, now)
     for item in items:
         state.metrics.feedback.labels(service.id, item.outcome).inc()
     log.info(

@@ -104,11 +104,14 @@ class IndexFile(_Strict):
 
 @dataclass
 class Outcome:
-    """A call's cards, each with its rule id: those returned, and those a site made silent
-    (recorded as "would have shown")."""
+    """A call's cards, each with its rule id: those returned, those a site made silent
+    (recorded as "would have shown"), and those held back by what the patient already saw."""
 
     shown: list[tuple[str, Card]] = field(default_factory=list)
     silent: list[tuple[str, Card]] = field(default_factory=list)
+    # Cards kept away because the patient saw them this visit ("repeat") or overrode them
+    # ("snooze"): recorded and counted, never returned.
+    held: list[tuple[str, Card, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -196,22 +199,29 @@ class RuleBook:
         """The cards returned, each with its rule id."""
         return self.outcome(facts).shown
 
-    def outcome(self, facts: Facts) -> Outcome:
+    def outcome(self, facts: Facts, recalled: Mapping[str, str] | None = None) -> Outcome:
+        """``recalled``: rule id -> "repeat" or "snooze" for the rules whose card this patient
+        saw within the repeat window, or overrode (service/storage/memory.py); a critical card
+        shows all the same."""
         env = facts.values
         hook = env["hook"]
         fired: list[CompiledRule] = []
         names = Fired()
+        indicators: dict[str, str | None] = {}
         for rule in self.rules:
             if hook in rule.spec.hooks and guarded(rule.id, rule.applies, env, names):
                 fired.append(rule)
                 names.add(rule.id)
-                if guarded(rule.id, _indicator, rule, env, names) in ("warning", "critical"):
+                indicators[rule.id] = guarded(rule.id, _indicator, rule, env, names)
+                if indicators[rule.id] in ("warning", "critical"):
                     names.alerting.add(rule.id)
+        recalled = recalled or {}
+        held = {r: why for r, why in recalled.items() if r in names and indicators[r] != "critical"}
         # Whether a card fires looked at every card the rules produced (an all-clear never
         # shows because a warning was silenced); what is returned is decided now: disabled
         # rules are dropped, silent ones recorded but not returned. Of a family, the first
         # member returned stands; a silent member before it is what would have shown.
-        returned = [r.id for r in fired if self._control(r.id) == "shown"]
+        returned = [r.id for r in fired if self._control(r.id) == "shown" and r.id not in held]
         silenced = [r.id for r in fired if self._control(r.id) == "silent"]
         families = [[r for r in members if r in names] for members in self.families.values()]
         families = [firing for firing in families if len(firing) > 1]
@@ -219,6 +229,12 @@ class RuleBook:
         for firing in families:
             standing = [r for r in firing if r in returned][:1]
             losers |= {r for r in firing if r not in standing}
+            # The family's advice held back as seen: no other member repeats it.
+            first_on = next((r for r in firing if self._control(r) != "disabled"), None)
+            if first_on in held:
+                losers |= set(firing)
+                losers.discard(first_on)
+                continue
             first = firing[0]
             if first in silenced and (not standing or firing.index(standing[0]) > 0):
                 losers.discard(first)
@@ -232,6 +248,11 @@ class RuleBook:
         }
         out = Outcome()
         for rule in fired:
+            if rule.id in held and self._control(rule.id) == "shown" and rule.id not in losers:
+                card = guarded(rule.id, self._card, rule, facts, [], shown)
+                if card is not None:
+                    out.held.append((rule.id, card, held[rule.id]))
+                continue
             if rule.id in losers or rule.id not in (*returned, *silenced):
                 continue
             family = next((f for f in families if rule.id in f), [])

@@ -397,6 +397,10 @@ class RuleStats(CdsModel):
     shown: int
     # Computed for a rule a site made silent, recorded, never returned.
     silent: int = 0
+    # Held back: already shown to this patient within the repeat window, or snoozed after an
+    # override (service/storage/memory.py).
+    suppressedAsRepeat: int = 0
+    suppressedBySnooze: int = 0
     accepted: int
     overridden: int
     overrideReasons: list[ReasonCount] | None = None

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -84,9 +85,34 @@ def _v2_card_disposition(conn: Connection) -> None:
     )
 
 
+def _v3_card_memory(conn: Connection) -> None:
+    schema = MetaData()
+    Table(
+        "card_memory",
+        schema,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("patient", String(64), nullable=False),
+        Column("rule_id", String(128), nullable=False),
+        Column("draft_key", String(256), nullable=False),
+        Column("card_uuid", String(64), index=True),
+        Column("event", String(8), nullable=False),
+        Column("at", DateTime(timezone=True), nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+        Index("ix_card_memory_recall", "patient", "event", "at"),
+    )
+    Table(
+        "memory_key",
+        schema,
+        Column("id", Integer, primary_key=True),
+        Column("secret", String(64), nullable=False),
+    )
+    schema.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     (1, "cards_issued, feedback, jti_seen", _v1_cards_feedback_jti),
     (2, "cards_issued.disposition: shown or silent", _v2_card_disposition),
+    (3, "card_memory, memory_key: once per visit and snooze", _v3_card_memory),
 ]
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from service.ops.config import DEFAULT_MAX_PENDING_CARD_ROWS
-from service.storage.store import IssuedCard, Store
+from service.storage.store import IssuedCard, Remembered, Store
 
 log = logging.getLogger("ipt_cds")
 
@@ -38,6 +38,8 @@ class CardRecorder:
         self._store, self._max_pending = store, max_pending
         self._dropped, self._dropped_since_flush = dropped, 0
         self._pending: list[IssuedCard] = []
+        # What the service remembers of the cards shown (service/storage/memory.py).
+        self._remembered: list[Remembered] = []
         # One thread of its own: the writes are serial anyway, and glibc gives each thread
         # that allocates its own malloc arena, which keeps what a big batch once needed
         # (writing from the shared pool grew a worker by ~20 MB over 50,000 calls).
@@ -49,29 +51,32 @@ class CardRecorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
-    def add(self, rows: list[IssuedCard]) -> None:
-        if not rows:
+    def add(self, rows: list[IssuedCard], remembered: Sequence[Remembered] = ()) -> None:
+        if not rows and not remembered:
             return
         if len(self._pending) + len(rows) > self._max_pending:
             self._dropped(len(rows))
             self._dropped_since_flush += len(rows)
             return
         self._pending.extend(rows)
+        self._remembered.extend(remembered)
         self._wake.set()
 
     async def flush(self) -> None:
         async with self._lock:
             rows, self._pending = self._pending, []
+            remembered, self._remembered = self._remembered, []
             if self._dropped_since_flush:
                 log.error(
                     "the store is behind: %d card rows were not recorded",
                     self._dropped_since_flush,
                 )
                 self._dropped_since_flush = 0
-            if rows:
+            if rows or remembered:
                 loop = asyncio.get_running_loop()
+                write = self._store.record_cards
                 try:
-                    await loop.run_in_executor(self._writer, self._store.record_cards, rows)
+                    await loop.run_in_executor(self._writer, write, rows, remembered)
                 except Exception:
                     self._dropped(len(rows))  # lost with the failed write: count them too
                     raise

@@ -17,6 +17,7 @@ decoder.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,16 +29,19 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
     select,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -67,7 +71,8 @@ cards_issued = Table(
     Column("rule_id", String(128), nullable=False),
     Column("indicator", String(16), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
-    # "shown" (returned to the EHR) or "silent" (a site's silent rule: would have shown).
+    # "shown" (returned to the EHR), "silent" (a site's silent rule: would have shown), or held
+    # back as seen this visit ("repeat") or overridden ("snooze").
     Column("disposition", String(16), nullable=False, server_default="shown"),
 )
 
@@ -100,6 +105,34 @@ jti_seen = Table(
 )
 
 
+# What the service remembers per patient (KNOWLEDGE.md section 5): a keyed pseudonym, never the
+# patient id; the rule; the draft order (a reference to a draft in the EHR, not patient data)
+# or "" for the chart; the time; and until when the row is kept. "shown" rows make "once per
+# visit" and let an override find its patient; "snooze" rows keep a rule away after one.
+card_memory = Table(
+    "card_memory",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient", String(64), nullable=False),
+    Column("rule_id", String(128), nullable=False),
+    Column("draft_key", String(256), nullable=False),
+    Column("card_uuid", String(64), index=True),
+    Column("event", String(8), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    # A call reads one patient's shown rows since a time, and its snoozes: this index serves both.
+    Index("ix_card_memory_recall", "patient", "event", "at"),
+)
+
+# The secret the pseudonyms are keyed with: made on first start, shared by every replica.
+memory_key = Table(
+    "memory_key",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("secret", String(64), nullable=False),
+)
+
+
 # A card uuid -> (service id, rule id) of the card, or None when the uuid is not one we issued.
 Attribution = Callable[[str], tuple[str, str] | None]
 
@@ -119,6 +152,19 @@ class IssuedCard:
     disposition: str = "shown"
 
 
+@dataclass
+class Remembered:
+    """A card_memory row."""
+
+    patient: str
+    rule_id: str
+    draft_key: str
+    card_uuid: str | None
+    event: str
+    at: datetime
+    expires_at: datetime
+
+
 class Store:
     def __init__(self, url: str) -> None:
 
@@ -136,6 +182,19 @@ class Store:
         )
         if self.engine.dialect.name == "sqlite":
             self._insert_cards = self._insert_cards.returning(cards_issued.c.card_uuid)
+        # Built once: it runs on every hook call. Two index ranges, not one OR (with an OR,
+        # SQLite reads every row of the patient).
+        m = card_memory.c
+        self._recall: Any = union_all(
+            select(*_MEMORY_COLUMNS).where(
+                m.patient == bindparam("patient"), m.event == "shown", m.at >= bindparam("since")
+            ),
+            select(*_MEMORY_COLUMNS).where(
+                m.patient == bindparam("patient"),
+                m.event == "snooze",
+                m.expires_at > bindparam("now"),
+            ),
+        )
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -144,13 +203,54 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def record_cards(self, rows: Sequence[IssuedCard]) -> None:
-        if not rows:
+    def record_cards(
+        self, rows: Sequence[IssuedCard], remembered: Sequence[Remembered] = ()
+    ) -> None:
+        """The cards issued and what to remember of them, in one transaction; rows past their
+        time are purged with it."""
+        if not rows and not remembered:
             return
         with self.engine.begin() as conn:
-            result = conn.execute(self._insert_cards, [row.__dict__ for row in rows])
-            if result.returns_rows:
-                result.all()
+            if rows:
+                result = conn.execute(self._insert_cards, [row.__dict__ for row in rows])
+                if result.returns_rows:
+                    result.all()
+            if remembered:
+                conn.execute(card_memory.insert(), [r.__dict__ for r in remembered])
+                oldest = min(r.at for r in remembered)
+                conn.execute(delete(card_memory).where(card_memory.c.expires_at < oldest))
+
+    def memory_secret(self) -> str:
+        """The pseudonyms' key: made by the first replica to start, then read by all."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(memory_key).on_conflict_do_nothing(),
+                {"id": 1, "secret": secrets.token_hex(32)},
+            )
+            found: str = conn.execute(select(memory_key.c.secret)).scalar_one()
+        return found
+
+    def recall(self, patient: str, since: datetime, now: datetime) -> list[Remembered]:
+        """Of one patient, the cards shown since ``since`` and the snoozes still running: one
+        query on the patient's index, whatever else is kept for the patient."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._recall, {"patient": patient, "since": since, "now": now})
+            return [_remembered(row) for row in rows]
+
+    def shown_card(self, card_uuid: str) -> Remembered | None:
+        """The "shown" row of a card, if it is still kept."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*_MEMORY_COLUMNS)
+                .where(card_memory.c.card_uuid == card_uuid, card_memory.c.event == "shown")
+                .limit(1)
+            ).first()
+        return _remembered(row) if row is not None else None
+
+    def remember(self, rows: Sequence[Remembered]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(card_memory.insert(), [r.__dict__ for r in rows])
 
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
         """Store the items in one transaction; answer how many were new."""
@@ -207,6 +307,27 @@ class Store:
                 )
             ).all()
         return _stats(shown, *_attributed(answered, attribute))
+
+
+_MEMORY_COLUMNS = (
+    card_memory.c.patient,
+    card_memory.c.rule_id,
+    card_memory.c.draft_key,
+    card_memory.c.card_uuid,
+    card_memory.c.event,
+    card_memory.c.at,
+    card_memory.c.expires_at,
+)
+
+
+def _remembered(row: Any) -> Remembered:
+    found = Remembered(*row)
+    # SQLite hands times back without their zone; they were written in UTC.
+    for name in ("at", "expires_at"):
+        value = getattr(found, name)
+        if value.tzinfo is None:
+            setattr(found, name, value.replace(tzinfo=UTC))
+    return found
 
 
 def database_url(url: str) -> str:
@@ -311,6 +432,8 @@ def _stats(
                 rule=rule_id,
                 shown=c["shown"],
                 silent=c["silent"],
+                suppressedAsRepeat=c["repeat"],
+                suppressedBySnooze=c["snooze"],
                 accepted=c["accepted"],
                 overridden=c["overridden"],
                 overrideReasons=[

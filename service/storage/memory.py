@@ -1,0 +1,122 @@
+"""What the service remembers per patient, so that a card does not nag (KNOWLEDGE.md section 5).
+
+Once per visit: a card shown for the same patient, rule and draft order (the chart, on
+patient-view) within the repeat window is not shown again, by any of the three services.
+Snooze: an ``overridden`` feedback keeps that rule away for that patient for the rule's days.
+Critical cards are exempt from both; the rules decide that (service/knowledge/rules.py), this
+module only says what was seen.
+
+It keeps a keyed pseudonym of the patient (HMAC-SHA256 of the FHIR server and the patient id,
+with a secret the store makes on first start and every replica shares), never the id. "Shown"
+rows are written with the card recorder's batch; until then this worker remembers them itself,
+so that order-sign a moment after order-select already sees what it showed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from service.storage.store import Remembered, Store
+
+# A "shown" row is kept this long at least, even with the repeat window off: an override that
+# comes later must still find the card's patient to snooze the rule.
+KEEP_SHOWN_AT_LEAST = timedelta(hours=24)
+# How long this worker keeps its own copy of rows the recorder has not written yet; the
+# recorder writes within a fraction of a second, a minute covers a database that lags.
+LOCAL_COPY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Of one patient: the (rule, draft key) pairs shown within the window, the snoozed rules."""
+
+    shown: frozenset[tuple[str, str]] = frozenset()
+    snoozed: frozenset[str] = frozenset()
+
+    def suppressed(self, draft_keys: tuple[str, ...]) -> dict[str, str]:
+        """Rule id -> why its card would stay away now: "snooze" or "repeat"."""
+        out = {rule: "repeat" for rule, key in self.shown if key in draft_keys}
+        out.update({rule: "snooze" for rule in self.snoozed})
+        return out
+
+
+@dataclass
+class CardMemory:
+    store: Store
+    repeat_window: timedelta
+    _secret: bytes = b""
+    # This worker's recent rows: in order, for pruning; the latest per patient and (rule, draft
+    # key), so that a patient called again and again costs no more; and by card, for snoozes.
+    _local: deque[Remembered] = field(default_factory=deque)
+    _by_patient: dict[str, dict[tuple[str, str], Remembered]] = field(default_factory=dict)
+    _by_card: dict[str, Remembered] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._secret = bytes.fromhex(self.store.memory_secret())
+
+    def pseudonym(self, fhir_server: str, patient_id: str) -> str:
+        return self._keyed(f"patient\n{fhir_server.rstrip('/')}\n{patient_id}")
+
+    def draft_keys(self, refs: tuple[str, ...]) -> tuple[str, ...]:
+        """Draft references keyed too: an EHR's draft ids may embed the patient's."""
+        return tuple(self._keyed(f"draft\n{ref}") if ref else "" for ref in refs)
+
+    def _keyed(self, text: str) -> str:
+        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+
+    def recall(self, patient: str, now: datetime) -> Recall:
+        """One indexed query, plus this worker's rows not written yet."""
+        # With the window off, no shown row is asked for (a future bound selects none).
+        since = now - self.repeat_window if self.repeat_window else now + timedelta(days=1)
+        rows = [*self.store.recall(patient, since, now), *self._recent(patient, now)]
+        shown = frozenset(
+            (r.rule_id, r.draft_key) for r in rows if r.event == "shown" and r.at >= since
+        )
+        snoozed = frozenset(r.rule_id for r in rows if r.event == "snooze" and r.expires_at > now)
+        return Recall(shown, snoozed)
+
+    def shown(
+        self, patient: str, rule_id: str, draft_keys: tuple[str, ...], card_uuid: str, now: datetime
+    ) -> list[Remembered]:
+        """The rows that remember a card shown; kept here too until the recorder writes them."""
+        until = now + max(self.repeat_window, KEEP_SHOWN_AT_LEAST)
+        rows = [
+            Remembered(patient, rule_id, key, card_uuid, "shown", now, until) for key in draft_keys
+        ]
+        self._local.extend(rows)
+        latest = self._by_patient.setdefault(patient, {})
+        for row in rows:
+            latest[row.rule_id, row.draft_key] = row
+            self._by_card[card_uuid] = row
+        return rows
+
+    def snooze(self, card_uuid: str, days: int, now: datetime) -> bool:
+        """Keep the card's rule away from its patient for ``days``; False when the card's
+        patient is not known (the card is older than its row)."""
+        if days <= 0:
+            return False
+        card = self._by_card.get(card_uuid) or self.store.shown_card(card_uuid)
+        if card is None:
+            return False
+        row = Remembered(
+            card.patient, card.rule_id, "", None, "snooze", now, now + timedelta(days=days)
+        )
+        self.store.remember([row])
+        return True
+
+    def _recent(self, patient: str, now: datetime) -> list[Remembered]:
+        oldest = now - LOCAL_COPY
+        while self._local and self._local[0].at < oldest:
+            gone = self._local.popleft()
+            mine = self._by_patient.get(gone.patient, {})
+            if mine.get((gone.rule_id, gone.draft_key)) is gone:
+                del mine[gone.rule_id, gone.draft_key]
+                if not mine:
+                    del self._by_patient[gone.patient]
+            if gone.card_uuid is not None and self._by_card.get(gone.card_uuid) is gone:
+                del self._by_card[gone.card_uuid]
+        return list(self._by_patient.get(patient, {}).values())
