@@ -144,3 +144,16 @@ def test_the_database_holds_no_patient_id(make: Any, database_url: str) -> None:
     if database_url.startswith("sqlite:///"):
         raw = Path(database_url.removeprefix("sqlite:///")).read_bytes()
         assert CASE.name.encode() not in raw
+
+
+def test_a_retried_call_gets_the_same_cards_and_a_new_call_does_not(make: Any) -> None:
+    """An EHR that retries a call (same hookInstance) after a lost answer gets the cards again;
+    a new call of the same hook (a new hookInstance) is a repeat."""
+    client = make()
+    body = _request("order-sign")
+    first = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
+    retried = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
+    assert len(first) == len(retried) == 2
+    again = {**body, "hookInstance": "0b9f3f0e-8d1c-4f6e-9a57-3c2d1e0f4a5b"}
+    cards = client.post("/cds-services/ipt-order-sign", json=again).json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in cards] == ["ipt-suicide-risk"]

@@ -170,12 +170,13 @@ async def call_service(service_id: str, request: Request) -> Response:
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
     now = state.clock()
-    memory, patient = state.memory, ""
+    memory, patient, call = state.memory, "", ""
 
     async def recall(hook_request: HookRequest, keys: tuple[str, ...]) -> dict[str, str]:
-        nonlocal patient
+        nonlocal patient, call
         patient = memory.pseudonym(hook_request.fhirServer or "", hook_request.context.patientId)
-        recalled = await run_in_threadpool(memory.recall, patient, now)
+        call = memory.call_key(service.id, hook_request.hookInstance)
+        recalled = await run_in_threadpool(memory.recall, patient, now, call)
         return recalled.suppressed(memory.draft_keys(keys))
 
     result = await state.pipeline.run(
@@ -210,7 +211,7 @@ async def call_service(service_id: str, request: Request) -> Response:
     remembered = [
         row
         for rule_id, card in result.fired
-        for row in memory.shown(patient, rule_id, draft_keys, card.uuid or "", now)
+        for row in memory.shown(patient, rule_id, draft_keys, card.uuid or "", now, call)
     ]
     state.recorder.add(issued, remembered)
     shown = [row for row in issued if row.disposition == "shown"]

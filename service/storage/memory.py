@@ -62,6 +62,9 @@ class CardMemory:
     def pseudonym(self, fhir_server: str, patient_id: str) -> str:
         return self._keyed(f"patient\n{fhir_server.rstrip('/')}\n{patient_id}")
 
+    def call_key(self, service_id: str, hook_instance: str) -> str:
+        return self._keyed(f"call\n{service_id}\n{hook_instance}")
+
     def draft_keys(self, refs: tuple[str, ...]) -> tuple[str, ...]:
         """Draft references keyed too: an EHR's draft ids may embed the patient's."""
         return tuple(self._keyed(f"draft\n{ref}") if ref else "" for ref in refs)
@@ -69,24 +72,35 @@ class CardMemory:
     def _keyed(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
 
-    def recall(self, patient: str, now: datetime) -> Recall:
-        """One indexed query, plus this worker's rows not written yet."""
+    def recall(self, patient: str, now: datetime, call: str = "") -> Recall:
+        """One indexed query, plus this worker's rows not written yet. The rows the same hook
+        call wrote (``call``: its keyed hookInstance) are not repeats: an EHR that retries a
+        call gets the same cards."""
         # With the window off, no shown row is asked for (a future bound selects none).
         since = now - self.repeat_window if self.repeat_window else now + timedelta(days=1)
         rows = [*self.store.recall(patient, since, now), *self._recent(patient, now)]
         shown = frozenset(
-            (r.rule_id, r.draft_key) for r in rows if r.event == "shown" and r.at >= since
+            (r.rule_id, r.draft_key)
+            for r in rows
+            if r.event == "shown" and r.at >= since and not (call and r.call_key == call)
         )
         snoozed = frozenset(r.rule_id for r in rows if r.event == "snooze" and r.expires_at > now)
         return Recall(shown, snoozed)
 
     def shown(
-        self, patient: str, rule_id: str, draft_keys: tuple[str, ...], card_uuid: str, now: datetime
+        self,
+        patient: str,
+        rule_id: str,
+        draft_keys: tuple[str, ...],
+        card_uuid: str,
+        now: datetime,
+        call: str = "",
     ) -> list[Remembered]:
         """The rows that remember a card shown; kept here too until the recorder writes them."""
         until = now + max(self.repeat_window, KEEP_SHOWN_AT_LEAST)
         rows = [
-            Remembered(patient, rule_id, key, card_uuid, "shown", now, until) for key in draft_keys
+            Remembered(patient, rule_id, key, card_uuid, "shown", now, until, call or None)
+            for key in draft_keys
         ]
         self._local.extend(rows)
         latest = self._by_patient.setdefault(patient, {})

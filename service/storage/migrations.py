@@ -109,10 +109,15 @@ def _v3_card_memory(conn: Connection) -> None:
     schema.create_all(conn)
 
 
+def _v4_memory_call_key(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE card_memory ADD COLUMN call_key VARCHAR(64)"))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "cards_issued, feedback, jti_seen", _v1_cards_feedback_jti),
     (2, "cards_issued.disposition: shown or silent", _v2_card_disposition),
     (3, "card_memory, memory_key: once per visit and snooze", _v3_card_memory),
+    (4, "card_memory.call_key: a retried call is not a repeat", _v4_memory_call_key),
 ]
 
 

@@ -120,6 +120,8 @@ card_memory = Table(
     Column("event", String(8), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    # The hook call that showed the card, keyed: a retry of that same call is not a repeat.
+    Column("call_key", String(64)),
     # A call reads one patient's shown rows since a time, and its snoozes: this index serves both.
     Index("ix_card_memory_recall", "patient", "event", "at"),
 )
@@ -163,6 +165,7 @@ class Remembered:
     event: str
     at: datetime
     expires_at: datetime
+    call_key: str | None = None
 
 
 class Store:
@@ -317,6 +320,7 @@ _MEMORY_COLUMNS = (
     card_memory.c.event,
     card_memory.c.at,
     card_memory.c.expires_at,
+    card_memory.c.call_key,
 )
 
 
