@@ -157,3 +157,30 @@ def test_a_retried_call_gets_the_same_cards_and_a_new_call_does_not(make: Any) -
     again = {**body, "hookInstance": "0b9f3f0e-8d1c-4f6e-9a57-3c2d1e0f4a5b"}
     cards = client.post("/cds-services/ipt-order-sign", json=again).json()["cards"]
     assert [c["source"]["topic"]["code"] for c in cards] == ["ipt-suicide-risk"]
+
+
+def test_with_the_memory_store_failing_cards_still_show_and_feedback_is_acknowledged(
+    make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CDS service must answer while its database is down: the call shows every card (as if
+    nothing had been seen), the override is stored and acknowledged, the snooze only logged."""
+    client = make()
+    memory = client.app.state.ipt.memory
+
+    def down(*_: object) -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT …", {}, Exception("server closed"))
+
+    monkeypatch.setattr(memory.store, "recall", down)
+    monkeypatch.setattr(memory.store, "remember", down)
+    cards = _call(client, "order-sign")
+    assert len(cards) == 2
+    item = {
+        "card": cards["ipt-add-pharmacotherapy"]["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": OVERRIDDEN_AT,
+    }
+    answer = client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": [item]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["stored"] == 1
+    assert "card memory unavailable: OperationalError" in caplog.text
+    assert "snooze not recorded: OperationalError" in caplog.text

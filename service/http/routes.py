@@ -260,12 +260,13 @@ async def post_feedback(service_id: str, request: Request) -> Response:
         raise from_validation_error(exc) from None
     # Answered only after the transaction committed: a 200 means the feedback is durable.
     stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
-    now = state.clock()
-    for item in items:
-        if item.outcome == "overridden":
-            owner = state.pipeline.card_ids.decode(item.card)
-            days = state.knowledge.site.snooze_days(owner[1]) if owner else 0
-            await run_in_threadpool(state.memory.snooze, item.card, days, now)
+    overridden = []
+    for card in dict.fromkeys(i.card for i in items if i.outcome == "overridden"):
+        owner = state.pipeline.card_ids.decode(card)
+        if owner is not None:
+            overridden.append((card, state.knowledge.site.snooze_days(owner[1])))
+    if overridden:  # one thread hop and one write for all of them
+        await run_in_threadpool(state.memory.snooze, overridden, state.clock())
     for item in items:
         state.metrics.feedback.labels(service.id, item.outcome).inc()
     log.info(

@@ -221,8 +221,9 @@ class RuleBook:
         # shows because a warning was silenced); what is returned is decided now: disabled
         # rules are dropped, silent ones recorded but not returned. Of a family, the first
         # member returned stands; a silent member before it is what would have shown.
-        returned = [r.id for r in fired if self._control(r.id) == "shown" and r.id not in held]
-        silenced = [r.id for r in fired if self._control(r.id) == "silent"]
+        control = {r.id: self._control(r.id) for r in fired}
+        returned = [r.id for r in fired if control[r.id] == "shown" and r.id not in held]
+        silenced = [r.id for r in fired if control[r.id] == "silent"]
         families = [[r for r in members if r in names] for members in self.families.values()]
         families = [firing for firing in families if len(firing) > 1]
         losers = set()
@@ -230,7 +231,7 @@ class RuleBook:
             standing = [r for r in firing if r in returned][:1]
             losers |= {r for r in firing if r not in standing}
             # The family's advice held back as seen: no other member repeats it.
-            first_on = next((r for r in firing if self._control(r) != "disabled"), None)
+            first_on = next((r for r in firing if control[r] != "disabled"), None)
             if first_on in held:
                 losers |= set(firing)
                 losers.discard(first_on)
@@ -248,7 +249,7 @@ class RuleBook:
         }
         out = Outcome()
         for rule in fired:
-            if rule.id in held and self._control(rule.id) == "shown" and rule.id not in losers:
+            if rule.id in held and control[rule.id] == "shown" and rule.id not in losers:
                 card = guarded(rule.id, self._card, rule, facts, [], shown)
                 if card is not None:
                     out.held.append((rule.id, card, held[rule.id]))

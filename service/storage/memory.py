@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from service.storage.store import Remembered, Store
+
+log = logging.getLogger("ipt_cds")
 
 # A "shown" row is kept this long at least, even with the repeat window off: an override that
 # comes later must still find the card's patient to snooze the rule.
@@ -78,7 +81,14 @@ class CardMemory:
         call gets the same cards."""
         # With the window off, no shown row is asked for (a future bound selects none).
         since = now - self.repeat_window if self.repeat_window else now + timedelta(days=1)
-        rows = [*self.store.recall(patient, since, now), *self._recent(patient, now)]
+        try:
+            stored = self.store.recall(patient, since, now)
+        except Exception as exc:
+            # The cards matter more than not repeating them: with the store down, a call
+            # answers as if nothing had been seen (this worker's own rows aside).
+            log.warning("card memory unavailable: %s", type(exc).__name__)
+            stored = []
+        rows = [*stored, *self._recent(patient, now)]
         shown = frozenset(
             (r.rule_id, r.draft_key)
             for r in rows
@@ -109,19 +119,26 @@ class CardMemory:
             self._by_card[card_uuid] = row
         return rows
 
-    def snooze(self, card_uuid: str, days: int, now: datetime) -> bool:
-        """Keep the card's rule away from its patient for ``days``; False when the card's
-        patient is not known (the card is older than its row)."""
-        if days <= 0:
-            return False
-        card = self._by_card.get(card_uuid) or self.store.shown_card(card_uuid)
-        if card is None:
-            return False
-        row = Remembered(
-            card.patient, card.rule_id, "", None, "snooze", now, now + timedelta(days=days)
-        )
-        self.store.remember([row])
-        return True
+    def snooze(self, overridden: list[tuple[str, int]], now: datetime) -> int:
+        """Keep each overridden card's rule away from its patient for its days (card uuid,
+        days); answer how many snoozes were written. A card whose patient is not known (older
+        than its row, or not ours) snoozes nothing; a store that fails is logged, not raised:
+        the feedback itself is already stored."""
+        try:
+            rows = []
+            for card_uuid, days in overridden:
+                card = self._by_card.get(card_uuid) if days > 0 else None
+                card = card or (self.store.shown_card(card_uuid) if days > 0 else None)
+                if card is not None:
+                    until = now + timedelta(days=days)
+                    rows.append(
+                        Remembered(card.patient, card.rule_id, "", None, "snooze", now, until)
+                    )
+            self.store.remember(rows)
+        except Exception as exc:
+            log.warning("snooze not recorded: %s", type(exc).__name__)
+            return 0
+        return len(rows)
 
     def _recent(self, patient: str, now: datetime) -> list[Remembered]:
         oldest = now - LOCAL_COPY
