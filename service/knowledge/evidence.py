@@ -14,13 +14,13 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from service.knowledge.base import Knowledge
-from service.knowledge.rules import CompiledRule
+from service.knowledge.rules import TOPIC_TITLE, CompiledRule
 from service.protocol.models import Card, Link
 
 # Where the pages are served; a card's source.url is the service's base URL plus this and the id.
 PATH = "/evidence"
 # The topic every rule's evidence section and reference numbers refer to: named, never quoted.
-TOPIC = "Interpersonal psychotherapy for depressed adults"
+TOPIC = TOPIC_TITLE
 
 # A card template's Jinja2 tags: a value filled from the record, logic choosing text, a comment.
 _TAG = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.DOTALL)

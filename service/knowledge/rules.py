@@ -41,7 +41,9 @@ from service.protocol.vocabulary import (
 )
 
 SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
-TOPIC = 'UpToDate topic "Interpersonal psychotherapy for depressed adults"'
+# The reference topic the cards rest on (also named on the evidence pages).
+TOPIC_TITLE = "Interpersonal psychotherapy for depressed adults"
+TOPIC = f'UpToDate topic "{TOPIC_TITLE}"'
 
 log = logging.getLogger("ipt_cds")
 _P = ParamSpec("_P")
