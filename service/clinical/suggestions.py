@@ -89,7 +89,12 @@ def _replace_with_ipt_a(label: str, note: str | None, facts: Facts) -> list[Acti
     if not deletes:
         return []
     resource = ipt_service_request(facts, note, WEEKLY_16, IPT_A_TEXT)
-    return [*deletes, Action(type="create", description=label, resource=resource)]
+    # Its own description, not the suggestion's label: an EHR that splits the actions (Epic)
+    # shows this create alone, where "replace" would promise a removal it does not make.
+    create = Action(
+        type="create", description=f"Order {IPT_A_TEXT}, weekly for 16 sessions", resource=resource
+    )
+    return [*deletes, create]
 
 
 def _refer(priority: str) -> Build:

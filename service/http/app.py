@@ -25,6 +25,7 @@ from service.http.openapi import schema
 from service.http.routes import AppState, discovery_document, operations, router
 from service.http.trust import Trust, global_allowlist
 from service.knowledge.base import Knowledge
+from service.knowledge.ehr_profile import EPIC_PREFERENCE_LIST
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.evidence import pages, python_rule_page
 from service.ops import logs
@@ -56,6 +57,14 @@ def create_app(
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
     knowledge = knowledge or Knowledge.load(settings.knowledge_dir, settings.site_file)
+    for order in knowledge.site.unplaceable_orders(knowledge.rulebook.suggested_orders()):
+        log.warning(
+            "site profile (ehr: epic): orderables.%s has no Epic order preference list item "
+            "(system %s); Epic cannot place the suggested %s order (docs/site-profile.md)",
+            order,
+            EPIC_PREFERENCE_LIST,
+            order,
+        )
     trust = _trust(settings)
     state = AppState(
         settings=settings,

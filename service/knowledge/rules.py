@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.clinical.fact_model import Facts
 from service.clinical.suggestions import ACTIONS, ORDERABLE_OF, build_actions
 from service.knowledge.datafiles import parse
+from service.knowledge.ehr_profile import check_topic_codes, shape
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.expressions import (
     Compiled,
@@ -174,6 +175,10 @@ class RuleBook:
             if unknown:
                 raise KnowledgeError(f"{files[rid]}: links: no link {unknown[0]!r} in links.yaml")
         by_id = {r.id: r for r in compiled}
+        try:
+            check_topic_codes(by_id)
+        except ValueError as exc:
+            raise KnowledgeError(f"{index_path}: {exc}") from None
         for name, members in index.families.items():
             for rid in members:
                 if rid not in by_id:
@@ -312,7 +317,7 @@ class RuleBook:
         for key, orderable in (("phq9_app", "phq9"), ("patient_material", "ipt")):
             if orderable in orderables and key in self.links:
                 links.append(self.links[key])
-        return Card(
+        card = Card(
             summary=summary,
             detail=detail,
             indicator=indicator,
@@ -330,6 +335,17 @@ class RuleBook:
             else None,
             links=links or None,
         )
+        return shape(card, self.site.ehr)
+
+    def suggested_orders(self) -> set[str]:
+        """The orders the suggestions of the rules switched on can create, by orderable name."""
+        return {
+            ORDERABLE_OF[sug.action]
+            for rule in self.rules
+            if self.site.control(rule.id).enabled
+            for sug, _ in rule.suggestions
+            if sug.action in ORDERABLE_OF
+        }
 
 
 def _indicator(rule: CompiledRule, env: Mapping[str, Any], fired: Collection[str]) -> str:

@@ -8,12 +8,14 @@ rule on, nothing silent, our links and codes only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from service.knowledge.datafiles import parse, read_yaml
+from service.knowledge.ehr_profile import EPIC_PREFERENCE_LIST, Ehr
 from service.knowledge.errors import KnowledgeError
 from service.protocol.models import Coding, Link
 
@@ -64,7 +66,7 @@ class RuleControl(_Strict):
 
 class SiteProfile(_Strict):
     organization: str | None = Field(default=None, min_length=1, max_length=100)
-    ehr: Literal["generic", "epic"] = "generic"
+    ehr: Ehr = "generic"
     repeat_window_hours: float = Field(default=DEFAULT_REPEAT_WINDOW_HOURS, ge=0, le=24 * 30)
     links: dict[LinkKey, SiteLink] = Field(default_factory=dict)
     orderables: dict[Orderable, list[SiteCoding]] = Field(default_factory=dict)
@@ -76,6 +78,18 @@ class SiteProfile(_Strict):
     def snooze_days(self, rule_id: str) -> int:
         days = self.control(rule_id).snooze_days
         return DEFAULT_SNOOZE_DAYS if days is None else days
+
+    def unplaceable_orders(self, suggested: Iterable[str]) -> list[str]:
+        """Under ``ehr: epic``, the orders our suggestions create that have no Epic order
+        preference list item here: Epic cannot place them from our standard codes alone."""
+        if self.ehr != "epic":
+            return []
+        placeable = {
+            name
+            for name, codings in self.orderables.items()
+            if any(c.system == EPIC_PREFERENCE_LIST for c in codings)
+        }
+        return [name for name in sorted(set(suggested)) if name not in placeable]
 
 
 _DEFAULT_CONTROL = RuleControl()
