@@ -31,7 +31,16 @@ from service.protocol.errors import BadRequest, from_validation_error
 from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
 from service.protocol.vocabulary import INDICATOR_RANK
 
-Recaller = Callable[[HookRequest, tuple[str, ...]], Awaitable[Mapping[str, str]]]
+
+class Recalled(Protocol):
+    """What the patient already saw (service/storage/memory.py)."""
+
+    def suppressed(self, draft_refs: tuple[str, ...]) -> Mapping[str, str]: ...
+
+
+# Asked as soon as the request is valid, awaited once the facts are known: a lookup that is a
+# round trip to the database runs while the record is read.
+Recaller = Callable[[HookRequest], Awaitable[Recalled]]
 
 
 @dataclass(frozen=True)
@@ -170,14 +179,17 @@ class Pipeline:
         now: datetime,
         recall: Recaller | None = None,
     ) -> HookResult:
-        """``recall``: what the patient already saw, for once per visit and snooze: rule id ->
-        "repeat" or "snooze", given the request and the draft keys (None: nothing recalled)."""
+        """``recall``: what the patient already saw, for once per visit and snooze (None:
+        nothing recalled)."""
         request = self.validate(service, body)
+        # A call that fails from here on leaves the lookup to finish on its own: it never
+        # raises, and cancelling it would cost the memory its database connection.
+        pending = recall(request) if recall is not None else None
         data = await prefetch.gather(service, request, fhir, fhir_allowed)
         record = PatientRecord.build(chain.from_iterable(data.values()), request)
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
         facts = self.engine.facts(call)
         keys = draft_keys(service.hook, facts)
-        recalled = await recall(request, keys) if recall is not None else {}
+        recalled = (await pending).suppressed(keys) if pending is not None else {}
         outcome = self.engine.run(call, facts, recalled)
         return HookResult(request, record, outcome.shown, now, outcome.silent, outcome.held, keys)

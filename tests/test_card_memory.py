@@ -170,7 +170,14 @@ def test_with_the_memory_store_failing_cards_still_show_and_feedback_is_acknowle
     def down(*_: object) -> None:
         raise sqlalchemy.exc.OperationalError("SELECT …", {}, Exception("server closed"))
 
-    monkeypatch.setattr(memory.store, "recall", down)
+    async def down_async(*_: object) -> None:
+        down()
+
+    # The lookup has a connection of its own (service/storage/recall.py).
+    if memory._postgres is not None:
+        monkeypatch.setattr(memory._postgres, "recall", down_async)
+    else:
+        monkeypatch.setattr(memory._sqlite or memory.store, "recall", down)
     monkeypatch.setattr(memory.store, "remember", down)
     cards = _call(client, "order-sign")
     assert len(cards) == 2

@@ -110,6 +110,7 @@ def create_app(
         except Exception as exc:  # its text may quote the rows; the store must still close
             log.error("recording cards at shutdown failed: %s", type(exc).__name__)
         finally:
+            await state.memory.close()
             state.store.close()
 
     app = FastAPI(

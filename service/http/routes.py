@@ -7,6 +7,7 @@ errors, before any work is done.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from service.protocol.models import (
     HookRequest,
     Service,
 )
-from service.storage.memory import CardMemory
+from service.storage.memory import CardMemory, Recall
 from service.storage.recorder import CardRecorder
 from service.storage.store import IssuedCard, Store
 
@@ -172,12 +173,11 @@ async def call_service(service_id: str, request: Request) -> Response:
     now = state.clock()
     memory, patient, call = state.memory, "", ""
 
-    async def recall(hook_request: HookRequest, keys: tuple[str, ...]) -> dict[str, str]:
+    def recall(hook_request: HookRequest) -> asyncio.Future[Recall]:
         nonlocal patient, call
         patient = memory.pseudonym(hook_request.fhirServer or "", hook_request.context.patientId)
         call = memory.call_key(service.id, hook_request.hookInstance)
-        recalled = await run_in_threadpool(memory.recall, patient, now, call)
-        return recalled.suppressed(memory.draft_keys(keys))
+        return memory.recall_soon(patient, now, call)
 
     result = await state.pipeline.run(
         service,

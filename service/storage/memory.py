@@ -14,13 +14,16 @@ so that order-sign a moment after order-select already sees what it showed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from service.storage.recall import PostgresRecall, SqliteRecall
 from service.storage.store import Remembered, Store
 
 log = logging.getLogger("ipt_cds")
@@ -34,15 +37,22 @@ KEEP_SHOWN_AT_LEAST = timedelta(hours=24)
 LOCAL_COPY = timedelta(seconds=10)
 
 
+def _same(refs: tuple[str, ...]) -> tuple[str, ...]:
+    return refs
+
+
 @dataclass(frozen=True)
 class Recall:
-    """Of one patient: the (rule, draft key) pairs shown within the window, the snoozed rules."""
+    """Of one patient: the (rule, keyed draft) pairs shown within the window, the snoozed
+    rules; ``key`` keys a call's draft references as the rows do."""
 
     shown: frozenset[tuple[str, str]] = frozenset()
     snoozed: frozenset[str] = frozenset()
+    key: Callable[[tuple[str, ...]], tuple[str, ...]] = _same
 
-    def suppressed(self, draft_keys: tuple[str, ...]) -> dict[str, str]:
+    def suppressed(self, draft_refs: tuple[str, ...]) -> dict[str, str]:
         """Rule id -> why its card would stay away now: "snooze" or "repeat"."""
+        draft_keys = self.key(draft_refs)
         out = {rule: "repeat" for rule, key in self.shown if key in draft_keys}
         out.update({rule: "snooze" for rule in self.snoozed})
         return out
@@ -58,9 +68,19 @@ class CardMemory:
     _local: deque[Remembered] = field(default_factory=deque)
     _by_patient: dict[str, dict[tuple[str, str], Remembered]] = field(default_factory=dict)
     _by_card: dict[str, Remembered] = field(default_factory=dict)
+    _sqlite: SqliteRecall | None = None
+    _postgres: PostgresRecall | None = None
 
     def __post_init__(self) -> None:
         self._secret = bytes.fromhex(self.store.memory_secret())
+        self._sqlite = SqliteRecall.open(self.store)
+        self._postgres = PostgresRecall.open(self.store)
+
+    async def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._postgres is not None:
+            await self._postgres.close()
 
     def pseudonym(self, fhir_server: str, patient_id: str) -> str:
         return self._keyed(f"patient\n{fhir_server.rstrip('/')}\n{patient_id}")
@@ -75,19 +95,36 @@ class CardMemory:
     def _keyed(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
 
-    def recall(self, patient: str, now: datetime, call: str = "") -> Recall:
-        """One indexed query, plus this worker's rows not written yet. The rows the same hook
-        call wrote (``call``: its keyed hookInstance) are not repeats: an EHR that retries a
-        call gets the same cards."""
+    def recall_soon(self, patient: str, now: datetime, call: str = "") -> asyncio.Future[Recall]:
+        """What ``patient`` saw, asked now and awaited when the rules need it: one indexed
+        query (service/storage/recall.py), plus this worker's rows not written yet. The rows
+        the same hook call wrote (``call``: its keyed hookInstance) are not repeats: an EHR that
+        retries a call gets the same cards."""
         # With the window off, no shown row is asked for (a future bound selects none).
         since = now - self.repeat_window if self.repeat_window else now + timedelta(days=1)
+        if self._postgres is not None:
+            return asyncio.ensure_future(self._remote(self._postgres, patient, since, now, call))
         try:
-            stored = self.store.recall(patient, since, now)
+            stored = (self._sqlite or self.store).recall(patient, since, now)
         except Exception as exc:
-            # The cards matter more than not repeating them: with the store down, a call
-            # answers as if nothing had been seen (this worker's own rows aside).
-            log.warning("card memory unavailable: %s", type(exc).__name__)
-            stored = []
+            stored = _unavailable(exc)
+        done: asyncio.Future[Recall] = asyncio.get_running_loop().create_future()
+        done.set_result(self._recall(stored, patient, since, now, call))
+        return done
+
+    async def _remote(
+        self, reader: PostgresRecall, patient: str, since: datetime, now: datetime, call: str
+    ) -> Recall:
+        try:
+            stored = await reader.recall(patient, since, now)
+        except Exception as exc:
+            stored = _unavailable(exc)
+        return self._recall(stored, patient, since, now, call)
+
+    def _recall(
+        self, stored: list[Remembered], patient: str, since: datetime, now: datetime, call: str
+    ) -> Recall:
+        # In the event loop's thread: this worker's own rows change there.
         rows = [*stored, *self._recent(patient, now)]
         shown = frozenset(
             (r.rule_id, r.draft_key)
@@ -95,7 +132,7 @@ class CardMemory:
             if r.event == "shown" and r.at >= since and not (call and r.call_key == call)
         )
         snoozed = frozenset(r.rule_id for r in rows if r.event == "snooze" and r.expires_at > now)
-        return Recall(shown, snoozed)
+        return Recall(shown, snoozed, self.draft_keys)
 
     def shown(
         self,
@@ -152,3 +189,10 @@ class CardMemory:
             if gone.card_uuid is not None and self._by_card.get(gone.card_uuid) is gone:
                 del self._by_card[gone.card_uuid]
         return list(self._by_patient.get(patient, {}).values())
+
+
+def _unavailable(exc: Exception) -> list[Remembered]:
+    # The cards matter more than not repeating them: with the store down, a call answers as
+    # if nothing had been seen (this worker's own rows aside).
+    log.warning("card memory unavailable: %s", type(exc).__name__)
+    return []

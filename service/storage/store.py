@@ -188,11 +188,11 @@ class Store:
         # Built once: it runs on every hook call. Two index ranges, not one OR (with an OR,
         # SQLite reads every row of the patient).
         m = card_memory.c
-        self._recall: Any = union_all(
-            select(*_MEMORY_COLUMNS).where(
+        self.recall_statement: Any = union_all(
+            select(*MEMORY_COLUMNS).where(
                 m.patient == bindparam("patient"), m.event == "shown", m.at >= bindparam("since")
             ),
-            select(*_MEMORY_COLUMNS).where(
+            select(*MEMORY_COLUMNS).where(
                 m.patient == bindparam("patient"),
                 m.event == "snooze",
                 m.expires_at > bindparam("now"),
@@ -237,18 +237,20 @@ class Store:
         """Of one patient, the cards shown since ``since`` and the snoozes still running: one
         query on the patient's index, whatever else is kept for the patient."""
         with self.engine.connect() as conn:
-            rows = conn.execute(self._recall, {"patient": patient, "since": since, "now": now})
-            return [_remembered(row) for row in rows]
+            rows = conn.execute(
+                self.recall_statement, {"patient": patient, "since": since, "now": now}
+            )
+            return [as_remembered(row) for row in rows]
 
     def shown_card(self, card_uuid: str) -> Remembered | None:
         """The "shown" row of a card, if it is still kept."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(*_MEMORY_COLUMNS)
+                select(*MEMORY_COLUMNS)
                 .where(card_memory.c.card_uuid == card_uuid, card_memory.c.event == "shown")
                 .limit(1)
             ).first()
-        return _remembered(row) if row is not None else None
+        return as_remembered(row) if row is not None else None
 
     def remember(self, rows: Sequence[Remembered]) -> None:
         if rows:
@@ -312,7 +314,7 @@ class Store:
         return _stats(shown, *_attributed(answered, attribute))
 
 
-_MEMORY_COLUMNS = (
+MEMORY_COLUMNS = (
     card_memory.c.patient,
     card_memory.c.rule_id,
     card_memory.c.draft_key,
@@ -324,7 +326,7 @@ _MEMORY_COLUMNS = (
 )
 
 
-def _remembered(row: Any) -> Remembered:
+def as_remembered(row: Any) -> Remembered:
     found = Remembered(*row)
     # SQLite hands times back without their zone; they were written in UTC.
     for name in ("at", "expires_at"):
