@@ -34,12 +34,13 @@ def _profile(tmp_path: Path, profile: dict[str, Any]) -> Path:
 
 
 @pytest.fixture
-def site(tmp_path: Path, make_client: AppFactory) -> Any:
-    """A client made with a given site profile. The clients of one test share a database, and
-    these tests call the same patient under several profiles: once per visit is off unless a
-    test turns it on (tests/test_card_memory.py tests it)."""
+def site(tmp_path: Path, make_client: AppFactory, database_url: str) -> Any:
+    """A client made with a given site profile, on SQLite and on PostgreSQL. The clients of one
+    test share a database, and these tests call the same patient under several profiles: once
+    per visit is off unless a test turns it on (tests/test_card_memory.py tests it)."""
     return lambda profile: make_client(
-        site_file=_profile(tmp_path, {"repeat_window_hours": 0, **profile})
+        database_url=database_url,
+        site_file=_profile(tmp_path, {"repeat_window_hours": 0, **profile}),
     )
 
 
