@@ -116,6 +116,9 @@ def _serve(args: argparse.Namespace) -> int:
         # service has none, and uvicorn would answer an upgrade with a bare 403.
         http="service.http.server:JsonHttpProtocol",
         ws="none",
+        # Ours instead (service/http/middleware.py): uvicorn's writes the whole URL, query
+        # string included, where a misplaced token would land in the log.
+        access_log=False,
     )
     return 0
 

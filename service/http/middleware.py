@@ -4,6 +4,7 @@ Also CORS (only with IPT_CDS_CORS_ORIGINS), answering its preflights in JSON lik
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -12,12 +13,20 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.ops.logs import REQUEST_ID, SANE_REQUEST_ID
+from service.ops.logs import REQUEST_ID, SANE_REQUEST_ID, start_request_log
 from service.ops.metrics import Metrics
+
+log = logging.getLogger("ipt_cds")
+
+
+# Probes a platform sends every few seconds: their access lines at DEBUG, not INFO.
+_PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
 class RequestIdMiddleware:
-    """Pure ASGI, so that it costs next to nothing and sees every response."""
+    """A request id on every request, and the access log: one line per request with the path
+    only, never the query string (a token sent there, refused, must not reach the log), left out
+    when the handler logged the call itself. Uvicorn's own access log is off (service/cli.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,9 +38,13 @@ class RequestIdMiddleware:
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         request_id = given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
+        logged = start_request_log()
+        started, status = time.perf_counter(), 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -39,7 +52,23 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if not logged[0]:
+                _access(scope, status, started)
             REQUEST_ID.reset(token)
+
+
+def _access(scope: Scope, status: int, started: float) -> None:
+    path, method = scope["path"], scope["method"]
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    log.log(
+        logging.DEBUG if path in _PROBES and status < 400 else logging.INFO,
+        "%s %s %d ms=%.1f",
+        method,
+        path,
+        status,
+        ms,
+        extra={"event": "access", "method": method, "path": path, "status": status, "ms": ms},
+    )
 
 
 class MetricsMiddleware:

@@ -28,6 +28,7 @@ from service.http.trust import allowed_base
 from service.knowledge.base import Knowledge
 from service.knowledge.evidence import linked
 from service.ops.config import Settings
+from service.ops.logs import mark_call_logged
 from service.ops.metrics import Metrics
 from service.pipeline import Pipeline
 from service.protocol.errors import NotFound, from_validation_error
@@ -220,6 +221,7 @@ async def call_service(service_id: str, request: Request) -> Response:
     rules = [row.rule_id for row in shown]
     silent = [row.rule_id for row in issued if row.disposition == "silent"]
     ms = round((time.perf_counter() - started) * 1000, 1)
+    mark_call_logged()
     log.info(
         "hook service=%s hookInstance=%s resources=%d drafts=%d rules=%s ms=%.1f",
         service.id,
@@ -269,6 +271,7 @@ async def post_feedback(service_id: str, request: Request) -> Response:
         await run_in_threadpool(state.memory.snooze, overridden, state.clock())
     for item in items:
         state.metrics.feedback.labels(service.id, item.outcome).inc()
+    mark_call_logged()
     log.info(
         "feedback service=%s items=%d stored=%d",
         service.id,

@@ -15,6 +15,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# Whether the request's handler wrote its own INFO line (a hook call, a feedback): the access
+# line is then left out, so that a call logs one INFO line. A holder, set per request, so that
+# the handler's mark reaches the middleware whatever context it ran in.
+_CALL_LOGGED: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("call_logged")
+
+
+def start_request_log() -> list[bool]:
+    holder = [False]
+    _CALL_LOGGED.set(holder)
+    return holder
+
+
+def mark_call_logged() -> None:
+    holder = _CALL_LOGGED.get(None)
+    if holder is not None:
+        holder[0] = True
+
+
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Fields our log calls pass through ``extra=`` and that the JSON line carries.
 FIELDS = (

@@ -1,0 +1,83 @@
+"""The access log is ours: one line per request with the path and never the query string (a
+token sent there must not reach the log), left out when the handler logged the call itself
+(one INFO line per hook call), probes at DEBUG; uvicorn's own access log is off."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from service import cli
+
+from .conftest import AppFactory
+
+REQUEST = (
+    Path(__file__).resolve().parent.parent / "fhir_fixtures/requests/in-suicide-item9-one-ipt.json"
+)
+SECRET = "eyJhbGciOiJFUzM4NCJ9.c2VjcmV0.c2lnbmF0dXJl"
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The INFO lines (the start-up warning that auth is off aside)."""
+    return [r for r in caplog.records if r.name == "ipt_cds" and r.levelno == logging.INFO]
+
+
+def test_a_token_in_the_query_string_never_reaches_the_log(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    with caplog.at_level(logging.DEBUG, logger="ipt_cds"):
+        response = client.get(f"/cds-services?access_token={SECRET}&x=1")
+    assert response.status_code in (200, 400, 401)
+    (access,) = [r for r in _lines(caplog) if getattr(r, "event", "") == "access"]
+    assert access.path == "/cds-services"  # type: ignore[attr-defined]
+    assert access.status == response.status_code  # type: ignore[attr-defined]
+    assert SECRET not in caplog.text
+    assert "access_token" not in caplog.text
+
+
+def test_a_hook_call_logs_one_info_line(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    body = json.loads(REQUEST.read_text())
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        assert client.post("/cds-services/ipt-order-sign", json=body).status_code == 200
+    assert [getattr(r, "event", "") for r in _lines(caplog)] == ["hook"]
+
+
+def test_a_refused_request_gets_an_access_line(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        assert client.post("/cds-services/ipt-order-sign?code=1", content=b"{").status_code == 400
+        assert client.get("/no/such/page").status_code == 404
+    access = [
+        (r.method, r.path, r.status)  # type: ignore[attr-defined]
+        for r in _lines(caplog)
+        if getattr(r, "event", "") == "access"
+    ]
+    assert access == [("POST", "/cds-services/ipt-order-sign", 400), ("GET", "/no/such/page", 404)]
+
+
+def test_probes_are_logged_at_debug_only(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    with caplog.at_level(logging.DEBUG, logger="ipt_cds"):
+        assert client.get("/health").status_code == 200
+    (line,) = [r for r in caplog.records if getattr(r, "event", "") == "access"]
+    assert line.levelno == logging.DEBUG
+
+
+def test_serve_turns_uvicorns_access_log_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    assert cli.main(["serve"]) == 0
+    assert seen["access_log"] is False
