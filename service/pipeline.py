@@ -27,7 +27,7 @@ from service.fhir.client import FhirClient
 from service.knowledge.base import Knowledge
 from service.knowledge.rules import Outcome, RuleBook, guarded
 from service.protocol import card_ids
-from service.protocol.errors import BadRequest, from_validation_error
+from service.protocol.errors import BadRequest, from_validation_error, json_kind
 from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
 from service.protocol.vocabulary import INDICATOR_RANK
 
@@ -145,6 +145,18 @@ class HookResult:
         return [card for _, card in self.fired]
 
 
+def _received(body: dict[str, Any]) -> str:
+    """What was posted instead, without quoting its values (they may be patient data)."""
+    kind = body.get("resourceType")
+    if isinstance(kind, str) and kind.isalnum() and len(kind) <= 64:
+        return f"it is a FHIR {kind} (resourceType {kind})"
+    if "hook" in body:
+        return f'its "hook" is {json_kind(body["hook"])}, not a hook\'s name'
+    keys = sorted(k[:40] for k in body)[:6]
+    listed = f"; its keys: {', '.join(keys)}" if keys else " (an empty object)"
+    return f'it has no "hook"{listed}'
+
+
 class Pipeline:
     """The knowledge base and the engine, ready to answer hook calls."""
 
@@ -157,6 +169,14 @@ class Pipeline:
     def validate(self, service: Service, body: dict[str, Any]) -> HookRequest:
         """The body as the hook's request model; a 400 naming the field when it is not one."""
         hook = body.get("hook")
+        if not isinstance(hook, str):
+            raise BadRequest(
+                f"The body is not a CDS Hooks request: {_received(body)}. A hook request names "
+                f'its "hook" ({service.hook} here), "hookInstance" and "context"; FHIR resources '
+                'go in "context" and "prefetch".',
+                field="hook",
+                code="not_a_hook_request",
+            )
         if hook != service.hook:
             raise BadRequest(
                 f"Service {service.id} answers the {service.hook} hook, not {hook!r}.",

@@ -358,9 +358,15 @@ def test_the_issuers_fhir_server_is_contacted(secured: Callable[..., TestClient]
 def test_with_auth_off_only_the_global_allowlist_is_contacted(make_client: AppFactory) -> None:
     fhir = FakeFhir()
     client = make_client(fhir, fhir_allowlist=[])
-    response = client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign"))
+    body = hook_request("order-sign")
+    response = client.post("/cds-services/ipt-order-sign", json=body)
     assert response.status_code == 412
     assert response.json()["code"] == "fhir_server_not_allowed"
+    # The answer names the server and the settings that would allow it.
+    message = response.json()["message"]
+    assert repr(body["fhirServer"]) in message
+    assert "IPT_CDS_FHIR_ALLOWLIST" in message
+    assert "fhir_servers" in message
     assert fhir.requests == []
 
 

@@ -168,7 +168,7 @@ CASES: list[tuple[str, str, Callable[[Json], None], str, str]] = [
     ),
     ("patient-view", "prefetch not an object", _set("prefetch", []), "prefetch", "invalid_request"),
     ("order-sign", "wrong hook", _set("hook", "patient-view"), "hook", "hook_mismatch"),
-    ("order-sign", "missing hook", _without("hook"), "hook", "hook_mismatch"),
+    ("order-sign", "missing hook", _without("hook"), "hook", "not_a_hook_request"),
 ]
 
 
@@ -217,8 +217,48 @@ def test_malformed_json_answers_400(client: TestClient, content: bytes, problem:
 def test_unknown_service_answers_404(client: TestClient) -> None:
     response = client.post("/cds-services/nope", json=hook_request("order-sign", full_prefetch()))
     assert response.status_code == 404
-    assert response.json() == {"code": "unknown_service", "message": "No CDS Service 'nope'."}
+    assert response.json() == {
+        "code": "unknown_service",
+        "message": "No CDS Service 'nope'; the services are ipt-order-select, ipt-order-sign, "
+        "ipt-patient-view (GET /cds-services lists them).",
+    }
     assert client.post("/cds-services/nope/feedback", json={}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"resourceType": "Bundle", "type": "collection", "entry": []}, "it is a FHIR Bundle"),
+        ({"resourceType": "Patient", "id": "p1"}, "it is a FHIR Patient"),
+        ({"context": {}, "prefetch": {}}, 'it has no "hook"; its keys: context, prefetch'),
+        ({"hook": None, "context": {}}, 'its "hook" is null'),
+        ({"hook": ["order-sign"]}, 'its "hook" is an array'),
+        ({}, 'it has no "hook" (an empty object)'),
+    ],
+)
+def test_a_body_that_is_not_a_hook_request_says_what_was_received(
+    client: TestClient, body: dict[str, object], said: str
+) -> None:
+    response = client.post("/cds-services/ipt-order-sign", json=body)
+    assert response.status_code == 400
+    error = response.json()
+    assert error["code"] == "not_a_hook_request"
+    assert said in error["message"]
+    assert "None" not in error["message"]
+    assert "order-sign" in error["message"], "it names the hook the service answers"
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"), [(b"[1]", "an array"), (b"null", "null"), (b'"x"', "a string")]
+)
+def test_a_body_that_is_not_an_object_says_so_in_json_words(
+    client: TestClient, body: bytes, kind: str
+) -> None:
+    response = client.post(
+        "/cds-services/ipt-order-sign", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == f"The request body must be a JSON object, not {kind}."
 
 
 def test_unknown_path_and_method_answer_json_errors(client: TestClient) -> None:

@@ -308,7 +308,7 @@ def _checked_base(base: str) -> str:
     if not usable:
         log.warning("fhir fetch: fhirServer is not a usable URL; nothing sent")
         raise PrefetchUnavailable(
-            "The fhirServer is not an http(s) URL this service can contact.",
+            f"The fhirServer {base[:200]!r} is not an http(s) URL this service can contact.",
             code="fhir_server_not_allowed",
         )
     return base.rstrip("/")

@@ -108,8 +108,11 @@ async def gather(
         # Never contact a server nobody vouched for: the request names it, so an attacker could.
         log.warning("fhirServer not on the allowlist; %d keys not fetched", len(missing))
         raise PrefetchUnavailable(
-            "The fhirServer is not one this service may contact; prefetch the data or ask the "
-            "operator to allow the server.",
+            f"The fhirServer {request.fhirServer[:200]!r} is not one this service may contact, "
+            f"and prefetch {', '.join(sorted(missing))} is missing. Prefetch the data, or have "
+            "the operator allow the server: IPT_CDS_FHIR_ALLOWLIST, or with client "
+            "authentication on, the issuer's fhir_servers in the trust file "
+            "(docs/configuration.md).",
             code="fhir_server_not_allowed",
         )
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None

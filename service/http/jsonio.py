@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.protocol.errors import BadRequest, ServiceError
+from service.protocol.errors import BadRequest, ServiceError, json_kind
 
 
 class PayloadTooLarge(ServiceError):
@@ -47,7 +47,7 @@ def parse_object(body: bytes, what: str = "request body") -> dict[str, Any]:
         raise BadRequest(f"The {what} is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest(
-            f"The {what} must be a JSON object, not {type(data).__name__}.", code="malformed_json"
+            f"The {what} must be a JSON object, not {json_kind(data)}.", code="malformed_json"
         )
     return data
 

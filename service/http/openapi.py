@@ -119,7 +119,8 @@ def schema(app: FastAPI, services: Mapping[str, Service]) -> dict[str, Any]:
         "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in hooks],
         "discriminator": {"propertyName": "hook"},
         "description": "The request of the hook the service answers (discovery names it): "
-        "another hook answers 400 `hook_mismatch`.",
+        "another hook answers 400 `hook_mismatch`, a body without a `hook` (e.g. a FHIR Bundle) "
+        "400 `not_a_hook_request`.",
     }
     doc["components"]["schemas"] = dict(sorted(schemas.items()))
     # CDS Hooks client authentication: a JWT signed by the EHR, required when

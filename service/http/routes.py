@@ -100,7 +100,12 @@ class AppState:
         try:
             return self.knowledge.services[service_id]
         except KeyError:
-            raise NotFound(f"No CDS Service {service_id!r}.", code="unknown_service") from None
+            known = ", ".join(sorted(self.knowledge.services))
+            raise NotFound(
+                f"No CDS Service {service_id[:100]!r}; the services are {known} "
+                "(GET /cds-services lists them).",
+                code="unknown_service",
+            ) from None
 
 
 # The handlers call _state and _authenticate themselves rather than declare them as FastAPI

@@ -12,6 +12,8 @@ turns them into HTTP answers; a file the service starts from being wrong is a
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 # A huge body can break every field at once; the first few say enough and keep the answer small.
@@ -73,3 +75,16 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     extra = len(errors) - MAX_PROBLEMS_SHOWN
     more = f" (and {extra} more)" if extra > 0 else ""
     return BadRequest("; ".join(problems) + more, field=first or None)
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (a message must not say Python's ``NoneType``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
