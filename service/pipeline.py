@@ -139,10 +139,30 @@ class HookResult:
     held: list[tuple[str, Card, str]] = field(default_factory=list)
     # The draft orders the call is about, as once per visit keys them.
     draft_keys: tuple[str, ...] = ("",)
+    # Of the service's prefetch keys: how many the client sent with data, how many were fetched
+    # from the FHIR server, and how many it sent as null (no data, per CDS Hooks).
+    prefetch: PrefetchCounts = field(default_factory=lambda: PrefetchCounts(0, 0, 0))
 
     @property
     def cards(self) -> list[Card]:
         return [card for _, card in self.fired]
+
+
+@dataclass(frozen=True)
+class PrefetchCounts:
+    given: int
+    fetched: int
+    missing: int
+
+    @classmethod
+    def of(cls, service: Service, request: HookRequest) -> PrefetchCounts:
+        sent = request.prefetch or {}
+        keys = list(service.prefetch or {})
+        return cls(
+            given=sum(1 for k in keys if sent.get(k) is not None),
+            fetched=sum(1 for k in keys if k not in sent),
+            missing=sum(1 for k in keys if k in sent and sent[k] is None),
+        )
 
 
 def _received(body: dict[str, Any]) -> str:
@@ -212,4 +232,13 @@ class Pipeline:
         keys = draft_keys(service.hook, facts)
         recalled = (await pending).suppressed(keys) if pending is not None else {}
         outcome = self.engine.run(call, facts, recalled)
-        return HookResult(request, record, outcome.shown, now, outcome.silent, outcome.held, keys)
+        return HookResult(
+            request,
+            record,
+            outcome.shown,
+            now,
+            outcome.silent,
+            outcome.held,
+            keys,
+            PrefetchCounts.of(service, request),
+        )

@@ -14,7 +14,7 @@ import uvicorn
 
 from service import cli
 
-from .conftest import AppFactory
+from .conftest import AppFactory, FakeFhir, full_prefetch, hook_request, patient
 
 REQUEST = (
     Path(__file__).resolve().parent.parent / "fhir_fixtures/requests/in-suicide-item9-one-ipt.json"
@@ -49,6 +49,33 @@ def test_a_hook_call_logs_one_info_line(
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         assert client.post("/cds-services/ipt-order-sign", json=body).status_code == 200
     assert [getattr(r, "event", "") for r in _lines(caplog)] == ["hook"]
+
+
+@pytest.mark.parametrize(
+    ("prefetch", "counts"),
+    [
+        (full_prefetch(), (7, 0, 0)),
+        ({**full_prefetch(), "procedures": None, "medicationStatements": None}, (5, 0, 2)),
+        ({"patient": patient(), "conditions": None}, (1, 5, 1)),
+        (None, (0, 7, 0)),
+    ],
+)
+def test_the_hook_line_says_how_the_data_came(
+    make_client: AppFactory,
+    caplog: pytest.LogCaptureFixture,
+    prefetch: dict[str, Any] | None,
+    counts: tuple[int, int, int],
+) -> None:
+    """Given by the client, fetched from the FHIR server, or sent as null (no data)."""
+    client = make_client(FakeFhir([patient()]))
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        body = hook_request("order-sign", prefetch)
+        assert client.post("/cds-services/ipt-order-sign", json=body).status_code == 200
+    (line,) = [r for r in _lines(caplog) if getattr(r, "event", "") == "hook"]
+    fields = ("prefetchGiven", "prefetchFetched", "prefetchMissing")
+    assert tuple(getattr(line, f) for f in fields) == counts
+    given, fetched, missing = counts
+    assert f"prefetch given={given} fetched={fetched} missing={missing}" in line.getMessage()
 
 
 def test_a_refused_request_gets_an_access_line(

@@ -227,12 +227,17 @@ async def call_service(service_id: str, request: Request) -> Response:
     silent = [row.rule_id for row in issued if row.disposition == "silent"]
     ms = round((time.perf_counter() - started) * 1000, 1)
     mark_call_logged()
+    counts = result.prefetch
     log.info(
-        "hook service=%s hookInstance=%s resources=%d drafts=%d rules=%s ms=%.1f",
+        "hook service=%s hookInstance=%s resources=%d drafts=%d prefetch given=%d fetched=%d "
+        "missing=%d rules=%s ms=%.1f",
         service.id,
         hook_request.hookInstance,
         record.size,
         len(record.drafts),
+        counts.given,
+        counts.fetched,
+        counts.missing,
         ",".join(rules) or "-",
         ms,
         extra={
@@ -241,6 +246,9 @@ async def call_service(service_id: str, request: Request) -> Response:
             "hookInstance": hook_request.hookInstance,
             "resources": record.size,
             "drafts": len(record.drafts),
+            "prefetchGiven": counts.given,
+            "prefetchFetched": counts.fetched,
+            "prefetchMissing": counts.missing,
             "rules": rules,
             "ms": ms,
             **({"silent": silent} if silent else {}),
