@@ -9,9 +9,12 @@ from pathlib import Path
 
 import yaml
 
+from service import __version__
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipt-cds", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ipt-cds {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start the CDS Hooks service")
@@ -27,13 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.add_argument("--fhir-server", required=True, help="FHIR base URL")
     load.add_argument("--token", help="bearer token for the FHIR server")
     load.add_argument("--name", action="append", default=[], help="only this fixture (repeatable)")
+    load.add_argument(
+        "--quiet", action="store_true", help="no progress bar: failures and the summary only"
+    )
 
     invoke = commands.add_parser("invoke", help="call a CDS Service and print its cards")
     invoke.add_argument("service_id", help="ipt-order-select, ipt-order-sign or ipt-patient-view")
     source = invoke.add_mutually_exclusive_group(required=True)
     source.add_argument("--fixture", help="a fixture name (see `ipt-cds fixtures list`)")
     source.add_argument("--request", type=Path, help="a CDS Hooks request JSON file")
-    invoke.add_argument("--service-url", default="http://127.0.0.1:8080")
+    invoke.add_argument(
+        "--service-url", help="the service's base URL (default: IPT_CDS_HOST and IPT_CDS_PORT)"
+    )
     invoke.add_argument("--fhir-server", help="fhirServer for a fixture request")
     invoke.add_argument("--token", help="bearer token the service sends to that fhirServer")
     invoke.add_argument(
@@ -45,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
     commands.add_parser("config-doc", help="print docs/configuration.md, from the settings")
     args = parser.parse_args(argv)
+    if args.command == "invoke" and args.no_prefetch and not args.fhir_server:
+        parser.error("--no-prefetch needs --fhir-server: the service fetches the data from it")
 
     from service.devtools import integrator
 
@@ -67,14 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"{build()} files written under fhir_fixtures/\n")
         return 0
     if args.command == "fixtures":
-        return integrator.run(integrator.load, args.fhir_server, args.token, args.name, sys.stdout)
+        return integrator.run(
+            integrator.load, args.fhir_server, args.token, args.name, sys.stdout, quiet=args.quiet
+        )
     if args.command == "invoke":
         return integrator.run(
             integrator.invoke,
             args.service_id,
             fixture=args.fixture,
             request_file=args.request,
-            service_url=args.service_url,
+            service_url=args.service_url or _local_service_url(),
             fhir_server=args.fhir_server,
             token=args.token,
             prefetch=not args.no_prefetch,
@@ -84,10 +96,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(args)
 
 
+def _local_service_url() -> str:
+    from service.ops.config import Settings
+
+    settings = Settings()
+    # A server listening on every interface is reached on loopback.
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"
+
+
 def openapi_yaml() -> str:
     from service.http.app import create_app
+    from service.ops.config import Settings
 
-    return yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True, width=100)
+    # Only the document: not the warning a running service gives when auth is off.
+    app = create_app(Settings(log_level="ERROR"))
+    return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
 
 
 def rules_doc() -> str:
@@ -98,11 +123,43 @@ def rules_doc() -> str:
     return render(Knowledge.load(Settings().knowledge_dir))
 
 
+def _configuration_problem() -> str | None:
+    """What stops the service from starting, in one line (file or setting, field, problem);
+    None when it can start. A traceback of 20-40 lines would bury it."""
+    from pydantic import ValidationError
+
+    from service.http.trust import Trust, global_allowlist
+    from service.knowledge.base import Knowledge
+    from service.knowledge.errors import KnowledgeError
+    from service.ops.config import Settings
+
+    try:
+        settings = Settings()
+        Knowledge.load(settings.knowledge_dir, settings.site_file)
+        global_allowlist(settings.fhir_allowlist)
+        if settings.auth_mode == "required":
+            if settings.trust_file is None:
+                return "IPT_CDS_AUTH_MODE=required needs IPT_CDS_TRUST_FILE (docs/security.md)"
+            Trust.load(settings.trust_file)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "IPT_CDS_" + "_".join(str(part) for part in first["loc"]).upper()
+        # Not the value: it may be a password in a database URL.
+        return f"{name}: {first['msg']} (docs/configuration.md lists the settings)"
+    except KnowledgeError as exc:
+        return str(exc)
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.ops.config import Settings
 
+    problem = _configuration_problem()
+    if problem is not None:
+        sys.stderr.write(f"ipt-cds: configuration: {problem}\n")
+        return 2
     settings = Settings()
     # A factory, so that each worker process builds its own app (and importing builds none).
     uvicorn.run(

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 import uvicorn
 
-from service.cli import main
+from service import __version__
+from service.cli import _local_service_url, main
+from service.devtools import integrator
 from service.devtools.fixtures import load_cases
 from service.http.app import create_app
 from service.ops.config import Settings
@@ -124,3 +129,111 @@ def test_unreachable_service_is_a_clear_error(capsys: pytest.CaptureFixture[str]
     args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia-ipt"]
     assert main([*args, "--service-url", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "cannot reach the service" in capsys.readouterr().err
+
+
+# --- issue 15: the CLI's own manners --------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ipt-cds {__version__}"
+
+
+def test_openapi_prints_the_document_and_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["openapi"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("openapi:")
+    assert captured.err == ""
+
+
+def test_no_prefetch_without_a_fhir_server_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["invoke", "ipt-order-sign", "--fixture", "x", "--no-prefetch"])
+    assert exit_.value.code == 2
+    assert "--no-prefetch needs --fhir-server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", "8080", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "9123", "http://127.0.0.1:9123"),  # noqa: S104 - the setting under test
+        ("::1", "8081", "http://[::1]:8081"),
+        ("cds.internal", "80", "http://cds.internal:80"),
+    ],
+)
+def test_invoke_reaches_the_service_where_the_settings_put_it(
+    monkeypatch: pytest.MonkeyPatch, host: str, port: str, url: str
+) -> None:
+    monkeypatch.setenv("IPT_CDS_HOST", host)
+    monkeypatch.setenv("IPT_CDS_PORT", port)
+    assert _local_service_url() == url
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"IPT_CDS_PORT": "abc"}, "IPT_CDS_PORT: Input should be a valid integer"),
+        ({"IPT_CDS_AUTH_MODE": "required"}, "IPT_CDS_AUTH_MODE=required needs IPT_CDS_TRUST_FILE"),
+        ({"IPT_CDS_SITE_FILE": "{site}"}, "site.yaml: rules.ipt-hart: no such rule"),
+        (
+            {"IPT_CDS_TRUST_FILE": "/nonexistent/trust.yaml", "IPT_CDS_AUTH_MODE": "required"},
+            "/nonexistent/trust.yaml: trust file not found",
+        ),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("rules: {ipt-hart: {enabled: false}}\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(site=site))
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ipt-cds: configuration: ")
+    assert message in err
+    assert err.count("\n") == 1, "one line"
+    assert started == [], "the server is not started"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_fixtures_load_shows_one_progress_bar_or_nothing(quiet: bool) -> None:
+    names = [case.name for case in load_cases()[:3]]
+    out = _Terminal()
+    with respx.mock:
+        base = "http://fhir.test/fhir"
+        respx.post(base).respond(
+            200, json={"resourceType": "Bundle", "type": "transaction-response"}
+        )
+        assert integrator.load(base, None, names, out, quiet=quiet) == 0
+    text = out.getvalue()
+    assert text.count("\n") == 1, "the summary is the only line"
+    assert text.split("\r")[-1].startswith("Loaded 3 of 3 patients ("), text
+    assert ("3/3 patients" in text) is not quiet
+
+
+def test_fixtures_load_names_a_failure_on_its_own_line() -> None:
+    names = [case.name for case in load_cases()[:2]]
+    out = _Terminal()
+    with respx.mock:
+        respx.post("http://fhir.test/fhir").mock(
+            side_effect=[httpx.Response(200, json={}), httpx.Response(422, json={})]
+        )
+        assert integrator.load("http://fhir.test/fhir", None, names, out, quiet=True) != 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"{names[1]}: FAILED, HTTP 422"
+    assert lines[1].startswith("Loaded 1 of 2 patients")

@@ -61,13 +61,16 @@ def load(
     names: list[str],
     out: TextIO,
     now: datetime | None = None,
+    quiet: bool = False,
 ) -> int:
     """PUT every fixture patient into the server, as one transaction per patient, dated
-    relative to ``now`` (today by default)."""
+    relative to ``now`` (today by default). On a terminal one progress bar, unless ``quiet``;
+    failures and the summary always."""
     cases = [_find(n) for n in names] if names else load_cases()
     base = fhir_server.rstrip("/")
     now = now or datetime.now(UTC)
     started, created, failed = time.perf_counter(), 0, []
+    bar = _Bar(out, len(cases), shown=not quiet and out.isatty())
     with httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, headers=_headers(token)) as http:
         for i, case in enumerate(cases, 1):
             bundle = case.transaction(now)
@@ -81,21 +84,40 @@ def load(
             n = len(bundle["entry"])
             if response.is_success:
                 created += n
-                out.write(f"[{i}/{len(cases)}] {case.name}: {n} resources\n")
             else:
                 failed.append(case.name)
-                out.write(
-                    f"[{i}/{len(cases)}] {case.name}: FAILED, HTTP {response.status_code}"
-                    f"{_outcome(response)}\n"
-                )
+                bar.clear()
+                out.write(f"{case.name}: FAILED, HTTP {response.status_code}{_outcome(response)}\n")
+            bar.show(i)
             if response.status_code in (401, 403):
                 raise ToolError(f"the FHIR server refused the token (HTTP {response.status_code})")
+    bar.clear()
     seconds = time.perf_counter() - started
     out.write(
         f"Loaded {len(cases) - len(failed)} of {len(cases)} patients ({created} resources) "
         f"into {base} in {seconds:.1f} s\n"
     )
     return EXIT_FAILED if failed else 0
+
+
+class _Bar:
+    """One line redrawn in place: how many patients are loaded."""
+
+    WIDTH = 30
+
+    def __init__(self, out: TextIO, total: int, shown: bool) -> None:
+        self.out, self.total, self.shown = out, max(total, 1), shown
+
+    def show(self, done: int) -> None:
+        if self.shown:
+            filled = self.WIDTH * done // self.total
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            self.out.write(f"\r[{bar}] {done}/{self.total} patients")
+            self.out.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.out.write("\r" + " " * (self.WIDTH + 30) + "\r")
 
 
 def _put_each(http: httpx.Client, base: str, bundle: dict[str, Any]) -> httpx.Response:
