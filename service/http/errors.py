@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.ops.logs import mark_call_logged
 from service.protocol.errors import MAX_PROBLEMS_SHOWN, ServiceError, location
 
 log = logging.getLogger("ipt_cds")
@@ -61,6 +62,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, _: ClientDisconnect) -> Response:
         # Nobody is left to answer; 499 (as nginx counts it) keeps the metrics honest.
+        mark_call_logged()  # this line says it all: no access line beside it
         log.info("client disconnected before %s %s was read", request.method, request.url.path)
         return Response(status_code=499)
 
