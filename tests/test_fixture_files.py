@@ -10,6 +10,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 
+from service.devtools.fixture_labels import UCUM
 from service.devtools.fixtures import FIXTURES, generated_files, load_cases
 from service.protocol.models import REQUEST_MODELS
 
@@ -98,3 +99,35 @@ def test_fixture_ids_are_stable_and_unique() -> None:
             assert ref not in ids
             ids.add(ref)
     assert Path(FIXTURES / "cases").is_dir()
+
+
+def _codings(value: object) -> list[dict[str, object]]:
+    if isinstance(value, list):
+        return [c for item in value for c in _codings(item)]
+    if not isinstance(value, dict):
+        return []
+    own = [value] if isinstance(value.get("system"), str) and "code" in value else []
+    return own + [c for item in value.values() for c in _codings(item)]
+
+
+@pytest.mark.parametrize("folder", ["patients", "requests"])
+def test_every_fixture_patient_has_a_name_and_every_coding_a_display(folder: str) -> None:
+    """What the CDS Hooks sandbox and an EHR show: no "Unknown" patient, no blank choice."""
+    files = sorted((FIXTURES / folder).glob("*.json"))
+    assert files
+    for path in files:
+        data = json.loads(path.read_text())
+        patients = [r for r in _resources(data) if r.get("resourceType") == "Patient"]
+        assert all(p.get("name") for p in patients), path.name
+        for coding in _codings(data):
+            if coding["system"] != UCUM:
+                assert coding.get("display"), f"{path.name}: {coding}"
+
+
+def _resources(value: object) -> list[dict[str, object]]:
+    if isinstance(value, list):
+        return [r for item in value for r in _resources(item)]
+    if not isinstance(value, dict):
+        return []
+    own = [value] if "resourceType" in value else []
+    return own + [r for item in value.values() for r in _resources(item)]

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.devtools.fixture_labels import label
 from service.knowledge.datafiles import read_yaml
 from service.ops.config import Settings
 from service.protocol.vocabulary import CONDITION_CLINICAL as CLINICAL
@@ -174,7 +175,7 @@ class Case(_Case):
             out.append(_order(pid, f"{pid}-s{i}", s, "active"))
         for i, p in enumerate(self.procedures):
             out.append(_procedure(pid, f"{pid}-p{i}", p, today))
-        return out
+        return [label(r, _knowledge_dir()) for r in out]
 
     def transaction(self, now: datetime) -> dict[str, Any]:
         """The patient as a transaction Bundle of PUTs: loadable into any FHIR server, and
@@ -193,7 +194,7 @@ class Case(_Case):
 
     def draft_orders(self) -> list[dict[str, Any]]:
         return [
-            _order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft")
+            label(_order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft"), _knowledge_dir())
             for i, d in enumerate(self.drafts)
         ]
 
@@ -263,6 +264,10 @@ def load_cases(folder: Path = FIXTURES / "cases") -> list[Case]:
         for raw in data.get("cases", []):
             cases.append(Case.model_validate({**raw, "rule": path.stem}))
     return cases
+
+
+def _knowledge_dir() -> Path:
+    return Settings().knowledge_dir
 
 
 def _born(today: date, years: int, birthday: str | None) -> date:

@@ -1,0 +1,106 @@
+"""What makes a fixture patient readable in an EHR or the CDS Hooks sandbox: a name, and a
+display on every coding (the sandbox shows "Unknown" and blank choices without them).
+
+Displays come from the value sets the service ships (cards/valuesets/, each concept with its
+VSAC display) and, for the few codes no value set holds, from the table below.
+tests/test_fixture_files.py checks that every shipped fixture got them: a case with a new code
+needs its display written here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from service.protocol.vocabulary import CONDITION_CLINICAL, CONDITION_VERIFICATION, ICD10CM
+
+UCUM = "http://unitsofmeasure.org"  # a Quantity's unit code: it has a unit, not a display
+
+# HL7 terminology displays, and the one ICD-10-CM code of a case that no value set holds.
+EXTRA_DISPLAYS = {
+    (CONDITION_CLINICAL, "active"): "Active",
+    (CONDITION_CLINICAL, "recurrence"): "Recurrence",
+    (CONDITION_CLINICAL, "relapse"): "Relapse",
+    (CONDITION_CLINICAL, "inactive"): "Inactive",
+    (CONDITION_CLINICAL, "remission"): "Remission",
+    (CONDITION_CLINICAL, "resolved"): "Resolved",
+    (CONDITION_VERIFICATION, "confirmed"): "Confirmed",
+    (CONDITION_VERIFICATION, "unconfirmed"): "Unconfirmed",
+    (CONDITION_VERIFICATION, "provisional"): "Provisional",
+    (CONDITION_VERIFICATION, "differential"): "Differential",
+    (CONDITION_VERIFICATION, "refuted"): "Refuted",
+    (CONDITION_VERIFICATION, "entered-in-error"): "Entered in Error",
+    (ICD10CM, "T43.222A"): "Poisoning by selective serotonin reuptake inhibitors, intentional "
+    "self-harm, initial encounter",
+}
+
+# Invented names, picked by the patient id: the same patient keeps the same name.
+GIVEN = {
+    "female": ("Ada", "Bea", "Cora", "Dana", "Elin", "Faye", "Gwen", "Hana", "Iris", "June"),
+    "male": ("Abe", "Ben", "Carl", "Dev", "Eli", "Finn", "Gus", "Hal", "Ivo", "Joel"),
+    "other": ("Alex", "Blair", "Casey", "Drew", "Emery", "Frankie", "Gray", "Harper", "Indy"),
+}
+FAMILY = (
+    "Avery",
+    "Brook",
+    "Castell",
+    "Dunmore",
+    "Elwood",
+    "Fairley",
+    "Garrow",
+    "Hollins",
+    "Ingram",
+    "Jessop",
+    "Kettering",
+    "Lowell",
+    "Marsh",
+    "Norcott",
+    "Orwin",
+    "Pell",
+)
+
+
+def label(resource: dict[str, Any], knowledge_dir: Path) -> dict[str, Any]:
+    """The resource with a name if it is a Patient and a display on every coding."""
+    if resource.get("resourceType") == "Patient" and "name" not in resource:
+        resource["name"] = [_name(str(resource["id"]), str(resource.get("gender", "other")))]
+    _display(resource, _displays(knowledge_dir))
+    return resource
+
+
+def _name(patient_id: str, gender: str) -> dict[str, Any]:
+    digest = hashlib.sha256(patient_id.encode()).digest()
+    given = GIVEN.get(gender, GIVEN["other"])
+    first, family = given[digest[0] % len(given)], FAMILY[digest[1] % len(FAMILY)]
+    return {"use": "official", "family": family, "given": [first], "text": f"{first} {family}"}
+
+
+def _display(value: Any, displays: dict[tuple[str, str], str]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _display(item, displays)
+        return
+    if not isinstance(value, dict):
+        return
+    key = (value.get("system"), value.get("code"))
+    coding = isinstance(key[0], str) and isinstance(key[1], str) and key[0] != UCUM
+    display = displays.get((str(key[0]), str(key[1]))) if coding else None
+    if display is not None and "display" not in value:
+        value["display"] = display
+    for item in value.values():
+        _display(item, displays)
+
+
+@cache
+def _displays(knowledge_dir: Path) -> dict[tuple[str, str], str]:
+    found = dict(EXTRA_DISPLAYS)
+    for path in sorted((knowledge_dir / "valuesets").glob("*.json")):
+        valueset = json.loads(path.read_text())
+        for include in valueset.get("compose", {}).get("include", []):
+            for concept in include.get("concept", []):
+                if "display" in concept:
+                    found.setdefault((include["system"], concept["code"]), concept["display"])
+    return found
