@@ -28,6 +28,7 @@ def test_openapi_yaml_equals_what_the_app_serves(client: TestClient) -> None:
 def test_openapi_describes_every_endpoint_and_body(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert set(doc["paths"]) == {
+        "/",
         "/cds-services",
         "/cds-services/{service_id}",
         "/cds-services/{service_id}/feedback",

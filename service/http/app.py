@@ -20,6 +20,8 @@ from service.http.auth import Authenticator, DatabaseReplayCache, KeyCache, Memo
 from service.http.errors import ErrorBoundary, install_handlers
 from service.http.evidence import EvidenceSite
 from service.http.evidence import router as evidence_router
+from service.http.home import render_home
+from service.http.home import router as home_router
 from service.http.middleware import JsonCORSMiddleware, MetricsMiddleware, RequestIdMiddleware
 from service.http.openapi import schema
 from service.http.routes import AppState, discovery_document, operations, router
@@ -128,6 +130,7 @@ def create_app(
     app.state.evidence = EvidenceSite.render(
         [*pages(knowledge), *(python_rule_page(rule.id, rule.hooks) for rule in rules)]
     )
+    app.state.home = render_home(knowledge.services.values(), settings.auth_mode == "required")
     if settings.cors_origins:
         app.add_middleware(
             JsonCORSMiddleware,
@@ -138,6 +141,7 @@ def create_app(
     app.include_router(router)
     app.include_router(operations)
     app.include_router(evidence_router)
+    app.include_router(home_router)
     # Innermost first: errors become answers, then are counted, then carry the request id.
     app.add_middleware(ErrorBoundary)
     app.add_middleware(

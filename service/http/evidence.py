@@ -46,7 +46,7 @@ class EvidenceSite:
 
     @classmethod
     def render(cls, pages: Iterable[EvidencePage]) -> EvidenceSite:
-        env = _templates()
+        env = templates()
         page_template = env.get_template("evidence.html")
         listed = list(pages)
         # Relative links, so that they hold behind any base URL or root path.
@@ -68,7 +68,7 @@ class EvidenceSite:
 
 
 @cache
-def _templates() -> Environment:
+def templates() -> Environment:
     """Loaded when the first app is built (never at import), then shared: templates compile
     once per process."""
     return Environment(
