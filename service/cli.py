@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="allow the public CDS Hooks sandbox and pages on this machine as CORS origins",
+    )
 
     fixtures = commands.add_parser("fixtures", help="the synthetic patients of fhir_fixtures/")
     what = fixtures.add_subparsers(dest="action", required=True)
@@ -156,11 +162,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.ops.config import Settings
 
+    if args.sandbox:
+        os.environ["IPT_CDS_SANDBOX"] = "true"  # read by every worker's Settings
     problem = _configuration_problem()
     if problem is not None:
         sys.stderr.write(f"ipt-cds: configuration: {problem}\n")
         return 2
     settings = Settings()
+    if settings.sandbox:
+        host = args.host or settings.host
+        reach = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        discovery = f"http://{reach}:{args.port or settings.port}/cds-services"
+        sys.stderr.write(
+            "ipt-cds: the CDS Hooks sandbox may call this service: open "
+            f"https://sandbox.cds-hooks.org/?serviceDiscoveryURL={discovery}\n"
+        )
     # A factory, so that each worker process builds its own app (and importing builds none).
     uvicorn.run(
         "service.http.app:served_app",

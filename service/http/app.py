@@ -22,7 +22,13 @@ from service.http.evidence import EvidenceSite
 from service.http.evidence import router as evidence_router
 from service.http.home import render_home
 from service.http.home import router as home_router
-from service.http.middleware import JsonCORSMiddleware, MetricsMiddleware, RequestIdMiddleware
+from service.http.middleware import (
+    LOOPBACK_ORIGINS,
+    SANDBOX_ORIGIN,
+    JsonCORSMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from service.http.openapi import schema
 from service.http.routes import AppState, discovery_document, operations, router
 from service.http.trust import Trust, global_allowlist
@@ -131,13 +137,16 @@ def create_app(
         [*pages(knowledge), *(python_rule_page(rule.id, rule.hooks) for rule in rules)]
     )
     app.state.home = render_home(knowledge.services.values(), settings.auth_mode == "required")
-    if settings.cors_origins:
-        app.add_middleware(
-            JsonCORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
+    # Always on: a preflight from an origin not allowed (CORS unset included) is refused in
+    # JSON and logged, where otherwise a browser client would show "no cards" and nothing says
+    # why.
+    app.add_middleware(
+        JsonCORSMiddleware,
+        allow_origins=[*settings.cors_origins, *([SANDBOX_ORIGIN] if settings.sandbox else [])],
+        allow_origin_regex=LOOPBACK_ORIGINS if settings.sandbox else None,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
     app.include_router(router)
     app.include_router(operations)
     app.include_router(evidence_router)

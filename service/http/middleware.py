@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -110,9 +111,21 @@ class MetricsMiddleware:
         return ("feedback" if len(parts) == 3 else "hook"), service
 
 
+SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+# A page served from this machine, any port: a local copy of the sandbox, a test harness.
+LOOPBACK_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
+# Refusals are logged once per origin: a page retrying must not flood the log.
+_MAX_ORIGINS_LOGGED = 100
+
+
 class JsonCORSMiddleware(CORSMiddleware):
     """Starlette's CORS, whose preflight answers (``OK``, ``Disallowed CORS origin``) are plain
-    text: the same status and headers, in JSON."""
+    text: the same status and headers, in JSON; a refusal logged with the origin and the
+    setting that would allow it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._logged: set[str] = set()
 
     def preflight_response(self, request_headers: Headers) -> Response:
         plain = super().preflight_response(request_headers)
@@ -121,7 +134,20 @@ class JsonCORSMiddleware(CORSMiddleware):
         }
         if plain.status_code == 200:
             return JSONResponse({"status": "ok"}, headers=headers)
+        self._log_refusal(request_headers.get("origin", "")[:200])
         message = bytes(plain.body).decode()  # "Disallowed CORS origin, method"
         return JSONResponse(
             {"code": "cors_refused", "message": message}, plain.status_code, headers=headers
+        )
+
+    def _log_refusal(self, origin: str) -> None:
+        if origin in self._logged or len(self._logged) >= _MAX_ORIGINS_LOGGED:
+            return
+        self._logged.add(origin)
+        log.warning(
+            "CORS preflight refused for origin %s: allow it with IPT_CDS_CORS_ORIGINS, or "
+            "IPT_CDS_SANDBOX=true (ipt-cds serve --sandbox) for the CDS Hooks sandbox and "
+            "pages on this machine (docs/integration.md)",
+            origin,
+            extra={"event": "cors-refused"},
         )

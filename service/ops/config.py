@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="JSON list of browser origins allowed by CORS (e.g. the CDS Hooks sandbox).",
     )
+    sandbox: bool = Field(
+        False,
+        description="Allow the public CDS Hooks sandbox (https://sandbox.cds-hooks.org) and "
+        "pages on this machine (http://localhost, 127.0.0.1 or [::1], any port) as CORS "
+        "origins, beside IPT_CDS_CORS_ORIGINS; `ipt-cds serve --sandbox` sets it.",
+    )
     fhir_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one FHIR request.")
     fhir_total_timeout_seconds: float = Field(
         8.0,
