@@ -54,6 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-prefetch", action="store_true", help="send a fixture without prefetch"
     )
     invoke.add_argument("--json", action="store_true", help="print the response as JSON")
+    invoke.add_argument(
+        "--signing-key", type=Path, help="sign the call with `ipt-cds dev-auth init`'s key (DIR)"
+    )
+
+    dev_auth = commands.add_parser(
+        "dev-auth", help="client authentication on this machine, for trying it out"
+    )
+    step = dev_auth.add_subparsers(dest="action", required=True)
+    init = step.add_parser("init", help="write a key pair, its JWKS and a trust file")
+    init.add_argument("dir", type=Path, help="folder for the files (made if missing)")
+    init.add_argument("--fhir-server", help="the FHIR server the issuer's calls may use")
+    sign = step.add_parser("token", help="print a signed client JWT")
+    sign.add_argument("--aud", required=True, help="the URL called, e.g. .../ipt-order-sign")
+    sign.add_argument("--dir", type=Path, default=Path("dev-auth"), help="init's folder")
 
     commands.add_parser("openapi", help="print the OpenAPI document as YAML")
     commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
@@ -86,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return integrator.run(
             integrator.load, args.fhir_server, args.token, args.name, sys.stdout, quiet=args.quiet
         )
+    if args.command == "dev-auth":
+        return _dev_auth(args)
     if args.command == "invoke":
         return integrator.run(
             integrator.invoke,
@@ -98,8 +114,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefetch=not args.no_prefetch,
             as_json=args.json,
             out=sys.stdout,
+            signing_key=args.signing_key,
         )
     return _serve(args)
+
+
+def _dev_auth(args: argparse.Namespace) -> int:
+    from service.devtools import dev_auth
+
+    try:
+        if args.action == "init":
+            if args.fhir_server:
+                return dev_auth.init(args.dir, sys.stdout, args.fhir_server)
+            return dev_auth.init(args.dir, sys.stdout)
+        sys.stdout.write(dev_auth.token(args.dir, args.aud) + "\n")
+    except dev_auth.DevAuthError as exc:
+        sys.stderr.write(f"ipt-cds: {exc}\n")
+        return 2
+    return 0
 
 
 def _local_service_url() -> str:

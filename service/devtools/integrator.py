@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from service.devtools import dev_auth
 from service.devtools.fixtures import SANDBOX_FHIR, Case, authorization, load_cases
 
 # Exit statuses: the work failed (a patient not loaded, a call not answered 200), or the user
@@ -150,6 +151,7 @@ def invoke(
     prefetch: bool,
     as_json: bool,
     out: TextIO,
+    signing_key: Path | None = None,
 ) -> int:
     if fixture:
         server = fhir_server or SANDBOX_FHIR
@@ -161,8 +163,14 @@ def invoke(
     else:
         raise ToolError("give --fixture NAME or --request FILE")
     url = f"{service_url.rstrip('/')}/cds-services/{service_id}"
+    headers = {}
+    if signing_key is not None:
+        try:
+            headers["Authorization"] = f"Bearer {dev_auth.token(signing_key, url)}"
+        except dev_auth.DevAuthError as exc:
+            raise ToolError(str(exc)) from None
     try:
-        response = httpx.post(url, json=body, timeout=HTTP_TIMEOUT_SECONDS)
+        response = httpx.post(url, json=body, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
     except httpx.TransportError as exc:
         raise ToolError(f"cannot reach the service at {service_url}: {exc}") from None
     if response.status_code != 200:

@@ -191,7 +191,7 @@ class Authenticator:
         return Client(issuer, tenant if isinstance(tenant, str) else None)
 
     async def _key(self, issuer: Issuer, header: dict[str, Any], kid: str) -> dict[str, Any]:
-        jku = header.get("jku")
+        jku = None if issuer.ignore_jku else header.get("jku")
         if jku is not None:
             if jku not in issuer.jku_allowed:
                 raise Unauthorized(f"jku {_quoted(jku)} not allowed for {issuer.iss}")

@@ -8,6 +8,9 @@ The trust file (``IPT_CDS_TRUST_FILE``, YAML or JSON) lists issuers::
         jku_allowed: [https://ehr.example.org/jwks]               # token jku accepted only here
         fhir_servers: [https://ehr.example.org/fhir/r4]          # the service calls only these
         tenants: [tenant-a]                                      # optional tenant allowlist
+        ignore_jku: false         # true: only the keys above, whatever jku a token names
+
+``jwks_file`` is read relative to the trust file's folder.
 
 A FHIR base URL must be https, except a loopback test server named explicitly. The file is
 checked at start-up; a mistake stops the service with the file's name.
@@ -76,6 +79,10 @@ class Issuer(BaseModel):
     jku_allowed: list[str] = Field(default_factory=list)
     fhir_servers: list[str] = Field(default_factory=list)
     tenants: list[str] | None = None
+    # Pin the issuer's keys: verify with jwks_url, jwks_file or jwks only, and ignore a token's
+    # jku (the CDS Hooks sandbox names a public jku, which an offline test cannot fetch). By
+    # default a jku not listed in jku_allowed is refused.
+    ignore_jku: bool = False
 
     @field_validator("fhir_servers")
     @classmethod
@@ -98,6 +105,8 @@ class Issuer(BaseModel):
             raise ValueError("give one of jwks_url, jwks_file, jwks")
         if not sources and not self.jku_allowed:
             raise ValueError("give jwks_url, jwks_file or jwks, or allow jku URLs")
+        if self.ignore_jku and not sources:
+            raise ValueError("ignore_jku needs the keys to pin: jwks_url, jwks_file or jwks")
         return self
 
     def allows_fhir_server(self, url: str) -> bool:
