@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.add_argument(
         "--quiet", action="store_true", help="no progress bar: failures and the summary only"
     )
+    load.add_argument(
+        "--cases", type=Path, help="folder of case files (default: the repository's fixtures)"
+    )
 
     invoke = commands.add_parser("invoke", help="call a CDS Service and print its cards")
     invoke.add_argument("service_id", help="ipt-order-select, ipt-order-sign or ipt-patient-view")
@@ -98,7 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "fixtures":
         return integrator.run(
-            integrator.load, args.fhir_server, args.token, args.name, sys.stdout, quiet=args.quiet
+            integrator.load,
+            args.fhir_server,
+            args.token,
+            args.name,
+            sys.stdout,
+            quiet=args.quiet,
+            cases_dir=args.cases,
         )
     if args.command == "dev-auth":
         return _dev_auth(args)

@@ -63,11 +63,18 @@ def load(
     out: TextIO,
     now: datetime | None = None,
     quiet: bool = False,
+    cases_dir: Path | None = None,
 ) -> int:
     """PUT every fixture patient into the server, as one transaction per patient, dated
     relative to ``now`` (today by default). On a terminal one progress bar, unless ``quiet``;
     failures and the summary always."""
-    cases = [_find(n) for n in names] if names else load_cases()
+    if cases_dir is not None and not cases_dir.is_dir():
+        raise ToolError(f"{cases_dir}: no such folder of fixture cases")
+    every = load_cases(cases_dir) if cases_dir is not None else load_cases()
+    unknown = sorted(set(names) - {c.name for c in every})
+    if unknown:
+        raise ToolError(f"no fixture named {unknown[0]!r} (see `ipt-cds fixtures list`)")
+    cases = [c for c in every if c.name in names] if names else every
     base = fhir_server.rstrip("/")
     now = now or datetime.now(UTC)
     started, created, failed = time.perf_counter(), 0, []
