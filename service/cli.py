@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     invoke.add_argument(
         "--signing-key", type=Path, help="sign the call with `ipt-cds dev-auth init`'s key (DIR)"
     )
+    invoke.add_argument(
+        "--in-process",
+        action="store_true",
+        help="answer in this process, no server needed (a fresh store: nothing held back)",
+    )
+    invoke.add_argument(
+        "--detail", action="store_true", help="also print each card's text, links and reasons"
+    )
 
     dev_auth = commands.add_parser(
         "dev-auth", help="client authentication on this machine, for trying it out"
@@ -111,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "dev-auth":
         return _dev_auth(args)
+    if args.command == "invoke" and args.in_process:
+        return _invoke_in_process(args)
     if args.command == "invoke":
         return integrator.run(
             integrator.invoke,
@@ -124,8 +135,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             as_json=args.json,
             out=sys.stdout,
             signing_key=args.signing_key,
+            detail=args.detail,
         )
     return _serve(args)
+
+
+def _invoke_in_process(args: argparse.Namespace) -> int:
+    """The app built here and called without a network. Its store is a temporary file, so that
+    once per visit never hides a card you invoke twice."""
+    import tempfile
+    import warnings
+
+    with warnings.catch_warnings():
+        # Starlette's notice about its test client's HTTP library: nothing for the user to do.
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from service.devtools import integrator
+    from service.http.app import create_app
+    from service.ops.config import Settings
+
+    with tempfile.TemporaryDirectory(prefix="ipt-cds-invoke-") as folder:
+        overrides = {"database_url": f"sqlite:///{Path(folder) / 'store.sqlite3'}"}
+        settings = Settings(**overrides, log_level="ERROR")  # type: ignore[arg-type]
+        with TestClient(create_app(settings), base_url="http://127.0.0.1:8080") as client:
+
+            def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+                return client.post(url, json=body, headers=headers)
+
+            return integrator.run(
+                integrator.invoke,
+                args.service_id,
+                fixture=args.fixture,
+                request_file=args.request,
+                service_url=args.service_url or "http://127.0.0.1:8080",
+                fhir_server=args.fhir_server,
+                token=args.token,
+                prefetch=not args.no_prefetch,
+                as_json=args.json,
+                out=sys.stdout,
+                signing_key=args.signing_key,
+                detail=args.detail,
+                post=post,
+            )
 
 
 def _dev_auth(args: argparse.Namespace) -> int:

@@ -237,3 +237,37 @@ def test_fixtures_load_names_a_failure_on_its_own_line() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == f"{names[1]}: FAILED, HTTP 422"
     assert lines[1].startswith("Loaded 1 of 2 patients")
+
+
+def test_invoke_in_process_needs_no_server_and_never_holds_a_card_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia-ipt"]
+    outputs = []
+    for _ in range(2):  # twice: a fresh store each time, so once per visit hides nothing
+        assert (
+            main([*args, "--in-process", "--service-url", f"http://127.0.0.1:{free_port()}"]) == 0
+        )
+        outputs.append(capsys.readouterr())
+    assert outputs[0].out == outputs[1].out
+    assert "ipt-psychosis" in outputs[0].out
+    assert outputs[0].err == ""
+
+
+def test_invoke_detail_prints_the_whole_card_wrapped(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["invoke", "ipt-order-sign", "--fixture", "in-suicide-item9-one-ipt", "--in-process"]
+    assert main([*args, "--detail"]) == 0
+    out = capsys.readouterr().out
+    assert "**Evidence:**" in out
+    assert "link: 988 Suicide & Crisis Lifeline <https://988lifeline.org>" in out
+    assert "override reasons: " in out
+    assert "source: IPT decision support" in out
+    text = [
+        line
+        for line in out.splitlines()
+        if line.startswith(" " * 10) and not line.lstrip().startswith(("link:", "source:"))
+    ]
+    assert text
+    assert max(len(line) for line in text) <= 100, "the card's text is wrapped"
+    assert main(args) == 0
+    assert "**Evidence:**" not in capsys.readouterr().out, "without --detail, the summary only"

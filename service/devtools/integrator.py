@@ -8,8 +8,11 @@ on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +29,10 @@ EXIT_TOOL_ERROR = 2
 # For one patient's transaction, or one hook call, on a developer's sandbox: generous for a
 # server writing a whole patient at once, yet finite, so that one that hangs ends the run.
 HTTP_TIMEOUT_SECONDS = 30
+
+
+# (url, body, headers) -> the service's answer.
+Post = Callable[[str, dict[str, Any], dict[str, str]], httpx.Response]
 
 
 class ToolError(Exception):
@@ -159,7 +166,11 @@ def invoke(
     as_json: bool,
     out: TextIO,
     signing_key: Path | None = None,
+    detail: bool = False,
+    post: Post | None = None,
 ) -> int:
+    """``post``: how the request reaches the service (default: over HTTP to ``service_url``;
+    the CLI's ``--in-process`` passes one that calls the app in this process)."""
     if fixture:
         server = fhir_server or SANDBOX_FHIR
         body = _find(fixture).request(datetime.now(UTC), server, prefetch=prefetch)
@@ -176,8 +187,9 @@ def invoke(
             headers["Authorization"] = f"Bearer {dev_auth.token(signing_key, url)}"
         except dev_auth.DevAuthError as exc:
             raise ToolError(str(exc)) from None
+    send = post or _post_over_http
     try:
-        response = httpx.post(url, json=body, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+        response = send(url, body, headers)
     except httpx.TransportError as exc:
         raise ToolError(f"cannot reach the service at {service_url}: {exc}") from None
     if response.status_code != 200:
@@ -187,8 +199,12 @@ def invoke(
     if as_json:
         out.write(json.dumps(answer, indent=2) + "\n")
     else:
-        print_cards(answer.get("cards", []), out)
+        print_cards(answer.get("cards", []), out, detail)
     return 0
+
+
+def _post_over_http(url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(url, json=body, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
 
 
 def _read_request(path: Path) -> dict[str, Any]:
@@ -203,9 +219,12 @@ def _read_request(path: Path) -> dict[str, Any]:
     return data
 
 
-def print_cards(cards: list[dict[str, Any]], out: TextIO) -> None:
+def print_cards(cards: list[dict[str, Any]], out: TextIO, detail: bool = False) -> None:
+    """Each card's indicator, summary, rule and suggestions; with ``detail`` also its text,
+    links, override reasons and source, wrapped for the terminal."""
     if not cards:
         out.write("No cards.\n")
+    width = max(40, min(100, shutil.get_terminal_size((100, 24)).columns))
     for card in cards:
         topic = card.get("source", {}).get("topic", {})
         out.write(f"{card['indicator'].upper():<9} {card['summary']}\n")
@@ -216,7 +235,33 @@ def print_cards(cards: list[dict[str, Any]], out: TextIO) -> None:
                 for a in suggestion.get("actions", [])
             )
             out.write(f"{'':<9} suggestion: {suggestion['label']} [{actions}]\n")
+        if detail:
+            _write_detail(card, out, width)
         out.write("\n")
+
+
+def _write_detail(card: dict[str, Any], out: TextIO, width: int) -> None:
+    indent = " " * 10
+    out.write("\n")
+    for paragraph in str(card.get("detail", "")).split("\n"):
+        bullet = paragraph.lstrip().startswith(("- ", "* "))
+        lines = textwrap.wrap(
+            paragraph.strip(),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent + ("  " if bullet else ""),
+        )
+        out.write("\n".join(lines or [""]) + "\n")
+    for link in card.get("links", []):
+        out.write(f"{indent}link: {link['label']} <{link['url']}>\n")
+    reasons = [r.get("display", r.get("code")) for r in card.get("overrideReasons", [])]
+    if reasons:
+        text = f"override reasons: {'; '.join(reasons)}"
+        wrapped = textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ")
+        out.write("\n".join(wrapped) + "\n")
+    source = card.get("source", {})
+    where = f" <{source['url']}>" if source.get("url") else ""
+    out.write(f"{indent}source: {source.get('label')}{where}\n")
 
 
 def run(fn: Any, *args: Any, **kwargs: Any) -> int:
