@@ -123,20 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "invoke" and args.in_process:
         return _invoke_in_process(args)
     if args.command == "invoke":
-        return integrator.run(
-            integrator.invoke,
-            args.service_id,
-            fixture=args.fixture,
-            request_file=args.request,
-            service_url=args.service_url or _local_service_url(),
-            fhir_server=args.fhir_server,
-            token=args.token,
-            prefetch=not args.no_prefetch,
-            as_json=args.json,
-            out=sys.stdout,
-            signing_key=args.signing_key,
-            detail=args.detail,
-        )
+        return _invoke(args, args.service_url or _local_service_url())
     return _serve(args)
 
 
@@ -151,33 +138,38 @@ def _invoke_in_process(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    from service.devtools import integrator
     from service.http.app import create_app
     from service.ops.config import Settings
 
     with tempfile.TemporaryDirectory(prefix="ipt-cds-invoke-") as folder:
-        overrides = {"database_url": f"sqlite:///{Path(folder) / 'store.sqlite3'}"}
-        settings = Settings(**overrides, log_level="ERROR")  # type: ignore[arg-type]
+        store = f"sqlite:///{Path(folder) / 'store.sqlite3'}"
+        settings = Settings(database_url=store, log_level="ERROR")
         with TestClient(create_app(settings), base_url="http://127.0.0.1:8080") as client:
 
             def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
                 return client.post(url, json=body, headers=headers)
 
-            return integrator.run(
-                integrator.invoke,
-                args.service_id,
-                fixture=args.fixture,
-                request_file=args.request,
-                service_url=args.service_url or "http://127.0.0.1:8080",
-                fhir_server=args.fhir_server,
-                token=args.token,
-                prefetch=not args.no_prefetch,
-                as_json=args.json,
-                out=sys.stdout,
-                signing_key=args.signing_key,
-                detail=args.detail,
-                post=post,
-            )
+            return _invoke(args, args.service_url or "http://127.0.0.1:8080", post)
+
+
+def _invoke(args: argparse.Namespace, service_url: str, post: Any = None) -> int:
+    from service.devtools import integrator
+
+    return integrator.run(
+        integrator.invoke,
+        args.service_id,
+        fixture=args.fixture,
+        request_file=args.request,
+        service_url=service_url,
+        fhir_server=args.fhir_server,
+        token=args.token,
+        prefetch=not args.no_prefetch,
+        as_json=args.json,
+        out=sys.stdout,
+        signing_key=args.signing_key,
+        detail=args.detail,
+        post=post,
+    )
 
 
 def _dev_auth(args: argparse.Namespace) -> int:
