@@ -30,6 +30,7 @@ from service.http.middleware import (
     RequestIdMiddleware,
 )
 from service.http.openapi import schema
+from service.http.preview import router as preview_router
 from service.http.routes import AppState, discovery_document, operations, router
 from service.http.trust import Trust, global_allowlist
 from service.knowledge.base import Knowledge
@@ -136,7 +137,9 @@ def create_app(
     app.state.evidence = EvidenceSite.render(
         [*pages(knowledge), *(python_rule_page(rule.id, rule.hooks) for rule in rules)]
     )
-    app.state.home = render_home(knowledge.services.values(), settings.auth_mode == "required")
+    app.state.home = render_home(
+        knowledge.services.values(), settings.auth_mode == "required", settings.preview_served
+    )
     # Always on: a preflight from an origin not allowed (CORS unset included) is refused in
     # JSON and logged, where otherwise a browser client would show "no cards" and nothing says
     # why.
@@ -151,6 +154,7 @@ def create_app(
     app.include_router(operations)
     app.include_router(evidence_router)
     app.include_router(home_router)
+    app.include_router(preview_router)
     # Innermost first: errors become answers, then are counted, then carry the request id.
     app.add_middleware(ErrorBoundary)
     app.add_middleware(

@@ -16,10 +16,12 @@ from service.protocol.models import Service
 router = APIRouter()
 
 
-def render_home(services: Iterable[Service], auth_required: bool) -> bytes:
+def render_home(services: Iterable[Service], auth_required: bool, preview: bool) -> bytes:
     page = templates().get_template("home.html")
     listed = sorted(services, key=lambda s: s.id)
-    return page.render(services=listed, version=__version__, auth_required=auth_required).encode()
+    return page.render(
+        services=listed, version=__version__, auth_required=auth_required, preview=preview
+    ).encode()
 
 
 @router.get(

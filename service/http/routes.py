@@ -38,6 +38,7 @@ from service.protocol.models import (
     DiscoveryResponse,
     ErrorBody,
     FeedbackAck,
+    FeedbackItem,
     FeedbackRequest,
     Health,
     HookRequest,
@@ -273,7 +274,13 @@ async def post_feedback(service_id: str, request: Request) -> Response:
         items = FeedbackRequest.model_validate(body).feedback
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    # Answered only after the transaction committed: a 200 means the feedback is durable.
+    stored = await store_feedback(state, service, items)
+    return JsonResponse(FeedbackAck(received=len(items), stored=stored).model_dump(mode="json"))
+
+
+async def store_feedback(state: AppState, service: Service, items: list[FeedbackItem]) -> int:
+    """Store feedback items, snooze what they override, count and log them; answer how many
+    were new. Returns only after the transaction committed: a 200 means they are durable."""
     stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
     overridden = []
     for card in dict.fromkeys(i.card for i in items if i.outcome == "overridden"):
@@ -292,7 +299,7 @@ async def post_feedback(service_id: str, request: Request) -> Response:
         stored,
         extra={"event": "feedback", "service": service.id, "items": len(items), "stored": stored},
     )
-    return JsonResponse(FeedbackAck(received=len(items), stored=stored).model_dump(mode="json"))
+    return stored
 
 
 @router.get(

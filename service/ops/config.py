@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="JSON list of browser origins allowed by CORS (e.g. the CDS Hooks sandbox).",
     )
+    preview: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="The card preview page (/preview): `auto` serves it when client "
+        "authentication is off; `on` serves it always (it runs requests without a client "
+        "token: a trusted network only); `off` never.",
+    )
     sandbox: bool = Field(
         False,
         description="Allow the public CDS Hooks sandbox (https://sandbox.cds-hooks.org) and "
@@ -154,6 +160,11 @@ class Settings(BaseSettings):
         if parts.username is not None or parts.password is not None:
             raise ValueError("must hold no user name or password")
         return value.rstrip("/")
+
+    @property
+    def preview_served(self) -> bool:
+        """The card preview is served: asked for, or by default while auth is off."""
+        return self.preview == "on" or (self.preview == "auto" and self.auth_mode == "off")
 
 
 def describe() -> str:
