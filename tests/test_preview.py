@@ -33,7 +33,7 @@ def _stats(client: TestClient, rule: str) -> dict[str, Any]:
 def _cards(page: str) -> list[tuple[str, str]]:
     """(indicator, rule) of each card on the page."""
     found: list[tuple[str, str]] = re.findall(
-        r'<div class="card (info|warning|critical)" data-rule="([^"]+)"', page
+        r'<div class="card card-(info|warning|critical)" data-rule="([^"]+)"', page
     )
     return found
 
