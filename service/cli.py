@@ -187,14 +187,16 @@ def _dev_auth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_service_url() -> str:
+def _local_service_url(host: str | None = None, port: int | None = None) -> str:
+    """Where this machine reaches a service listening on ``host``:``port`` (default: the
+    settings'); one listening on every interface is reached on loopback."""
     from service.ops.config import Settings
 
     settings = Settings()
-    # A server listening on every interface is reached on loopback.
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    host = host or settings.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.port}"
+    return f"http://{host}:{port or settings.port}"
 
 
 def openapi_yaml() -> str:
@@ -255,9 +257,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     if settings.sandbox:
-        host = args.host or settings.host
-        reach = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-        discovery = f"http://{reach}:{args.port or settings.port}/cds-services"
+        discovery = f"{_local_service_url(args.host, args.port)}/cds-services"
         sys.stderr.write(
             "ipt-cds: the CDS Hooks sandbox may call this service: open "
             f"https://sandbox.cds-hooks.org/?serviceDiscoveryURL={discovery}\n"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from service.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port
+from .serving import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,17 +34,8 @@ def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     site = folder / "site.yaml"
     site.write_text("repeat_window_hours: 0\n")
     settings = Settings(database_url=f"sqlite:///{folder / 'store.sqlite3'}", site_file=site)
-    app = create_app(settings, clock=lambda: NOW)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, clock=lambda: NOW)) as url:
+        yield url
 
 
 def test_fixtures_list_shows_every_case(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -28,6 +25,7 @@ from service.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port
+from .serving import serving
 
 FIXTURE = "in-psychosis-schizophrenia-ipt"
 
@@ -47,17 +45,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
         trust_file=folder / "keys" / dev_auth.TRUST_FILE,
         public_base_url=base,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield folder / "keys", base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings), port):
+        yield folder / "keys", base
 
 
 def _request() -> dict[str, object]:

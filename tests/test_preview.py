@@ -126,3 +126,18 @@ def test_served_when_auth_is_off_or_when_asked(
         given = {**given, "trust_file": trust}
     client = make_client(**given)
     assert (client.get("/preview").status_code == 200) is served
+
+
+def test_a_pasted_request_meets_the_limits_of_a_hook_call(make_client: AppFactory) -> None:
+    """The preview is no way around the depth and Bundle-size limits of the hook endpoint."""
+    client = make_client(max_json_depth=16, max_bundle_entries=5)
+    body = json.loads((REQUESTS / f"{SUICIDE}.json").read_text())
+    deep = {**body, "extension": {"x": json.loads("[" * 40 + "]" * 40)}}
+    answer = client.post("/preview", data={"request": json.dumps(deep)})
+    assert answer.status_code == 400
+    assert "nested deeper than 16 levels" in answer.text
+    entries = body["prefetch"]["conditions"]["entry"]
+    body["prefetch"]["conditions"]["entry"] = (entries * 6)[:6]
+    answer = client.post("/preview", data={"request": json.dumps(body)})
+    assert answer.status_code == 400
+    assert "has 6 entries; the limit is 5" in answer.text

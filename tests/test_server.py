@@ -8,7 +8,6 @@ import importlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from service.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port
+from .serving import serving
 
 FEEDBACK = json.dumps(
     {
@@ -44,19 +44,8 @@ def port(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) -> Iter
         Settings(database_url=f"sqlite:///{db}"), clock=lambda: NOW, knowledge=knowledge
     )
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", http=JsonHttpProtocol, ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, port, http=JsonHttpProtocol, ws="none"):
+        yield port
 
 
 def exchange(

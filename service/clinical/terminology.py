@@ -90,6 +90,10 @@ class Terminology:
         for system, patterns in grouped.items():
             self._filters[system] = [(p, tuple(urls)) for p, urls in patterns.items()]
 
+    def display(self, system: str, code: str) -> str | None:
+        """A code's display as a value set of ours gives it, or None."""
+        return self._names.get((system, normal_code(system, code)))
+
     def __contains__(self, url: object) -> bool:
         return url in self.titles
 

@@ -2,7 +2,8 @@
 display on every coding (the sandbox shows "Unknown" and blank choices without them).
 
 Displays come from the value sets the service ships (cards/valuesets/, each concept with its
-VSAC display) and, for the few codes no value set holds, from the table below.
+VSAC display, read by the knowledge base's own loader) and, for the few codes no value set
+holds, from the table below.
 tests/test_fixture_files.py checks that every shipped fixture got them: a case with a new code
 needs its display written here.
 """
@@ -10,11 +11,12 @@ needs its display written here.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from service.clinical.terminology import Terminology
+from service.knowledge.valuesets import load_terminology
 from service.protocol.vocabulary import CONDITION_CLINICAL, CONDITION_VERIFICATION, ICD10CM
 
 UCUM = "http://unitsofmeasure.org"  # a Quantity's unit code: it has a unit, not a display
@@ -67,7 +69,7 @@ def label(resource: dict[str, Any], knowledge_dir: Path) -> dict[str, Any]:
     """The resource with a name if it is a Patient and a display on every coding."""
     if resource.get("resourceType") == "Patient" and "name" not in resource:
         resource["name"] = [_name(str(resource["id"]), str(resource.get("gender", "other")))]
-    _display(resource, _displays(knowledge_dir))
+    _display(resource, _terminology(knowledge_dir))
     return resource
 
 
@@ -78,29 +80,22 @@ def _name(patient_id: str, gender: str) -> dict[str, Any]:
     return {"use": "official", "family": family, "given": [first], "text": f"{first} {family}"}
 
 
-def _display(value: Any, displays: dict[tuple[str, str], str]) -> None:
+def _display(value: Any, terms: Terminology) -> None:
     if isinstance(value, list):
         for item in value:
-            _display(item, displays)
+            _display(item, terms)
         return
     if not isinstance(value, dict):
         return
-    key = (value.get("system"), value.get("code"))
-    coding = isinstance(key[0], str) and isinstance(key[1], str) and key[0] != UCUM
-    display = displays.get((str(key[0]), str(key[1]))) if coding else None
-    if display is not None and "display" not in value:
-        value["display"] = display
+    system, code = value.get("system"), value.get("code")
+    if isinstance(system, str) and isinstance(code, str) and system != UCUM:
+        display = EXTRA_DISPLAYS.get((system, code)) or terms.display(system, code)
+        if display is not None:
+            value.setdefault("display", display)
     for item in value.values():
-        _display(item, displays)
+        _display(item, terms)
 
 
 @cache
-def _displays(knowledge_dir: Path) -> dict[tuple[str, str], str]:
-    found = dict(EXTRA_DISPLAYS)
-    for path in sorted((knowledge_dir / "valuesets").glob("*.json")):
-        valueset = json.loads(path.read_text())
-        for include in valueset.get("compose", {}).get("include", []):
-            for concept in include.get("concept", []):
-                if "display" in concept:
-                    found.setdefault((include["system"], concept["code"]), concept["display"])
-    return found
+def _terminology(knowledge_dir: Path) -> Terminology:
+    return load_terminology(knowledge_dir / "valuesets")

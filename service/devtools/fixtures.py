@@ -175,7 +175,8 @@ class Case(_Case):
             out.append(_order(pid, f"{pid}-s{i}", s, "active"))
         for i, p in enumerate(self.procedures):
             out.append(_procedure(pid, f"{pid}-p{i}", p, today))
-        return [label(r, _knowledge_dir()) for r in out]
+        knowledge = _knowledge_dir()
+        return [label(r, knowledge) for r in out]
 
     def transaction(self, now: datetime) -> dict[str, Any]:
         """The patient as a transaction Bundle of PUTs: loadable into any FHIR server, and
@@ -193,8 +194,9 @@ class Case(_Case):
         }
 
     def draft_orders(self) -> list[dict[str, Any]]:
+        knowledge = _knowledge_dir()
         return [
-            label(_order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft"), _knowledge_dir())
+            label(_order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft"), knowledge)
             for i, d in enumerate(self.drafts)
         ]
 

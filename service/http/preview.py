@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,8 +23,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from service.http.card_html import markdown
 from service.http.evidence import templates
-from service.http.jsonio import parse_object, read_body
-from service.http.routes import AppState, store_feedback
+from service.http.jsonio import read_body
+from service.http.routes import AppState, checked_json, store_feedback
 from service.protocol.errors import NotFound, ServiceError
 from service.protocol.models import Card, FeedbackItem
 
@@ -51,10 +52,14 @@ def _state(request: Request) -> AppState:
     return state
 
 
-def _fixtures() -> list[str]:
+@cache
+def _fixtures() -> tuple[str, ...]:
+    """Listed once per process: the files do not change while the service runs."""
     if not FIXTURE_REQUESTS.is_dir():
-        return []
-    return sorted(p.stem for p in FIXTURE_REQUESTS.glob("*.json") if ".no-prefetch" not in p.name)
+        return ()
+    return tuple(
+        sorted(p.stem for p in FIXTURE_REQUESTS.glob("*.json") if ".no-prefetch" not in p.name)
+    )
 
 
 def _page(status: int = 200, **context: Any) -> Response:
@@ -90,7 +95,7 @@ async def preview_cards(request: Request) -> Response:
                 raise NotFound(f"No fixture {chosen[:100]!r}.", code="not_found")
             body = json.loads((FIXTURE_REQUESTS / f"{chosen}.json").read_text())
         else:
-            body = parse_object(pasted.encode(), "pasted request")
+            body = checked_json(pasted.encode(), state.settings, "pasted request")
         hook = body.get("hook")
         service = next((s for s in state.knowledge.services.values() if s.hook == hook), None)
         if service is None:

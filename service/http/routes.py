@@ -317,8 +317,12 @@ async def card_stats(request: Request) -> Response:
 
 
 async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:
-    raw = await read_body(request, settings.max_body_bytes)
-    body = parse_object(raw)
+    return checked_json(await read_body(request, settings.max_body_bytes), settings)
+
+
+def checked_json(raw: bytes, settings: Settings, what: str = "request body") -> dict[str, Any]:
+    """A body as a JSON object within the limits (depth, Bundle entries) a hook call has."""
+    body = parse_object(raw, what)
     check_depth(raw, settings.max_json_depth)
     prefetch, context = body.get("prefetch"), body.get("context")
     bundles = list(prefetch.values()) if isinstance(prefetch, dict) else []
