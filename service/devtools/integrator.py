@@ -21,6 +21,7 @@ import httpx
 
 from service.devtools import dev_auth
 from service.devtools.fixtures import SANDBOX_FHIR, Case, authorization, load_cases
+from service.ops.progress import ProgressBar
 
 # Exit statuses: the work failed (a patient not loaded, a call not answered 200), or the user
 # must fix something (a ToolError).
@@ -85,7 +86,7 @@ def load(
     base = fhir_server.rstrip("/")
     now = now or datetime.now(UTC)
     started, created, failed = time.perf_counter(), 0, []
-    bar = _Bar(out, len(cases), shown=not quiet and out.isatty())
+    bar = ProgressBar(out, len(cases), shown=not quiet and out.isatty())
     with httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, headers=_headers(token)) as http:
         for i, case in enumerate(cases, 1):
             bundle = case.transaction(now)
@@ -113,26 +114,6 @@ def load(
         f"into {base} in {seconds:.1f} s\n"
     )
     return EXIT_FAILED if failed else 0
-
-
-class _Bar:
-    """One line redrawn in place: how many patients are loaded."""
-
-    WIDTH = 30
-
-    def __init__(self, out: TextIO, total: int, shown: bool) -> None:
-        self.out, self.total, self.shown = out, max(total, 1), shown
-
-    def show(self, done: int) -> None:
-        if self.shown:
-            filled = self.WIDTH * done // self.total
-            bar = "#" * filled + "." * (self.WIDTH - filled)
-            self.out.write(f"\r[{bar}] {done}/{self.total} patients")
-            self.out.flush()
-
-    def clear(self) -> None:
-        if self.shown:
-            self.out.write("\r" + " " * (self.WIDTH + 30) + "\r")
 
 
 def _put_each(http: httpx.Client, base: str, bundle: dict[str, Any]) -> httpx.Response:
