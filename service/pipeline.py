@@ -142,6 +142,8 @@ class HookResult:
     # Of the service's prefetch keys: how many the client sent with data, how many were fetched
     # from the FHIR server, and how many it sent as null (no data, per CDS Hooks).
     prefetch: PrefetchCounts = field(default_factory=lambda: PrefetchCounts(0, 0, 0))
+    # The suitability verdict of the facts (KNOWLEDGE.md section 2), for a population replay.
+    verdict: str | None = None
 
     @property
     def cards(self) -> list[Card]:
@@ -214,7 +216,7 @@ class Pipeline:
         service: Service,
         body: dict[str, Any],
         *,
-        fhir: FhirClient,
+        fhir: FhirClient | None,
         fhir_allowed: Callable[[str], bool],
         now: datetime,
         recall: Recaller | None = None,
@@ -241,4 +243,5 @@ class Pipeline:
             outcome.held,
             keys,
             PrefetchCounts.of(service, request),
+            facts.values.get("verdict"),
         )

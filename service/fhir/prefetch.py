@@ -22,7 +22,11 @@ Prefetched = dict[str, list[Resource]]
 
 def render(template: str, request: HookRequest) -> str:
     """Fill a prefetch template's tokens from the request context and the user id."""
-    context = request.context.model_dump()
+    return fill(template, request.context.model_dump())
+
+
+def fill(template: str, context: dict[str, Any]) -> str:
+    """``render`` from a context as JSON (a population replay builds its requests so)."""
     user_type, _, user_id = str(context.get("userId", "")).partition("/")
 
     def value(match: Any) -> str:
@@ -85,10 +89,11 @@ def resources_of(key: str, value: Any) -> list[Resource]:
 async def gather(
     service: Service,
     request: HookRequest,
-    fhir: FhirClient,
+    fhir: FhirClient | None,
     allowed: Callable[[str], bool],
 ) -> Prefetched:
-    """Every prefetch key of the service, as resources; only missing keys are fetched."""
+    """Every prefetch key of the service, as resources; only missing keys are fetched (None:
+    no FHIR client, as in a population replay, which answers every key)."""
     given = request.prefetch or {}
     data: Prefetched = {}
     missing: dict[str, str] = {}
@@ -99,7 +104,7 @@ async def gather(
             missing[key] = render(template, request)
     if not missing:
         return data
-    if not request.fhirServer:
+    if not request.fhirServer or fhir is None:
         raise PrefetchUnavailable(
             f"Prefetch {', '.join(sorted(missing))} missing and the request names no fhirServer.",
             code="no_fhir_server",
