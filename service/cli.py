@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     sign.add_argument("--aud", required=True, help="the URL called, e.g. .../ipt-order-sign")
     sign.add_argument("--dir", type=Path, default=Path("dev-auth"), help="init's folder")
 
+    replay = commands.add_parser(
+        "replay",
+        help="replay a population export through the services: cards per 100 calls, a report",
+    )
+    replay.add_argument("input", type=Path, help="a Bulk Data export folder, or FHIR Bundles")
+    replay.add_argument("--out", type=Path, required=True, help="folder for the results")
+    replay.add_argument("--engine", choices=("local", "spark"), default="local")
+    replay.add_argument(
+        "--as-of", type=_day, help="the day the calls are made, YYYY-MM-DD (default: today)"
+    )
+    replay.add_argument(
+        "--scenarios",
+        nargs="+",
+        metavar="SCENARIO",
+        help="patient-view, order-sign-ipt, order-sign-antidepressant (default: all three)",
+    )
+    replay.add_argument(
+        "--with-ids", action="store_true", help="patient ids in cards.csv instead of pseudonyms"
+    )
+    replay.add_argument("--workers", type=int, default=0, help="processes (default: every core)")
+    replay.add_argument(
+        "--key-file",
+        type=Path,
+        help="secret key of the pseudonyms, so that runs can be linked (default: a new one)",
+    )
+
+    population = commands.add_parser("population", help="synthetic populations for replay")
+    make = population.add_subparsers(dest="action", required=True)
+    synth = make.add_parser("synth", help="write a synthetic Bulk Data export")
+    synth.add_argument("--n", type=int, required=True, help="how many patients")
+    synth.add_argument("--seed", type=int, default=1, help="the random seed (default 1)")
+    synth.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
+    synth.add_argument("--gzip", action="store_true", help="write .ndjson.gz files")
+
     commands.add_parser("openapi", help="print the OpenAPI document as YAML")
     commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
     commands.add_parser("config-doc", help="print docs/configuration.md, from the settings")
@@ -120,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "dev-auth":
         return _dev_auth(args)
+    if args.command == "replay":
+        return _replay(args)
+    if args.command == "population":
+        return _synth(args)
     if args.command == "invoke" and args.in_process:
         return _invoke_in_process(args)
     if args.command == "invoke":
@@ -170,6 +209,58 @@ def _invoke(args: argparse.Namespace, service_url: str, post: Any = None) -> int
         detail=args.detail,
         post=post,
     )
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from service.knowledge.errors import KnowledgeError
+    from service.ops.config import Settings
+    from service.replay.run import REPLAY_ERRORS, Options, replay
+    from service.replay.scenarios import SCENARIOS
+
+    settings = Settings()
+    try:
+        key = args.key_file.read_bytes() if args.key_file else b""
+        options = Options(
+            source=args.input,
+            out=args.out,
+            as_of=args.as_of or date.today(),
+            knowledge_dir=settings.knowledge_dir,
+            site_file=settings.site_file,
+            scenarios=args.scenarios or list(SCENARIOS),
+            engine=args.engine,
+            with_ids=args.with_ids,
+            workers=args.workers,
+            key=key,
+        )
+        finished = replay(options, sys.stderr)
+    except (*REPLAY_ERRORS, KnowledgeError, OSError) as exc:
+        sys.stderr.write(f"ipt-cds replay: {exc}\n")
+        return 2
+    sys.stdout.write(finished.paragraph + "\n")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from service.devtools.population import synthesize
+
+    try:
+        made = synthesize(args.n, args.seed, args.out, date.today(), gzip_parts=args.gzip)
+    except ValueError as exc:
+        sys.stderr.write(f"ipt-cds population synth: {exc}\n")
+        return 2
+    total = sum(made.resources.values())
+    sys.stdout.write(
+        f"Wrote {made.patients:,} synthetic patients ({total:,} resources) in "
+        f"{len(made.files)} files under {args.out}\n"
+    )
+    return 0
 
 
 def _dev_auth(args: argparse.Namespace) -> int:

@@ -15,8 +15,10 @@ from service.devtools.fixtures import Case, authorization, load_cases, service_o
 from service.http.app import create_app
 from service.knowledge.base import Knowledge
 from service.ops.config import Settings
+from service.replay.scenarios import SCENARIOS
 
 from ..conftest import NOW
+from ..replaying import FIXTURE_BUNDLES, CardsByCall, cards_by_call, run_replay, scenario_request
 from .conftest import FhirServer
 
 CASES = load_cases()
@@ -92,3 +94,26 @@ def test_a_patient_whose_searches_page_is_fetched_whole(
     assert cards == {"ipt-measure-severity": "info"}
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("hook "))
     assert " resources=46 " in line
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> CardsByCall:
+    out = tmp_path_factory.mktemp("replay")
+    assert run_replay(FIXTURE_BUNDLES, out).summary["patients"] == len(CASES)
+    return cards_by_call(out)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_replay_agrees_with_the_service_fetching_from_the_fhir_server(
+    client: TestClient, loaded: FhirServer, replayed: CardsByCall, case: Case
+) -> None:
+    """Replay answers the prefetch searches from the export itself; a real server answers the
+    same searches (status and code filters, _include) so the cards must be the same."""
+    for scenario, meant in SCENARIOS.items():
+        body = scenario_request(scenario, case.patient_id, meant.hook)
+        body["fhirServer"] = loaded.base
+        body["fhirAuthorization"] = authorization(loaded.token)
+        response = client.post(f"/cds-services/{service_of_hook()[meant.hook]}", json=body)
+        assert response.status_code == 200, response.text
+        served = {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
+        assert replayed.get((case.patient_id, scenario), {}) == served, scenario

@@ -1,0 +1,224 @@
+"""A population replay from start to end: read, evaluate on an engine, write the results.
+
+``summary.json`` (counts only, the same on every engine), ``cards.csv`` (one row per card and
+patient, the patient as a keyed pseudonym unless asked for ids) and ``report.html`` (the
+summary with plots, for a CDS committee), and one paragraph for the terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, TextIO
+
+from service.knowledge.base import Knowledge
+from service.ops.progress import ProgressBar
+from service.replay import local
+from service.replay.local import CardRow, Job
+from service.replay.scenarios import SCENARIOS, ScenarioError, bind
+from service.replay.search import ReplayQueryError, types_read
+from service.replay.source import Kinds, ReplayInputError, input_files
+from service.replay.tally import InputFacts, Tally, summary
+
+
+class EngineUnavailable(Exception):
+    """The engine asked for is not installed."""
+
+
+ENGINES = ("local", "spark")
+# What stops a replay before it starts, each with a message for the command line.
+REPLAY_ERRORS = (ReplayInputError, ReplayQueryError, ScenarioError, EngineUnavailable)
+CSV_COLUMNS = ("scenario", "rule", "indicator", "patient", "status")
+
+
+@dataclass(frozen=True)
+class Options:
+    source: Path
+    out: Path
+    as_of: date
+    knowledge_dir: Path
+    site_file: Path | None = None
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    engine: str = "local"
+    with_ids: bool = False
+    workers: int = 0  # 0: every core
+    # The pseudonyms' key: a run's own random one unless given (then runs can be linked).
+    key: bytes = b""
+
+
+@dataclass(frozen=True)
+class Finished:
+    summary: dict[str, Any]
+    seconds: float
+    files: tuple[Path, ...]
+    paragraph: str
+
+
+Engine = Callable[[Options, Kinds, local.Rows, local.Progress, Knowledge], tuple[Tally, InputFacts]]
+
+
+def replay(options: Options, terminal: TextIO) -> Finished:
+    started = time.perf_counter()
+    knowledge = Knowledge.load(options.knowledge_dir, options.site_file)
+    calls = bind(options.scenarios, knowledge.services)
+    own, shared = types_read(s for call in calls for s in call.searches)
+    kinds = Kinds(own, shared)
+    input_files(options.source)  # a missing or empty folder fails before anything is written
+    options.out.mkdir(parents=True, exist_ok=True)
+    bar = _Progress(terminal)
+    csv_path = options.out / "cards.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        pseudonym = _pseudonyms(options)
+
+        def rows(found: list[CardRow]) -> None:
+            writer.writerows((s, r, i, pseudonym(p), st) for s, r, i, p, st in found)
+
+        try:
+            tally, read = _engine(options.engine)(options, kinds, rows, bar.show, knowledge)
+        finally:
+            bar.clear()
+    result = summary(tally, read, options.as_of.isoformat(), options.scenarios)
+    seconds = time.perf_counter() - started
+    summary_path = options.out / "summary.json"
+    summary_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    report_path = options.out / "report.html"
+    titles = {rule.id: rule.spec.title for rule in knowledge.rulebook.rules}
+    report_path.write_text(_report(result, options, seconds, titles), encoding="utf-8")
+    files = (summary_path, csv_path, report_path)
+    return Finished(result, seconds, files, paragraph(result, options, seconds))
+
+
+def _engine(name: str) -> Engine:
+    if name == "spark":
+        try:
+            from service.replay import spark
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"the spark engine needs PySpark and Java 17: pip install '.[spark]' ({exc})"
+            ) from None
+
+        def on_spark(
+            options: Options,
+            kinds: Kinds,
+            rows: local.Rows,
+            progress: local.Progress,
+            knowledge: Knowledge,
+        ) -> tuple[Tally, InputFacts]:
+            # Executors load the knowledge themselves: it does not travel by pickle.
+            return spark.run(options, kinds, rows, progress)
+
+        return on_spark
+    return _local
+
+
+def _local(
+    options: Options,
+    kinds: Kinds,
+    rows: local.Rows,
+    progress: local.Progress,
+    knowledge: Knowledge,
+) -> tuple[Tally, InputFacts]:
+    workers = options.workers or os.cpu_count() or 1
+    # Beside the output, not in /tmp: the staging store is as big as the export's used part.
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=options.out) as folder:
+        job = Job(
+            Path(folder) / "staging.sqlite3",
+            options.knowledge_dir,
+            options.site_file,
+            options.scenarios,
+            options.as_of,
+        )
+        return local.run(job, options.source, kinds, workers, rows, progress, knowledge)
+
+
+def _pseudonyms(options: Options) -> Callable[[str], str]:
+    if options.with_ids:
+        return str
+    key = options.key or secrets.token_bytes(32)
+
+    def pseudonym(patient_id: str) -> str:
+        digest = hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()
+        return f"p-{digest[:20]}"
+
+    return pseudonym
+
+
+def _report(
+    result: dict[str, Any], options: Options, seconds: float, titles: dict[str, str]
+) -> str:
+    from service.replay.report import render
+
+    run = {
+        "Engine": options.engine,
+        "Input": options.source.name or str(options.source),
+        "As of": options.as_of.isoformat(),
+        "Scenarios": ", ".join(options.scenarios),
+        "Duration": f"{seconds:.1f} s",
+        "Site profile": options.site_file.name if options.site_file else "none (defaults)",
+    }
+    return render(result, run, titles)
+
+
+def paragraph(result: dict[str, Any], options: Options, seconds: float) -> str:
+    """The run in one paragraph of plain words, for the end of the terminal output."""
+    n = result["patients"]
+    parts = [
+        f"Replayed {n:,} patients x {len(options.scenarios)} scenarios as of "
+        f"{result['asOf']} in {seconds:.1f} s ({options.engine} engine)."
+    ]
+    for s in result["scenarios"].values():
+        critical = s["indicators"].get("critical", 0)
+        top = max(s["rules"].items(), key=lambda kv: (kv[1]["cards"], kv[0]), default=None)
+        line = (
+            f"{s['meaning'][:1].upper()}{s['meaning'][1:]}: {s['cardsPer100']:.1f} cards per 100 "
+            f"({s['cards']:,} cards on {s['callsWithCards']:,} of {s['answered']:,} calls"
+            f"{f', {critical:,} critical' if critical else ''}"
+        )
+        if top is not None:
+            line += f"; most often {top[0]}, {top[1]['per100']:.1f} per 100"
+        errors = sum(s["errors"].values())
+        parts.append(line + (f"; {errors:,} calls refused" if errors else "") + ").")
+    problems = sum(p["count"] for p in result["input"]["problems"].values())
+    if problems:
+        parts.append(f"{problems:,} input lines or resources skipped (summary.json says where).")
+    parts.append(f"Results in {options.out}: summary.json, cards.csv, report.html.")
+    return " ".join(parts)
+
+
+class _Progress:
+    """Staging counts resources (their total is unknown), then a bar over the patients."""
+
+    def __init__(self, terminal: TextIO) -> None:
+        self.terminal = terminal
+        self.shown = terminal.isatty()
+        self.bar: ProgressBar | None = None
+
+    def show(self, phase: str, done: int, total: int) -> None:
+        if not self.shown:
+            return
+        if phase == "resources":
+            self.terminal.write(f"\rReading the export: {done:,} resources")
+            self.terminal.flush()
+            return
+        if self.bar is None:
+            self.terminal.write("\n")
+            self.bar = ProgressBar(self.terminal, total, True)
+        self.bar.show(done)
+
+    def clear(self) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        elif self.shown:
+            self.terminal.write("\n")

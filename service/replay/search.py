@@ -1,0 +1,137 @@
+"""The prefetch an EHR would send, answered from one patient's exported resources.
+
+Replay asks of an export what the services' prefetch templates ask of a FHIR server: the
+Patient read, and each search with its filters (``status=active,on-hold``, ``code=`` LOINC
+codes, ``_include`` of the medications). A search parameter replay cannot answer as a server
+would is refused when the replay starts, so that its figures never rest on a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from service.protocol.models import Resource, Service
+
+# Parameters that change only how a server pages or sorts its answer, not what it holds.
+_IGNORED = frozenset({"_count", "_sort", "_total", "_summary"})
+# Token parameters read from a CodeableConcept element of the same name.
+_CODED = {"code": "code", "category": "category"}
+# _include targets: the reference element, and the (shared) type it points to.
+_INCLUDES = {"medication": ("medicationReference", "Medication")}
+_PATIENT = "{{context.patientId}}"
+
+Shared = Callable[[str], Resource | None]
+
+
+class ReplayQueryError(ValueError):
+    """A prefetch template replay cannot answer from an export."""
+
+
+@dataclass(frozen=True)
+class Search:
+    key: str
+    kind: str
+    read: bool
+    statuses: frozenset[str] | None
+    # Each coded parameter: the element, and the (system or None, code) pairs it accepts.
+    coded: tuple[tuple[str, frozenset[tuple[str | None, str]]], ...]
+    includes: tuple[tuple[str, str], ...]
+
+    def answer(self, patient_id: str, own: Mapping[str, list[Resource]], shared: Shared) -> Any:
+        """What the EHR's query would return: the resource read (None if absent), or a
+        searchset Bundle."""
+        if self.read:
+            return next((r for r in own.get(self.kind, []) if r.get("id") == patient_id), None)
+        found = [r for r in own.get(self.kind, []) if self._matches(r)]
+        entries: list[dict[str, Any]] = [
+            {"resource": r, "search": {"mode": "match"}} for r in found
+        ]
+        seen: set[str] = set()
+        for element, _ in self.includes:
+            for resource in found:
+                ref = resource.get(element)
+                text = ref.get("reference") if isinstance(ref, dict) else None
+                if isinstance(text, str) and text not in seen:
+                    seen.add(text)
+                    target = shared(text)
+                    if target is not None:
+                        entries.append({"resource": target, "search": {"mode": "include"}})
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        bundle["total"] = len(found)
+        if entries:
+            bundle["entry"] = entries
+        return bundle
+
+    def _matches(self, resource: Resource) -> bool:
+        if self.statuses is not None and resource.get("status") not in self.statuses:
+            return False
+        return all(_has_coding(resource.get(element), codes) for element, codes in self.coded)
+
+
+def compile_searches(service: Service) -> tuple[Search, ...]:
+    return tuple(_compile(key, text) for key, text in (service.prefetch or {}).items())
+
+
+def types_read(searches: Iterable[Search]) -> tuple[frozenset[str], frozenset[str]]:
+    """The resource types about a patient the searches read, and the shared ones they include
+    (Medication)."""
+    searches = list(searches)
+    own = frozenset(s.kind for s in searches) | {"Patient"}
+    shared = frozenset(target for s in searches for _, target in s.includes)
+    return own, shared
+
+
+def _compile(key: str, template: str) -> Search:
+    path, _, query = template.strip().lstrip("/").partition("?")
+    where = f"prefetch {key} ({template})"
+    if path == f"Patient/{_PATIENT}" and not query:
+        return Search(key, "Patient", True, None, (), ())
+    if "/" in path or not path[:1].isupper():
+        raise ReplayQueryError(f"{where}: replay answers the patient's read and searches only")
+    statuses: frozenset[str] | None = None
+    coded: list[tuple[str, frozenset[tuple[str | None, str]]]] = []
+    includes: list[tuple[str, str]] = []
+    about_patient = False
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in ("patient", "subject", "patient:Patient", "subject:Patient"):
+            if value not in (_PATIENT, f"Patient/{_PATIENT}"):
+                raise ReplayQueryError(f"{where}: replay searches the context patient only")
+            about_patient = True
+        elif name == "status":
+            statuses = frozenset(v for v in value.split(",") if v)
+        elif name in _CODED:
+            coded.append((_CODED[name], frozenset(_token(v) for v in value.split(",") if v)))
+        elif name == "_include":
+            source, _, param = value.partition(":")
+            if source != path or param not in _INCLUDES:
+                raise ReplayQueryError(f"{where}: replay cannot follow _include={value}")
+            includes.append(_INCLUDES[param])
+        elif name not in _IGNORED:
+            raise ReplayQueryError(f"{where}: replay cannot answer the parameter {name!r}")
+    if not about_patient:
+        raise ReplayQueryError(f"{where}: a search must be restricted to the context patient")
+    return Search(key, path, False, statuses, tuple(coded), tuple(includes))
+
+
+def _token(value: str) -> tuple[str | None, str]:
+    """``system|code``; a bare ``code`` matches any system (None), as FHIR token search."""
+    if "|" in value:
+        system, _, code = value.partition("|")
+        return system, code
+    return None, value
+
+
+def _has_coding(concept: Any, codes: frozenset[tuple[str | None, str]]) -> bool:
+    concepts = concept if isinstance(concept, list) else [concept]
+    for item in concepts:
+        codings = item.get("coding") if isinstance(item, dict) else None
+        for coding in codings if isinstance(codings, list) else []:
+            if not isinstance(coding, dict):
+                continue
+            code, system = coding.get("code"), coding.get("system")
+            if (system, code) in codes or (None, code) in codes:
+                return True
+    return False
