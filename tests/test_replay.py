@@ -65,6 +65,19 @@ def phq9(pid: str, rid: str, total: int, item9: int | None = None) -> list[dict[
     return out
 
 
+def prescription(status: str, **drug: Any) -> dict[str, Any]:
+    """Patient a's sertraline prescription; ``drug`` says how the drug is named."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "a-m",
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/a"},
+        "authoredOn": "2026-10-01",
+        **drug,
+    }
+
+
 def write_ndjson(path: Path, rows: list[Any]) -> None:
     text = b"".join((row if isinstance(row, bytes) else orjson.dumps(row)) + b"\n" for row in rows)
     path.write_bytes(gzip.compress(text) if path.name.endswith(".gz") else text)
@@ -165,15 +178,7 @@ def test_medications_are_included_from_the_shared_file(tmp_path: Path) -> None:
     root.mkdir()
     write_ndjson(root / "Patient.ndjson", [patient("a")])
     write_ndjson(root / "Condition.ndjson", [mdd("a", "a-1")])
-    order = {
-        "resourceType": "MedicationRequest",
-        "id": "a-m",
-        "status": "active",
-        "intent": "order",
-        "subject": {"reference": "Patient/a"},
-        "medicationReference": {"reference": "Medication/sert"},
-        "authoredOn": "2026-10-01",
-    }
+    order = prescription("active", medicationReference={"reference": "Medication/sert"})
     write_ndjson(root / "MedicationRequest.ndjson", [order])
     medication = {
         "resourceType": "Medication",
@@ -196,14 +201,8 @@ def test_a_stopped_order_is_not_in_the_prefetch(tmp_path: Path) -> None:
     root.mkdir()
     write_ndjson(root / "Patient.ndjson", [patient("a")])
     write_ndjson(root / "Condition.ndjson", [mdd("a", "a-1")])
-    order = {
-        "resourceType": "MedicationRequest",
-        "id": "a-m",
-        "status": "stopped",
-        "intent": "order",
-        "subject": {"reference": "Patient/a"},
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "312941"}]},
-    }
+    sertraline = {"coding": [{"system": RXNORM, "code": "312941"}]}
+    order = prescription("stopped", medicationCodeableConcept=sertraline)
     write_ndjson(root / "MedicationRequest.ndjson", [order])
     stopped = run_replay(root, tmp_path / "s", scenarios=["order-sign-antidepressant"])
     assert (
@@ -389,3 +388,26 @@ def test_a_synthetic_population_replays_end_to_end(
     assert len(fired) >= 8, "a synthetic population exercises most rules"
     assert main(["population", "synth", "--n", "5", "--out", str(pop)]) == 2
     assert "is not an empty folder" in capsys.readouterr().err
+
+
+def test_the_site_profile_applies_silent_and_disabled_rules(tmp_path: Path) -> None:
+    """A committee replays the profile it means to switch on: a silent rule is counted as
+    what would have shown, a disabled one not at all."""
+    from .replaying import FIXTURE_BUNDLES
+
+    site = tmp_path / "site.yaml"
+    site.write_text("rules:\n  ipt-suicide-risk: {silent: true}\n  ipt-bipolar: {enabled: false}\n")
+    plain = run_replay(FIXTURE_BUNDLES, tmp_path / "plain", scenarios=["patient-view"])
+    profiled = run_replay(
+        FIXTURE_BUNDLES, tmp_path / "site", scenarios=["patient-view"], site_file=site
+    )
+    before = plain.summary["scenarios"]["patient-view"]["rules"]
+    after = profiled.summary["scenarios"]["patient-view"]["rules"]
+    assert before["ipt-suicide-risk"]["cards"] > 0
+    assert after["ipt-suicide-risk"]["cards"] == 0
+    assert after["ipt-suicide-risk"]["silent"] == before["ipt-suicide-risk"]["cards"]
+    assert before["ipt-bipolar"]["cards"] > 0
+    assert "ipt-bipolar" not in after
+    statuses = {row["status"] for row in read_csv(tmp_path / "site")}
+    assert statuses == {"shown", "silent"}
+    assert "site.yaml" in (tmp_path / "site" / "report.html").read_text()
