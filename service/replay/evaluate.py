@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -35,6 +36,28 @@ class Outcome:
     silent: tuple[tuple[str, str], ...] = ()
     verdict: str | None = None
     error: str | None = None
+
+
+_MEDICATION = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})$")
+
+
+class SharedResources:
+    """The Medications an ``_include`` brings, by reference (``Medication/1``, or an absolute
+    URL ending so), read from wherever an engine keeps them and parsed once per process."""
+
+    def __init__(self, fetch: Callable[[str], bytes | None]) -> None:
+        self._fetch = fetch
+        self._parsed: dict[str, Resource | None] = {}
+
+    def __call__(self, reference: str) -> Resource | None:
+        match = _MEDICATION.search(reference)
+        if match is None:
+            return None
+        ref = match.group(1)
+        if ref not in self._parsed:
+            body = self._fetch(ref)
+            self._parsed[ref] = orjson.loads(body) if body is not None else None
+        return self._parsed[ref]
 
 
 def moment(as_of: date) -> datetime:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -19,21 +18,15 @@ from datetime import date
 from itertools import groupby
 from pathlib import Path
 
-import orjson
-
 from service.knowledge.base import Knowledge
-from service.protocol.models import Resource
-from service.replay.evaluate import Evaluator
+from service.replay.evaluate import Evaluator, SharedResources
 from service.replay.source import Item, Kinds, Reader
-from service.replay.tally import InputFacts, Tally
+from service.replay.tally import CardRow, InputFacts, Tally, count
 
 # Patients per task: big enough that a task's overhead (a query, a pickle) is noise, small
 # enough that the last tasks keep both cores busy.
 CHUNK = 400
 _BATCH = 5000
-_MEDICATION = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})$")
-
-CardRow = tuple[str, str, str, str, str]  # scenario, rule, indicator, patient id, shown|silent
 Rows = Callable[[list[CardRow]], None]
 Progress = Callable[[str, int, int], None]
 
@@ -169,17 +162,11 @@ class _Worker:
             job.knowledge_dir, job.site_file, job.scenarios, job.as_of, _loaded
         )
         self.db = sqlite3.connect(f"file:{job.staging}?mode=ro", uri=True)
-        self.medications: dict[str, Resource | None] = {}
+        self.medications = SharedResources(self.shared)
 
-    def shared(self, reference: str) -> Resource | None:
-        match = _MEDICATION.search(reference)
-        if match is None:
-            return None
-        ref = match.group(1)
-        if ref not in self.medications:
-            row = self.db.execute("SELECT body FROM shared WHERE ref = ?", (ref,)).fetchone()
-            self.medications[ref] = orjson.loads(row[0]) if row else None
-        return self.medications[ref]
+    def shared(self, ref: str) -> bytes | None:
+        row = self.db.execute("SELECT body FROM shared WHERE ref = ?", (ref,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def chunk(self, first: str, last: str) -> tuple[Tally, list[CardRow]]:
         known = {
@@ -192,16 +179,12 @@ class _Worker:
             "SELECT patient, body FROM resources WHERE patient BETWEEN ? AND ? ORDER BY patient",
             (first, last),
         )
-        tally, found = Tally(), list[CardRow]()
-        for pid, group in groupby(rows, key=lambda row: str(row[0])):
-            if pid not in known:
-                continue
-            outcomes = self.evaluator.patient(pid, (body for _, body in group), self.shared)
-            tally.add(outcomes)
-            for o in outcomes:
-                found.extend((o.scenario, rule, ind, pid, "shown") for rule, ind in o.shown)
-                found.extend((o.scenario, rule, ind, pid, "silent") for rule, ind in o.silent)
-        return tally, found
+        patients = (
+            (pid, (body for _, body in group))
+            for pid, group in groupby(rows, key=lambda row: str(row[0]))
+            if pid in known
+        )
+        return count(self.evaluator, patients, self.medications)
 
 
 def _start(job: Job) -> None:

@@ -24,11 +24,11 @@ from typing import Any, TextIO
 from service.knowledge.base import Knowledge
 from service.ops.progress import ProgressBar
 from service.replay import local
-from service.replay.local import CardRow, Job
+from service.replay.local import Job
 from service.replay.scenarios import SCENARIOS, ScenarioError, bind
 from service.replay.search import ReplayQueryError, types_read
 from service.replay.source import Kinds, ReplayInputError, input_files
-from service.replay.tally import InputFacts, Tally, summary
+from service.replay.tally import CardRow, InputFacts, Tally, summary
 
 
 class EngineUnavailable(Exception):
@@ -108,18 +108,7 @@ def _engine(name: str) -> Engine:
             raise EngineUnavailable(
                 f"the spark engine needs PySpark and Java 17: pip install '.[spark]' ({exc})"
             ) from None
-
-        def on_spark(
-            options: Options,
-            kinds: Kinds,
-            rows: local.Rows,
-            progress: local.Progress,
-            knowledge: Knowledge,
-        ) -> tuple[Tally, InputFacts]:
-            # Executors load the knowledge themselves: it does not travel by pickle.
-            return spark.run(options, kinds, rows, progress)
-
-        return on_spark
+        return spark.run
     return _local
 
 

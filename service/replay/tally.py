@@ -8,11 +8,12 @@ on the order the patients came in: two engines on one input write byte-identical
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from service.replay.evaluate import Outcome
+from service.replay.evaluate import Evaluator, Outcome, SharedResources
 from service.replay.scenarios import SCENARIOS
 from service.replay.source import Problems
 
@@ -69,6 +70,25 @@ class Tally:
         for name, tally in other.scenarios.items():
             self.scenarios.setdefault(name, ScenarioTally()).merge(tally)
         return self
+
+
+CardRow = tuple[str, str, str, str, str]  # scenario, rule, indicator, patient id, shown|silent
+
+
+def count(
+    evaluator: Evaluator,
+    patients: Iterable[tuple[str, Iterable[bytes]]],
+    shared: SharedResources,
+) -> tuple[Tally, list[CardRow]]:
+    """Some patients through every scenario: their counts, and a row per card."""
+    tally, rows = Tally(), list[CardRow]()
+    for pid, bodies in patients:
+        outcomes = evaluator.patient(pid, bodies, shared)
+        tally.add(outcomes)
+        for o in outcomes:
+            rows.extend((o.scenario, rule, ind, pid, "shown") for rule, ind in o.shown)
+            rows.extend((o.scenario, rule, ind, pid, "silent") for rule, ind in o.silent)
+    return tally, rows
 
 
 @dataclass(frozen=True)
