@@ -137,7 +137,11 @@ def test_an_export_is_read_counted_and_replayed(export: Path, tmp_path: Path) ->
     assert wanted in [tuple(row.values()) for row in rows]
     assert len(rows) == sum(s["cards"] for s in summary["scenarios"].values())
     assert "Replayed 4 patients x 3 scenarios as of 2026-11-25" in finished.paragraph
-    assert "4 input lines or resources skipped" in finished.paragraph
+    assert (
+        "Skipped from the input: lines that are not a FHIR resource: 2 (first at "
+        "Condition.ndjson:2, Observation.ndjson:4); resources naming no patient: 1 (first at "
+        "Condition.ndjson:4); resources of patients not in the export: 1." in finished.paragraph
+    )
 
 
 def test_the_summary_does_not_depend_on_the_workers(export: Path, tmp_path: Path) -> None:
@@ -411,3 +415,18 @@ def test_the_site_profile_applies_silent_and_disabled_rules(tmp_path: Path) -> N
     statuses = {row["status"] for row in read_csv(tmp_path / "site")}
     assert statuses == {"shown", "silent"}
     assert "site.yaml" in (tmp_path / "site" / "report.html").read_text()
+
+
+def test_the_fixtures_folder_replays_as_it_is(tmp_path: Path) -> None:
+    """fhir_fixtures/ whole: its patients are Bundles; its hook requests and expected.json are
+    other JSON, listed as skipped (the first few, with their count)."""
+    from .replaying import FIXTURE_BUNDLES
+
+    finished = run_replay(FIXTURE_BUNDLES.parent, tmp_path / "o", scenarios=["patient-view"])
+    read = finished.summary["input"]
+    assert finished.summary["patients"] == len(list(FIXTURE_BUNDLES.glob("*.json")))
+    requests = len(list((FIXTURE_BUNDLES.parent / "requests").glob("*.json")))
+    assert read["skippedFileCount"] == requests + 1
+    assert len(read["skippedFiles"]) == 20
+    assert read["skippedFiles"][0] == "expected.json"
+    assert read["problems"] == {}

@@ -281,3 +281,12 @@ def test_numbers_read_as_the_summary_wrote_them() -> None:
     assert number(7.0) == "7"
     assert number(7.49) == "7.49"
     assert number(7.5) == "7.5"
+
+
+def test_a_long_list_of_skipped_files_is_cut_with_its_count() -> None:
+    summary = _summary()
+    summary["input"]["skippedFiles"] = [f"Claim.{i}.ndjson" for i in range(20)]
+    summary["input"]["skippedFileCount"] = 325
+    page = render(summary, {}, {})
+    assert "Claim.19.ndjson" in page
+    assert "and 305 more" in page

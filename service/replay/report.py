@@ -284,7 +284,10 @@ class _Report:
             [f"{_e(PROBLEMS.get(k, k))} <code>{_e(k)}</code>", _n(p.get("count")), _places(p)]
             for k, p in data.get("problems", {}).items()
         ]
-        skipped = "".join(f"<li><code>{_e(f)}</code></li>" for f in data.get("skippedFiles", []))
+        listed = data.get("skippedFiles", [])
+        skipped = "".join(f"<li><code>{_e(f)}</code></li>" for f in listed)
+        more = data.get("skippedFileCount", len(listed)) - len(listed)
+        skipped += f"<li>and {_n(more)} more</li>" if more > 0 else ""
         return (
             _table(["", ""], facts, {1})
             + "<h3>Resources by type</h3>"

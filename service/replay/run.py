@@ -38,6 +38,13 @@ class EngineUnavailable(Exception):
 ENGINES = ("local", "spark")
 # What stops a replay before it starts, each with a message for the command line.
 REPLAY_ERRORS = (ReplayInputError, ReplayQueryError, ScenarioError, EngineUnavailable)
+PROBLEM_WORDS = {
+    "unparsable": "lines that are not a FHIR resource",
+    "withoutPatient": "resources naming no patient",
+    "withoutId": "Medications without an id",
+    "patientNotInExport": "resources of patients not in the export",
+    "unreadableFile": "damaged files, read up to the damage",
+}
 CSV_COLUMNS = ("scenario", "rule", "indicator", "patient", "status")
 
 
@@ -179,9 +186,14 @@ def paragraph(result: dict[str, Any], options: Options, seconds: float) -> str:
             line += f"; most often {top[0]}, {top[1]['per100']:.1f} per 100"
         errors = sum(s["errors"].values())
         parts.append(line + (f"; {errors:,} calls refused" if errors else "") + ").")
-    problems = sum(p["count"] for p in result["input"]["problems"].values())
+    problems = result["input"]["problems"]
     if problems:
-        parts.append(f"{problems:,} input lines or resources skipped (summary.json says where).")
+        each = [
+            f"{PROBLEM_WORDS.get(kind, kind)}: {p['count']:,}"
+            + (f" (first at {', '.join(p['first'][:3])})" if p["first"] else "")
+            for kind, p in problems.items()
+        ]
+        parts.append(f"Skipped from the input: {'; '.join(each)}.")
     parts.append(f"Results in {options.out}: summary.json, cards.csv, report.html.")
     return " ".join(parts)
 

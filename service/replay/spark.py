@@ -108,8 +108,11 @@ def _session(workers: int) -> tuple[SparkSession, bool]:
     if active is not None:
         return active, False
     # Our own progress bar, not Spark's stage bars over it.
-    builder = SparkSession.builder.appName("ipt-cds replay").config(
-        "spark.ui.showConsoleProgress", "false"
+    builder = (
+        SparkSession.builder.appName("ipt-cds replay")
+        .config("spark.ui.showConsoleProgress", "false")
+        # Spark's own start-up warnings (loopback hostname, native Hadoop) are not the user's.
+        .config("spark.log.level", "ERROR")
     )
     # spark-submit hands its JVM over in this variable, with the master it was given (or its
     # default). Without it we start the JVM ourselves, whose spark.master is always set already,

@@ -72,6 +72,7 @@ class Tally:
         return self
 
 
+SKIPPED_LISTED = 20
 CardRow = tuple[str, str, str, str, str]  # scenario, rule, indicator, patient id, shown|silent
 
 
@@ -128,7 +129,9 @@ def summary(tally: Tally, read: InputFacts, as_of: str, scenarios: list[str]) ->
             "lines": read.lines,
             "resources": dict(sorted(read.resources.items())),
             "problems": problems,
-            "skippedFiles": sorted(read.skipped_files),
+            # The first names only: a big export has hundreds of Claim parts.
+            "skippedFiles": sorted(read.skipped_files)[:SKIPPED_LISTED],
+            "skippedFileCount": len(read.skipped_files),
         },
         "scenarios": {
             name: _scenario(name, tally.scenarios.get(name, ScenarioTally())) for name in scenarios
