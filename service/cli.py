@@ -244,6 +244,12 @@ def _replay(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ipt-cds replay: {exc}\n")
         return 2
     sys.stdout.write(finished.paragraph + "\n")
+    if finished.summary["patients"] == 0:
+        sys.stderr.write(
+            "ipt-cds replay: no patient was replayed: the export holds no readable Patient "
+            "resource (summary.json says what was read)\n"
+        )
+        return 2
     return 0
 
 

@@ -138,9 +138,10 @@ def test_an_export_is_read_counted_and_replayed(export: Path, tmp_path: Path) ->
     assert len(rows) == sum(s["cards"] for s in summary["scenarios"].values())
     assert "Replayed 4 patients x 3 scenarios as of 2026-11-25" in finished.paragraph
     assert (
-        "Skipped from the input: lines that are not a FHIR resource: 2 (first at "
-        "Condition.ndjson:2, Observation.ndjson:4); resources naming no patient: 1 (first at "
-        "Condition.ndjson:4); resources of patients not in the export: 1." in finished.paragraph
+        "Skipped from the input: lines or entries that are not a FHIR resource: 2 (first at "
+        "Condition.ndjson:2, Observation.ndjson:4); resources naming no patient (or one whose "
+        "id is not a FHIR id): 1 (first at Condition.ndjson:4); resources of patients not in "
+        "the export: 1." in finished.paragraph
     )
 
 
@@ -218,29 +219,51 @@ def test_a_stopped_order_is_not_in_the_prefetch(tmp_path: Path) -> None:
     assert active.summary["scenarios"]["order-sign-antidepressant"]["rules"] == {}
 
 
-def test_bundles_with_uuid_references_are_read(tmp_path: Path) -> None:
+def test_bundles_are_read_as_a_server_stores_their_transactions(tmp_path: Path) -> None:
+    """References by urn:uuid: to the Patient (which has no id: the server would give it
+    one) and to a Medication are followed; a DELETE entry is nothing to read; files are named
+    by number (a Bundle's name is often its patient's)."""
     root = tmp_path / "bundles"
     root.mkdir()
+    person = patient("ignored")
+    del person["id"]
     condition = mdd("x", "a-1")
     condition["subject"] = {"reference": "urn:uuid:1111"}
+    order = prescription("active", medicationReference={"reference": "urn:uuid:4444"})
+    order["subject"] = {"reference": "urn:uuid:1111"}
+    medication = {"resourceType": "Medication", "code": {"coding": [{"system": RXNORM,
+                  "code": "312941"}]}}  # fmt: skip
     bundle = {
         "resourceType": "Bundle",
-        "type": "collection",
+        "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:1111", "resource": patient("a")},
+            {"fullUrl": "urn:uuid:1111", "resource": person},
             {"fullUrl": "urn:uuid:2222", "resource": condition},
-            {"fullUrl": "urn:uuid:3333"},
+            {"fullUrl": "urn:uuid:3333", "resource": "not an object"},
+            {"fullUrl": "urn:uuid:4444", "resource": medication},
+            {"fullUrl": "urn:uuid:5555", "resource": order},
+            {"request": {"method": "DELETE", "url": "Condition/old"}},
         ],
     }
     (root / "a.json").write_text(json.dumps(bundle))
     (root / "notes.json").write_text('{"hook": "patient-view"}')
-    finished = run_replay(root, tmp_path / "o", scenarios=["patient-view"])
+    finished = run_replay(root, tmp_path / "o")
     read = finished.summary["input"]
     assert read["layout"] == "bundles"
-    assert read["resources"] == {"Condition": 1, "Patient": 1}
-    assert read["skippedFiles"] == ["notes.json"]
-    assert read["problems"]["unparsable"] == {"count": 1, "first": ["a.json:3"]}
-    assert finished.summary["scenarios"]["patient-view"]["verdicts"] == {"suitable": 1}
+    assert read["resources"] == {
+        "Condition": 1,
+        "Medication": 1,
+        "MedicationRequest": 1,
+        "Patient": 1,
+    }
+    assert read["skippedFiles"] == ["bundle-2"]
+    assert read["problems"] == {"unparsable": {"count": 1, "first": ["bundle-1:3"]}}
+    view = finished.summary["scenarios"]["patient-view"]
+    assert view["verdicts"] == {"suitable": 1}
+    # On sertraline through the Bundle's Medication: signing sertraline is a renewal.
+    signing = finished.summary["scenarios"]["order-sign-antidepressant"]
+    assert "antidepressant-add-ipt" not in signing["rules"]
+    assert {row["patient"] for row in read_csv(tmp_path / "o")} == {"1111"}
 
 
 def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
@@ -428,5 +451,63 @@ def test_the_fixtures_folder_replays_as_it_is(tmp_path: Path) -> None:
     requests = len(list((FIXTURE_BUNDLES.parent / "requests").glob("*.json")))
     assert read["skippedFileCount"] == requests + 1
     assert len(read["skippedFiles"]) == 20
-    assert read["skippedFiles"][0] == "expected.json"
+    # By number, never by name: these are named after their patients.
+    assert read["skippedFiles"][0] == "bundle-1"
+    assert not any("in-" in name or "out-" in name for name in read["skippedFiles"])
     assert read["problems"] == {}
+
+
+def test_a_byte_order_mark_and_a_stray_byte_do_not_lose_a_resource(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    write_ndjson(root / "Patient.ndjson", [b"\xef\xbb\xbf" + orjson.dumps(patient("a"))])
+    condition = orjson.dumps({**mdd("a", "a-1"), "note": [{"text": "caf?"}]})
+    write_ndjson(root / "Condition.ndjson", [condition.replace(b"caf?", b"caf\xe9")])
+    finished = run_replay(root, tmp_path / "o", scenarios=["patient-view"])
+    assert finished.summary["patients"] == 1
+    assert finished.summary["input"]["problems"] == {}
+    assert finished.summary["scenarios"]["patient-view"]["verdicts"] == {"suitable": 1}
+
+
+def test_a_versioned_medication_reference_is_followed(tmp_path: Path) -> None:
+    """Medication/sert/_history/2 names the Medication sert, in replay's include and in the
+    pipeline's reading of the order alike."""
+    root = tmp_path / "export"
+    root.mkdir()
+    write_ndjson(root / "Patient.ndjson", [patient("a")])
+    write_ndjson(root / "Condition.ndjson", [mdd("a", "a-1")])
+    ref = {"reference": "https://ehr.example.org/fhir/Medication/sert/_history/2"}
+    write_ndjson(
+        root / "MedicationRequest.ndjson", [prescription("active", medicationReference=ref)]
+    )
+    sertraline = {"coding": [{"system": RXNORM, "code": "312941"}]}
+    write_ndjson(root / "Medication.ndjson", [{"resourceType": "Medication", "id": "sert",
+                                              "code": sertraline}])  # fmt: skip
+    finished = run_replay(root, tmp_path / "o", scenarios=["order-sign-antidepressant"])
+    assert finished.summary["scenarios"]["order-sign-antidepressant"]["rules"] == {}
+
+
+def test_what_a_run_is_given_is_checked_first(export: Path, tmp_path: Path) -> None:
+    with pytest.raises(ReplayInputError, match="inside the export"):
+        run_replay(export, export / "results")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReplayInputError, match="is a file"):
+        run_replay(export, tmp_path / "file")
+    twice = run_replay(export, tmp_path / "o", scenarios=["patient-view", "patient-view"])
+    assert list(twice.summary["scenarios"]) == ["patient-view"]
+    assert twice.summary["scenarios"]["patient-view"]["calls"] == 4
+
+
+def test_a_day_before_the_export_and_an_export_without_patients_are_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    write_ndjson(root / "Condition.ndjson", [mdd("a", "a-1")])
+    (root / "manifest.json").write_text('{"transactionTime": "2026-11-28T10:00:00Z"}')
+    code = main(["replay", str(root), "--out", str(tmp_path / "o"), "--as-of", "2026-11-25"])
+    printed = capsys.readouterr()
+    assert code == 2
+    assert "no patient was replayed" in printed.err
+    assert "the export was made on 2026-11-28, after the replay's day 2026-11-25" in printed.out
+    assert (tmp_path / "o" / "summary.json").exists()

@@ -68,7 +68,8 @@ def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
                 None,
             )
         elif target:
-            rid = target.rsplit("/", 1)[-1]
+            # Medication/1, an absolute URL, or a version of it (Medication/1/_history/2).
+            rid = target.split("/_history/", 1)[0].rsplit("/", 1)[-1]
             med = next((x for x in record.of_type("Medication") if x.get("id") == rid), None)
         if med is not None:
             concepts.append(med.get("code"))

@@ -149,13 +149,13 @@ class Query:
             target = reference.get("reference") if isinstance(reference, dict) else None
             # A reference we cannot resolve (contained, urn:uuid, an identifier only) says
             # nothing either way; a resolvable one must be this patient.
-            named = _reference(target) if isinstance(target, str) else None
+            named = parse_reference(target) if isinstance(target, str) else None
             if named is not None and (named[0] != "Patient" or named[1] not in self.patients):
                 return False
         return True
 
 
-def _reference(text: str) -> tuple[str, str] | None:
+def parse_reference(text: str) -> tuple[str, str] | None:
     """``Patient/123``, ``https://server/fhir/Patient/123``, ``.../Patient/123/_history/2``
     -> ``("Patient", "123")``; anything else -> None."""
     parts = [p for p in text.split("#", 1)[0].split("?", 1)[0].split("/") if p]
@@ -170,7 +170,7 @@ def _patient_id(value: str) -> str | None:
     """The patient a search parameter names: ``123`` or ``Patient/123``; None for another type."""
     if _ID.fullmatch(value):
         return value
-    named = _reference(value)
+    named = parse_reference(value)
     return named[1] if named is not None and named[0] == "Patient" else None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -22,6 +21,7 @@ from service.pipeline import Pipeline
 from service.protocol.errors import ServiceError
 from service.protocol.models import Resource
 from service.replay.scenarios import Call, bind
+from service.replay.source import referenced_id
 
 log = logging.getLogger("ipt_cds")
 
@@ -38,9 +38,6 @@ class Outcome:
     error: str | None = None
 
 
-_MEDICATION = re.compile(r"(?:^|/)(Medication/[A-Za-z0-9\-.]{1,64})$")
-
-
 class SharedResources:
     """The Medications an ``_include`` brings, by reference (``Medication/1``, or an absolute
     URL ending so), read from wherever an engine keeps them and parsed once per process."""
@@ -50,10 +47,10 @@ class SharedResources:
         self._parsed: dict[str, Resource | None] = {}
 
     def __call__(self, reference: str) -> Resource | None:
-        match = _MEDICATION.search(reference)
-        if match is None:
+        rid = referenced_id(reference, "Medication")
+        if rid is None:
             return None
-        ref = match.group(1)
+        ref = f"Medication/{rid}"
         if ref not in self._parsed:
             body = self._fetch(ref)
             self._parsed[ref] = orjson.loads(body) if body is not None else None

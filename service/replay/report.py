@@ -13,16 +13,14 @@ from html import escape
 from typing import Any
 
 from service.replay.charts import Series, grouped_hbars, histogram, number, stacked_hbars
+from service.replay.scenarios import SCENARIOS
+from service.replay.source import PROBLEMS
 
-# The scenarios a replay may run, in the order a reader meets them in a visit.
-KNOWN = {
-    "patient-view": ("chart opens", "chart", "#3b6ea5"),
-    "order-sign-ipt": ("IPT orders signed", "IPT order", "#6a4c93"),
-    "order-sign-antidepressant": (
-        "antidepressant (sertraline) orders signed",
-        "sertraline",
-        "#2a9d8f",
-    ),
+# Each scenario's short tag and colour in the charts, in the order a reader meets them.
+LOOKS = {
+    "patient-view": ("chart", "#3b6ea5"),
+    "order-sign-ipt": ("IPT order", "#6a4c93"),
+    "order-sign-antidepressant": ("sertraline", "#2a9d8f"),
 }
 INDICATORS = (("info", "#3b82c4"), ("warning", "#f0a202"), ("critical", "#c62828"))
 VERDICTS = {
@@ -34,13 +32,6 @@ VERDICTS = {
     "antidepressant-preferred": "an antidepressant preferred",
     "suitable": "IPT suitable",
     "none": "no verdict given",
-}
-PROBLEMS = {
-    "unparsable": "lines that could not be read as FHIR JSON",
-    "withoutId": "resources without an id",
-    "withoutPatient": "resources that name no patient",
-    "unreadableFile": "files cut short or corrupt (the rest of the file was lost)",
-    "patientNotInExport": "resources about a patient the export has no Patient resource for",
 }
 # More rules than this make the firing chart too tall to read; the tables keep them all.
 CHART_RULES = 40
@@ -114,8 +105,7 @@ def _share(count: Any, of: Any) -> str:
 
 def _look(scenario: str) -> tuple[str, str]:
     """The short tag and the colour of a scenario's bars."""
-    _, tag, colour = KNOWN.get(scenario, ("", scenario, "#777777"))
-    return tag, colour
+    return LOOKS.get(scenario, (scenario, "#777777"))
 
 
 class _Report:
@@ -125,8 +115,9 @@ class _Report:
         self.scenarios: dict[str, Mapping[str, Any]] = dict(summary.get("scenarios") or {})
 
     def name(self, scenario: str) -> str:
-        meaning = (
-            self.scenarios.get(scenario, {}).get("meaning") or KNOWN.get(scenario, (scenario,))[0]
+        known = SCENARIOS.get(scenario)
+        meaning = self.scenarios.get(scenario, {}).get("meaning") or (
+            known.meaning if known else scenario
         )
         return str(meaning)[:1].upper() + str(meaning)[1:]
 
@@ -142,7 +133,7 @@ class _Report:
 
     def headline(self) -> str:
         lines = [f"<li>{self.sentence(s, data)}</li>" for s, data in self.scenarios.items()]
-        missing = [self.name(s) for s in KNOWN if s not in self.scenarios]
+        missing = [self.name(s) for s in SCENARIOS if s not in self.scenarios]
         text = f'<ul class="headline">{"".join(lines)}</ul>' if lines else ""
         if not self.summary.get("patients"):
             text = (
@@ -166,6 +157,13 @@ class _Report:
         )
         flag = f'<span class="critical">{critical} critical</span>' if critical else "none critical"
         said += f"; {flag}"
+        depressed = d.get("withDepression") or {}
+        if depressed.get("calls"):
+            said += (
+                f"; for patients with a depressive disorder on record, "
+                f"{float(depressed.get('cardsPer100', 0)):.1f} per 100 "
+                f"({_n(depressed.get('calls'))} calls)"
+            )
         if refused:
             said += f"; {refused} calls refused ({_counts(d.get('errors', {}))})"
         return said + "."
@@ -310,9 +308,15 @@ def _about(summary: Mapping[str, Any], run: Mapping[str, str]) -> str:
         + (when if as_of else "")
         + "<li>Each call stands alone: the replay has no once-per-visit memory, so a card an "
         "EHR would show once per visit is counted on every call.</li>"
+        "<li>The order scenarios are what-ifs: <strong>every</strong> patient, with "
+        "depression or not, gets one IPT order and one sertraline order. Real orders go mostly "
+        "to patients with depression, so the rate for patients with a depressive disorder on "
+        "record is the closer guide to what prescribers would see. A critical card (suicide "
+        "risk) shows on every hook, so the same patients count in each scenario.</li>"
         "<li><em>Per 100 calls</em> counts answered calls; refused calls are listed apart.</li>"
         "<li><em>Silent</em>: cards the site profile switched off, that would have shown.</li>"
-        "<li>The report holds counts only: no patient is named.</li></ul>"
+        "<li>The report holds counts only: no patient is named, and a Bundle file is named by "
+        "its number in name order.</li></ul>"
     )
 
 

@@ -16,7 +16,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,7 +27,7 @@ from service.replay import local
 from service.replay.local import Job
 from service.replay.scenarios import SCENARIOS, ScenarioError, bind
 from service.replay.search import ReplayQueryError, types_read
-from service.replay.source import Kinds, ReplayInputError, input_files
+from service.replay.source import PROBLEMS, Kinds, ReplayInputError, input_files
 from service.replay.tally import CardRow, InputFacts, Tally, summary
 
 
@@ -38,13 +38,6 @@ class EngineUnavailable(Exception):
 ENGINES = ("local", "spark")
 # What stops a replay before it starts, each with a message for the command line.
 REPLAY_ERRORS = (ReplayInputError, ReplayQueryError, ScenarioError, EngineUnavailable)
-PROBLEM_WORDS = {
-    "unparsable": "lines that are not a FHIR resource",
-    "withoutPatient": "resources naming no patient",
-    "withoutId": "Medications without an id",
-    "patientNotInExport": "resources of patients not in the export",
-    "unreadableFile": "damaged files, read up to the damage",
-}
 CSV_COLUMNS = ("scenario", "rule", "indicator", "patient", "status")
 
 
@@ -76,11 +69,14 @@ Engine = Callable[[Options, Kinds, local.Rows, local.Progress, Knowledge], tuple
 
 def replay(options: Options, terminal: TextIO) -> Finished:
     started = time.perf_counter()
+    # A scenario named twice is one scenario: counted twice, its rates would double.
+    options = replace(options, scenarios=list(dict.fromkeys(options.scenarios)))
     knowledge = Knowledge.load(options.knowledge_dir, options.site_file)
     calls = bind(options.scenarios, knowledge.services)
     own, shared = types_read(s for call in calls for s in call.searches)
     kinds = Kinds(own, shared)
     input_files(options.source)  # a missing or empty folder fails before anything is written
+    _check_out(options)
     options.out.mkdir(parents=True, exist_ok=True)
     bar = _Progress(terminal)
     csv_path = options.out / "cards.csv"
@@ -105,6 +101,24 @@ def replay(options: Options, terminal: TextIO) -> Finished:
     report_path.write_text(_report(result, options, seconds, titles), encoding="utf-8")
     files = (summary_path, csv_path, report_path)
     return Finished(result, seconds, files, paragraph(result, options, seconds))
+
+
+def _check_out(options: Options) -> None:
+    out, source = options.out.resolve(), options.source.resolve()
+    if out == source or source in out.parents:
+        # A second run would read the first one's results as part of the export.
+        raise ReplayInputError(f"--out {options.out} is inside the export: choose another folder")
+    if out.exists() and not out.is_dir():
+        raise ReplayInputError(f"--out {options.out} is a file, not a folder")
+
+
+def exported_on(source: Path) -> date | None:
+    """The day a Bulk Data export was made, from its manifest's transactionTime, if any."""
+    try:
+        manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
+        return date.fromisoformat(str(manifest["transactionTime"])[:10])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _engine(name: str) -> Engine:
@@ -182,14 +196,23 @@ def paragraph(result: dict[str, Any], options: Options, seconds: float) -> str:
             f"({s['cards']:,} cards on {s['callsWithCards']:,} of {s['answered']:,} calls"
             f"{f', {critical:,} critical' if critical else ''}"
         )
+        depressed = s["withDepression"]
+        if depressed["calls"] and depressed["calls"] != s["answered"]:
+            line += f"; {depressed['cardsPer100']:.1f} per 100 with depression on record"
         if top is not None:
             line += f"; most often {top[0]}, {top[1]['per100']:.1f} per 100"
         errors = sum(s["errors"].values())
         parts.append(line + (f"; {errors:,} calls refused" if errors else "") + ").")
+    made = exported_on(options.source)
+    if made is not None and made > options.as_of:
+        parts.append(
+            f"Note: the export was made on {made}, after the replay's day {options.as_of}; "
+            "what was recorded in between was read as if already known."
+        )
     problems = result["input"]["problems"]
     if problems:
         each = [
-            f"{PROBLEM_WORDS.get(kind, kind)}: {p['count']:,}"
+            f"{PROBLEMS.get(kind, kind)}: {p['count']:,}"
             + (f" (first at {', '.join(p['first'][:3])})" if p["first"] else "")
             for kind, p in problems.items()
         ]

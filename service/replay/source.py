@@ -6,8 +6,9 @@ NDJSON, a folder tree of FHIR Bundles in ``.json`` files (``fhir_fixtures/`` rep
 
 Nothing in the input stops the reading: a line that is not a FHIR resource, a resource that
 names no patient, a JSON file that is not a Bundle are counted and the first few located
-(file and line, never the content: it is patient data). Files whose Bulk name declares a type
-no service reads (``Claim.ndjson``) are skipped without parsing: real exports are mostly those.
+(file and line, never the content: it is patient data; a Bundle file by its number, since its
+name is often the patient's). Files whose Bulk name declares a type no service reads
+(``Claim.ndjson``) are skipped without parsing: real exports are mostly those.
 """
 
 from __future__ import annotations
@@ -21,10 +22,26 @@ from typing import IO, Any
 
 import orjson
 
+from service.fhir.answers import parse_reference
+
 # How many places of each problem the summary lists.
 FIRST = 5
 _TYPE_IN_NAME = re.compile(r"^(?:\d+[._-])?([A-Z][A-Za-z]{1,63})(?:[._-]\d+)?\.ndjson(?:\.gz)?$")
-_REFERENCE = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
+_BOM = b"\xef\xbb\xbf"
+# What each problem is, in the words of the terminal paragraph and the report.
+PROBLEMS = {
+    "unparsable": "lines or entries that are not a FHIR resource",
+    "withoutPatient": "resources naming no patient (or one whose id is not a FHIR id)",
+    "withoutId": "Medications without an id",
+    "patientNotInExport": "resources of patients not in the export",
+    "unreadableFile": "damaged files, read up to the damage",
+}
+
+
+def name_order(name: str) -> list[Any]:
+    """Files in natural order (``Condition.2`` before ``Condition.10``, ``bundle-9`` before
+    ``bundle-10``): the order they are read in, and the order their problems are listed in."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 class ReplayInputError(Exception):
@@ -48,7 +65,8 @@ class Problems:
         for kind, n in other.counts.items():
             self.counts[kind] = self.counts.get(kind, 0) + n
         for kind, places in other.first.items():
-            self.first[kind] = sorted({*self.first.get(kind, []), *places})[:FIRST]
+            merged = {*self.first.get(kind, []), *places}
+            self.first[kind] = sorted(merged, key=lambda p: (name_order(p[0]), p[1]))[:FIRST]
 
 
 @dataclass(frozen=True)
@@ -66,9 +84,8 @@ def input_files(root: Path) -> tuple[str, list[Path]]:
     if not root.is_dir():
         raise ReplayInputError(f"{root} is not a folder (a Bulk Data export or FHIR Bundles)")
 
-    def order(path: Path) -> str:
-        # By relative name: the order the summary's "first" places are listed in.
-        return path.relative_to(root).as_posix()
+    def order(path: Path) -> list[Any]:
+        return name_order(path.relative_to(root).as_posix())
 
     found = [p for p in root.rglob("*") if p.is_file()]
     ndjson = sorted((p for p in found if p.name.endswith((".ndjson", ".ndjson.gz"))), key=order)
@@ -80,28 +97,48 @@ def input_files(root: Path) -> tuple[str, list[Path]]:
     raise ReplayInputError(f"{root} holds no .ndjson, .ndjson.gz or .json files: nothing to replay")
 
 
+def display_names(root: Path, layout: str, files: list[Path]) -> list[str]:
+    """How the summary names each file: an NDJSON file by its name (a resource type), a
+    Bundle by its number in name order, as its name often names the patient."""
+    if layout == "bundles":
+        return [f"bundle-{i}" for i in range(1, len(files) + 1)]
+    return [p.relative_to(root).as_posix() for p in files]
+
+
+def left_out(root: Path, layout: str) -> list[str]:
+    """JSON files beside an NDJSON export, which replay does not read (the Bulk manifest
+    aside): listed as skipped, so that a Bundle dropped there is not lost unseen."""
+    if layout != "ndjson":
+        return []
+    found = (p for p in root.rglob("*.json") if p.is_file() and p.name != "manifest.json")
+    return sorted((p.relative_to(root).as_posix() for p in found), key=name_order)
+
+
+def referenced_id(text: str, kind: str) -> str | None:
+    """The id a reference gives to a resource of ``kind`` (``Patient/1``, an absolute URL,
+    a version ``/_history/2``); None for another type or no reference."""
+    named = parse_reference(text)
+    return named[1] if named is not None and named[0] == kind else None
+
+
 def declared_type(path: Path) -> str | None:
     """The resource type a Bulk Data file name declares (``Condition.2.ndjson``), if any."""
     match = _TYPE_IN_NAME.match(path.name)
     return match.group(1) if match else None
 
 
-def patient_of(resource: dict[str, Any], aliases: dict[str, str] | None = None) -> str | None:
+def patient_of(resource: dict[str, Any]) -> str | None:
     """The id of the patient a resource is about: its own for a Patient, else its subject's
-    or patient's reference (``Patient/1``, an absolute URL, a Bundle's ``urn:uuid:``)."""
+    or patient's reference."""
     if resource.get("resourceType") == "Patient":
         rid = resource.get("id")
         return rid if isinstance(rid, str) and rid else None
     for name in ("subject", "patient"):
         ref = resource.get(name)
         text = ref.get("reference") if isinstance(ref, dict) else None
-        if not isinstance(text, str):
-            continue
-        if aliases and text in aliases:
-            return aliases[text]
-        match = _REFERENCE.search(text)
-        if match:
-            return match.group(1)
+        found = referenced_id(text, "Patient") if isinstance(text, str) else None
+        if found is not None:
+            return found
     return None
 
 
@@ -115,15 +152,14 @@ class Kinds:
 
     def line(self, raw: bytes) -> Item | str | None:
         """An NDJSON line as an Item, a problem's name, or None (a type no service reads)."""
-        try:
-            resource = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        raw = raw.removeprefix(_BOM)  # a file may start with one; Hadoop drops it too
+        resource, exact = _loads(raw)
+        if resource is None:
             return "unparsable"
-        return self.resource(resource, None, raw.strip())
+        # The line itself is the body, unless it had to be decoded (then it is re-encoded).
+        return self.resource(resource, raw.strip() if exact else None)
 
-    def resource(
-        self, resource: Any, aliases: dict[str, str] | None, raw: bytes | None
-    ) -> Item | str | None:
+    def resource(self, resource: Any, raw: bytes | None) -> Item | str | None:
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(kind, str):
             return "unparsable"
@@ -135,7 +171,7 @@ class Kinds:
             if rid is None:
                 return "withoutId"
             return Item(None, kind, rid, raw or orjson.dumps(resource))
-        patient = patient_of(resource, aliases)
+        patient = patient_of(resource)
         if patient is None:
             return "withoutPatient"
         return Item(patient, kind, rid, raw or orjson.dumps(resource))
@@ -156,19 +192,16 @@ class Kinds:
 
     def bundle(self, data: bytes) -> list[Item | str | None] | None:
         """A Bundle file's entries as ``line`` gives them; None when it is not a Bundle."""
-        try:
-            bundle = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
+        bundle, _ = _loads(data.removeprefix(_BOM))
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             return None
         entries = bundle.get("entry")
         if not isinstance(entries, list):
             return []
-        aliases = _aliases(entries)
         return [
-            self.resource(e.get("resource") if isinstance(e, dict) else None, aliases, None)
-            for e in entries
+            # An entry without a resource (a transaction's DELETE) is nothing to read.
+            None if isinstance(e, dict) and "resource" not in e else self.resource(r, None)
+            for e, r in zip(entries, _resolved(entries), strict=True)
         ]
 
 
@@ -180,11 +213,14 @@ class Reader:
         self.layout, self.files = input_files(root)
         self.kinds = kinds
         self.problems = Problems()
-        self.skipped_files: list[str] = []
+        self.skipped_files: list[str] = left_out(root, self.layout)
         self.lines = 0
+        self._names = dict(
+            zip(self.files, display_names(root, self.layout, self.files), strict=True)
+        )
 
     def name(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        return self._names[path]
 
     def items(self) -> Iterator[Item]:
         for path in self.files:
@@ -230,18 +266,59 @@ class Reader:
             yield entry
 
 
-def _aliases(entries: list[Any]) -> dict[str, str]:
-    """A Bundle's ``fullUrl`` of each Patient, for references by ``urn:uuid:``."""
-    found: dict[str, str] = {}
+def _resolved(entries: list[Any]) -> list[Any]:
+    """The entries' resources as a server stores a transaction: a resource without an id gets
+    its ``urn:uuid:`` fullUrl's uuid, and references to any entry's fullUrl become
+    ``Type/id`` (a patient's, a Medication's)."""
+    aliases: dict[str, str] = {}
+    resources: list[Any] = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        resource, url = entry.get("resource"), entry.get("fullUrl")
-        if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
             rid = resource.get("id")
+            if not isinstance(rid, str) and isinstance(url, str) and url.startswith("urn:uuid:"):
+                rid = url.removeprefix("urn:uuid:")
+                resource = {**resource, "id": rid}
             if isinstance(url, str) and isinstance(rid, str):
-                found[url] = rid
-    return found
+                aliases[url] = f"{resource['resourceType']}/{rid}"
+        resources.append(resource)
+    if aliases:
+        for resource in resources:
+            _rewrite(resource, aliases)
+    return resources
+
+
+def _rewrite(node: Any, aliases: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in aliases:
+            node["reference"] = aliases[ref]
+        for value in node.values():
+            if isinstance(value, dict | list):
+                _rewrite(value, aliases)
+    elif isinstance(node, list):
+        for value in node:
+            _rewrite(value, aliases)
+
+
+def _loads(raw: bytes) -> tuple[Any, bool]:
+    """JSON (None if it is not), and whether ``raw`` is that JSON as it is. Bytes that are not
+    UTF-8 (which NDJSON must be) are read as Hadoop's text reader reads them, each bad sequence
+    a U+FFFD, so that both engines see the same resource."""
+    try:
+        return orjson.loads(raw), True
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        raw.decode("utf-8")
+        return None, False  # UTF-8, and still not JSON
+    except UnicodeDecodeError:
+        pass
+    try:
+        return orjson.loads(raw.decode("utf-8", "replace")), False
+    except orjson.JSONDecodeError:
+        return None, False
 
 
 def _open(path: Path) -> IO[bytes] | gzip.GzipFile:

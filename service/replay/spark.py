@@ -32,7 +32,15 @@ from service.knowledge.base import Knowledge
 from service.ops.config import Settings
 from service.replay.evaluate import Evaluator, SharedResources
 from service.replay.local import CHUNK, Progress, Rows
-from service.replay.source import Item, Kinds, Problems, ReplayInputError, input_files
+from service.replay.source import (
+    Item,
+    Kinds,
+    Problems,
+    ReplayInputError,
+    display_names,
+    input_files,
+    left_out,
+)
 from service.replay.tally import CardRow, InputFacts, Tally, count
 
 if TYPE_CHECKING:
@@ -134,7 +142,7 @@ def _replay(
     sc = session.sparkContext
     root = options.source
     layout, files = input_files(root)
-    names = [p.relative_to(root).as_posix() for p in files]
+    names = display_names(root, layout, files)
     if layout == "ndjson":
         read, owners, skipped = _ndjson(sc, files, names, kinds)
     else:
@@ -144,6 +152,7 @@ def _replay(
         slices = max(sc.defaultParallelism, -(-len(listed) // CHUNK))
         read = sc.parallelize(listed, slices).mapPartitions(partial(_read_bundles, kinds))
         owners, skipped = [], []
+    skipped = left_out(root, layout) + skipped
     # Read once: the facts, Medications and patients below all come from this cache.
     read.persist(StorageLevel.MEMORY_AND_DISK)
     progress("resources", 0, 0)

@@ -15,7 +15,7 @@ from typing import Any
 
 from service.replay.evaluate import Evaluator, Outcome, SharedResources
 from service.replay.scenarios import SCENARIOS
-from service.replay.source import Problems
+from service.replay.source import Problems, name_order
 
 
 @dataclass
@@ -29,12 +29,19 @@ class ScenarioTally:
     silent: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Calls on which a pair of rules both showed a card (rule ids in order).
     together: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Calls (and their cards) for patients with an active depressive disorder on record: the
+    # order scenarios give every patient an order, these are the ones it is usually meant for.
+    depressed_calls: int = 0
+    depressed_cards: int = 0
 
     def add(self, outcome: Outcome) -> None:
         self.calls += 1
         if outcome.error is not None:
             self.errors[outcome.error] += 1
             return
+        if outcome.verdict not in (None, "not-applicable"):
+            self.depressed_calls += 1
+            self.depressed_cards += len(outcome.shown)
         self.per_call[len(outcome.shown)] += 1
         self.verdicts[outcome.verdict or "none"] += 1
         self.shown.update(outcome.shown)
@@ -44,6 +51,8 @@ class ScenarioTally:
 
     def merge(self, other: ScenarioTally) -> None:
         self.calls += other.calls
+        self.depressed_calls += other.depressed_calls
+        self.depressed_cards += other.depressed_cards
         for mine, theirs in (
             (self.errors, other.errors),
             (self.per_call, other.per_call),
@@ -130,7 +139,7 @@ def summary(tally: Tally, read: InputFacts, as_of: str, scenarios: list[str]) ->
             "resources": dict(sorted(read.resources.items())),
             "problems": problems,
             # The first names only: a big export has hundreds of Claim parts.
-            "skippedFiles": sorted(read.skipped_files)[:SKIPPED_LISTED],
+            "skippedFiles": sorted(read.skipped_files, key=name_order)[:SKIPPED_LISTED],
             "skippedFileCount": len(read.skipped_files),
         },
         "scenarios": {
@@ -163,6 +172,11 @@ def _scenario(name: str, t: ScenarioTally) -> dict[str, Any]:
         "cards": cards,
         "cardsPer100": per100(cards, answered),
         "callsWithCards": answered - t.per_call.get(0, 0),
+        "withDepression": {
+            "calls": t.depressed_calls,
+            "cards": t.depressed_cards,
+            "cardsPer100": per100(t.depressed_cards, t.depressed_calls),
+        },
         "indicators": dict(sorted(indicators.items())),
         "cardsPerCall": {str(k): v for k, v in sorted(t.per_call.items())},
         "verdicts": dict(sorted(t.verdicts.items())),
