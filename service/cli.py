@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     synth.add_argument("--seed", type=int, default=1, help="the random seed (default 1)")
     synth.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
     synth.add_argument("--gzip", action="store_true", help="write .ndjson.gz files")
+    synth.add_argument(
+        "--as-of", type=_day, help="the day the records are dated from (default: today)"
+    )
 
     commands.add_parser("openapi", help="print the OpenAPI document as YAML")
     commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
@@ -257,7 +260,8 @@ def _synth(args: argparse.Namespace) -> int:
     from service.devtools.population import synthesize
 
     try:
-        made = synthesize(args.n, args.seed, args.out, date.today(), gzip_parts=args.gzip)
+        today = args.as_of or date.today()
+        made = synthesize(args.n, args.seed, args.out, today, gzip_parts=args.gzip)
     except ValueError as exc:
         sys.stderr.write(f"ipt-cds population synth: {exc}\n")
         return 2

@@ -318,6 +318,7 @@ def _service(prefetch: dict[str, str]) -> Service:
         ("Condition?patient=other", "context patient only"),
         ("MedicationRequest?patient={{context.patientId}}&_include=X:y", "_include=X:y"),
         ("Patient/{{context.patientId}}/_history", "read and searches only"),
+        ("Condition?patient={{context.patientId}}&_summary=count", "parameter '_summary'"),
     ],
 )
 def test_a_prefetch_replay_cannot_answer_is_refused(template: str, why: str) -> None:
@@ -511,3 +512,40 @@ def test_a_day_before_the_export_and_an_export_without_patients_are_told(
     assert "no patient was replayed" in printed.err
     assert "the export was made on 2026-11-28, after the replay's day 2026-11-25" in printed.out
     assert (tmp_path / "o" / "summary.json").exists()
+
+
+def test_an_empty_gzip_is_a_damaged_file(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    write_ndjson(root / "Patient.ndjson", [patient("a")])
+    (root / "Condition.ndjson.gz").write_bytes(b"")
+    finished = run_replay(root, tmp_path / "o", scenarios=["patient-view"])
+    assert finished.summary["input"]["problems"]["unreadableFile"] == {
+        "count": 1,
+        "first": ["Condition.ndjson.gz:1"],
+    }
+
+
+def test_token_forms_match_as_a_server_matches_them() -> None:
+    (search,) = compile_searches(
+        _service(
+            {"c": "Condition?patient={{context.patientId}}&code=|F32.1,http://snomed.info/sct|"}
+        )
+    )
+    without_system = {**mdd("a", "c1"), "code": {"coding": [{"code": "F32.1"}]}}
+    icd = mdd("a", "c2")  # F32.1 in ICD-10-CM: not "without a system"
+    snomed = {**mdd("a", "c3"), "code": {"coding": [{"system": SNOMED, "code": "35489007"}]}}
+    bundle = search.answer("a", {"Condition": [without_system, icd, snomed]}, lambda ref: None)
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["c1", "c3"]
+
+
+def test_synth_dates_from_the_day_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        assert (
+            main(["population", "synth", "--n", "40", "--out", out, "--as-of", "2026-01-05"]) == 0
+        )
+    assert (tmp_path / "a" / "Patient.ndjson").read_bytes() == (
+        tmp_path / "b" / "Patient.ndjson"
+    ).read_bytes()
+    assert "2026-01-05" in (tmp_path / "a" / "manifest.json").read_text()

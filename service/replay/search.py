@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from service.protocol.models import Resource, Service
 
 # Parameters that change only how a server pages or sorts its answer, not what it holds.
-_IGNORED = frozenset({"_count", "_sort", "_total", "_summary"})
+_IGNORED = frozenset({"_count", "_sort", "_total"})
 # Token parameters read from a CodeableConcept element of the same name.
 _CODED = {"code": "code", "category": "category"}
 # _include targets: the reference element, and the (shared) type it points to.
@@ -37,7 +37,7 @@ class Search:
     read: bool
     statuses: frozenset[str] | None
     # Each coded parameter: the element, and the (system or None, code) pairs it accepts.
-    coded: tuple[tuple[str, frozenset[tuple[str | None, str]]], ...]
+    coded: tuple[tuple[str, frozenset[tuple[str | None, str | None]]], ...]
     includes: tuple[tuple[str, str], ...]
 
     def answer(self, patient_id: str, own: Mapping[str, list[Resource]], shared: Shared) -> Any:
@@ -92,7 +92,7 @@ def _compile(key: str, template: str) -> Search:
     if "/" in path or not path[:1].isupper():
         raise ReplayQueryError(f"{where}: replay answers the patient's read and searches only")
     statuses: frozenset[str] | None = None
-    coded: list[tuple[str, frozenset[tuple[str | None, str]]]] = []
+    coded: list[tuple[str, frozenset[tuple[str | None, str | None]]]] = []
     includes: list[tuple[str, str]] = []
     about_patient = False
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -116,22 +116,23 @@ def _compile(key: str, template: str) -> Search:
     return Search(key, path, False, statuses, tuple(coded), tuple(includes))
 
 
-def _token(value: str) -> tuple[str | None, str]:
-    """``system|code``; a bare ``code`` matches any system (None), as FHIR token search."""
-    if "|" in value:
-        system, _, code = value.partition("|")
-        return system, code
-    return None, value
+def _token(value: str) -> tuple[str | None, str | None]:
+    """A token as FHIR search reads it: ``system|code``; ``code`` in any system (None);
+    ``|code`` without a system (""); ``system|`` any code of the system (code None)."""
+    if "|" not in value:
+        return None, value
+    system, _, code = value.partition("|")
+    return system, code or None
 
 
-def _has_coding(concept: Any, codes: frozenset[tuple[str | None, str]]) -> bool:
+def _has_coding(concept: Any, codes: frozenset[tuple[str | None, str | None]]) -> bool:
     concepts = concept if isinstance(concept, list) else [concept]
     for item in concepts:
         codings = item.get("coding") if isinstance(item, dict) else None
         for coding in codings if isinstance(codings, list) else []:
             if not isinstance(coding, dict):
                 continue
-            code, system = coding.get("code"), coding.get("system")
-            if (system, code) in codes or (None, code) in codes:
+            code, system = coding.get("code"), coding.get("system") or ""
+            if {(system, code), (None, code), (system, None)} & codes:
                 return True
     return False

@@ -183,7 +183,7 @@ class Kinds:
         if declared is None or declared in self.own | self.shared:
             return False
         try:
-            with _open(path) as lines:
+            with open_lines(path) as lines:
                 first = next((line for line in lines if line.strip()), b"")
             resource = orjson.loads(first)
         except (OSError, EOFError, orjson.JSONDecodeError):
@@ -236,7 +236,7 @@ class Reader:
             return
         number = 0
         try:
-            with _open(path) as lines:
+            with open_lines(path) as lines:
                 for number, line in enumerate(lines, start=1):
                     if not line.strip():
                         continue
@@ -321,7 +321,11 @@ def _loads(raw: bytes) -> tuple[Any, bool]:
         return None, False
 
 
-def _open(path: Path) -> IO[bytes] | gzip.GzipFile:
+def open_lines(path: Path) -> IO[bytes] | gzip.GzipFile:
+    """A file's lines as bytes, gunzipped if need be. An empty .gz is no gzip: it raises
+    EOFError, as a truncated one does, rather than read as an empty file unseen."""
     if path.name.endswith(".gz"):
+        if path.stat().st_size == 0:
+            raise EOFError(f"{path.name} is empty")
         return gzip.open(path, "rb")
     return path.open("rb")

@@ -12,7 +12,6 @@ at the same path on the driver and every executor (a local disk, or a shared mou
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import sys
@@ -40,6 +39,7 @@ from service.replay.source import (
     display_names,
     input_files,
     left_out,
+    open_lines,
 )
 from service.replay.tally import CardRow, InputFacts, Tally, count
 
@@ -294,7 +294,7 @@ def _read_lines(
 
 def _gunzipped(paths: Iterable[str]) -> Iterator[bytes]:
     for path in paths:
-        with gzip.open(path, "rb") as lines:
+        with open_lines(Path(path)) as lines:
             yield from lines
 
 
