@@ -190,6 +190,13 @@ class Kinds:
             return False
         return isinstance(resource, dict) and resource.get("resourceType") == declared
 
+    def bundle_file(self, path: Path) -> list[Item | str | None] | None:
+        """``bundle`` of a file; None too when it cannot be read."""
+        try:
+            return self.bundle(path.read_bytes())
+        except OSError:
+            return None
+
     def bundle(self, data: bytes) -> list[Item | str | None] | None:
         """A Bundle file's entries as ``line`` gives them; None when it is not a Bundle."""
         bundle, _ = _loads(data.removeprefix(_BOM))
@@ -248,10 +255,7 @@ class Reader:
 
     def _bundle(self, path: Path) -> Iterator[Item]:
         name = self.name(path)
-        try:
-            entries = self.kinds.bundle(path.read_bytes())
-        except OSError:
-            entries = None
+        entries = self.kinds.bundle_file(path)
         if entries is None:
             self.skipped_files.append(name)
             return

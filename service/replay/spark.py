@@ -301,10 +301,7 @@ def _gunzipped(paths: Iterable[str]) -> Iterator[bytes]:
 def _read_bundles(kinds: Kinds, files: Iterable[tuple[int, str, str]]) -> Iterator[Found | Part]:
     part = Part(None)
     for index, path, name in files:
-        try:
-            entries = kinds.bundle(Path(path).read_bytes())
-        except OSError:
-            entries = None
+        entries = kinds.bundle_file(Path(path))
         if entries is None:
             part.skipped.append(name)
             continue
