@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -549,3 +550,12 @@ def test_synth_dates_from_the_day_given(tmp_path: Path, capsys: pytest.CaptureFi
         tmp_path / "b" / "Patient.ndjson"
     ).read_bytes()
     assert "2026-01-05" in (tmp_path / "a" / "manifest.json").read_text()
+
+
+def test_a_replay_in_this_process_leaves_the_logging_as_it_was(
+    export: Path, tmp_path: Path
+) -> None:
+    logger = logging.getLogger("ipt_cds")
+    before = logger.level
+    run_replay(export, tmp_path / "o", workers=1)
+    assert logger.level == before

@@ -157,7 +157,8 @@ _loaded: Knowledge | None = None
 
 
 class _Worker:
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, log_level: int) -> None:
+        self.log_level = log_level
         self.evaluator = Evaluator(
             job.knowledge_dir, job.site_file, job.scenarios, job.as_of, _loaded
         )
@@ -191,15 +192,19 @@ def _start(job: Job) -> None:
     global _worker
     # The pipeline's warnings about odd resources would bury the progress bar under a line per
     # patient; a replay reports in its summary instead.
-    logging.getLogger("ipt_cds").setLevel(logging.ERROR)
-    _worker = _Worker(job)
+    logger = logging.getLogger("ipt_cds")
+    _worker = _Worker(job, logger.level)
+    logger.setLevel(logging.ERROR)
 
 
 def _stop() -> None:
+    """Ends the worker run in this process (the in-process path): the caller's logging as it
+    was, for whatever the process does next."""
     global _worker
     if _worker is not None:
         _worker.evaluator.close()
         _worker.db.close()
+        logging.getLogger("ipt_cds").setLevel(_worker.log_level)
         _worker = None
 
 
