@@ -724,3 +724,14 @@ def test_no_fact_or_value_of_the_model_is_never_computed(knowledge: Knowledge) -
         if spec.explained and not any(name in f.why for f in everything):
             unseen.append(f"why.{name}")
     assert unseen == []
+
+
+def test_a_reference_names_its_target_whatever_its_form() -> None:
+    from service.clinical.reader import referenced_id
+
+    assert referenced_id("Medication/1") == "1"
+    assert referenced_id("https://ehr.example.org/fhir/Condition/c-9/_history/3") == "c-9"
+    assert referenced_id("Condition/c-9/_history/3") == "c-9"
+    assert referenced_id("") is None
+    assert referenced_id(None) is None
+    assert referenced_id(7) is None

@@ -17,6 +17,9 @@ import pytest
 from service.devtools import population_records
 from service.devtools.fixtures import load_cases
 from service.devtools.population import SYNTHETIC, synthesize
+from service.knowledge.base import Knowledge
+from service.ops.config import Settings
+from service.replay.search import compile_searches, types_read
 from service.replay.source import Kinds, Reader
 
 TODAY = date(2026, 11, 25)
@@ -25,17 +28,6 @@ SEED = 7
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 ITEM_SCORES = {"LA6568-5": 0, "LA6569-3": 1, "LA6570-1": 2, "LA6571-9": 3}
 DEPRESSIVE = re.compile(r"^(F32|F33|F34\.1|F53\.0)")
-OWN = frozenset(
-    {
-        "Patient",
-        "Condition",
-        "Observation",
-        "MedicationRequest",
-        "MedicationStatement",
-        "ServiceRequest",
-        "Procedure",
-    }
-)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +209,11 @@ def test_patients_vary_beyond_the_archetypes(export: Path) -> None:
 
 
 def test_replay_reads_the_export_without_a_problem(export: Path) -> None:
-    reader = Reader(export, Kinds(own=OWN, shared=frozenset({"Medication"})))
+    # What replay reads: the types the services' prefetch searches and includes.
+    services = Knowledge.load(Settings().knowledge_dir).services.values()
+    kinds = Kinds(*types_read(s for service in services for s in compile_searches(service)))
+    assert "Medication" in kinds.shared
+    reader = Reader(export, kinds)
     items = list(reader.items())
     assert reader.problems.counts == {}
     assert reader.skipped_files == []

@@ -14,6 +14,9 @@ import pytest
 
 from service.replay.charts import number, ticks
 from service.replay.report import render
+from service.replay.source import Problems
+from service.replay.tally import InputFacts, Tally
+from service.replay.tally import summary as summarise
 
 RUN = {"Engine": "local", "Input": "export/", "Duration": "12.3 s", "Site profile": "none"}
 TITLES = {"ipt-suicide-risk": "Suicide risk: assess before IPT", "ipt-anxiety": "Anxiety"}
@@ -28,6 +31,7 @@ def _scenario(meaning: str, calls: int) -> dict[str, Any]:
         "cards": 120,
         "cardsPer100": 44.94,
         "callsWithCards": 100,
+        "withDepression": {"calls": 110, "cards": 95, "cardsPer100": 86.36},
         "indicators": {"critical": 5, "info": 100, "warning": 15},
         "cardsPerCall": {"0": 167, "1": 80, "2": 20},
         "verdicts": {"combine": 47, "not-applicable": 120, "suitable": 100},
@@ -181,22 +185,9 @@ def test_rule_ids_titles_and_file_names_are_escaped() -> None:
 def test_zero_patients_says_so() -> None:
     summary = _summary()
     summary["patients"] = 0
-    summary["scenarios"] = {
-        "patient-view": {
-            "meaning": "chart opens",
-            "calls": 0,
-            "answered": 0,
-            "errors": {},
-            "cards": 0,
-            "cardsPer100": 0.0,
-            "callsWithCards": 0,
-            "indicators": {},
-            "cardsPerCall": {},
-            "verdicts": {},
-            "rules": {},
-            "together": [],
-        }
-    }
+    # The summary a run with no patient writes, from the counter that writes it.
+    empty = InputFacts("ndjson", 1, 0, {}, Problems(), [], 0)
+    summary["scenarios"] = summarise(Tally(), empty, "2026-11-25", ["patient-view"])["scenarios"]
     page = render(summary, RUN, TITLES)
     assert "No patients were replayed" in page
     assert "no calls were made" in page
@@ -290,3 +281,9 @@ def test_a_long_list_of_skipped_files_is_cut_with_its_count() -> None:
     page = render(summary, {}, {})
     assert "Claim.19.ndjson" in page
     assert "and 305 more" in page
+
+
+def test_each_scenario_gives_its_rate_for_patients_with_depression() -> None:
+    page = render(_summary(), RUN, TITLES)
+    assert "for patients with a depressive disorder on record, 86.4 per 100 (110 calls)" in page
+    assert "The order scenarios are what-ifs" in page

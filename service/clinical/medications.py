@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.clinical.reader import as_list, number, string, texts
+from service.clinical.reader import as_list, number, referenced_id, string, texts
 from service.clinical.record import PatientRecord
 from service.clinical.terminology import NameMatcher, Terminology
 from service.protocol.models import Resource
@@ -68,8 +68,7 @@ def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
                 None,
             )
         elif target:
-            # Medication/1, an absolute URL, or a version of it (Medication/1/_history/2).
-            rid = target.split("/_history/", 1)[0].rsplit("/", 1)[-1]
+            rid = referenced_id(target)
             med = next((x for x in record.of_type("Medication") if x.get("id") == rid), None)
         if med is not None:
             concepts.append(med.get("code"))
@@ -191,10 +190,10 @@ class DrugMatcher:
         if any(self.terms.match(valueset, c) for c in as_list(m.get("reasonCode"))):
             return True
         targets = {
-            (string(r.get("reference")) or "").rsplit("/", 1)[-1]
+            referenced_id(r.get("reference"))
             for r in as_list(m.get("reasonReference"))
             if isinstance(r, dict)
-        }
+        } - {None}
         return any(
             c.get("id") in targets and self.terms.match(valueset, c.get("code"))
             for c in record.of_type("Condition")

@@ -140,6 +140,15 @@ def number(value: Any) -> float | None:
     return found if math.isfinite(found) else None
 
 
+def referenced_id(reference: Any) -> str | None:
+    """The id a literal reference points to: ``Medication/1``, an absolute URL ending so, or
+    a version of either (``Medication/1/_history/2`` is still 1); None when there is none."""
+    text = string(reference)
+    if not text:
+        return None
+    return text.split("/_history/", 1)[0].rsplit("/", 1)[-1] or None
+
+
 def reference_of(resource: Resource) -> str:
     rid = resource.get("id")
     return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) else '?'}"

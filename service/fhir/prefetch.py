@@ -22,11 +22,7 @@ Prefetched = dict[str, list[Resource]]
 
 def render(template: str, request: HookRequest) -> str:
     """Fill a prefetch template's tokens from the request context and the user id."""
-    return fill(template, request.context.model_dump())
-
-
-def fill(template: str, context: dict[str, Any]) -> str:
-    """``render`` from a context as JSON (a population replay builds its requests so)."""
+    context = request.context.model_dump()
     user_type, _, user_id = str(context.get("userId", "")).partition("/")
 
     def value(match: Any) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -21,6 +22,7 @@ from service.pipeline import Pipeline
 from service.protocol.errors import ServiceError
 from service.protocol.models import Resource
 from service.replay.scenarios import Call, bind
+from service.replay.search import Search
 from service.replay.source import referenced_id
 
 log = logging.getLogger("ipt_cds")
@@ -101,12 +103,16 @@ class Evaluator:
         shared: Callable[[str], Resource | None],
     ) -> list[Outcome]:
         outcomes: list[Outcome] = []
+        # The services declare the same prefetch (cards/services.yaml): answered once a patient.
+        answered: dict[tuple[Search, ...], dict[str, Any]] = {}
         for call in self.calls:
             name = call.scenario.name
+            if call.searches not in answered:
+                answered[call.searches] = call.prefetch(patient_id, own, shared)
             try:
                 result = await self.pipeline.run(
                     call.service,
-                    call.body(patient_id, own, shared),
+                    call.body(patient_id, answered[call.searches]),
                     fhir=None,
                     fhir_allowed=_nowhere,
                     now=self.now,

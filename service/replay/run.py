@@ -35,7 +35,6 @@ class EngineUnavailable(Exception):
     """The engine asked for is not installed."""
 
 
-ENGINES = ("local", "spark")
 # What stops a replay before it starts, each with a message for the command line.
 REPLAY_ERRORS = (ReplayInputError, ReplayQueryError, ScenarioError, EngineUnavailable)
 CSV_COLUMNS = ("scenario", "rule", "indicator", "patient", "status")

@@ -82,9 +82,13 @@ class Call:
     service: Service
     searches: tuple[Search, ...]
 
-    def body(
+    def prefetch(
         self, patient_id: str, own: Mapping[str, list[Resource]], shared: Shared
     ) -> dict[str, Any]:
+        return {s.key: s.answer(patient_id, own, shared) for s in self.searches}
+
+    def body(self, patient_id: str, prefetch: dict[str, Any]) -> dict[str, Any]:
+        """The call for a patient, with ``prefetch`` answered (``prefetch()``)."""
         context: dict[str, Any] = {"userId": "Practitioner/replay", "patientId": patient_id}
         draft = self.scenario.draft
         if draft is not None:
@@ -98,7 +102,7 @@ class Call:
             "hook": self.service.hook,
             "hookInstance": str(uuid.uuid5(_NAMESPACE, self.scenario.name)),
             "context": context,
-            "prefetch": {s.key: s.answer(patient_id, own, shared) for s in self.searches},
+            "prefetch": prefetch,
         }
 
 
