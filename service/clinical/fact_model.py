@@ -282,6 +282,20 @@ FACTS: Mapping[str, FactSpec] = {
     "psychiatry_in_plan": FactSpec(
         bool, "a referral to psychiatry is current or drafted", explained=True
     ),
+    "unreadable": FactSpec(
+        list[str],
+        "what the EHR could not give this call (e.g. 'medications'), in words: facts read from "
+        "it are unknown, never absent",
+    ),
+    "medications_unknown": FactSpec(
+        bool, "medication orders or statements could not be read: the plan's drugs are unknown"
+    ),
+    "therapy_unknown": FactSpec(
+        bool, "service requests or procedures could not be read: current therapy is unknown"
+    ),
+    "observations_unknown": FactSpec(
+        bool, "observations could not be read: PHQ-9 scores and item 9 are unknown"
+    ),
     "acute": FactSpec(bool, "depression with the current episode not in remission"),
     "phq9_due": FactSpec(bool, "depression and no PHQ-9 total in the window"),
     "unipolar_scope": FactSpec(

@@ -41,6 +41,14 @@ from service.clinical.verdict import verdict
 # The values each fact may take are declared in fact_model.py; the annotations below let mypy
 # hold this module to them.
 SEVERITY_RANK: dict[str, int] = {band: rank for rank, band in enumerate(SEVERITIES)}
+# A resource type the EHR could not give, as a card names it.
+UNREADABLE_WORDS: dict[str, str] = {
+    "Observation": "observations (PHQ-9 scores)",
+    "MedicationRequest": "medication orders",
+    "MedicationStatement": "medication statements",
+    "ServiceRequest": "service requests (therapy and referrals)",
+    "Procedure": "procedures (therapy sessions)",
+}
 # The value sets (by alias) that give an episode's severity, most severe first: its code, then
 # Condition.severity.
 CODED_SEVERITY: tuple[tuple[str, Severity], ...] = (
@@ -194,6 +202,7 @@ class FactBook:
         f.set("personality_traits", [t for t, key in traits if raw[key]])
         self._life(f, raw)
         self._plan(f, raw)
+        self._unreadable(f, record.unreadable)
         f.set("acute", f["depression"] and f["remission"] is None)
         f.set("phq9_due", f["depression"] and f["phq9"] is None)
         f.set("unipolar_scope", f["depression"] and f["adult"] and not f["bipolar"])
@@ -414,6 +423,13 @@ class FactBook:
         f.set("ipt_in_plan", bool(ipt or ipt_current))
         referrals = raw["psychiatry_referrals"] + raw["psychiatry_referral_drafts"]
         f.set("psychiatry_in_plan", bool(referrals), referrals)
+
+    def _unreadable(self, f: Facts, kinds: frozenset[str]) -> None:
+        """What the EHR could not give, in words, and the facts that are unknown for it."""
+        f.set("unreadable", [words for kind, words in UNREADABLE_WORDS.items() if kind in kinds])
+        f.set("medications_unknown", bool(kinds & {"MedicationRequest", "MedicationStatement"}))
+        f.set("therapy_unknown", bool(kinds & {"ServiceRequest", "Procedure"}))
+        f.set("observations_unknown", "Observation" in kinds)
 
     def _combination(self, f: Facts) -> None:
         """KNOWLEDGE.md ``needs_combination``: moderately severe or severe depression; high

@@ -28,6 +28,9 @@ class PatientRecord:
     # (order-select: the selections; order-sign: all drafts).
     drafts: list[Resource] = field(default_factory=list)
     selected: list[Resource] = field(default_factory=list)
+    # Resource types the EHR could not give (a prefetch key answered with an OperationOutcome, a
+    # refused optional read): what they would say is unknown, never absent.
+    unreadable: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, resources: Iterable[Resource], request: HookRequest) -> PatientRecord:
