@@ -120,6 +120,7 @@ PSYCHOANALYSIS = "2.16.840.1.113883.3.526.3.1141"
 PSYCHOTHERAPY_PHARM_MGMT = "2.16.840.1.113883.3.464.1003.101.12.1055"
 FOLLOW_UP_ADULT_DEPRESSION = "2.16.840.1.113883.3.526.3.1568"
 REFERRAL_ADULT_DEPRESSION = "2.16.840.1.113883.3.526.3.1571"
+PSYCH_VISIT_DIAGNOSTIC_EVALUATION = "2.16.840.1.113883.3.526.3.1492"
 
 # Displays for codes the reference folder does not carry with a display, each with its source.
 EXTRA_DISPLAYS: dict[tuple[str, str], str] = {
@@ -1401,6 +1402,20 @@ def build(ref: Reference) -> dict[str, Spec]:
         "`ipt-psychosis`, `ipt-suicide-risk` and `ipt-bipolar` cards would suggest is already in "
         "the plan. Not psychotherapy (not in the psychotherapy value set).",
     ).vsac(REFERRAL_ADULT_DEPRESSION, SCT, codes=["308477009", "183524004"])
+
+    new(
+        "psychiatric-care",
+        "Psychiatric care received",
+        "CPT 90791 and 90792 Psychiatric diagnostic evaluation (VSAC 'Psych Visit Diagnostic "
+        "Evaluation') and SNOMED CT 88848003 Psychiatric follow-up (VSAC 'Follow Up for Adult "
+        "Depression').",
+        "`psychiatric_care`: a psychiatric evaluation or follow-up done within "
+        "psychiatric_care_window_days. Only the bipolar chart-open card reads it, as care already "
+        "under way; elsewhere earlier care is named on a card, never taken for a referral in the "
+        "plan.",
+    ).vsac(PSYCH_VISIT_DIAGNOSTIC_EVALUATION, CPT, codes=["90791", "90792"]).vsac(
+        FOLLOW_UP_ADULT_DEPRESSION, SCT, codes=["88848003"]
+    )
 
     return specs
 

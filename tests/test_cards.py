@@ -52,7 +52,10 @@ def test_cards_conform_to_cds_hooks_and_cite_evidence(make_client: AppFactory, c
         assert topic["system"] == RULE_SYSTEM
         assert topic["display"]
         assert card["source"]["url"].endswith(f"/evidence/{topic['code']}")
-        assert "**Evidence:** UpToDate topic" in card["detail"]
+        # Every card says what its advice rests on: the topic, or (the suicide card's assessment
+        # and safety plan) standard of care from outside it, said so.
+        assert "**Evidence:**" in card["detail"]
+        assert 'UpToDate topic "Interpersonal psychotherapy for depressed adults"' in card["detail"]
         assert "{{" not in card["detail"]
         assert "{%" not in card["detail"]
         _check_paragraphs(card["detail"])
@@ -119,6 +122,12 @@ def _check_action(action: Json, case: Case) -> None:
             assert resource.note, "the note carries the format"
         case ("http://snomed.info/sct", "308477009"):
             assert resource.priority in ("routine", "urgent")
+            assert resource.reasonReference or resource.reasonCode, "a referral gives its reason"
+        case ("http://snomed.info/sct", "183524004"):
+            # Under 18: the psychiatry-service referral, to child and adolescent psychiatry.
+            assert resource.priority == "urgent"
+            assert resource.code.text == "Child and adolescent psychiatry"
+            assert resource.reasonReference or resource.reasonCode, "a referral gives its reason"
         case ("http://loinc.org", "44249-1" | "89206-7"):
             pass
         case other:
@@ -175,7 +184,15 @@ def test_every_suggested_resource_of_every_case_is_valid_fhir_r4(make_client: Ap
                     model: type[FHIRResourceModel] = getattr(module, resource["resourceType"])
                     model.model_validate(resource)
                     built[_kind(resource)] += 1
-    assert set(built) == {"ipt weekly", "ipt monthly", "ipt-a", "referral", "phq9", "phq9 teen"}
+    assert set(built) == {
+        "ipt weekly",
+        "ipt monthly",
+        "ipt-a",
+        "referral",
+        "child psychiatry referral",
+        "phq9",
+        "phq9 teen",
+    }
 
 
 def _kind(resource: Json) -> str:
@@ -185,4 +202,9 @@ def _kind(resource: Json) -> str:
             return "ipt-a"
         unit = resource["occurrenceTiming"]["repeat"]["periodUnit"]
         return {"wk": "ipt weekly", "mo": "ipt monthly"}[unit]
-    return {"308477009": "referral", "44249-1": "phq9", "89206-7": "phq9 teen"}[code]
+    return {
+        "308477009": "referral",
+        "183524004": "child psychiatry referral",
+        "44249-1": "phq9",
+        "89206-7": "phq9 teen",
+    }[code]

@@ -52,11 +52,11 @@ def test_invoke_prints_cards_readably(service_url: str, capsys: pytest.CaptureFi
     args = ["invoke", "ipt-order-sign", "--fixture", "in-psychosis-schizophrenia-ipt"]
     assert main([*args, "--service-url", service_url]) == 0
     out = capsys.readouterr().out
-    # Knowledge v2: ipt-psychosis is a warning (was critical), asks for a psychiatric
+    # Knowledge v3: ipt-psychosis names the diagnosis, asks for an urgent psychiatric
     # assessment and suggests an urgent psychiatry referral besides removing the IPT order.
     assert out.startswith(
-        "WARNING   IPT not recommended: psychotic features on record; psychiatric assessment"
-        " needed\n"
+        "WARNING   IPT not recommended: Schizophrenia, unspecified (F20.9) on record; urgent"
+        " psychiatric assessment\n"
     )
     assert "rule: ipt-psychosis (IPT not recommended with psychotic features)" in out
     assert (

@@ -72,7 +72,7 @@ def test_well_typed_expressions_keep_their_meaning(text: str, value: Any) -> Non
         (
             "current_episode.date is None",
             "unknown attribute current_episode.date: current_episode is an Evidence or None, "
-            "with ref, code, display, on, value, answer, answer_codes, selected, ingredient",
+            "with ref, code, display, on, value, answer, answer_codes, selected, ingredient, dose",
         ),
         (
             "age.years >= 70",

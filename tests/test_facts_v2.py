@@ -224,12 +224,15 @@ def test_what_counts_as_an_antidepressant(
     assert facts_of(knowledge, resource)["on_antidepressant"] is counts
 
 
-def test_a_draft_of_a_current_ingredient_is_a_renewal(knowledge: Knowledge) -> None:
+def test_a_draft_of_a_current_ingredient_and_product_is_a_renewal(knowledge: Knowledge) -> None:
     current = drug("m", "312940")  # sertraline 25 mg
-    renewal = draft("d", "312941")  # sertraline 50 mg
+    renewal = draft("d", "312940")  # the same product, no dose stated on either
+    stronger = draft("d", "312941")  # sertraline 50 mg: a dose change is a new start (v3)
     start = draft("d", "310385")  # fluoxetine
     f = facts_of(knowledge, current, drafts=[renewal])
     assert (f["draft_antidepressant"], f["new_antidepressant"]) == (True, False)
+    f = facts_of(knowledge, current, drafts=[stronger])
+    assert (f["draft_antidepressant"], f["new_antidepressant"]) == (True, True)
     f = facts_of(knowledge, current, drafts=[start])
     assert (f["draft_antidepressant"], f["new_antidepressant"]) == (True, True)
 

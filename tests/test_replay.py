@@ -15,6 +15,7 @@ import pytest
 
 from service.cli import main
 from service.protocol.models import Service
+from service.replay.scenarios import SERTRALINE_DRAFT
 from service.replay.search import ReplayQueryError, compile_searches
 from service.replay.source import ReplayInputError
 
@@ -67,7 +68,9 @@ def phq9(pid: str, rid: str, total: int, item9: int | None = None) -> list[dict[
 
 
 def prescription(status: str, **drug: Any) -> dict[str, Any]:
-    """Patient a's sertraline prescription; ``drug`` says how the drug is named."""
+    """Patient a's sertraline prescription; ``drug`` says how the drug is named. Its dose is the
+    replay's sertraline draft's, so that signing that draft renews it (a dose change, or a dose
+    one of them does not state, would be a new start)."""
     return {
         "resourceType": "MedicationRequest",
         "id": "a-m",
@@ -75,6 +78,7 @@ def prescription(status: str, **drug: Any) -> dict[str, Any]:
         "intent": "order",
         "subject": {"reference": "Patient/a"},
         "authoredOn": "2026-10-01",
+        "dosageInstruction": SERTRALINE_DRAFT["dosageInstruction"],
         **drug,
     }
 

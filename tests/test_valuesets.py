@@ -55,7 +55,21 @@ def test_value_set_is_valid_fhir_r4_with_provenance(path: Path) -> None:
 def test_the_version_2_value_sets_are_there() -> None:
     names = {path.stem for path in FILES}
     assert names >= VERSION_2
-    assert len(FILES) == 61
+    assert len(FILES) == 62
+
+
+def test_psychiatric_care_is_an_evaluation_or_a_follow_up_not_a_referral() -> None:
+    """Version 3: care received (CPT 90791/90792, SNOMED 88848003) is named on cards; only the
+    bipolar chart-open card takes it as care under way."""
+    data = json.loads((FILES[0].parent / "psychiatric-care.json").read_text())
+    codes = {
+        (inc["system"], c["code"]) for inc in data["compose"]["include"] for c in inc["concept"]
+    }
+    assert codes == {
+        ("http://www.ama-assn.org/go/cpt", "90791"),
+        ("http://www.ama-assn.org/go/cpt", "90792"),
+        ("http://snomed.info/sct", "88848003"),
+    }
 
 
 def test_value_sets_are_current_with_the_reference_code_lists() -> None:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.clinical.medications import Drug, DrugMatcher, Exclusion
+from service.clinical.medications import Drug, DrugMatcher, Exclusion, daily_mg
 from service.clinical.reader import (
     codings,
     first_date,
@@ -52,13 +52,19 @@ class Evidence:
     answer_codes: tuple[tuple[str, str], ...] = ()
     selected: bool = False
     ingredient: str | None = None
+    # A drug's daily dose in mg, when its first dosage says it (renewal or new start).
+    dose: float | None = None
 
     def describe(self) -> str:
         """The evidence in a card's words; EHR text in it is escaped for Markdown."""
+        when = f", recorded {self.on.isoformat()}" if self.on else ""
+        return f"{self.name()}{when}"
+
+    def name(self) -> str:
+        """What it is, with its code, without the date: "Puerperal psychosis (F53.1)"."""
         name = markdown_text(self.display or self.code or self.ref)
         code = f" ({markdown_text(self.code)})" if self.code and self.display else ""
-        when = f", recorded {self.on.isoformat()}" if self.on else ""
-        return f"{name}{code}{when}"
+        return f"{name}{code}"
 
 
 Coded = tuple[Resource, Match, Resource]
@@ -163,6 +169,8 @@ class CurrentOrder(_Decl):
 
     extractor: Literal["current_order"]
     statuses: list[str] = Field(default_factory=lambda: ["active", "on-hold"], min_length=1)
+    # Only orders authored within this window (a parameter); an undated one is left out.
+    days: str | None = None
 
 
 class RecentProcedure(_Decl):
@@ -355,7 +363,7 @@ def _current_medication(d: CurrentMedication, terms: Terminology, params: Params
                     if found:
                         on = first_date(m, "authoredOn", "dateAsserted", "effectiveDateTime")
                         ev = Evidence(reference_of(m), found.code, found.display, on)
-                        out.append(replace(ev, ingredient=found.ingredient))
+                        out.append(replace(ev, ingredient=found.ingredient, dose=daily_mg(m)))
                 except Exception as exc:
                     s.skip(m, exc)
         return out
@@ -367,13 +375,15 @@ def _current_order(d: CurrentOrder) -> Extractor:
     statuses = set(d.statuses)
 
     def run(s: Scope) -> list[Evidence]:
-        out = []
+        since, out = (s.since(d.days) if d.days else None), []
         for r, match, _ in s.coded("ServiceRequest", d.valueset):
             if status(r) in statuses:
                 try:
                     on = first_date(r, "authoredOn")
                 except Exception as exc:
                     s.skip(r, exc)
+                    continue
+                if since is not None and (on is None or not since <= on <= s.today):
                     continue
                 out.append(Evidence(reference_of(r), match.code, match.display, on))
         return out
@@ -440,12 +450,14 @@ def _draft_orders(d: DraftOrders, terms: Terminology, params: Params) -> Extract
                         else (Drug(None, said, None) if said else None)
                     )
                 on = first_date(r, "authoredOn") if found else None
+                dose = daily_mg(r) if found and drugs is not None else None
             except Exception as exc:
                 s.skip(r, exc)
                 continue
             if found:
                 ev = Evidence(reference_of(r), found.code, found.display, on)
-                out.append(replace(ev, selected=id(r) in selected, ingredient=found.ingredient))
+                ev = replace(ev, selected=id(r) in selected, ingredient=found.ingredient, dose=dose)
+                out.append(ev)
         return out
 
     return run

@@ -225,6 +225,23 @@ FACTS: Mapping[str, FactSpec] = {
         "when suicidal ideation is high because of item 9 or an ideation diagnosis (not an "
         "attempt or an 'at risk' finding alone): that evidence, with dates; else None",
     ),
+    "suicidal_ideation_dated": FactSpec(
+        str | None, "the day (ISO) of the newest evidence that set a high or low level"
+    ),
+    "suicide_behaviour": FactSpec(
+        str | None,
+        "suicidal behaviour at any time, whatever its status: a suicide attempt or self-harm, or "
+        "a personal history of suicidal behaviour, each with its date, newest first",
+        explained=True,
+    ),
+    "suicide_behaviour_summary": FactSpec(
+        str | None, "the newest suicidal behaviour in a summary's words, with its date"
+    ),
+    "suicide_basis_in_course": FactSpec(
+        bool,
+        "on a renewal: suicidal ideation is high, or low with its basis dated on or after the "
+        "drug's course began (an unknown start counts as new)",
+    ),
     "neurovegetative": FactSpec(
         int, "how many neurovegetative domains are present (0 to 4)", explained=True
     ),
@@ -233,6 +250,11 @@ FACTS: Mapping[str, FactSpec] = {
         "the neurovegetative domains present, by a PHQ item that counts or a condition",
     ),
     "psychosis": FactSpec(bool, "psychotic features on record", explained=True),
+    "psychosis_diagnosis": FactSpec(
+        str | None,
+        "the psychotic disorder on record by its name and code (what it is and its code when the "
+        "name is long), for a summary line",
+    ),
     "bipolar": FactSpec(bool, "bipolar disorder on record", explained=True),
     "cognitive_impairment": FactSpec(bool, "cognitive impairment on record", explained=True),
     "anxiety": FactSpec(bool, "an anxiety disorder on record", explained=True),
@@ -265,9 +287,22 @@ FACTS: Mapping[str, FactSpec] = {
     ),
     "new_antidepressant": FactSpec(
         bool,
-        "a selected antidepressant draft is a new start: no current antidepressant of the same "
-        "ingredient (a renewal is not)",
+        "a selected antidepressant draft is a new start: no current prescription of the same "
+        "ingredient at the same daily dose (a dose change is a new start; a renewal is not)",
         explained=True,
+    ),
+    "renewed_antidepressant": FactSpec(
+        bool,
+        "a selected antidepressant draft renews a current prescription: same ingredient, same "
+        "daily dose (never when the medications could not be read)",
+        explained=True,
+    ),
+    "course_start": FactSpec(
+        str | None,
+        "the day (ISO) the renewed drug's continuous course began; None: unknown or no renewal",
+    ),
+    "boxed_warning_due": FactSpec(
+        bool, "a new antidepressant start for a patient under boxed_warning_age (or unknown age)"
     ),
     "ipt_draft_refs": FactSpec(list[str], "the references of the selected IPT drafts"),
     "antidepressant_in_plan": FactSpec(
@@ -296,6 +331,12 @@ FACTS: Mapping[str, FactSpec] = {
     "observations_unknown": FactSpec(
         bool, "observations could not be read: PHQ-9 scores and item 9 are unknown"
     ),
+    "psychiatric_care": FactSpec(
+        bool,
+        "psychiatric care received within psychiatric_care_window_days: a completed psychiatry "
+        "referral, a psychiatric diagnostic evaluation or a psychiatric follow-up",
+        explained=True,
+    ),
     "acute": FactSpec(bool, "depression with the current episode not in remission"),
     "phq9_due": FactSpec(bool, "depression and no PHQ-9 total in the window"),
     "unipolar_scope": FactSpec(
@@ -320,10 +361,13 @@ class Facts:
     values: dict[str, Any] = field(default_factory=dict)
     why: dict[str, str] = field(default_factory=dict)
     refs: dict[str, list[str]] = field(default_factory=dict)
+    # The evidence itself, for what a suggested order cites as its reason.
+    found: dict[str, list[Evidence]] = field(default_factory=dict)
 
     def set(self, name: str, value: Any, evidence: list[Evidence] | None = None) -> None:
         self.values[name] = value
         if evidence:
+            self.found[name] = evidence
             self.refs[name] = sorted({e.ref for e in evidence})
             self.why[name] = "; ".join(dict.fromkeys(e.describe() for e in evidence))
 

@@ -32,7 +32,8 @@ from service.clinical.fact_model import (
     Severity,
     Trait,
 )
-from service.clinical.reader import age_on, first_date, reference_of
+from service.clinical.plan import plan_facts
+from service.clinical.reader import age_on, first_date, markdown_text, reference_of
 from service.clinical.record import PatientRecord
 from service.clinical.suicide import suicidal_ideation
 from service.clinical.terminology import Terminology
@@ -143,6 +144,8 @@ EXTRACTS = [
     "ipt_record_drafts",
     "psychiatry_referrals",
     "psychiatry_referral_drafts",
+    "psychiatry_referrals_completed",
+    "psychiatric_care_procedures",
 ]
 
 
@@ -201,8 +204,9 @@ class FactBook:
         ]
         f.set("personality_traits", [t for t, key in traits if raw[key]])
         self._life(f, raw)
-        self._plan(f, raw)
         self._unreadable(f, record.unreadable)
+        plan_facts(f, raw)
+        self._renewal_alert(f)
         f.set("acute", f["depression"] and f["remission"] is None)
         f.set("phq9_due", f["depression"] and f["phq9"] is None)
         f.set("unipolar_scope", f["depression"] and f["adult"] and not f["bipolar"])
@@ -340,6 +344,9 @@ class FactBook:
         f.set("suicidal_ideation_sources", found.sources)
         high = found.level == "high" and found.ideation
         f.set("ideation_basis", "; ".join(found.ideation) if high else None)
+        f.set("suicidal_ideation_dated", found.dated.isoformat() if found.dated else None)
+        f.set("suicide_behaviour", "; ".join(found.behaviour) or None, found.behaviour_evidence)
+        f.set("suicide_behaviour_summary", found.behaviour_summary)
 
     def _psychosis(
         self,
@@ -367,6 +374,7 @@ class FactBook:
                 features.append(ev)
         found = raw["psychotic_disorders"] + features
         f.set("psychosis", bool(found), found)
+        f.set("psychosis_diagnosis", _short_name(found[0], "Psychotic features") if found else None)
 
     # --- life context and treatment --------------------------------------------------------
 
@@ -398,31 +406,18 @@ class FactBook:
             areas.append("interpersonal-deficits")
         f.set("focus_areas", areas)
 
-    def _plan(self, f: Facts, raw: dict[str, list[Evidence]]) -> None:
-        current_ad = raw["antidepressant_orders"]
-        therapy = raw["psychotherapy_orders"] + raw["psychotherapy_procedures"]
-        f.set("on_antidepressant", bool(current_ad), current_ad)
-        f.set("on_psychotherapy", bool(therapy), therapy)
-        ipt, psy, ad = (
-            raw["ipt_drafts"],
-            raw["psychotherapy_drafts"] + raw["ipt_drafts"],
-            raw["antidepressant_drafts"],
+    def _renewal_alert(self, f: Facts) -> None:
+        """On a renewal, a high level always alerts; a low one only when its basis is dated on or
+        after the course of the drug began (an unknown start counts as new)."""
+        start, dated = f["course_start"], f["suicidal_ideation_dated"]
+        f.set(
+            "suicide_basis_in_course",
+            f["suicidal_ideation"] == "high"
+            or (
+                f["suicidal_ideation"] == "low"
+                and (start is None or dated is None or dated >= start)
+            ),
         )
-        f.set("draft_ipt", any(e.selected for e in ipt), [e for e in ipt if e.selected])
-        f.set("draft_psychotherapy", any(e.selected for e in psy), [e for e in psy if e.selected])
-        f.set("draft_antidepressant", any(e.selected for e in ad), [e for e in ad if e.selected])
-        # A draft of an ingredient already current is a renewal; one whose ingredient is not
-        # known is taken as a new start.
-        taking = {e.ingredient for e in current_ad if e.ingredient}
-        new = [e for e in ad if e.selected and (e.ingredient is None or e.ingredient not in taking)]
-        f.set("new_antidepressant", bool(new), new)
-        f.set("ipt_draft_refs", sorted({e.ref for e in ipt if e.selected}))
-        ipt_current = raw["ipt_orders"] + raw["ipt_procedures"] + raw["ipt_record_drafts"]
-        f.set("antidepressant_in_plan", bool(current_ad or ad))
-        f.set("psychotherapy_in_plan", bool(therapy or psy))
-        f.set("ipt_in_plan", bool(ipt or ipt_current))
-        referrals = raw["psychiatry_referrals"] + raw["psychiatry_referral_drafts"]
-        f.set("psychiatry_in_plan", bool(referrals), referrals)
 
     def _unreadable(self, f: Facts, kinds: frozenset[str]) -> None:
         """What the EHR could not give, in words, and the facts that are unknown for it."""
@@ -460,6 +455,17 @@ def _age(record: PatientRecord, scope: Scope) -> int | None:
     birth = first_date(record.patient, "birthDate") if record.patient else None
     age = age_on(birth, scope.today) if birth else None
     return age if age in PLAUSIBLE_AGE else None
+
+
+# A diagnosis named in a summary line (under 140 characters with the rest of the line): its
+# display when short enough, else what it is with its code.
+SHORT_NAME_CHARS = 40
+
+
+def _short_name(ev: Evidence, kind: str) -> str:
+    if ev.display and len(ev.display) <= SHORT_NAME_CHARS:
+        return ev.name()
+    return f"{kind} ({markdown_text(ev.code)})" if ev.code else kind
 
 
 def _reading(found: list[Evidence]) -> Reading | None:

@@ -42,6 +42,13 @@ class Finding:
     # The part of the basis that is ideation (item 9, an ideation diagnosis): what calls for
     # medication, where an attempt or an 'at risk' finding calls for the assessment.
     ideation: list[str] = field(default_factory=list)
+    # The date of the newest evidence that set a high or low level (None: undated or none).
+    dated: date | None = None
+    # Suicidal behaviour at any time (an attempt or self-harm, whatever its status or age, or a
+    # personal history of it): never buried under an all-clear (version 3, section 7.3).
+    behaviour: list[str] = field(default_factory=list)
+    behaviour_evidence: list[Evidence] = field(default_factory=list)
+    behaviour_summary: str | None = None
 
 
 def suicidal_ideation(
@@ -51,6 +58,7 @@ def suicidal_ideation(
     since = scope.since("suicidal_ideation_dx_days")
     recent: list[tuple[SuicideSource, str, Evidence]] = []
     history: list[tuple[str, Evidence]] = []
+    behaviour: list[tuple[str, Evidence]] = []
     for alias, kind, words in KINDS:
         for c, match, _ in scope.coded("Condition", valuesets[alias]):
             try:
@@ -75,12 +83,14 @@ def suicidal_ideation(
                 recent.append((kind, words, ev))
             else:
                 history.append((words, ev))
+            if kind == "attempt":
+                behaviour.append((words, ev))
     for c, match, _ in scope.coded("Condition", valuesets["suicide_history"]):
         try:
             if condition_is_true(c):
-                history.append(
-                    ("personal history of suicidal behaviour", condition_evidence(c, match))
-                )
+                words = "personal history of suicidal behaviour"
+                history.append((words, condition_evidence(c, match)))
+                behaviour.append((words, history[-1][1]))
         except Exception as exc:
             scope.skip(c, exc)
 
@@ -113,4 +123,25 @@ def suicidal_ideation(
         found.level = "history"
         found.basis += [f"{words}: {ev.describe()}" for words, ev in history]
         found.evidence += [ev for _, ev in history]
+    if found.level in ("high", "low"):
+        days = [ev.on for ev in found.evidence if ev.on is not None]
+        if item9 is not None and "item9" in found.sources:
+            days.append(date.fromisoformat(item9.date))
+        found.dated = max(days, default=None)
+    _behaviour(found, behaviour)
     return found
+
+
+def _behaviour(found: Finding, behaviour: list[tuple[str, Evidence]]) -> None:
+    """Name suicidal behaviour on record, newest first, and say it in a summary's few words."""
+    newest = sorted(behaviour, key=lambda b: b[1].on or date.min, reverse=True)
+    found.behaviour = [f"{words}: {ev.describe()}" for words, ev in newest]
+    found.behaviour_evidence = [ev for _, ev in newest]
+    if newest:
+        words, ev = newest[0]
+        what = (
+            "Past suicide attempt or self-harm"
+            if words.startswith("suicide")
+            else ("Personal history of suicidal behaviour")
+        )
+        found.behaviour_summary = f"{what} recorded {ev.on.isoformat()}" if ev.on else what

@@ -96,6 +96,9 @@ DRAFTS: dict[str, dict[str, Any]] = {
     },
     "sertraline": _drug("312941", "sertraline 50 MG Oral Tablet"),
     "fluoxetine": _drug("310385", "fluoxetine 20 MG Oral Capsule"),
+    # Sertraline with its daily dose stated: a renewal at 50 mg, or a dose increase to 100 mg.
+    "sertraline-50-a-day": _drug("312941", "sertraline 50 MG Oral Tablet", 50),
+    "sertraline-100-a-day": _drug("312941", "sertraline 50 MG Oral Tablet", 50, 2),
     # Trazodone and amitriptyline at the doses that decide whether they count (mg a day).
     "trazodone-50-at-night": _drug("856377", "trazodone hydrochloride 50 MG Oral Tablet", 50),
     "trazodone-100-a-day": _drug("856377", "trazodone hydrochloride 50 MG Oral Tablet", 50, 2),
@@ -168,11 +171,11 @@ class Case(_Case):
         for i, o in enumerate(self.observations):
             out.append(_observation(pid, f"{pid}-o{i}", o, today))
         for i, m in enumerate(self.medications):
-            out.append(_order(pid, f"{pid}-m{i}", m, "active"))
+            out.append(_order(pid, f"{pid}-m{i}", m, "active", today))
         for i, m in enumerate(self.statements):
             out.append(_statement(pid, f"{pid}-ms{i}", m, today))
         for i, s in enumerate(self.service_requests):
-            out.append(_order(pid, f"{pid}-s{i}", s, "active"))
+            out.append(_order(pid, f"{pid}-s{i}", s, "active", today))
         for i, p in enumerate(self.procedures):
             out.append(_procedure(pid, f"{pid}-p{i}", p, today))
         knowledge = _knowledge_dir()
@@ -344,8 +347,19 @@ def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> dict[
     return o
 
 
-def _order(pid: str, oid: str, spec: str | dict[str, Any], status: str) -> dict[str, Any]:
+def _order(
+    pid: str, oid: str, spec: str | dict[str, Any], status: str, today: date | None = None
+) -> dict[str, Any]:
+    """An order of a shorthand (``sertraline``), of a shorthand dated (``{order: sertraline,
+    days_ago: 120}``: authored that long ago), or of a resource written out."""
+    authored = None
+    if isinstance(spec, dict) and "order" in spec:
+        if today is not None and "days_ago" in spec:
+            authored = _days_ago(today, spec, 0).isoformat()
+        spec = str(spec["order"])
     base = dict(DRAFTS[spec]) if isinstance(spec, str) else dict(spec)
+    if authored:
+        base["authoredOn"] = authored
     order = {
         "id": oid,
         **base,

@@ -115,7 +115,11 @@ def rule_page(
         reason=segments(spec.reason.strip()) if spec.reason else (),
         suggestions=tuple(SuggestionInfo(s.label, s.when) for s in spec.suggestions),
         override_reasons=tuple(r.display for r in spec.overrideReasons),
-        links=tuple((links[k].label, links[k].url) for k in spec.links if links and k in links),
+        links=tuple(
+            (links[k].label, links[k].url)
+            for k in (item if isinstance(item, str) else item.key for item in spec.links)
+            if links and k in links
+        ),
         sections=tuple(part.strip() for part in ev.section.split(";") if part.strip()),
         refs=tuple(ev.refs),
         figures=" ".join(ev.figures.split()),

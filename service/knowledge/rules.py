@@ -34,6 +34,7 @@ from service.knowledge.site import DEFAULT_SITE, SiteProfile
 from service.knowledge.templates import compile_template, tidy_markdown
 from service.protocol.models import Card, Coding, Link, Source, Suggestion
 from service.protocol.vocabulary import (
+    INDICATOR_RANK,
     INDICATORS,
     OVERRIDE_SYSTEM,
     RULE_SYSTEM,
@@ -65,6 +66,29 @@ class _SuggestionDef(_Strict):
     action: str
     note: str | None = None
     when: str | None = None
+    # The fact whose evidence the order is for (its reasonReference or reasonCode), e.g.
+    # psychosis for a psychiatry referral; by default the depression episode.
+    reason: str | None = None
+
+
+class _LinkDef(_Strict):
+    """A link of cards/links.yaml shown only when its condition holds."""
+
+    key: str
+    when: str
+
+
+class _NoticeDef(_Strict):
+    """A line the engine adds once per response, to the first card returned (most urgent
+    first) whose rule lists the notice, when its condition holds: e.g. the boxed warning on
+    antidepressants under 25, which no card fires for alone."""
+
+    when: str
+    text: str = Field(min_length=1)
+
+
+class NoticesFile(_Strict):
+    notices: dict[str, _NoticeDef] = Field(default_factory=dict)
 
 
 class _Reason(_Strict):
@@ -95,8 +119,10 @@ class RuleFile(_Strict):
     # "any" when the suggestions go together (remove the IPT draft and refer to psychiatry).
     selectionBehavior: Literal["at-most-one", "any"] = "at-most-one"
     overrideReasons: list[_Reason] = Field(default_factory=list)
-    # Keys of cards/links.yaml, shown on the card in this order.
-    links: list[str] = Field(default_factory=list)
+    # Keys of cards/links.yaml, shown on the card in this order (a key with ``when``: only then).
+    links: list[str | _LinkDef] = Field(default_factory=list)
+    # Notices of _notices.yaml this card may carry (the first card returned that lists one).
+    notices: list[str] = Field(default_factory=list)
     evidence: _Evidence
 
 
@@ -127,6 +153,7 @@ class CompiledRule:
     applies: Compiled
     indicator: tuple[tuple[str, Compiled | None], ...]
     suggestions: tuple[tuple[_SuggestionDef, Compiled | None], ...]
+    links: tuple[tuple[str, Compiled | None], ...] = ()
 
     @property
     def id(self) -> str:
@@ -139,9 +166,11 @@ class RuleBook:
         rules: list[CompiledRule],
         families: dict[str, list[str]],
         links: Mapping[str, Link] | None = None,
+        notices: Mapping[str, tuple[Compiled, Template]] | None = None,
     ) -> None:
         self.rules = rules
         self.families = families
+        self.notices = dict(notices or {})
         self.by_id = {r.id: r for r in rules}
         self.links = dict(links or {})
         self.site = DEFAULT_SITE
@@ -159,7 +188,7 @@ class RuleBook:
     ) -> RuleBook:
         index_path = folder / "_index.yaml"
         index = parse(index_path, IndexFile)
-        files = {p.stem: p for p in folder.glob("*.yaml") if p.name != "_index.yaml"}
+        files = {p.stem: p for p in folder.glob("*.yaml") if not p.name.startswith("_")}
         for rid in index.order:
             if rid not in files:
                 raise KnowledgeError(f"{index_path}: rule {rid!r} has no file {rid}.yaml")
@@ -169,11 +198,17 @@ class RuleBook:
         if unlisted:
             raise KnowledgeError(f"{files[unlisted[0]]}: rule is not listed in {index_path.name}")
         compiled: list[CompiledRule] = []
+        notices = _notices(folder / "_notices.yaml", facts, params)
         for rid in index.order:
             compiled.append(_compile(files[rid], facts, params, [r.id for r in compiled]))
-            unknown = [k for k in compiled[-1].spec.links if k not in (links or {})]
+            unknown = [k for k, _ in compiled[-1].links if k not in (links or {})]
             if unknown:
                 raise KnowledgeError(f"{files[rid]}: links: no link {unknown[0]!r} in links.yaml")
+            missing = [n for n in compiled[-1].spec.notices if n not in notices]
+            if missing:
+                raise KnowledgeError(
+                    f"{files[rid]}: notices: no notice {missing[0]!r} in _notices.yaml"
+                )
         by_id = {r.id: r for r in compiled}
         try:
             check_topic_codes(by_id)
@@ -187,11 +222,11 @@ class RuleBook:
                     raise KnowledgeError(
                         f"{by_id[rid].path}: a member of family {name!r} needs a reason"
                     )
-        return cls(compiled, index.families, links)
+        return cls(compiled, index.families, links, notices)
 
     def for_site(self, site: SiteProfile) -> RuleBook:
         """This rule book as a health system set it up: its links, codes and rule controls."""
-        book = RuleBook(self.rules, self.families, self.links)
+        book = RuleBook(self.rules, self.families, self.links, self.notices)
         book.links.update({key: link.as_link() for key, link in site.links.items()})
         book.site = site
         book._codes = {
@@ -278,7 +313,26 @@ class RuleBook:
                 continue
             if card is not None:
                 (out.shown if rule.id in shown else out.silent).append((rule.id, card))
+        self._add_notices(out.shown, facts, shown)
         return out
+
+    def _add_notices(
+        self, cards: list[tuple[str, Card]], facts: Facts, shown: frozenset[str]
+    ) -> None:
+        """Each notice whose condition holds, once, on the most urgent card returned that may
+        carry it (ties: the rules' order)."""
+        ranked = sorted(range(len(cards)), key=lambda i: INDICATOR_RANK[cards[i][1].indicator])
+        for name, (when, text) in self.notices.items():
+            if not guarded(name, when, facts.values, shown):
+                continue
+            for i in ranked:
+                rule_id, card = cards[i]
+                rule = self.by_id.get(rule_id)  # None: a Python rule, which carries none
+                if rule is not None and name in rule.spec.notices:
+                    line = " ".join(_render(text, facts, [], shown).split())
+                    detail = f"{card.detail}\n\n{line}" if card.detail else line
+                    cards[i] = (rule_id, card.model_copy(update={"detail": detail}))
+                    break
 
     def _control(self, rule_id: str) -> str:
         control = self.site.control(rule_id)
@@ -306,13 +360,17 @@ class RuleBook:
         orderables: set[str] = set()
         for sug, cond in rule.suggestions:
             if cond is None or cond(facts.values, shown):
-                actions = build_actions(sug.action, sug.label, sug.note, facts, self._codes)
+                actions = build_actions(
+                    sug.action, sug.label, sug.note, facts, self._codes, sug.reason
+                )
                 if actions:
                     suggestions.append(
                         Suggestion(label=sug.label, uuid=str(uuid.uuid4()), actions=actions)
                     )
                     orderables.add(ORDERABLE_OF.get(sug.action, ""))
-        links = [self.links[k] for k in spec.links]
+        links = [
+            self.links[k] for k, cond in rule.links if cond is None or cond(facts.values, shown)
+        ]
         # A site's PHQ-9 app beside a PHQ-9 order, its patient material beside an IPT order.
         for key, orderable in (("phq9_app", "phq9"), ("patient_material", "ipt")):
             if orderable in orderables and key in self.links:
@@ -430,7 +488,16 @@ def _compile(
     for i, sug in enumerate(spec.suggestions):
         if sug.action not in ACTIONS:
             raise KnowledgeError(f"{path}: suggestions[{i}].action: unknown action {sug.action!r}")
+        if sug.reason is not None and not (sug.reason in facts and facts[sug.reason].explained):
+            raise KnowledgeError(
+                f"{path}: suggestions[{i}].reason: {sug.reason!r} is not a fact that keeps its "
+                "evidence"
+            )
         suggestions.append((sug, expr(sug.when, f"suggestions[{i}].when") if sug.when else None))
+    links = tuple(
+        (item, None) if isinstance(item, str) else (item.key, expr(item.when, f"links[{i}].when"))
+        for i, item in enumerate(spec.links)
+    )
     return CompiledRule(
         spec,
         path,
@@ -440,4 +507,21 @@ def _compile(
         expr(spec.applies, "applies"),
         indicator,
         tuple(suggestions),
+        links,
     )
+
+
+def _notices(
+    path: Path, facts: FactTypes, params: Mapping[str, Any]
+) -> dict[str, tuple[Compiled, Template]]:
+    if not path.exists():
+        return {}
+    out = {}
+    for name, notice in parse(path, NoticesFile).notices.items():
+        try:
+            when = compile_expression(notice.when, facts, params, [])[0]
+            text = compile_template(notice.text, facts, params)
+        except ExpressionError as exc:
+            raise KnowledgeError(f"{path}: notices.{name}: {exc}") from None
+        out[name] = (when, text)
+    return out

@@ -20,7 +20,14 @@ from service.knowledge.errors import KnowledgeError
 from service.protocol.models import Coding, Link
 
 # The links a card may show, by key: cards/links.yaml has our defaults for the first three.
-LinkKey = Literal["crisis_line", "risk_assessment", "safety_plan", "phq9_app", "patient_material"]
+LinkKey = Literal[
+    "crisis_line",
+    "risk_assessment",
+    "safety_plan",
+    "treatment_guideline",
+    "phq9_app",
+    "patient_material",
+]
 # The orders our suggestions create, to which a site adds its own orderable codings.
 Orderable = Literal["ipt", "psychiatry_referral", "phq9"]
 
