@@ -102,6 +102,18 @@ PREGNANT_STATE = "2.16.840.1.113883.3.3157.4055"
 PREGNANCY_OBSTETRIC_MATERNAL = "2.16.840.1.113883.3.600.1.1623"
 SUICIDE_ATTEMPT = "2.16.840.1.113762.1.4.1248.130"
 PHQ9_TOOLS = "2.16.840.1.113883.3.67.1.101.1.263"
+# PHQ-9 items 1 to 9, in the order of the questionnaire (LOINC panel 44249-1).
+PHQ9_ITEMS = (
+    "44250-9",
+    "44255-8",
+    "44259-0",
+    "44254-1",
+    "44251-7",
+    "44258-2",
+    "44252-5",
+    "44253-3",
+    "44260-8",
+)
 ANTIDEPRESSANT_MEDICATION = "2.16.840.1.113883.3.464.1003.196.12.1213"
 ADULT_DEPRESSION_MEDICATIONS = "2.16.840.1.113883.3.526.3.1566"
 ANTIDEPRESSANTS = "2.16.840.1.113762.1.4.1248.163"
@@ -124,6 +136,18 @@ PSYCH_VISIT_DIAGNOSTIC_EVALUATION = "2.16.840.1.113883.3.526.3.1492"
 
 # Displays for codes the reference folder does not carry with a display, each with its source.
 EXTRA_DISPLAYS: dict[tuple[str, str], str] = {
+    # PHQ-9 items 1, 2, 6, 7, 8 (LOINC long names, as in HL7 FHIR IG PHQ-9 Questionnaires, e.g.
+    # the Personal Health Device IG's; codes.md s.6 gives items 1 and 2 without the method).
+    (LOINC, "44250-9"): "Little interest or pleasure in doing things in last 2 weeks "
+    "[Reported.PHQ]",
+    (LOINC, "44255-8"): "Feeling down, depressed, or hopeless in last 2 weeks [Reported.PHQ]",
+    (LOINC, "44258-2"): "Feeling bad about yourself - or that you are a failure or have let "
+    "yourself or your family down in last 2 weeks [Reported.PHQ]",
+    (LOINC, "44252-5"): "Trouble concentrating on things, such as reading the newspaper or "
+    "watching television in last 2 weeks [Reported.PHQ]",
+    (LOINC, "44253-3"): "Moving or speaking so slowly that other people could have noticed. Or "
+    "the opposite - being so fidgety or restless that you have been moving around a lot more "
+    "than usual in last 2 weeks [Reported.PHQ]",
     # PHQ-9 items 3, 4, 5 (LOINC long names as in the HL7 US Core PHQ-9 Questionnaire example).
     (LOINC, "44259-0"): "Trouble falling or staying asleep, or sleeping too much in last 2 weeks "
     "[Reported.PHQ]",
@@ -1161,6 +1185,15 @@ def build(ref: Reference) -> dict[str, Spec]:
         "The `suicidal_ideation` fact: answer >= 2 is high, 1 is low.",
     ).add(LOINC, "44260-8")
 
+    new(
+        "phq9-items",
+        "PHQ-9 item",
+        "The nine PHQ-9 items, LOINC 44250-9, 44255-8, 44259-0, 44254-1, 44251-7, 44258-2, "
+        "44252-5, 44253-3, 44260-8 (items 1 to 9 of panel 44249-1).",
+        "A PHQ-9 panel that answers all nine and records no total reads as their sum: the "
+        "`phq9` fact (KNOWLEDGE.md version 3, s.7.1).",
+    ).add(LOINC, *PHQ9_ITEMS)
+
     for vs_id, title, code, domain in (
         ("phq-item-sleep", "PHQ item: sleep", "44259-0", "sleep"),
         ("phq-item-energy", "PHQ item: energy", "44254-1", "energy"),
@@ -1809,6 +1842,8 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
     # The PHQ-9 and pregnancy observation codes the facts read.
     need(keys("phq9-total") == {(LOINC, "44261-6"), (LOINC, "89204-2")}, "phq9-total codes")
     need(keys("phq9-item9") == {(LOINC, "44260-8")}, "phq9-item9 codes")
+    need(keys("phq9-items") == {(LOINC, c) for c in PHQ9_ITEMS}, "phq9-items codes")
+    need(len(PHQ9_ITEMS) == 9, "nine PHQ-9 items")
     need(
         keys("phq-answer-1") | keys("phq-answer-2-or-more") < keys("phq-answers"),
         "phq answers",

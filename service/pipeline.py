@@ -228,7 +228,8 @@ class Pipeline:
         # raises, and cancelling it would cost the memory its database connection.
         pending = recall(request) if recall is not None else None
         data = await prefetch.gather(service, request, fhir, fhir_allowed)
-        record = PatientRecord.build(chain.from_iterable(data.values()), request)
+        resources = chain.from_iterable(data.resources.values())
+        record = PatientRecord.build(resources, request, frozenset(data.unreadable))
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
         facts = self.engine.facts(call)
         keys = draft_keys(service.hook, facts)

@@ -33,6 +33,10 @@ def test_discovery_prefetch_templates_ask_for_what_the_facts_read(client: TestCl
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
     for loinc in ("44261-6", "89204-2", "44260-8", "44259-0", "44254-1", "44251-7", "82810-3"):
         assert f"http://loinc.org|{loinc}" in prefetch["observations"]
+    # Version 3: the PHQ-9 panels (whose components a code search does not see), and the
+    # other items, which a panel's hasMember observations carry.
+    for loinc in ("44249-1", "89206-7", "44250-9", "44255-8", "44258-2", "44252-5", "44253-3"):
+        assert f"http://loinc.org|{loinc}" in prefetch["observations"]
     # Version 2: what the patient reports taking counts as current medication.
     assert prefetch["medicationStatements"].startswith("MedicationStatement?patient=")
     assert "status=active,intended,on-hold" in prefetch["medicationStatements"]

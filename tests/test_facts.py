@@ -214,6 +214,165 @@ def test_item9_as_a_component_of_the_phq9_panel(knowledge: Knowledge) -> None:
     assert (f["neurovegetative"], f["neurovegetative_domains"]) == (2, ["sleep", "energy"])
 
 
+# --- PHQ-9 recorded as a panel (KNOWLEDGE.md version 3, s.7.1) -----------------------------
+# Items 1 to 9 of the PHQ-9, and the panels' codes.
+PHQ9_ITEMS = (
+    "44250-9",
+    "44255-8",
+    "44259-0",
+    "44254-1",
+    "44251-7",
+    "44258-2",
+    "44252-5",
+    "44253-3",
+    "44260-8",
+)
+ADULT_PANEL, TEEN_PANEL, TEEN_TOTAL = "44249-1", "89206-7", "89204-2"
+
+
+def _part(code: str, value: int) -> Json:
+    return {"code": {"coding": [{"system": LOINC, "code": code}]}, "valueInteger": value}
+
+
+def _phq9_panel(oid: str, code: str = ADULT_PANEL, days_ago: int = 5, **parts: Any) -> Json:
+    """A PHQ-9 panel: ``components`` {code: value}, ``members`` [Observation ids]."""
+    panel = observation(oid, code, days_ago=days_ago)
+    if "components" in parts:
+        panel["component"] = [_part(c, v) for c, v in parts["components"].items()]
+    if "members" in parts:
+        panel["hasMember"] = [{"reference": f"Observation/{m}"} for m in parts["members"]]
+    return panel
+
+
+def _member(oid: str, code: str, value: int, dated: bool = True) -> Json:
+    member = observation(oid, code, valueInteger=value)
+    if not dated:  # the panel's date stands for it
+        del member["effectiveDateTime"]
+    return member
+
+
+def test_phq9_total_and_item9_as_components_of_the_panel(knowledge: Knowledge) -> None:
+    panel = _phq9_panel("panel", components={PHQ9_TOTAL: 18, ITEM9: 3})
+    f = facts_of(knowledge, condition("c1"), panel)
+    assert (f["phq9"].value, f["severity"], f["phq9_due"]) == (18, "moderately-severe", False)
+    assert (f["item9"].value, f["suicidal_ideation"]) == (3, "high")
+    assert f.refs["phq9"] == f.refs["item9"] == ["Observation/panel"]
+
+
+def test_teen_panel_with_the_teen_total_as_a_component(knowledge: Knowledge) -> None:
+    panel = _phq9_panel("teen", TEEN_PANEL, components={TEEN_TOTAL: 12, ITEM9: 1})
+    f = facts_of(knowledge, condition("c1"), panel)
+    assert (f["phq9"].value, f["severity"], f["suicidal_ideation"]) == (12, "moderate", "low")
+
+
+def test_members_named_by_has_member_are_read_dated_by_the_panel(knowledge: Knowledge) -> None:
+    panel = _phq9_panel("panel", members=["total", "item9", "sleep", "energy"])
+    members = [
+        _member("total", PHQ9_TOTAL, 16, dated=False),
+        _member("item9", ITEM9, 2, dated=False),
+        _member("sleep", "44259-0", 3, dated=False),
+        _member("energy", "44254-1", 2, dated=False),
+    ]
+    f = facts_of(knowledge, condition("c1"), panel, *members)
+    assert (f["phq9"].value, f["phq9"].date) == (16, "2026-11-20")
+    assert f.refs["phq9"] == ["Observation/total"]
+    assert (f["item9"].value, f["suicidal_ideation"]) == (2, "high")
+    assert f["neurovegetative_domains"] == ["sleep", "energy"]
+    # Without the panel nothing dates them: no reading at all.
+    assert facts_of(knowledge, condition("c1"), *members)["phq9"] is None
+
+
+def test_has_member_reference_forms_and_contained_members(knowledge: Knowledge) -> None:
+    absolute = _phq9_panel("panel")
+    absolute["hasMember"] = [{"reference": f"{FHIR_BASE}/Observation/total/_history/3"}]
+    f = facts_of(knowledge, absolute, _member("total", PHQ9_TOTAL, 21, dated=False))
+    assert (f["phq9"].value, f["severity"]) == (21, "severe")
+    contained = _phq9_panel("panel")
+    contained["contained"] = [_member("i9", ITEM9, 3, dated=False)]
+    contained["hasMember"] = [{"reference": "#i9"}]
+    f = facts_of(knowledge, contained)
+    assert (f["item9"].value, f["suicidal_ideation"]) == (3, "high")
+    assert f.refs["item9"] == ["Observation/panel"]
+
+
+@pytest.mark.parametrize("shape", ["components", "members"])
+def test_nine_items_and_no_total_read_as_their_sum(knowledge: Knowledge, shape: str) -> None:
+    answers = dict(zip(PHQ9_ITEMS, (2, 2, 3, 2, 1, 2, 2, 1, 2), strict=True))  # 17
+    if shape == "components":
+        resources = [_phq9_panel("panel", components=answers)]
+    else:
+        ids = [f"i{n}" for n in range(1, 10)]
+        members = [
+            _member(i, code, v, dated=False)
+            for i, (code, v) in zip(ids, answers.items(), strict=True)
+        ]
+        resources = [_phq9_panel("panel", members=ids), *members]
+    f = facts_of(knowledge, condition("c1"), *resources)
+    assert (f["phq9"].value, f["severity"], f["phq9_due"]) == (17, "moderately-severe", False)
+    assert f.refs["phq9"] == ["Observation/panel"]
+    assert f["suicidal_ideation"] == "high"
+
+
+def test_eight_items_are_no_total_and_a_recorded_total_beats_the_sum(knowledge: Knowledge) -> None:
+    eight = dict.fromkeys(PHQ9_ITEMS[:8], 3)
+    assert facts_of(knowledge, condition("c1"), _phq9_panel("p", components=eight))["phq9"] is None
+    nine = dict.fromkeys(PHQ9_ITEMS, 1)  # 9
+    with_total = _phq9_panel("p", components={**nine, PHQ9_TOTAL: 14})
+    assert facts_of(knowledge, condition("c1"), with_total)["phq9"].value == 14
+    separate = observation("sep", PHQ9_TOTAL, valueInteger=7)
+    f = facts_of(knowledge, condition("c1"), _phq9_panel("p", components=nine), separate)
+    assert (f["phq9"].value, f.refs["phq9"]) == (7, ["Observation/sep"])
+
+
+@pytest.mark.parametrize("first", ["panel", "standalone"])
+def test_same_day_item9_answers_that_disagree_the_higher_stands(
+    knowledge: Knowledge, first: str
+) -> None:
+    panel = _phq9_panel("panel", components={ITEM9: 2})
+    standalone = observation("alone", ITEM9, valueInteger=0)
+    pair = [panel, standalone] if first == "panel" else [standalone, panel]
+    f = facts_of(knowledge, *pair)
+    assert (f["item9"].value, f["suicidal_ideation"]) == (2, "high")
+    assert f.refs["item9"] == ["Observation/panel"]
+    # And the other way round: a standalone 3 over a panel's 1; a later 0 still wins.
+    low = _phq9_panel("panel", components={ITEM9: 1})
+    high = observation("alone", ITEM9, valueInteger=3)
+    assert facts_of(knowledge, low, high)["item9"].value == 3
+    later = observation("later", ITEM9, days_ago=2, valueInteger=0)
+    assert facts_of(knowledge, panel, later)["item9"].value == 0
+
+
+@pytest.mark.parametrize("first", ["panel", "separate"])
+def test_same_day_panel_total_and_separate_total_the_separate_stands(
+    knowledge: Knowledge, first: str
+) -> None:
+    panel = _phq9_panel("panel", components={PHQ9_TOTAL: 20})
+    separate = observation("sep", PHQ9_TOTAL, valueInteger=12)
+    pair = [panel, separate] if first == "panel" else [separate, panel]
+    f = facts_of(knowledge, condition("c1"), *pair)
+    assert (f["phq9"].value, f["severity"], f.refs["phq9"]) == (12, "moderate", ["Observation/sep"])
+    # On another day the most recent stands, panel or not.
+    newer = _phq9_panel("panel", days_ago=2, components={PHQ9_TOTAL: 20})
+    assert facts_of(knowledge, condition("c1"), newer, separate)["phq9"].value == 20
+
+
+def test_panel_marked_entered_in_error_is_not_read(knowledge: Knowledge) -> None:
+    panel = _phq9_panel("panel", components=dict.fromkeys(PHQ9_ITEMS, 3))
+    panel["status"] = "entered-in-error"
+    f = facts_of(knowledge, condition("c1"), panel)
+    assert (f["phq9"], f["item9"], f["suicidal_ideation"]) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "has_member",
+    [5, "x", [5, None, {"reference": 5}], {"reference": "Observation/nowhere"}, [{}]],
+)
+def test_has_member_of_the_wrong_type_is_no_member(knowledge: Knowledge, has_member: Any) -> None:
+    panel = _phq9_panel("panel", components={PHQ9_TOTAL: 11})
+    panel["hasMember"] = has_member
+    assert facts_of(knowledge, condition("c1"), panel)["phq9"].value == 11
+
+
 def test_suicidal_ideation_condition_is_high(knowledge: Knowledge) -> None:
     f = facts_of(knowledge, condition("si", "R45.851"))
     assert f["suicidal_ideation"] == "high"

@@ -61,7 +61,10 @@ def test_missing_keys_are_fetched_concurrently_with_the_bearer_token(
         assert str(request.url).startswith(FHIR_BASE + "/")
     observation = next(r for r in fhir.requests if r.url.path.endswith("/Observation"))
     assert observation.url.params["patient"] == "pat-1"
-    assert "http://loinc.org|44261-6" in observation.url.params["code"]
+    codes = observation.url.params["code"].split(",")
+    assert "http://loinc.org|44261-6" in codes
+    # The PHQ-9 panels too: a server's code search does not look inside their components.
+    assert {"http://loinc.org|44249-1", "http://loinc.org|89206-7"} <= set(codes)
 
 
 def test_only_missing_keys_are_fetched(make_client: AppFactory) -> None:

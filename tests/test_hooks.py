@@ -80,18 +80,23 @@ def test_null_prefetch_means_no_data_and_no_fetch(make_client: AppFactory) -> No
     assert fhir.requests == []
 
 
-def test_operation_outcome_in_place_of_data_means_no_data(
+def test_operation_outcome_in_place_of_data_means_unknown_not_fetched(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = make_client(rules=RULES)
+    """Version 3: the client could not prefetch the key; its data is unknown (the facts:
+    tests/test_unreadable.py), and an optional key is not fetched."""
+    fhir = FakeFhir()
+    client = make_client(fhir, rules=RULES)
     prefetch = full_prefetch(hypertension("c1"))
-    prefetch["conditions"] = {"resourceType": "OperationOutcome", "issue": []}
+    prefetch["observations"] = {"resourceType": "OperationOutcome", "issue": []}
     with caplog.at_level(logging.WARNING, logger="ipt_cds"):
         response = client.post(
             "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
         )
-    assert response.json() == {"cards": []}
-    assert "prefetch conditions: OperationOutcome" in caplog.text
+    assert response.status_code == 200
+    assert [c["summary"][:11] for c in response.json()["cards"]] == ["1 Condition"]
+    assert "prefetch observations: the client could not prefetch it; unknown" in caplog.text
+    assert fhir.requests == []
 
 
 def test_odd_bundle_entries_are_skipped_with_a_warning(

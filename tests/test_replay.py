@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from service.cli import main
+from service.knowledge.base import Knowledge
 from service.protocol.models import Service
 from service.replay.scenarios import SERTRALINE_DRAFT
 from service.replay.search import ReplayQueryError, compile_searches
@@ -357,6 +358,25 @@ def test_searches_filter_by_status_code_and_system() -> None:
         "type": "searchset",
         "total": 0,
     }
+
+
+def test_the_shipped_observation_search_finds_phq9_panels_as_a_server_does(
+    knowledge: Knowledge,
+) -> None:
+    """Version 3: the template asks for the panels by their own code; like a server's ``code``
+    search, replay does not look inside components (that is the ``component-code`` parameter)."""
+    service = knowledge.services["ipt-patient-view"]
+    (search,) = [s for s in compile_searches(service) if s.kind == "Observation"]
+    total = phq9("a", "total", 12)[0]
+    panel = {**total, "id": "panel", "code": {"coding": [{"system": LOINC, "code": "44249-1"}]}}
+    panel["component"] = [{"code": total["code"], "valueInteger": 12}]
+    teen = {**panel, "id": "teen", "code": {"coding": [{"system": LOINC, "code": "89206-7"}]}}
+    item1 = {**total, "id": "item1", "code": {"coding": [{"system": LOINC, "code": "44250-9"}]}}
+    # A total inside an Observation of another code is not found by a code search.
+    vitals = {**panel, "id": "vitals", "code": {"coding": [{"system": LOINC, "code": "8867-4"}]}}
+    own = {"Observation": [total, panel, teen, item1, vitals]}
+    bundle = search.answer("a", own, lambda ref: None)
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["total", "panel", "teen", "item1"]
 
 
 def _mutations(resource: dict[str, Any]) -> list[dict[str, Any]]:

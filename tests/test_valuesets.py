@@ -55,7 +55,7 @@ def test_value_set_is_valid_fhir_r4_with_provenance(path: Path) -> None:
 def test_the_version_2_value_sets_are_there() -> None:
     names = {path.stem for path in FILES}
     assert names >= VERSION_2
-    assert len(FILES) == 62
+    assert len(FILES) == 63
 
 
 def test_psychiatric_care_is_an_evaluation_or_a_follow_up_not_a_referral() -> None:

@@ -24,14 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.clinical.medications import Drug, DrugMatcher, Exclusion, daily_mg
 from service.clinical.reader import (
+    as_list,
     codings,
     first_date,
     loggable,
     markdown_text,
     number,
     reference_of,
+    referenced_id,
     status,
     status_code,
+    string,
     texts,
 )
 from service.clinical.record import PatientRecord
@@ -87,6 +90,9 @@ class Scope:
     # The resources that could not be read in this evaluation, by id(); FactBook.evaluate then
     # computes the facts again from the record without them.
     skipped: dict[int, Resource] = field(default_factory=dict)
+    # Observations a panel of the record names in ``hasMember``, by id(), with the panel: its
+    # date stands for a member's without one. Empty until first asked (most calls never ask).
+    _panels: list[dict[int, Resource]] = field(default_factory=list)
 
     def since(self, days_param: str) -> date:
         return self.today - timedelta(days=int(self.params[days_param]))
@@ -100,9 +106,16 @@ class Scope:
                 "%s skipped: it cannot be read (%s)", loggable(resource), type(error).__name__
             )
 
+    def panel_of(self, member: Resource) -> Resource | None:
+        """The Observation of the record whose ``hasMember`` names this one, if any."""
+        if not self._panels:
+            self._panels.append(_panel_index(self.record.of_type("Observation")))
+        return self._panels[0].get(id(member))
+
     def coded(self, kind: str, url: str) -> list[Coded]:
         """(resource, matching coding, the element holding it) for every resource of ``kind``
-        coded in the value set; an Observation's components count as its codes too."""
+        coded in the value set; an Observation's components, and the Observations it contains
+        and names in ``hasMember``, count as its codes too."""
         by_url = self._index.get(kind)
         if by_url is None:
             by_url = self._index[kind] = {}
@@ -147,11 +160,22 @@ class ConditionWithin(_Decl):
 
 class LatestObservation(_Decl):
     """The most recent reading in the window; a numeric value above ``max`` (a parameter) is a
-    data error and is passed over for the reading before it."""
+    data error and is passed over for the reading before it.
+
+    A reading is an Observation's own value, a component's, or that of an Observation a panel
+    contains or names in ``hasMember`` (dated by the panel when it has no date of its own).
+    Readings of the same day that disagree: with ``same_day: highest`` the higher stands,
+    wherever it sits (two answers to one question: the safer one); with ``separate`` an
+    Observation's own value stands over a panel's component, that over a sum, then the higher.
+    ``sum_of``: a value set of items; a panel answering every one of them reads as their sum,
+    which any value recorded as such that day outranks (with ``separate``).
+    """
 
     extractor: Literal["latest_observation"]
     days: str
     max: str | None = None
+    same_day: Literal["highest", "separate"] = "highest"
+    sum_of: str | None = None
 
 
 class CurrentMedication(_Decl):
@@ -278,16 +302,50 @@ def _condition_within(d: ConditionWithin) -> Extractor:
 
 
 def _observation_items(o: Resource) -> list[tuple[Any, Resource]]:
-    """The observation itself and its components, each as (code, holder of the value)."""
+    """The observation itself, its components and the observations it contains as members,
+    each as (code, holder of the value)."""
     items: list[tuple[Any, Resource]] = [(o.get("code"), o)]
-    components = o.get("component")
-    if components is None:  # most observations: no call to make
+    components, members = o.get("component"), o.get("hasMember")
+    if components is None and members is None:  # most observations: no call to make
         return items
     # An array, or one component object for it; anything else holds no component.
-    for comp in components if isinstance(components, list) else (components,):
+    for comp in as_list(components):
         if isinstance(comp, dict):
             items.append((comp.get("code"), comp))
+    if members is not None:
+        contained = {
+            r.get("id"): r
+            for r in as_list(o.get("contained"))
+            if isinstance(r, dict) and r.get("resourceType") == "Observation"
+        }
+        for ref in as_list(members):
+            local = _member_id(ref) if contained else None
+            member = contained.get(local[1:]) if local and local.startswith("#") else None
+            if member is not None:
+                items.append((member.get("code"), member))
     return items
+
+
+def _member_id(ref: Any) -> str | None:
+    """The id a ``hasMember`` Reference names (``#id`` for a contained resource)."""
+    text = string(ref.get("reference")) if isinstance(ref, dict) else None
+    if text is not None and text.startswith("#"):
+        return text
+    return referenced_id(text)
+
+
+def _panel_index(observations: list[Resource]) -> dict[int, Resource]:
+    """id() of each Observation a panel of the record names in ``hasMember`` -> the panel."""
+    panels: dict[int, Resource] = {}
+    if not any("hasMember" in o for o in observations):  # most records hold no panel
+        return panels
+    by_id = {o.get("id"): o for o in observations if isinstance(o.get("id"), str)}
+    for o in observations:
+        for ref in as_list(o.get("hasMember")):  # total over JSON: nothing here raises
+            target = by_id.get(_member_id(ref))
+            if target is not None and target is not o:
+                panels.setdefault(id(target), o)
+    return panels
 
 
 def _value(
@@ -308,21 +366,31 @@ def _value(
     return None, None, ()
 
 
+_VOID = ("entered-in-error", "cancelled")
+_WHEN = ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued")
+# Where a reading sits, for ``same_day: separate``: an Observation's own value, a panel's part
+# (a component or a contained member), the sum of a panel's items.
+_OWN, _PART, _SUM = 2, 1, 0
+
+
 def _latest_observation(d: LatestObservation) -> Extractor:
+    def rank(place: int, value: float | None) -> tuple[float, float]:
+        score = -1.0 if value is None else value
+        return (place, score) if d.same_day == "separate" else (score, place)
+
     def run(s: Scope) -> list[Evidence]:
-        since, best = s.since(d.days), None
+        since = s.since(d.days)
         ceiling = float(s.params[d.max]) if d.max else float("inf")
-        seen: set[int] = set()
+        best: tuple[tuple[date, float, float], Evidence] | None = None
+        # Every reading counts, several of one panel too (item 9 as a component and as a
+        # member): the order above decides between them, the first of equals standing.
         for o, match, holder in s.coded("Observation", d.valueset):
-            if id(o) in seen:  # the first matching item of an observation speaks for it
-                continue
-            seen.add(id(o))
             try:
-                if status(o, "final") in ("entered-in-error", "cancelled"):
+                if status(o, "final") in _VOID:
                     continue
-                on = first_date(
-                    o, "effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"
-                )
+                on = first_date(o, *_WHEN)
+                if on is None and (panel := s.panel_of(o)) is not None:
+                    on = first_date(panel, *_WHEN)
                 if on is None or not since <= on <= s.today:
                     continue
                 value, answer, answer_codes = _value(holder, s.answer_scores)
@@ -333,13 +401,60 @@ def _latest_observation(d: LatestObservation) -> Extractor:
                 continue
             if value is None and not answer_codes:
                 continue
-            if best is None or best.on is None or on > best.on:
-                best = Evidence(
+            key = (on, *rank(_OWN if holder is o else _PART, value))
+            if best is None or key > best[0]:
+                ev = Evidence(
                     reference_of(o), match.code, match.display, on, value, answer, answer_codes
                 )
-        return [best] if best else []
+                best = (key, ev)
+        if d.sum_of is not None:
+            for ev in _sums(s, d.sum_of, since):
+                if ev.value is not None and ev.value <= ceiling and ev.on is not None:
+                    key = (ev.on, *rank(_SUM, ev.value))
+                    if best is None or key > best[0]:
+                        best = (key, ev)
+        return [best[1]] if best else []
 
     return run
+
+
+def _sums(s: Scope, url: str, since: date) -> list[Evidence]:
+    """Each panel in the window that answers every item of the value set (as components,
+    contained or ``hasMember`` observations), as the sum of its answers."""
+    items = len(s.terms.ordinals(url))
+    top = max(s.answer_scores.values(), default=0)
+    panels: dict[int, tuple[Resource, dict[str, float]]] = {}
+    for o, match, holder in s.coded("Observation", url):
+        panel = o if holder is not o else s.panel_of(o)
+        if panel is None:  # an item on its own, in no panel: nothing says what it adds up with
+            continue
+        try:
+            if status(o, "final") in _VOID or status(panel, "final") in _VOID:
+                continue
+            value = _value(holder, s.answer_scores)[0]
+        except Exception as exc:
+            s.skip(o, exc)
+            continue
+        if value is None or not 0 <= value <= top:
+            continue
+        answers = panels.setdefault(id(panel), (panel, {}))[1]
+        # One item answered twice in a panel: the higher answer, as for two same-day answers.
+        answers[match.code] = max(value, answers.get(match.code, value))
+    out = []
+    title = s.terms.titles.get(url, "item")
+    for panel, answers in panels.values():
+        if len(answers) < items:
+            continue
+        try:
+            on = first_date(panel, *_WHEN)
+        except Exception as exc:
+            s.skip(panel, exc)
+            continue
+        if on is not None and since <= on <= s.today:
+            total = sum(answers.values())
+            words = f"sum of the {items} {title} answers"
+            out.append(Evidence(reference_of(panel), None, words, on, total))
+    return out
 
 
 # MedicationRequest and MedicationStatement statuses that make a drug current.

@@ -33,7 +33,12 @@ class PatientRecord:
     unreadable: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, resources: Iterable[Resource], request: HookRequest) -> PatientRecord:
+    def build(
+        cls,
+        resources: Iterable[Resource],
+        request: HookRequest,
+        unreadable: frozenset[str] = frozenset(),
+    ) -> PatientRecord:
         by_type: dict[str, list[Resource]] = {}
         seen: set[tuple[str, str]] = set()
         for resource in resources:
@@ -61,7 +66,7 @@ class PatientRecord:
             if chosen
             else drafts
         )
-        return cls(wanted, patient, by_type, drafts, selected)
+        return cls(wanted, patient, by_type, drafts, selected, unreadable)
 
     def without(self, gone: Collection[int]) -> PatientRecord:
         """The record less the resources whose ``id()`` is in ``gone`` (those that could not be

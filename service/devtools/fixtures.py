@@ -169,7 +169,7 @@ class Case(_Case):
         for i, c in enumerate(self.conditions):
             out.append(_condition(pid, f"{pid}-c{i}", c, today))
         for i, o in enumerate(self.observations):
-            out.append(_observation(pid, f"{pid}-o{i}", o, today))
+            out.extend(_observation(pid, f"{pid}-o{i}", o, today))
         for i, m in enumerate(self.medications):
             out.append(_order(pid, f"{pid}-m{i}", m, "active", today))
         for i, m in enumerate(self.statements):
@@ -317,7 +317,13 @@ def _condition(pid: str, cid: str, spec: str | dict[str, Any], today: date) -> d
     return c
 
 
-def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> dict[str, Any]:
+def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> list[dict[str, Any]]:
+    """The observation, and the observations a panel names in ``hasMember`` after it.
+
+    ``value`` (a score) or ``answer`` (a LOINC answer code); a panel (e.g. PHQ-9 44249-1) has
+    ``components`` and/or ``members``, each ``{loinc, value or answer}``: components inside it,
+    members as Observations of their own on the panel's day (ids ``<panel id>-m<n>``).
+    """
     o: dict[str, Any] = {
         "resourceType": "Observation",
         "id": oid,
@@ -326,25 +332,43 @@ def _observation(pid: str, oid: str, spec: dict[str, Any], today: date) -> dict[
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": _days_ago(today, spec, OBSERVATION_DAYS_AGO).isoformat()
         + "T10:00:00Z",
+        **_observation_value(spec),
     }
-    if "value" in spec:
-        o["valueQuantity"] = {
-            "value": spec["value"],
-            "unit": "{score}",
-            "system": "http://unitsofmeasure.org",
-            "code": "{score}",
-        }
-    if "answer" in spec:
-        o["valueCodeableConcept"] = {"coding": [{"system": LOINC, "code": spec["answer"]}]}
     if "components" in spec:
         o["component"] = [
             {
                 "code": {"coding": [{"system": LOINC, "code": str(c["loinc"])}]},
-                "valueCodeableConcept": {"coding": [{"system": LOINC, "code": c["answer"]}]},
+                **_observation_value(c),
             }
             for c in spec["components"]
         ]
-    return o
+    members = [
+        _observation(pid, f"{oid}-m{j}", {**m, "days_ago": _days_ago_of(spec)}, today)[0]
+        for j, m in enumerate(spec.get("members", []))
+    ]
+    if members:
+        o["hasMember"] = [{"reference": f"Observation/{m['id']}"} for m in members]
+    return [o, *members]
+
+
+def _days_ago_of(spec: dict[str, Any]) -> int:
+    return int(spec.get("days_ago", OBSERVATION_DAYS_AGO))
+
+
+def _observation_value(spec: dict[str, Any]) -> dict[str, Any]:
+    """``value``: a score, as a Quantity; ``answer``: a LOINC answer code."""
+    if "value" in spec:
+        return {
+            "valueQuantity": {
+                "value": spec["value"],
+                "unit": "{score}",
+                "system": "http://unitsofmeasure.org",
+                "code": "{score}",
+            }
+        }
+    if "answer" in spec:
+        return {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": spec["answer"]}]}}
+    return {}
 
 
 def _order(

@@ -1,14 +1,18 @@
 """Turn a hook request's prefetch into resources, fetching from fhirServer what is missing.
 
 CDS Hooks 2.0 distinguishes a *missing* key (the client did not prefetch: we fetch it) from a
-*null* key (the client looked and found nothing: no data). An OperationOutcome in place of the
-data, or among a Bundle's entries, also means no data for that key.
+*null* key (the client looked and found nothing: no data). A client reports that it could not
+prefetch a key with an OperationOutcome: in place of the data, or as a Bundle entry with an
+error or fatal issue. What that key's template reads (its resource type) is then *unreadable*:
+unknown, never absent (KNOWLEDGE.md version 3, s.7.1). For the types no fact can do without
+(the Patient, the Conditions) the key is fetched as a missing one is, or the call is a 412.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.fhir.client import FhirClient
@@ -17,7 +21,52 @@ from service.protocol.models import PREFETCH_TOKEN, HookRequest, Resource, Servi
 
 log = logging.getLogger("ipt_cds")
 
-Prefetched = dict[str, list[Resource]]
+# Resource types without which the facts would be wrong rather than unknown (no Condition read
+# reads as no depression, no bipolar disorder, no psychosis): never answered as unreadable.
+ESSENTIAL = frozenset({"Patient", "Condition"})
+_FAILED = frozenset({"error", "fatal"})
+
+
+@dataclass
+class Prefetched:
+    """Each prefetch key's resources, and the resource types the EHR could not give."""
+
+    resources: dict[str, list[Resource]] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
+
+    def could_not_read(self, template: str) -> None:
+        """The resource type the template reads is unknown (an OperationOutcome for its key, a
+        refused optional read)."""
+        self.unreadable.add(kind_of(template))
+
+
+def kind_of(template: str) -> str:
+    """The resource type a prefetch template reads: ``MedicationRequest?patient=…`` and
+    ``Patient/{{context.patientId}}`` read MedicationRequest and Patient."""
+    return template.strip().lstrip("/").partition("?")[0].partition("/")[0]
+
+
+def could_not_prefetch(value: Any) -> bool:
+    """The client's way to say it could not prefetch a key: an OperationOutcome in place of the
+    data, or a Bundle with an OperationOutcome entry whose issue is an error or fatal (other
+    entries then are at best part of the answer). Warnings and information in a searchset are
+    notes on an answer, not a failure."""
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("resourceType")
+    if kind == "OperationOutcome":
+        return True
+    if kind != "Bundle":
+        return False
+    entries = value.get("entry")
+    for entry in entries if isinstance(entries, list) else [entries]:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
+            issues = resource.get("issue")
+            for issue in issues if isinstance(issues, list) else [issues]:
+                if isinstance(issue, dict) and issue.get("severity") in _FAILED:
+                    return True
+    return False
 
 
 def render(template: str, request: HookRequest) -> str:
@@ -89,18 +138,36 @@ async def gather(
     allowed: Callable[[str], bool],
 ) -> Prefetched:
     """Every prefetch key of the service, as resources; only missing keys are fetched (None:
-    no FHIR client, as in a population replay, which answers every key)."""
+    no FHIR client, as in a population replay, which answers every key), and the keys the
+    client could not prefetch whose type is essential."""
     given = request.prefetch or {}
-    data: Prefetched = {}
+    data = Prefetched()
     missing: dict[str, str] = {}
+    failed: list[str] = []
     for key, template in (service.prefetch or {}).items():
-        if key in given:
-            data[key] = resources_of(key, given[key])
-        else:
+        if key not in given:
             missing[key] = render(template, request)
+        elif not could_not_prefetch(given[key]):
+            data.resources[key] = resources_of(key, given[key])
+        elif kind_of(template) in ESSENTIAL:
+            log.warning("prefetch %s: the client could not prefetch it; fetching it", key)
+            failed.append(key)
+            missing[key] = render(template, request)
+        else:
+            log.warning("prefetch %s: the client could not prefetch it; unknown", key)
+            data.could_not_read(template)
+            # What came beside the error is still read (a part of the answer is not nothing).
+            data.resources[key] = resources_of(key, given[key])
     if not missing:
         return data
     if not request.fhirServer or fhir is None:
+        if failed:
+            raise PrefetchUnavailable(
+                f"The client could not prefetch {', '.join(sorted(failed))} (an "
+                "OperationOutcome in place of the data), which the service cannot do without, "
+                "and the request names no fhirServer to read it from.",
+                code="prefetch_failed",
+            )
         raise PrefetchUnavailable(
             f"Prefetch {', '.join(sorted(missing))} missing and the request names no fhirServer.",
             code="no_fhir_server",
@@ -119,5 +186,5 @@ async def gather(
     token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
     fetched = await fhir.fetch_all(request.fhirServer, missing, token)
     for key, value in fetched.items():
-        data[key] = [r for res in value for r in resources_of(key, res)]
+        data.resources[key] = [r for res in value for r in resources_of(key, res)]
     return data

@@ -140,7 +140,7 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
                 )
     built = {}
     for name, decl in spec.facts.items():
-        for field in ("valueset", "ingredients", "unless_coded"):
+        for field in ("valueset", "ingredients", "unless_coded", "sum_of"):
             ref = getattr(decl, field, None)
             if ref is not None and ref not in terms:
                 raise KnowledgeError(f"{path}: facts.{name}.{field}: no value set {ref}")

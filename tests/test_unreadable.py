@@ -1,0 +1,175 @@
+"""What the client could not prefetch is unknown, never absent (KNOWLEDGE.md version 3, s.7.1).
+
+CDS Hooks: a client that could not prefetch a key says so with an OperationOutcome. For an
+optional key the resource type its template reads is unreadable in the record, and the facts
+that depend on it are unknown; the Patient and the Conditions are fetched instead, or the call
+is a 412 naming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from service.clinical.fact_model import Facts
+from service.fhir.prefetch import Prefetched, could_not_prefetch, kind_of
+from service.knowledge.base import Knowledge
+from service.pipeline import HookResult, Pipeline
+
+from .conftest import (
+    NOW,
+    AppFactory,
+    FakeFhir,
+    Json,
+    bundle,
+    condition,
+    full_prefetch,
+    hook_request,
+    patient,
+)
+from .rules import CountingRule
+
+RULES = (CountingRule("counts-conditions", "Condition", "info"),)
+FAILED = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+WARNED = {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "info"}]}
+
+
+def _run(knowledge: Knowledge, prefetch: dict[str, Any]) -> tuple[HookResult, Facts]:
+    pipeline = Pipeline(knowledge)
+    service = knowledge.services["ipt-patient-view"]
+    body = hook_request("patient-view", prefetch)
+    result = asyncio.run(
+        pipeline.run(service, body, fhir=None, fhir_allowed=lambda url: False, now=NOW)
+    )
+    return result, knowledge.factbook.evaluate(result.record, "patient-view", NOW)
+
+
+def _prefetch(**keys: Any) -> dict[str, Any]:
+    prefetch: dict[str, Any] = full_prefetch(condition("c1", "F32.1"))
+    prefetch.update(keys)
+    return prefetch
+
+
+def test_medications_as_an_operation_outcome_are_unknown(knowledge: Knowledge) -> None:
+    result, f = _run(knowledge, _prefetch(medications=FAILED))
+    assert result.record.unreadable == {"MedicationRequest"}
+    assert f["unreadable"] == ["medication orders"]
+    assert (f["medications_unknown"], f["therapy_unknown"], f["observations_unknown"]) == (
+        True,
+        False,
+        False,
+    )
+    assert f["depression"], "the rest of the record is read"
+
+
+def test_a_full_prefetch_leaves_nothing_unknown(knowledge: Knowledge) -> None:
+    result, f = _run(knowledge, _prefetch())
+    assert result.record.unreadable == frozenset()
+    assert (f["unreadable"], f["medications_unknown"], f["therapy_unknown"]) == ([], False, False)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kinds"),
+    [
+        ("serviceRequests", bundle(FAILED), {"ServiceRequest"}),
+        ("procedures", bundle(FAILED, FAILED), {"Procedure"}),
+        ("observations", bundle({**FAILED, "issue": [{"severity": "fatal"}]}), {"Observation"}),
+        # A bare OperationOutcome says the key could not be prefetched, whatever its issues.
+        ("medicationStatements", {"resourceType": "OperationOutcome"}, {"MedicationStatement"}),
+        # Notes on an answer are not a failure: no data, known.
+        ("serviceRequests", bundle(WARNED), set()),
+        ("serviceRequests", None, set()),
+    ],
+)
+def test_which_answers_mean_could_not_prefetch(
+    knowledge: Knowledge, key: str, value: Json | None, kinds: set[str]
+) -> None:
+    result, f = _run(knowledge, _prefetch(**{key: value}))
+    assert result.record.unreadable == kinds
+    assert f["therapy_unknown"] == bool(kinds & {"ServiceRequest", "Procedure"})
+    assert f["observations_unknown"] == ("Observation" in kinds)
+
+
+def test_what_came_beside_an_error_is_still_read(knowledge: Knowledge) -> None:
+    sertraline = {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "312941"}]
+        },
+    }
+    _, f = _run(knowledge, _prefetch(medications=bundle(sertraline, FAILED)))
+    assert (f["on_antidepressant"], f["medications_unknown"]) == (True, True)
+
+
+def test_the_call_answers_200(make_client: AppFactory) -> None:
+    fhir = FakeFhir()
+    client = make_client(fhir, rules=RULES)
+    body = hook_request("patient-view", _prefetch(medications=FAILED))
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 200, response.text
+    assert fhir.requests == [], "an optional key the client could not prefetch is not fetched"
+
+
+@pytest.mark.parametrize(("key", "kind"), [("conditions", "Condition"), ("patient", "Patient")])
+def test_an_essential_key_the_client_could_not_prefetch_is_fetched(
+    make_client: AppFactory, key: str, kind: str
+) -> None:
+    fhir = FakeFhir(resources=[patient(), condition("fetched", "F32.1")])
+    client = make_client(fhir, rules=RULES)
+    prefetch = _prefetch(**{key: FAILED})
+    response = client.post(
+        "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
+    )
+    assert response.status_code == 200, response.text
+    assert fhir.paths() == [kind]
+    if key == "conditions":
+        summaries = [c["summary"] for c in response.json()["cards"]]
+        assert any(s.startswith("1 Condition") for s in summaries), summaries
+
+
+@pytest.mark.parametrize("key", ["conditions", "patient"])
+def test_an_essential_key_that_cannot_be_fetched_is_a_412_naming_it(
+    make_client: AppFactory, key: str
+) -> None:
+    fhir = FakeFhir(resources=[patient(), condition("fetched", "F32.1")])
+    client = make_client(fhir, rules=RULES)
+    body = hook_request("patient-view", _prefetch(**{key: bundle(FAILED)}), with_auth=False)
+    del body["fhirServer"]
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 412
+    assert response.json()["code"] == "prefetch_failed"
+    assert key in response.json()["message"]
+    assert fhir.requests == []
+
+
+def test_the_fetch_path_sets_the_same_field_in_one_line() -> None:
+    """Issue #23 (refused optional reads) needs only ``data.could_not_read(template)``."""
+    data = Prefetched()
+    data.could_not_read("MedicationRequest?patient={{context.patientId}}&status=active")
+    data.could_not_read("/Procedure?patient=1")
+    assert data.unreadable == {"MedicationRequest", "Procedure"}
+    assert kind_of("Patient/{{context.patientId}}") == "Patient"
+
+
+@pytest.mark.parametrize(
+    ("value", "failed"),
+    [
+        (FAILED, True),
+        (bundle(FAILED), True),
+        (bundle(WARNED), False),
+        (bundle(), False),
+        (None, False),
+        ({"resourceType": "Bundle", "entry": {"resource": FAILED}}, True),
+        ({"resourceType": "Bundle", "entry": 5}, False),
+        (bundle({"resourceType": "OperationOutcome", "issue": "error"}), False),
+        (bundle({"resourceType": "OperationOutcome", "issue": {"severity": "fatal"}}), True),
+        ([FAILED], False),
+    ],
+)
+def test_could_not_prefetch_is_total_over_json(value: Any, failed: bool) -> None:
+    assert could_not_prefetch(value) is failed
