@@ -11,9 +11,9 @@ critical, warning, info, keeping the rules' order within each.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from service.clinical.fact_model import Facts
 from service.clinical.facts import FactBook
 from service.clinical.record import PatientRecord
+from service.clinical.worsening import RecordState, State, worse
 from service.fhir import prefetch
 from service.fhir.client import FhirClient
 from service.knowledge.base import Knowledge
@@ -32,10 +33,73 @@ from service.protocol.models import REQUEST_MODELS, Card, HookRequest, Service
 from service.protocol.vocabulary import INDICATOR_RANK
 
 
+class Hold(Protocol):
+    """A remembered card that would be held back now (service/storage/memory.py): ``why`` is
+    "repeat" (shown this visit), "snooze" (overridden) or "assessed" (overridden with a
+    documented risk assessment, by this call's clinician if ``mine``); ``marks`` the record
+    then (None: not kept); ``at`` when it was shown or overridden."""
+
+    @property
+    def rule_id(self) -> str: ...
+
+    @property
+    def why(self) -> str: ...
+
+    @property
+    def marks(self) -> State | None: ...
+
+    @property
+    def at(self) -> datetime: ...
+
+    @property
+    def mine(self) -> bool: ...
+
+
 class Recalled(Protocol):
     """What the patient already saw (service/storage/memory.py)."""
 
-    def suppressed(self, draft_refs: tuple[str, ...]) -> Mapping[str, str]: ...
+    def holds(self, draft_refs: tuple[str, ...]) -> Iterable[Hold]: ...
+
+    @property
+    def keyed(self) -> Callable[[Iterable[str]], frozenset[str]]:
+        """Keys the references of a suicidal-ideation basis as the memory keeps them."""
+        ...
+
+
+# Of held cards, the order in which a reason wins: only an assessment holds a critical card.
+_HOLD_RANK = {"repeat": 0, "snooze": 1, "assessed": 2}
+
+
+@dataclass(frozen=True)
+class Recollection:
+    """What the memory does to this call's cards: rule id -> why it is held back; rule id ->
+    a line the card shows at the top of its detail."""
+
+    held: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
+    """A remembered card holds its rule back unless the record is worse now than then
+    (KNOWLEDGE.md 7.1); a row without a record holds as before. Another clinician's
+    assessment holds nothing: the card says when it was made."""
+    held: dict[str, str] = {}
+    assessed: dict[str, datetime] = {}
+    for hold in holds:
+        if hold.marks is not None and worse(hold.marks, now):
+            continue
+        if hold.why == "assessed" and not hold.mine:
+            assessed[hold.rule_id] = max(hold.at, assessed.get(hold.rule_id, hold.at))
+        elif _HOLD_RANK.get(hold.why, 0) >= _HOLD_RANK.get(held.get(hold.rule_id, ""), -1):
+            held[hold.rule_id] = hold.why
+    notes = {
+        rule: f"Suicide risk assessed at {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC by another "
+        "clinician."
+        for rule, at in assessed.items()
+        # A snooze never holds a critical card: only this clinician's own assessment does.
+        if held.get(rule) != "assessed"
+    }
+    return Recollection(held, notes)
 
 
 # Asked as soon as the request is valid, awaited once the facts are known: a lookup that is a
@@ -80,11 +144,13 @@ class Engine:
         call: HookCall,
         facts: Facts | None = None,
         recalled: Mapping[str, str] | None = None,
+        notes: Mapping[str, str] | None = None,
     ) -> Outcome:
         """The cards returned, each with the id of the rule that made it, most urgent first;
-        and the cards a site made silent or the patient's memory held back."""
+        and the cards a site made silent or the patient's memory held back. ``notes``: a line
+        the memory adds to a rule's card (service/pipeline.py ``recollect``)."""
         facts = facts or self.facts(call)
-        outcome = self.rulebook.outcome(facts, recalled)
+        outcome = self.rulebook.outcome(facts, recalled, notes)
         for rule in self.extra:
             if call.hook in rule.hooks:
                 card = guarded(rule.id, rule.evaluate, call, facts)
@@ -144,6 +210,8 @@ class HookResult:
     prefetch: PrefetchCounts = field(default_factory=lambda: PrefetchCounts(0, 0, 0))
     # The suitability verdict of the facts (KNOWLEDGE.md section 2), for a population replay.
     verdict: str | None = None
+    # The record as the card memory keeps it with each card shown (None: nothing recalled).
+    state: RecordState | None = None
 
     @property
     def cards(self) -> list[Card]:
@@ -233,8 +301,14 @@ class Pipeline:
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
         facts = self.engine.facts(call)
         keys = draft_keys(service.hook, facts)
-        recalled = (await pending).suppressed(keys) if pending is not None else {}
-        outcome = self.engine.run(call, facts, recalled)
+        recalled = await pending if pending is not None else None
+        state = RecordState.of(facts, recalled.keyed) if recalled is not None else None
+        memo = (
+            recollect(recalled.holds(keys), state)
+            if recalled is not None and state is not None
+            else Recollection()
+        )
+        outcome = self.engine.run(call, facts, memo.held, memo.notes)
         return HookResult(
             request,
             record,
@@ -245,4 +319,5 @@ class Pipeline:
             keys,
             PrefetchCounts.of(service, request),
             facts.values.get("verdict"),
+            state,
         )

@@ -25,9 +25,11 @@ RULES = (
 )
 
 
-def _show_cards(client: TestClient) -> dict[str, str]:
+def _show_cards(client: TestClient, hook_instance: str | None = None) -> dict[str, str]:
     """Call order-sign once; answer rule id -> card uuid."""
     body = hook_request("order-sign", full_prefetch(hypertension("c1")))
+    if hook_instance is not None:
+        body["hookInstance"] = hook_instance
     cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
     return {c["source"]["topic"]["code"]: c["uuid"] for c in cards}
 
@@ -83,7 +85,8 @@ def test_a_later_distinct_answer_on_the_same_card_is_stored(make_client: AppFact
 
 def test_stats_count_shown_accepted_overridden_and_reasons(make_client: AppFactory) -> None:
     client = make_client(rules=RULES)
-    first, second = _show_cards(client), _show_cards(client)
+    first, second = _show_cards(client), _show_cards(client, str(uuid.uuid4()))
+    _show_cards(client)  # a retry of the first call (same hookInstance) counts once
     other = {**REASON, "code": "patient-declined", "display": "Patient declined"}
     feedback = [
         _overridden(first["counts-conditions"], overrideReason={"reason": REASON}),

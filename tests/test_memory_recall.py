@@ -52,7 +52,7 @@ def _memory(store: Store) -> CardMemory:
 def _rules(memory: CardMemory, patient: str) -> set[str]:
     async def recall() -> set[str]:
         found = await memory.recall_soon(patient, NOW)
-        return {rule for rule, _ in found.shown} | set(found.snoozed)
+        return {row.rule_id for row in found.rows}
 
     return asyncio.run(recall())
 
@@ -107,7 +107,7 @@ def test_a_broken_postgresql_connection_is_made_again(
     async def scenario() -> list[set[str]]:
         async def rules() -> set[str]:
             found = await memory.recall_soon("p1", NOW)
-            return {rule for rule, _ in found.shown} | set(found.snoozed)
+            return {row.rule_id for row in found.rows}
 
         first = await rules()
         assert memory._postgres is not None

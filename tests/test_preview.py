@@ -52,7 +52,7 @@ def test_a_fixtures_cards_are_shown_as_an_ehr_shows_them(make_client: AppFactory
     assert "<strong>Recorded:</strong>" in shown.text, "Markdown rendered"
     assert "988 Suicide &amp; Crisis Lifeline" in shown.text
     assert 'class="dismiss"' in shown.text
-    assert "Suicide risk assessed and safety plan in place" in shown.text, "override reasons"
+    assert "Suicide risk assessed; safety plan in place" in shown.text, "override reasons"
 
 
 def test_accept_and_dismiss_store_real_feedback(make_client: AppFactory) -> None:

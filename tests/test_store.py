@@ -70,7 +70,7 @@ def test_a_batch_of_cards_is_written_whole_and_sqlite_gets_it_in_one_statement(
     )
     now = datetime.now(UTC)
     rows = [
-        IssuedCard(f"card-{i}", "ipt-order-sign", f"call-{i // 4}", "ipt-suitable", "info", now)
+        IssuedCard(f"card-{i}", "ipt-order-sign", f"call-{i}", "ipt-suitable", "info", now)
         for i in range(1_000)
     ]
     store.record_cards(rows)
@@ -93,7 +93,7 @@ def test_a_card_uuid_recorded_again_is_skipped_without_failing_its_batch(
     first = IssuedCard("card-1", "ipt-order-sign", "call-1", "ipt-suitable", "info", now)
     store.record_cards([first])
     later = [
-        IssuedCard(f"card-{i}", "ipt-order-sign", "call-2", "ipt-suitable", "info", now)
+        IssuedCard(f"card-{i}", "ipt-order-sign", f"call-{i}", "ipt-suitable", "info", now)
         for i in (2, 1, 3)
     ]
     store.record_cards(later)
@@ -110,7 +110,7 @@ def test_the_recorder_caps_its_backlog_and_counts_what_it_drops(
 
     def call(n: int) -> list[IssuedCard]:
         return [
-            IssuedCard(f"{n}-{i}", "ipt-order-sign", f"{n}", "r", "info", now) for i in range(4)
+            IssuedCard(f"{n}-{i}", "ipt-order-sign", f"{n}-{i}", "r", "info", now) for i in range(4)
         ]
 
     async def scenario() -> None:

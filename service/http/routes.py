@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -44,7 +44,8 @@ from service.protocol.models import (
     HookRequest,
     Service,
 )
-from service.storage.memory import CardMemory, Recall
+from service.protocol.vocabulary import OVERRIDE_SYSTEM
+from service.storage.memory import CardMemory, Marks, Overridden, Recall
 from service.storage.recorder import CardRecorder
 from service.storage.store import IssuedCard, Store
 
@@ -178,13 +179,18 @@ async def call_service(service_id: str, request: Request) -> Response:
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
     now = state.clock()
-    memory, patient, call = state.memory, "", ""
+    memory, patient, call, user = state.memory, "", "", ""
 
     def recall(hook_request: HookRequest) -> asyncio.Future[Recall]:
-        nonlocal patient, call
+        nonlocal patient, call, user
         patient = memory.pseudonym(hook_request.fhirServer or "", hook_request.context.patientId)
         call = memory.call_key(service.id, hook_request.hookInstance)
-        return memory.recall_soon(patient, now, call)
+        user = memory.user_key(hook_request.context.userId)
+        # order-select fired again: its cards stay on screen while the order is edited.
+        editing = service.hook == "order-select"
+        return memory.recall_soon(
+            patient, now, call, service=service.id, user=user, editing=editing
+        )
 
     result = await state.pipeline.run(
         service,
@@ -215,10 +221,22 @@ async def call_service(service_id: str, request: Request) -> Response:
         for rule_id, card in cards
     ]
     draft_keys = memory.draft_keys(result.draft_keys)
+    kept = result.state
+    marks = Marks(kept.band, kept.ideation, kept.basis, kept.flags) if kept is not None else None
     remembered = [
         row
         for rule_id, card in result.fired
-        for row in memory.shown(patient, rule_id, draft_keys, card.uuid or "", now, call)
+        for row in memory.shown(
+            patient,
+            rule_id,
+            draft_keys,
+            card.uuid or "",
+            now,
+            call,
+            marks=marks,
+            service=service.id,
+            user=user,
+        )
     ]
     state.recorder.add(issued, remembered)
     shown = [row for row in issued if row.disposition == "shown"]
@@ -282,13 +300,20 @@ async def store_feedback(state: AppState, service: Service, items: list[Feedback
     """Store feedback items, snooze what they override, count and log them; answer how many
     were new. Returns only after the transaction committed: a 200 means they are durable."""
     stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
+    now = state.clock()
     overridden = []
-    for card in dict.fromkeys(i.card for i in items if i.outcome == "overridden"):
+    for card, given in _overrides(items).items():
         owner = state.pipeline.card_ids.decode(card)
         if owner is not None:
-            overridden.append((card, state.knowledge.site.snooze_days(owner[1])))
+            days = state.knowledge.site.snooze_days(owner[1])
+            assessed = _assessed_at(state.knowledge, owner[1], given, now)
+            hold = timedelta(hours=state.knowledge.params["risk_assessed_hold_hours"])
+            until = assessed + hold if assessed is not None else None
+            if until is not None and until <= now:
+                assessed = until = None
+            overridden.append(Overridden(card, days, assessed, until))
     if overridden:  # one thread hop and one write for all of them
-        await run_in_threadpool(state.memory.snooze, overridden, state.clock())
+        await run_in_threadpool(state.memory.snooze, overridden, now)
     for item in items:
         state.metrics.feedback.labels(service.id, item.outcome).inc()
     mark_call_logged()
@@ -300,6 +325,42 @@ async def store_feedback(state: AppState, service: Service, items: list[Feedback
         extra={"event": "feedback", "service": service.id, "items": len(items), "stored": stored},
     )
     return stored
+
+
+# The override reason that documents a suicide risk assessment (cards/rules/ipt-suicide-risk.yaml):
+# with it, a critical card stays away from the clinician who gave it for a while.
+RISK_ASSESSED = "risk-assessed"
+
+
+def _overrides(items: list[FeedbackItem]) -> dict[str, list[FeedbackItem]]:
+    """The overridden cards, each with its feedback items."""
+    out: dict[str, list[FeedbackItem]] = {}
+    for item in items:
+        if item.outcome == "overridden":
+            out.setdefault(item.card, []).append(item)
+    return out
+
+
+def _assessed_at(
+    knowledge: Knowledge, rule_id: str, items: list[FeedbackItem], now: datetime
+) -> datetime | None:
+    """When a risk assessment was documented by overriding the card, if it was: only with the
+    reason the card's rule offers, and never later than now (a client's clock ahead of ours
+    must not lengthen the hold)."""
+    rule = knowledge.rulebook.by_id.get(rule_id)
+    if rule is None or RISK_ASSESSED not in {r.code for r in rule.spec.overrideReasons}:
+        return None
+    times = [
+        item.outcomeTimestamp
+        for item in items
+        if any(
+            r.code == RISK_ASSESSED and r.system in (None, OVERRIDE_SYSTEM) for r in item.reasons()
+        )
+    ]
+    if not times:
+        return None
+    at = max(t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC) for t in times)
+    return min(at, now)
 
 
 @router.get(

@@ -63,6 +63,7 @@ class Parameters(BaseModel):
     bereavement_window_days: int = Field(gt=0)
     psychotherapy_procedure_window_days: int = Field(gt=0)
     suicidal_ideation_dx_days: int = Field(gt=0)
+    risk_assessed_hold_hours: int = Field(gt=0, le=24)
     psychotic_features_window_days: int = Field(gt=0)
     symptom_condition_window_days: int = Field(gt=0)
     psychiatric_care_window_days: int = Field(gt=0)

@@ -241,10 +241,17 @@ class RuleBook:
         """The cards returned, each with its rule id."""
         return self.outcome(facts).shown
 
-    def outcome(self, facts: Facts, recalled: Mapping[str, str] | None = None) -> Outcome:
+    def outcome(
+        self,
+        facts: Facts,
+        recalled: Mapping[str, str] | None = None,
+        notes: Mapping[str, str] | None = None,
+    ) -> Outcome:
         """``recalled``: rule id -> "repeat" or "snooze" for the rules whose card this patient
         saw within the repeat window, or overrode (service/storage/memory.py); a critical card
-        shows all the same."""
+        shows all the same, unless "assessed" (its clinician documented a risk assessment).
+        ``notes``: rule id -> a line its card shows first (an assessment by another
+        clinician)."""
         env = facts.values
         hook = env["hook"]
         fired: list[CompiledRule] = []
@@ -258,7 +265,12 @@ class RuleBook:
                 if indicators[rule.id] in ("warning", "critical"):
                     names.alerting.add(rule.id)
         recalled = recalled or {}
-        held = {r: why for r, why in recalled.items() if r in names and indicators[r] != "critical"}
+        held = {
+            r: why
+            for r, why in recalled.items()
+            if r in names and (indicators[r] != "critical" or why == "assessed")
+        }
+        notes = notes or {}
         # Whether a card fires looked at every card the rules produced (an all-clear never
         # shows because a warning was silenced); what is returned is decided now: disabled
         # rules are dropped, silent ones recorded but not returned. Of a family, the first
@@ -300,7 +312,7 @@ class RuleBook:
                 continue
             family = next((f for f in families if rule.id in f), [])
             also = [text for o in family if o != rule.id and (text := reasons[o]) is not None]
-            card = guarded(rule.id, self._card, rule, facts, also, shown)
+            card = guarded(rule.id, self._card, rule, facts, also, shown, notes.get(rule.id))
             if card is None and family and rule.id in shown:
                 # A family card that fails to build: the next member returned stands instead.
                 for other in family[family.index(rule.id) + 1 :]:
@@ -341,7 +353,12 @@ class RuleBook:
         return "silent" if control.silent else "shown"
 
     def _card(
-        self, rule: CompiledRule, facts: Facts, also: list[str], shown: frozenset[str]
+        self,
+        rule: CompiledRule,
+        facts: Facts,
+        also: list[str],
+        shown: frozenset[str],
+        note: str | None = None,
     ) -> Card:
         spec = rule.spec
         # Conditions on what a card says (its indicator, its suggestions) read fires() as "is
@@ -350,7 +367,8 @@ class RuleBook:
         summary = " ".join(_render(rule.summary, facts, also, shown).split())
         if len(summary) > SUMMARY_MAX_CHARS:
             summary = summary[: SUMMARY_MAX_CHARS - 1].rstrip() + "…"
-        paragraphs = [tidy_markdown(_render(rule.detail, facts, also, shown))]
+        # The memory's note (an assessment by another clinician) is read before the card.
+        paragraphs = [note or "", tidy_markdown(_render(rule.detail, facts, also, shown))]
         if also:
             paragraphs.append("**Also:** " + "; ".join(also) + ".")
         if spec.evidence.cite:

@@ -113,11 +113,28 @@ def _v4_memory_call_key(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE card_memory ADD COLUMN call_key VARCHAR(64)"))
 
 
+def _v5_memory_record_state(conn: Connection) -> None:
+    for column in (
+        "service_id VARCHAR(128)",
+        "user_key VARCHAR(64)",
+        "band VARCHAR(24)",
+        "ideation VARCHAR(16)",
+        "basis TEXT",
+        "flags VARCHAR(64)",
+    ):
+        conn.execute(text(f"ALTER TABLE card_memory ADD COLUMN {column}"))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "cards_issued, feedback, jti_seen", _v1_cards_feedback_jti),
     (2, "cards_issued.disposition: shown or silent", _v2_card_disposition),
     (3, "card_memory, memory_key: once per visit and snooze", _v3_card_memory),
     (4, "card_memory.call_key: a retried call is not a repeat", _v4_memory_call_key),
+    (
+        5,
+        "card_memory: service, clinician and record state (held cards end on worsening)",
+        _v5_memory_record_state,
+    ),
 ]
 
 

@@ -38,6 +38,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     delete,
+    distinct,
     event,
     func,
     select,
@@ -72,7 +73,8 @@ cards_issued = Table(
     Column("indicator", String(16), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
     # "shown" (returned to the EHR), "silent" (a site's silent rule: would have shown), or held
-    # back as seen this visit ("repeat") or overridden ("snooze").
+    # back as seen this visit ("repeat"), overridden ("snooze") or, a critical card, for the
+    # clinician who documented a risk assessment ("assessed").
     Column("disposition", String(16), nullable=False, server_default="shown"),
 )
 
@@ -122,6 +124,19 @@ card_memory = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     # The hook call that showed the card, keyed: a retry of that same call is not a repeat.
     Column("call_key", String(64)),
+    # The service that showed the card: order-select fired again for the order being edited
+    # shows its cards again (KNOWLEDGE.md 7.1).
+    Column("service_id", String(128)),
+    # The clinician of that call, keyed: a documented risk assessment holds a critical card
+    # back for that clinician only.
+    Column("user_key", String(64)),
+    # The record when the card was shown (a snooze or an assessment copies it from the shown
+    # row), as codes and keyed hashes (service/clinical/worsening.py): a held card comes back
+    # when the record is worse. NULL band: a row written before this was kept.
+    Column("band", String(24)),
+    Column("ideation", String(16)),
+    Column("basis", Text),
+    Column("flags", String(64)),
     # A call reads one patient's shown rows since a time, and its snoozes: this index serves both.
     Index("ix_card_memory_recall", "patient", "event", "at"),
 )
@@ -166,6 +181,13 @@ class Remembered:
     at: datetime
     expires_at: datetime
     call_key: str | None = None
+    service_id: str | None = None
+    user_key: str | None = None
+    band: str | None = None
+    ideation: str | None = None
+    # Keyed hashes, space-separated; flags comma-separated (service/storage/memory.py Marks).
+    basis: str | None = None
+    flags: str | None = None
 
 
 class Store:
@@ -185,17 +207,20 @@ class Store:
         )
         if self.engine.dialect.name == "sqlite":
             self._insert_cards = self._insert_cards.returning(cards_issued.c.card_uuid)
-        # Built once: it runs on every hook call. Two index ranges, not one OR (with an OR,
+        # Built once: it runs on every hook call. Index ranges, not one OR (with an OR,
         # SQLite reads every row of the patient).
         m = card_memory.c
         self.recall_statement: Any = union_all(
             select(*MEMORY_COLUMNS).where(
                 m.patient == bindparam("patient"), m.event == "shown", m.at >= bindparam("since")
             ),
-            select(*MEMORY_COLUMNS).where(
-                m.patient == bindparam("patient"),
-                m.event == "snooze",
-                m.expires_at > bindparam("now"),
+            *(
+                select(*MEMORY_COLUMNS).where(
+                    m.patient == bindparam("patient"),
+                    m.event == event,
+                    m.expires_at > bindparam("now"),
+                )
+                for event in ("snooze", "assessed")
             ),
         )
 
@@ -297,7 +322,10 @@ class Store:
         shown; feedback that cannot be attributed (a card we never issued) is left out."""
         with self.engine.connect() as conn:
             issued = (cards_issued.c.service_id, cards_issued.c.rule_id, cards_issued.c.disposition)
-            shown = conn.execute(select(*issued, func.count()).group_by(*issued)).all()
+            # A call counts once per rule: an EHR that retries a call (same service and
+            # hookInstance) after a lost answer gets fresh card uuids, not a second card.
+            calls = func.count(distinct(cards_issued.c.hook_instance))
+            shown = conn.execute(select(*issued, calls).group_by(*issued)).all()
             answered = conn.execute(
                 select(
                     cards_issued.c.service_id,
@@ -323,6 +351,12 @@ MEMORY_COLUMNS = (
     card_memory.c.at,
     card_memory.c.expires_at,
     card_memory.c.call_key,
+    card_memory.c.service_id,
+    card_memory.c.user_key,
+    card_memory.c.band,
+    card_memory.c.ideation,
+    card_memory.c.basis,
+    card_memory.c.flags,
 )
 
 
@@ -439,7 +473,9 @@ def _stats(
                 shown=c["shown"],
                 silent=c["silent"],
                 suppressedAsRepeat=c["repeat"],
-                suppressedBySnooze=c["snooze"],
+                # A critical card held for the clinician who documented a risk assessment
+                # is held after an override, as a snoozed one is.
+                suppressedBySnooze=c["snooze"] + c["assessed"],
                 accepted=c["accepted"],
                 overridden=c["overridden"],
                 overrideReasons=[
