@@ -103,6 +103,9 @@ class RuleFile(_Strict):
 class IndexFile(_Strict):
     order: list[str] = Field(min_length=1)
     families: dict[str, list[str]] = Field(default_factory=dict)
+    # Old rule id -> the rule that replaced it. Cards once made under an old id stay
+    # attributable (card uuids, statistics) and a site profile naming one still loads.
+    retired: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass
@@ -139,9 +142,11 @@ class RuleBook:
         rules: list[CompiledRule],
         families: dict[str, list[str]],
         links: Mapping[str, Link] | None = None,
+        retired: Mapping[str, str] | None = None,
     ) -> None:
         self.rules = rules
         self.families = families
+        self.retired = dict(retired or {})
         self.by_id = {r.id: r for r in rules}
         self.links = dict(links or {})
         self.site = DEFAULT_SITE
@@ -187,11 +192,18 @@ class RuleBook:
                     raise KnowledgeError(
                         f"{by_id[rid].path}: a member of family {name!r} needs a reason"
                     )
-        return cls(compiled, index.families, links)
+        for old, new in index.retired.items():
+            if old in by_id:
+                raise KnowledgeError(f"{index_path}: retired: {old!r} is also a rule")
+            if new not in by_id:
+                raise KnowledgeError(
+                    f"{index_path}: retired.{old}: its replacement {new!r} is not a rule"
+                )
+        return cls(compiled, index.families, links, index.retired)
 
     def for_site(self, site: SiteProfile) -> RuleBook:
         """This rule book as a health system set it up: its links, codes and rule controls."""
-        book = RuleBook(self.rules, self.families, self.links)
+        book = RuleBook(self.rules, self.families, self.links, self.retired)
         book.links.update({key: link.as_link() for key, link in site.links.items()})
         book.site = site
         book._codes = {
