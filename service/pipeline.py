@@ -253,8 +253,11 @@ class Pipeline:
     def __init__(self, knowledge: Knowledge, extra: Sequence[Rule] = ()) -> None:
         self.knowledge = knowledge
         self.engine = Engine(knowledge.factbook, knowledge.rulebook, extra)
-        # Reads a card uuid back to its service and rule; refuses ids whose codes collide.
-        self.card_ids = card_ids.CardIds(knowledge.services, self.engine.rule_ids)
+        # Reads a card uuid back to its service and rule (retired rules included); refuses ids
+        # whose codes collide.
+        self.card_ids = card_ids.CardIds(
+            knowledge.services, self.engine.rule_ids, knowledge.rulebook.retired
+        )
 
     def validate(self, service: Service, body: dict[str, Any]) -> HookRequest:
         """The body as the hook's request model; a 400 naming the field when it is not one."""

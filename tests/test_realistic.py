@@ -30,6 +30,9 @@ DEPRESSED_ORDER_HOOK: list[tuple[str, str]] = [
     # psychotherapy in the plan (the IPT draft is). v1 answered `ipt-suitable`.
 ]
 NOT_DEPRESSED_ORDER_HOOK = [("ipt-no-depression", "info")]
+# v3: from 60 with an antidepressant in the plan (the sertraline draft), an IPT draft gets
+# `ipt-cautions`: adding IPT to escitalopram did no better than care management (ref 67).
+OLDER_DEPRESSED_ORDER_HOOK = [("ipt-cautions", "info")]
 EXPECTED: dict[str, dict[str, list[tuple[str, str]]]] = {
     # Milan Beatty, 53, MDD, fluoxetine active: verdict `suitable`, severity unknown. v2: the
     # summary says to measure severity first and offers a PHQ-9, not an IPT order.
@@ -43,15 +46,15 @@ EXPECTED: dict[str, dict[str, list[tuple[str, str]]]] = {
     # info because an antidepressant is in the plan.
     "ffb8ae8f-8c7f-4475-8c42-d38419108e94": {
         "patient-view": [("ipt-patient-summary", "info")],
-        "order-sign": DEPRESSED_ORDER_HOOK,
-        "order-select": DEPRESSED_ORDER_HOOK,
+        "order-sign": OLDER_DEPRESSED_ORDER_HOOK,
+        "order-select": OLDER_DEPRESSED_ORDER_HOOK,
     },
     # Darron Feeney, 85, MDD not in remission, no antidepressant: v2 verdict
     # `antidepressant-preferred` with none in the plan, so the summary is a warning.
     "577f37fd-d8d5-4b38-8e5f-a5cb8130505a": {
         "patient-view": [("ipt-patient-summary", "warning")],
-        "order-sign": DEPRESSED_ORDER_HOOK,
-        "order-select": DEPRESSED_ORDER_HOOK,
+        "order-sign": OLDER_DEPRESSED_ORDER_HOOK,
+        "order-select": OLDER_DEPRESSED_ORDER_HOOK,
     },
     # Gilberto Orosco, 90, sertraline active, no depression; familial early-onset Alzheimer's
     # disease (SNOMED 230265002) active since 1987, which `cognitive_impairment` (dementia, G30)

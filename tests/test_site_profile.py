@@ -9,6 +9,7 @@ moves to the next card shown, and the site's links, orderable codes and name rea
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def _stats(client: TestClient, rule: str) -> Json:
         ({"ehr": "cerner"}, "ehr"),
         ({"colour": "blue"}, "colour"),
         ({"rules": {"ipt-chd": {"enabled": "maybe"}}}, "rules.ipt-chd.enabled"),
-        ({"rules": {"ipt-chd": {"silnet": True}}}, "rules.ipt-chd.silnet"),
+        ({"rules": {"ipt-cautions": {"silnet": True}}}, "rules.ipt-cautions.silnet"),
         ({"rules": {"ipt-heart": {"enabled": False}}}, "rules.ipt-heart"),
         ({"links": {"crisis_line": {"label": "x", "url": "not a url"}}}, "links.crisis_line.url"),
         ({"links": {"hotline": {"label": "x", "url": "https://x.org"}}}, "links.hotline.[key]"),
@@ -107,25 +108,25 @@ def test_an_empty_profile_is_the_defaults(tmp_path: Path, settings: Settings) ->
 
 
 def test_a_disabled_rule_never_appears(site: Any) -> None:
-    client = site({"rules": {"ipt-chd": {"enabled": False}}})
+    client = site({"rules": {"ipt-cautions": {"enabled": False}}})
     cards = _call(client, "in-chd-ischaemic-heart-disease")
-    assert "ipt-chd" not in _rules(cards)
+    assert "ipt-cautions" not in _rules(cards)
     assert all(
-        r["rule"] != "ipt-chd"
+        r["rule"] != "ipt-cautions"
         for s in client.get("/stats/cards").json().get("services", [])
         for r in s["rules"]
     )
 
 
 def test_a_silent_rule_never_appears_but_is_counted(site: Any) -> None:
-    client = site({"rules": {"ipt-chd": {"silent": True}}})
+    client = site({"rules": {"ipt-cautions": {"silent": True}}})
     for n in range(2):  # two calls (a retry of one would count once)
         cards = _call(client, "in-chd-ischaemic-heart-disease", f"call-{n}")
-        assert "ipt-chd" not in _rules(cards)
+        assert "ipt-cautions" not in _rules(cards)
     client.__exit__(None, None, None)  # the card recorder writes what it holds on shutdown
     client.__enter__()
-    assert _stats(client, "ipt-chd") == {
-        "rule": "ipt-chd",
+    assert _stats(client, "ipt-cautions") == {
+        "rule": "ipt-cautions",
         "shown": 0,
         "silent": 2,
         "suppressedAsRepeat": 0,
@@ -133,6 +134,68 @@ def test_a_silent_rule_never_appears_but_is_counted(site: Any) -> None:
         "accepted": 0,
         "overridden": 0,
     }
+
+
+# --- retired rule ids (cards/rules/_index.yaml `retired`) -----------------------------------
+
+
+def _load_with_warnings(
+    settings: Settings, tmp_path: Path, profile: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> tuple[Knowledge, list[str]]:
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        knowledge = Knowledge.load(settings.knowledge_dir, _profile(tmp_path, profile))
+    return knowledge, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_profile_naming_a_retired_rule_loads_with_a_warning_naming_its_replacement(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    profile = {"rules": {"ipt-chd": {"snooze_days": 7}}}
+    knowledge, warnings = _load_with_warnings(settings, tmp_path, profile, caplog)
+    (warning,) = warnings
+    assert "rules.ipt-chd: retired rule, replaced by ipt-cautions" in warning
+    assert "ipt-chd" not in knowledge.site.rules
+    # A shorter snooze is the less restrictive control: it moves to the replacement.
+    assert knowledge.site.snooze_days("ipt-cautions") == 7
+    assert knowledge.site.control("ipt-cautions").enabled
+
+
+def test_a_retired_rule_hidden_alone_does_not_hide_its_replacement(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ipt-cautions also carries cautions ipt-chd never showed (anxiety, past suicidal
+    behaviour): a site's choice to hide the CHD card must not hide those."""
+    profile = {"rules": {"ipt-chd": {"enabled": False}, "ipt-anxiety": {"silent": True}}}
+    knowledge, warnings = _load_with_warnings(settings, tmp_path, profile, caplog)
+    assert len(warnings) == 2
+    assert all("ipt-cautions" in w and "shown, snooze 30 days" in w for w in warnings)
+    control = knowledge.site.control("ipt-cautions")
+    assert (control.enabled, control.silent) == (True, False)
+
+
+def test_a_control_every_retired_rule_shared_moves_to_the_replacement(
+    site: Any, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    silent = {"silent": True}
+    retired = {"ipt-chd": silent, "ipt-anxiety": silent, "ipt-personality": silent}
+    knowledge, _ = _load_with_warnings(settings, tmp_path, {"rules": retired}, caplog)
+    assert knowledge.site.control("ipt-cautions").silent
+    client = site({"rules": retired})
+    assert "ipt-cautions" not in _rules(_call(client, "in-chd-ischaemic-heart-disease"))
+    disabled = {rid: {"enabled": False} for rid in retired}
+    knowledge, _ = _load_with_warnings(settings, tmp_path, {"rules": disabled}, caplog)
+    assert not knowledge.site.control("ipt-cautions").enabled
+
+
+def test_the_replacements_own_control_wins_over_a_retired_ones(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    profile = {"rules": {"ipt-cautions": {"silent": True}, "ipt-personality": {"silent": False}}}
+    knowledge, warnings = _load_with_warnings(settings, tmp_path, profile, caplog)
+    (warning,) = warnings
+    assert "rules.ipt-personality" in warning
+    assert "ignored: ipt-cautions has its own" in warning
+    assert knowledge.site.control("ipt-cautions").silent
 
 
 def test_a_silenced_warning_still_keeps_the_all_clear_away(site: Any) -> None:

@@ -37,6 +37,19 @@ HEADERS = {
 }
 
 
+# A retired rule id's page: what replaced it, and a link there (ids are [a-z0-9-]; escaped all
+# the same).
+_RETIRED = """{% extends "base.html" %}
+{% block title %}{{ page.rule_id }} (retired) · IPT decision support{% endblock %}
+{% block body %}
+<p><a href="{{ index }}">All rules</a></p>
+<h1>Rule <code>{{ page.rule_id }}</code> is retired</h1>
+<p>Its cards are now made by the rule <a href="{{ href }}"><code>{{ page.replaced_by }}</code></a>,
+which says what it checks and the evidence behind it.</p>
+{% endblock %}
+"""
+
+
 @dataclass(frozen=True)
 class EvidenceSite:
     """The rendered pages: the index, and each rule's page by rule id."""
@@ -48,13 +61,20 @@ class EvidenceSite:
     def render(cls, pages: Iterable[EvidencePage]) -> EvidenceSite:
         env = templates()
         page_template = env.get_template("evidence.html")
-        listed = list(pages)
+        retired_template = env.from_string(_RETIRED)
+        every = list(pages)
+        listed = [page for page in every if page.replaced_by is None]
         # Relative links, so that they hold behind any base URL or root path.
         index_name = PATH.rsplit("/", 1)[-1]
         rendered = {
             page.rule_id: page_template.render(page=page, index=f"../{index_name}").encode()
             for page in listed
         }
+        for page in every:
+            if page.replaced_by is not None:
+                rendered[page.rule_id] = retired_template.render(
+                    page=page, index=f"../{index_name}", href=quote(page.replaced_by, safe="")
+                ).encode()
         links = [
             {
                 "rule_id": page.rule_id,

@@ -74,6 +74,7 @@ class Parameters(BaseModel):
     bereavement_min_age: int = Field(gt=0)
     adolescent_min_age: int = Field(gt=0)
     adolescent_max_age: int = Field(gt=0)
+    partial_response_age: int = Field(gt=0)
     amitriptyline_low_dose_max_mg: float = Field(gt=0)
     trazodone_sleep_dose_max_mg: float = Field(gt=0)
 
@@ -101,7 +102,7 @@ class Knowledge:
         factbook = _load_facts(root / "facts.yaml", terms, params)
         links = parse(root / "links.yaml", _LinksFile).links
         rulebook = RuleBook.load(root / "rules", FACTS, params, links)
-        site = load_site(site_file, {rule.id for rule in rulebook.rules})
+        site = load_site(site_file, {rule.id for rule in rulebook.rules}, rulebook.retired)
         return cls(services, params, terms, factbook, rulebook.for_site(site), site)
 
 

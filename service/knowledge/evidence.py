@@ -79,12 +79,24 @@ class EvidencePage:
     refs: tuple[int, ...] = ()
     figures: str = ""
     parameters: tuple[Parameter, ...] = ()
+    # A retired rule id's page says only which rule replaced it (``retired`` in _index.yaml).
+    replaced_by: str | None = None
 
 
 def pages(knowledge: Knowledge) -> list[EvidencePage]:
-    """One page per rule of the knowledge base, in evaluation order."""
+    """One page per rule of the knowledge base, in evaluation order, then one per retired id."""
     book = knowledge.rulebook
-    return [rule_page(rule, knowledge.params, book.links) for rule in book.rules]
+    return [
+        *(rule_page(rule, knowledge.params, book.links) for rule in book.rules),
+        *(retired_page(old, new) for old, new in book.retired.items()),
+    ]
+
+
+def retired_page(rule_id: str, replaced_by: str) -> EvidencePage:
+    """The page of a retired rule id: old cards' ``source.url`` still lead somewhere useful."""
+    return EvidencePage(
+        rule_id=rule_id, title=rule_id, hooks=(), described=False, replaced_by=replaced_by
+    )
 
 
 def rule_page(

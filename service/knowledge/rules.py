@@ -129,6 +129,9 @@ class RuleFile(_Strict):
 class IndexFile(_Strict):
     order: list[str] = Field(min_length=1)
     families: dict[str, list[str]] = Field(default_factory=dict)
+    # Old rule id -> the rule that replaced it. Cards once made under an old id stay
+    # attributable (card uuids, statistics) and a site profile naming one still loads.
+    retired: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass
@@ -167,10 +170,12 @@ class RuleBook:
         families: dict[str, list[str]],
         links: Mapping[str, Link] | None = None,
         notices: Mapping[str, tuple[Compiled, Template]] | None = None,
+        retired: Mapping[str, str] | None = None,
     ) -> None:
         self.rules = rules
         self.families = families
         self.notices = dict(notices or {})
+        self.retired = dict(retired or {})
         self.by_id = {r.id: r for r in rules}
         self.links = dict(links or {})
         self.site = DEFAULT_SITE
@@ -222,11 +227,18 @@ class RuleBook:
                     raise KnowledgeError(
                         f"{by_id[rid].path}: a member of family {name!r} needs a reason"
                     )
-        return cls(compiled, index.families, links, notices)
+        for old, new in index.retired.items():
+            if old in by_id:
+                raise KnowledgeError(f"{index_path}: retired: {old!r} is also a rule")
+            if new not in by_id:
+                raise KnowledgeError(
+                    f"{index_path}: retired.{old}: its replacement {new!r} is not a rule"
+                )
+        return cls(compiled, index.families, links, notices, index.retired)
 
     def for_site(self, site: SiteProfile) -> RuleBook:
         """This rule book as a health system set it up: its links, codes and rule controls."""
-        book = RuleBook(self.rules, self.families, self.links, self.notices)
+        book = RuleBook(self.rules, self.families, self.links, self.notices, self.retired)
         book.links.update({key: link.as_link() for key, link in site.links.items()})
         book.site = site
         book._codes = {

@@ -8,7 +8,8 @@ rule on, nothing silent, our links and codes only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,8 @@ LinkKey = Literal[
 ]
 # The orders our suggestions create, to which a site adds its own orderable codings.
 Orderable = Literal["ipt", "psychiatry_referral", "phq9"]
+
+log = logging.getLogger("ipt_cds")
 
 DEFAULT_REPEAT_WINDOW_HOURS = 12.0
 DEFAULT_SNOOZE_DAYS = 30
@@ -103,14 +106,60 @@ _DEFAULT_CONTROL = RuleControl()
 DEFAULT_SITE = SiteProfile()
 
 
-def load_site(path: Path | None, rule_ids: set[str]) -> SiteProfile:
-    """The profile in ``path`` (None: the defaults), its rule ids checked against ours."""
+def load_site(
+    path: Path | None, rule_ids: set[str], retired: Mapping[str, str] | None = None
+) -> SiteProfile:
+    """The profile in ``path`` (None: the defaults), its rule ids checked against ours.
+
+    ``retired`` maps old rule ids to the rules that replaced them: a profile naming one still
+    loads, with a warning, and its control moves to the replacement (``_carried_over``)."""
     if path is None:
         return DEFAULT_SITE
+    retired = retired or {}
     site = parse(path, SiteProfile, read_yaml(path) or {})
-    unknown = sorted(set(site.rules) - rule_ids)
+    unknown = sorted(set(site.rules) - rule_ids - set(retired))
     if unknown:
         raise KnowledgeError(
             f"{path}: rules.{unknown[0]}: no such rule (the rules are listed at /evidence)"
         )
-    return site
+    named = sorted(set(site.rules) & set(retired))
+    if not named:
+        return site
+    rules = {rid: control for rid, control in site.rules.items() if rid not in retired}
+    for new in sorted({retired[old] for old in named}):
+        olds = sorted(old for old, to in retired.items() if to == new)
+        own = new in rules
+        if not own:
+            rules[new] = _carried_over([site.control(old) for old in olds])
+        for old in (o for o in olds if o in site.rules):
+            log.warning(
+                "%s: rules.%s: retired rule, replaced by %s; %s",
+                path,
+                old,
+                new,
+                f"its control is ignored: {new} has its own"
+                if own
+                else f"{new} takes the least restrictive control of {', '.join(olds)} "
+                f"(unnamed ones at the defaults): {_words(rules[new])}. Name {new} in the "
+                "profile to set it",
+                extra={"event": "site-retired-rule"},
+            )
+    return site.model_copy(update={"rules": rules})
+
+
+def _carried_over(controls: list[RuleControl]) -> RuleControl:
+    """One control for a rule that replaced several: the least restrictive of theirs. The new
+    card says more than any one old card did (its cautions include some no old card showed), so
+    a site's choice to hide one old card must not hide the others' content."""
+    days = [DEFAULT_SNOOZE_DAYS if c.snooze_days is None else c.snooze_days for c in controls]
+    return RuleControl(
+        enabled=any(c.enabled for c in controls),
+        silent=all(c.silent for c in controls),
+        snooze_days=None if min(days) == DEFAULT_SNOOZE_DAYS else min(days),
+    )
+
+
+def _words(control: RuleControl) -> str:
+    state = "disabled" if not control.enabled else "silent" if control.silent else "shown"
+    days = DEFAULT_SNOOZE_DAYS if control.snooze_days is None else control.snooze_days
+    return f"{state}, snooze {days} days"

@@ -18,8 +18,11 @@ same service and rule made both, so a collision never misattributes feedback. Th
 hashes, not secrets: the uuid tells anyone which rule fired, which the card's
 ``source.topic`` says anyway.
 
-A code maps back to an id only given the ids it may be: ``CardIds`` is built from the knowledge
-base's services and rules, and refuses two ids of one kind that share a code. A uuid that is
+A code is a hash of the id alone, never a position: adding or removing a rule changes no other
+rule's code. A code maps back to an id only given the ids it may be: ``CardIds`` is built from
+the knowledge base's services and rules, and the rules' retired ids (``retired`` in
+``cards/rules/_index.yaml``), so that cards made before a rule was replaced stay attributed to
+the id they were made under; it refuses two ids of one kind that share a code. A uuid that is
 not version 8 with this variant, or whose codes are not known, is not ours: ``decode`` answers
 None.
 """
@@ -94,9 +97,11 @@ class CardIds:
     Built once at start-up; raises ``CodeCollision`` when two services or two rules share a code
     (with 32-bit rule codes, about one knowledge base of 30 rules in ten million)."""
 
-    def __init__(self, services: Iterable[str], rules: Iterable[str]) -> None:
+    def __init__(
+        self, services: Iterable[str], rules: Iterable[str], retired: Iterable[str] = ()
+    ) -> None:
         self.services = _by_code(services, service_code, "services")
-        self.rules = _by_code(rules, rule_code, "rules")
+        self.rules = _by_code([*rules, *retired], rule_code, "rules")
 
     def decode(self, card_uuid: str) -> tuple[str, str] | None:
         found = codes(card_uuid)
