@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fixtures" and args.action == "build":
         from service.devtools.fixtures import build
 
-        sys.stdout.write(f"{build()} files written under fhir_fixtures/\n")
+        sys.stdout.write(f"{build()} files written under fhir_fixtures/ and cards/examples/\n")
         return 0
     if args.command == "fixtures":
         return integrator.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -14,11 +15,12 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 from pydantic import ValidationError
 
+from service.devtools.examples import CARDS
 from service.devtools.fixtures import Case, load_cases
 from service.http.app import create_app
 from service.http.evidence import CONTENT_SECURITY_POLICY
 from service.knowledge.base import Knowledge
-from service.knowledge.evidence import TOPIC, pages, used_parameters
+from service.knowledge.evidence import TOPIC, names_read, pages, used_parameters
 from service.ops.config import Settings
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir, Json
@@ -81,43 +83,160 @@ def test_every_rule_has_a_page_with_its_title_evidence_and_parameters(
             assert _esc(" ".join(spec.evidence.figures.split())) in text
 
 
+def _parameters(page: str) -> dict[str, tuple[str, str]]:
+    """The page's table of parameters: name -> (value, what reads it)."""
+    rows = re.findall(r"<tr><td><code>(\w+)</code></td><td>([^<]*)</td><td>(.*?)</td></tr>", page)
+    return {name: (value, readers) for name, value, readers in rows}
+
+
 def test_a_page_names_the_parameters_its_rule_uses(client: TestClient) -> None:
-    text = client.get("/evidence/ipt-adolescent").text
-    assert "<code>adolescent_min_age = 12</code>" in text
-    assert "<code>adolescent_max_age = 17</code>" in text
-    assert "older_adult_age" not in text
-    assert "older_adult_age = 70" in client.get("/evidence/ipt-older-adult-acute").text
+    shown = _parameters(client.get("/evidence/ipt-adolescent").text)
+    assert shown["adolescent_min_age"][0] == "12"
+    assert shown["adolescent_max_age"] == ("17", "the rule")
+    assert "older_adult_age" not in shown
+    older = _parameters(client.get("/evidence/ipt-older-adult-acute").text)
+    assert older["older_adult_age"][0] == "70"
+
+
+def test_the_suicide_page_lists_the_windows_of_the_facts_it_reads(client: TestClient) -> None:
+    """The rule names no parameter itself: its windows are those of suicidal_ideation and item9."""
+    shown = _parameters(client.get("/evidence/ipt-suicide-risk").text)
+    assert shown["phq9_window_days"][0] == "90"
+    assert shown["suicidal_ideation_dx_days"][0] == "365"
+    assert "<code>suicidal_ideation</code>" in shown["suicidal_ideation_dx_days"][1]
+    assert "<code>item9</code>" in shown["phq9_window_days"][1]
+    assert "the rule" not in shown["phq9_window_days"][1]
+    assert shown["item_score_counts"][0] == "2"
+    assert "older_adult_age" not in shown, "the rule names no fact that reads it"
 
 
 def test_parameters_are_found_by_name_not_inside_other_words() -> None:
     params = {"age": 1, "older_adult_age": 70, "bands": {"mild": 5}, "sev": ["a", "b"]}
-    found = used_parameters(["x >= params.older_adult_age", "{{ bands }} {{ sev }}"], params)
+    found = used_parameters(
+        ["x >= params.older_adult_age", "severity in params.sev", "params.bands"], params
+    )
     assert [(p.name, p.value) for p in found] == [
         ("older_adult_age", "70"),
         ("bands", "mild 5"),
         ("sev", "a, b"),
     ]
-    assert used_parameters(["phq9.age > 3"], params) == ()
+    assert used_parameters(["phq9.age > 3", "older_adult_age == 'params.age'"], params) == ()
 
 
-def test_the_card_text_is_shown_as_written_with_values_and_logic_marked(
+def test_the_facts_a_rule_reads_are_its_names_not_words_of_its_text(
+    knowledge: Knowledge,
+) -> None:
+    suicide = knowledge.rulebook.by_id["ipt-suicide-risk"].spec
+    facts, params = names_read(suicide)
+    assert {"suicidal_ideation", "item9", "psychiatry_in_plan", "ipt_candidate"} <= facts
+    assert not {"shown", "why", "params", "ad_card"} & facts
+    # Past suicidal behaviour speaks for patients no chart-open card covers (from age 12 one does).
+    assert params == {"adolescent_min_age"}
+    # "depression" and "features" are words of its text, not names it reads.
+    capacity = knowledge.rulebook.by_id["ipt-cognitive-capacity"].spec
+    facts, _ = names_read(capacity)
+    assert {"draft_ipt", "cognitive_impairment"} <= facts
+    assert not {"depression", "features", "capacity"} & facts
+    severity = knowledge.rulebook.by_id["ipt-measure-severity"].spec
+    assert "phq9_window_days" in names_read(severity)[1]
+
+
+def _example_cards(page: str) -> list[str]:
+    return re.findall(r'<div class="card card-(\w+)" data-rule=', page)
+
+
+def test_a_page_shows_a_rendered_example_card_for_each_indicator(
     client: TestClient, knowledge: Knowledge
 ) -> None:
-    tags = re.compile(r"\{\{(.*?)\}\}|\{%-?(.*?)-?%\}", re.DOTALL)
+    page = client.get("/evidence/ipt-suicide-risk").text
+    assert _example_cards(page) == ["critical", "warning", "info"]
+    examples = json.loads((CARDS / "examples" / "ipt-suicide-risk.json").read_text())
+    for indicator, example in examples.items():
+        assert _esc(example["card"]["summary"]) in page
+        assert f"<code>{example['case']}</code>" in page
+        assert f'data-indicator="{indicator}"' in page
+    # Rendered as the EHR shows it: Markdown as tags, suggestions as buttons, reasons offered.
+    assert "<strong>Recorded:</strong>" in page
+    assert "**" not in page
+    assert '<button type="button" class="accept" disabled>Refer to a psychiatrist (urgent)' in page
+    assert "<option>Suicide risk assessed; safety plan in place</option>" in page
+    assert 'href="https://988lifeline.org" rel="noopener noreferrer" target="_blank"' in page
+    assert "<form" not in page, "the buttons send nothing"
+    assert "{{" not in page
+    assert "{%" not in page
     for rule in knowledge.rulebook.rules:
-        text = client.get(f"/evidence/{rule.id}").text
-        for template in (rule.spec.card.summary, rule.spec.card.detail):
-            for value, logic in tags.findall(template):
-                kind = "value" if value else "logic"
-                shown = _esc(" ".join((value or logic).split()))
-                assert f'<span class="{kind}"' in text
-                assert f">[{shown}]</span>" in text, (rule.id, shown)
-            for prose in tags.split(template)[::3]:
-                for line in (prose or "").strip().splitlines():
-                    assert _esc(line) in text, (rule.id, line)
-    older = client.get("/evidence/ipt-older-adult-acute").text
-    assert '<pre>Age <span class="value"' in older
-    assert "[age]</span>" in older
+        shown = _example_cards(client.get(f"/evidence/{rule.id}").text)
+        assert shown, f"{rule.id}: no example card"
+        assert len(shown) == len(set(shown))
+
+
+def test_an_example_card_shows_the_sites_links_and_label(
+    settings: Settings, tmp_path: Path
+) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "organization: Example Health\n"
+        "links:\n  crisis_line: {label: Local crisis line, url: 'https://crisis.example.org'}\n"
+    )
+    knowledge = Knowledge.load(settings.knowledge_dir, site)
+    app = create_app(settings, fhir_transport=FakeFhir().transport(), knowledge=knowledge)
+    with TestClient(app) as client:
+        page = client.get("/evidence/ipt-suicide-risk").text
+    assert 'href="https://crisis.example.org" rel="noopener noreferrer" target="_blank"' in page
+    assert "988lifeline" not in page
+    assert "Source: Example Health: IPT decision support" in page
+
+
+def test_example_cards_are_escaped_and_link_only_to_http(
+    settings: Settings, tmp_path: Path
+) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(settings.knowledge_dir, cards)
+    path = cards / "examples" / "ipt-suitable.json"
+    data = json.loads(path.read_text())
+    (example,) = data.values()
+    example["card"]["summary"] = "<script>alert(1)</script>"
+    example["card"]["detail"] = "[click](javascript:alert(1)) <img src=x onerror=alert(1)>"
+    example["describe"] = "<b>synthetic</b>"
+    path.write_text(json.dumps(data))
+    knowledge = Knowledge.load(cards)
+    app = create_app(settings, fhir_transport=FakeFhir().transport(), knowledge=knowledge)
+    with TestClient(app) as client:
+        page = client.get("/evidence/ipt-suitable")
+    _is_html_page(page)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert 'href="javascript' not in page.text
+    assert "<img" not in page.text
+    assert "&lt;b&gt;synthetic&lt;/b&gt;" in page.text
+
+
+def test_a_knowledge_base_without_examples_still_has_its_pages(
+    settings: Settings, tmp_path: Path
+) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(settings.knowledge_dir, cards, ignore=shutil.ignore_patterns("examples"))
+    knowledge = Knowledge.load(cards)
+    app = create_app(settings, fhir_transport=FakeFhir().transport(), knowledge=knowledge)
+    with TestClient(app) as client:
+        page = client.get("/evidence/ipt-suicide-risk")
+    _is_html_page(page)
+    assert _example_cards(page.text) == []
+    assert "No fixture of this rule shows a critical card." in page.text
+
+
+def test_a_page_names_the_retired_ids_it_replaces(client: TestClient, knowledge: Knowledge) -> None:
+    """rules/_index.yaml retires ipt-chd, ipt-anxiety, ipt-personality into ipt-cautions: its
+    page lists them, other pages list none, and each retired id keeps a page of its own."""
+    retired = knowledge.rulebook.retired
+    assert set(retired) == {"ipt-chd", "ipt-anxiety", "ipt-personality"}
+    built = {p.rule_id: p for p in pages(knowledge)}
+    assert set(built["ipt-cautions"].replaces) == set(retired)
+    assert built["ipt-psychosis"].replaces == ()
+    text = client.get("/evidence/ipt-cautions").text
+    assert "Replaces:" in text
+    for old in retired:
+        assert f"<code>{old}</code>" in text
+    assert "Replaces:" not in client.get("/evidence/ipt-psychosis").text
 
 
 def test_an_unknown_rule_is_a_json_404(client: TestClient) -> None:
@@ -263,7 +382,7 @@ def test_everything_on_a_page_is_escaped(settings: Settings, tmp_path: Path) -> 
     assert "when &lt;b&gt;bold&lt;/b&gt;" in page.text
     assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
     assert "<img" not in page.text
-    assert '<pre>&lt;i&gt;<span class="value"' in page.text
+    assert "&lt;i&gt;" not in page.text, "the card's template is never shown"
 
 
 def test_the_pages_are_built_from_the_knowledge_once(knowledge: Knowledge) -> None:

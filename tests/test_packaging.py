@@ -81,7 +81,9 @@ def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None
     names = set(zipfile.ZipFile(wheel).namelist())
     rules = sorted(p.name for p in (CARDS / "rules").glob("*.yaml"))
     valuesets = sorted(p.name for p in (CARDS / "valuesets").glob("*.json"))
+    examples = sorted(p.name for p in (CARDS / "examples").glob("*.json"))
     assert rules, "the checkout has rules"
+    assert examples, "the checkout has the evidence pages' example cards"
     assert valuesets, "the checkout has value sets"
     modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.py")]
     templates = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.html")]
@@ -94,6 +96,7 @@ def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None
         "service/cards/facts.yaml",
         *(f"service/cards/rules/{name}" for name in rules),
         *(f"service/cards/valuesets/{name}" for name in valuesets),
+        *(f"service/cards/examples/{name}" for name in examples),
         *modules,  # every subpackage is listed in [tool.setuptools] packages
         *templates,  # package data of service.http
     }

@@ -487,9 +487,14 @@ def _readme(cases: list[Case]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(folder: Path = FIXTURES) -> int:
-    """Rewrite the generated files; answer how many were written."""
-    files = generated_files(load_cases(folder / "cases"))
+def build(folder: Path = FIXTURES, cards: Path | None = None) -> int:
+    """Rewrite the generated files, and the evidence pages' example cards in ``cards``
+    (the repository's knowledge base unless given); answer how many were written."""
+    # Imported here: the examples module reads this one's cases and reference time.
+    from service.devtools import examples
+
+    cases = load_cases(folder / "cases")
+    files = generated_files(cases)
     for sub in ("patients", "requests"):
         for old in (folder / sub).glob("*.json"):
             old.unlink()
@@ -497,4 +502,4 @@ def build(folder: Path = FIXTURES) -> int:
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    return len(files)
+    return len(files) + examples.build(cases, cards or examples.CARDS)

@@ -1,9 +1,10 @@
 """The evidence pages: ``GET /evidence`` lists the rules, ``GET /evidence/{rule_id}`` shows one.
 
 What a page says is built by ``service/knowledge/evidence.py``; here it is rendered as HTML from
-``templates/`` (Jinja2, autoescaped), once at start-up: the knowledge base does not change while
-the service runs, and a page is the same for every caller. Every card's ``source.url`` points
-at its rule's page.
+``templates/`` (Jinja2, autoescaped), once at start-up: the knowledge base and the site profile
+do not change while the service runs, and a page is the same for every caller. Its example cards
+are drawn by the preview's renderer (``card_html.view`` and ``templates/_card.html``). Every
+card's ``source.url`` points at its rule's page.
 
 The pages are public, even with ``IPT_CDS_AUTH_MODE=required``: a clinician's browser opens
 them from the EHR without a CDS Hooks JWT, and they hold no patient data. Their answers forbid
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Path, Request
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.responses import HTMLResponse, Response
 
+from service.http.card_html import view
 from service.knowledge.evidence import PATH, TOPIC, EvidencePage
 from service.protocol.errors import NotFound
 from service.protocol.models import ErrorBody
@@ -67,7 +69,9 @@ class EvidenceSite:
         # Relative links, so that they hold behind any base URL or root path.
         index_name = PATH.rsplit("/", 1)[-1]
         rendered = {
-            page.rule_id: page_template.render(page=page, index=f"../{index_name}").encode()
+            page.rule_id: page_template.render(
+                page=page, index=f"../{index_name}", examples=_examples(page)
+            ).encode()
             for page in listed
         }
         for page in every:
@@ -85,6 +89,15 @@ class EvidenceSite:
         ]
         index = env.get_template("index.html").render(pages=links, topic=TOPIC).encode()
         return cls(index, rendered)
+
+
+def _examples(page: EvidencePage) -> dict[str, dict[str, Any]]:
+    """Each example card as the preview shows it; its source is this page, so not linked."""
+    return {
+        case.indicator: view(page.rule_id, case.example.card)
+        for case in page.indicators
+        if case.example is not None
+    }
 
 
 @cache

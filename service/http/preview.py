@@ -21,12 +21,12 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from service.http.card_html import markdown
+from service.http.card_html import view
 from service.http.evidence import templates
 from service.http.jsonio import read_body
 from service.http.routes import AppState, checked_json, store_feedback
 from service.protocol.errors import NotFound, ServiceError
-from service.protocol.models import Card, FeedbackItem
+from service.protocol.models import FeedbackItem
 
 # Forms post to this page only; styles inline; no script, frame or other resource.
 CONTENT_SECURITY_POLICY = (
@@ -110,7 +110,7 @@ async def preview_cards(request: Request) -> Response:
     except ServiceError as exc:
         return _page(400, problem=exc.message, chosen=chosen, pasted=pasted)
     base = str(request.base_url).rstrip("/")
-    cards = [_view(rule, card, base) for rule, card in result.fired]
+    cards = [view(rule, card, f"{base}/evidence/{rule}") for rule, card in result.fired]
     return _page(cards=cards, service=service.id, chosen=chosen, pasted=pasted)
 
 
@@ -141,18 +141,3 @@ async def preview_feedback(request: Request) -> Response:
 async def _form(request: Request, state: AppState) -> dict[str, str]:
     raw = await read_body(request, state.settings.max_body_bytes)
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-
-
-def _view(rule: str, card: Card, base: str) -> dict[str, Any]:
-    return {
-        "rule": rule,
-        "uuid": card.uuid,
-        "indicator": card.indicator,
-        "summary": card.summary,
-        "detail": markdown(card.detail or ""),
-        "links": [link.model_dump() for link in card.links or []],
-        "source": card.source.label,
-        "source_url": f"{base}/evidence/{rule}",
-        "suggestions": [s.model_dump() for s in card.suggestions or []],
-        "reasons": [r.model_dump() for r in card.overrideReasons or []],
-    }

@@ -177,6 +177,8 @@ class RuleBook:
         self.notices = dict(notices or {})
         self.retired = dict(retired or {})
         self.by_id = {r.id: r for r in rules}
+        # The links of cards/links.yaml; ``links`` has a site's in their place (for_site).
+        self.default_links = dict(links or {})
         self.links = dict(links or {})
         self.site = DEFAULT_SITE
         # The site's orderable codings by order (KNOWLEDGE.md section 5), and source.label.
@@ -238,7 +240,7 @@ class RuleBook:
 
     def for_site(self, site: SiteProfile) -> RuleBook:
         """This rule book as a health system set it up: its links, codes and rule controls."""
-        book = RuleBook(self.rules, self.families, self.links, self.notices, self.retired)
+        book = RuleBook(self.rules, self.families, self.default_links, self.notices, self.retired)
         book.links.update({key: link.as_link() for key, link in site.links.items()})
         book.site = site
         book._codes = {
