@@ -24,7 +24,10 @@ from service.replay.source import Kinds, Reader
 
 TODAY = date(2026, 11, 25)
 N = 300
-SEED = 7
+# The population is drawn from the fixture cases, so a new case changes every draw; the tests
+# check properties that a draw of 300 may miss by chance (all four item-9 answers). Seed 7
+# stopped drawing an answer of 3 when the v3 family cases came; 8 draws all four.
+SEED = 8
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 ITEM_SCORES = {"LA6568-5": 0, "LA6569-3": 1, "LA6570-1": 2, "LA6571-9": 3}
 DEPRESSIVE = re.compile(r"^(F32|F33|F34\.1|F53\.0)")
