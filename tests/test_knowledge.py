@@ -26,7 +26,7 @@ def cards(tmp_path: Path) -> Path:
 
 
 def test_the_shipped_knowledge_loads(knowledge: Knowledge) -> None:
-    assert len(knowledge.rulebook.rules) == 20
+    assert len(knowledge.rulebook.rules) == 21
     assert len(knowledge.services) == 3
 
 

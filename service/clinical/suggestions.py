@@ -30,10 +30,11 @@ PHQ9_TEEN = {
     "code": "89206-7",
     "display": "Patient Health Questionnaire-9: Modified for Teens",
 }
-# Acute IPT: weekly, 16 sessions (the topic's trials ran 9-20, mostly weekly); maintenance IPT:
-# monthly, open-ended.
+# Acute IPT: weekly, 16 sessions (the topic's trials ran 6-20, most often 12-16 weekly);
+# maintenance IPT: monthly for a year, then renewed if it should go on, so that the order ends
+# and is reviewed (KNOWLEDGE.md v3 section 7.3) rather than running open-ended.
 WEEKLY_16 = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk", "count": 16}}
-MONTHLY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "mo"}}
+MONTHLY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "mo", "count": 12}}
 IPT_A_TEXT = "Interpersonal psychotherapy for adolescents (IPT-A)"
 # Under 18 a psychiatric referral goes to child and adolescent psychiatry: SNOMED CT has no
 # verified code for that referral in the shipped value sets, so the psychiatry-service referral

@@ -27,6 +27,9 @@ def verdict(f: Facts, params: dict[str, Any]) -> None:
     age = f["age"]
     older = age is not None and age >= params["older_adult_age"]
     above_minimal = f["severity"] != "minimal"  # unknown severity counts
+    # From 70 maintenance IPT did not prevent recurrence (refs 41, 42): in remission, whatever
+    # the symptoms now, an antidepressant is what the evidence prefers (KNOWLEDGE.md v3 7.3).
+    older_remitted = older and f["remission"] is not None
     found: Verdict
     if not f["depression"]:
         found, reasons = "not-applicable", ["no active depressive disorder on record"]
@@ -39,15 +42,23 @@ def verdict(f: Facts, params: dict[str, Any]) -> None:
         found, reasons = "not-adult", [f"age {age}: the adult evidence does not apply"]
     elif f["needs_combination"]:
         found, reasons = "combine", list(f["combination_reasons"])
-    elif (f["dysthymia"] or (older and f["acute"])) and above_minimal:
+    elif ((f["dysthymia"] or (older and f["acute"])) and above_minimal) or older_remitted:
         found = "antidepressant-preferred"
-        reasons = [f"dysthymia ({f.why['dysthymia']})"] if f["dysthymia"] else []
-        if older and f["acute"]:
+        reasons = [f"dysthymia ({f.why['dysthymia']})"] if f["dysthymia"] and above_minimal else []
+        if older and f["acute"] and above_minimal:
             reasons.append(f"age {age} with an acute episode")
+        if older_remitted:
+            reasons.append(
+                f"age {age}, episode in remission: maintenance IPT did not prevent recurrence "
+                "from 70 (refs 41, 42)"
+            )
     else:
         found = "suitable"
         if f["severity"] is None:
             reasons = ["suitable if the depression is mild to moderate: measure severity first"]
+        elif f["severity"] == "minimal" and f["remission"] is not None:
+            # A coded remission is never questioned (KNOWLEDGE.md v3 section 7.3).
+            reasons = [f"minimal symptoms ({f['severity_basis']}), episode in remission"]
         elif f["severity"] == "minimal":
             reasons = [f"minimal symptoms ({f['severity_basis']}): has the episode remitted?"]
         else:

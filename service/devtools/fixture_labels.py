@@ -15,14 +15,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from service.clinical.suggestions import PHQ9, PHQ9_TEEN
 from service.clinical.terminology import Terminology
 from service.knowledge.valuesets import load_terminology
 from service.protocol.vocabulary import CONDITION_CLINICAL, CONDITION_VERIFICATION, ICD10CM
 
 UCUM = "http://unitsofmeasure.org"  # a Quantity's unit code: it has a unit, not a display
 
-# HL7 terminology displays, and the one ICD-10-CM code of a case that no value set holds.
+# HL7 terminology displays, the one ICD-10-CM code of a case that no value set holds, and the two
+# PHQ-9 panels (the orders our suggestions create; a panel Observation of a case is coded so).
 EXTRA_DISPLAYS = {
+    (PHQ9["system"], PHQ9["code"]): PHQ9["display"],
+    (PHQ9_TEEN["system"], PHQ9_TEEN["code"]): PHQ9_TEEN["display"],
     (CONDITION_CLINICAL, "active"): "Active",
     (CONDITION_CLINICAL, "recurrence"): "Recurrence",
     (CONDITION_CLINICAL, "relapse"): "Relapse",

@@ -72,9 +72,9 @@ class Parameters(BaseModel):
     adult_age: int = Field(gt=0)
     older_adult_age: int = Field(gt=0)
     bereavement_min_age: int = Field(gt=0)
+    partial_response_age: int = Field(gt=0)
     adolescent_min_age: int = Field(gt=0)
     adolescent_max_age: int = Field(gt=0)
-    partial_response_age: int = Field(gt=0)
     amitriptyline_low_dose_max_mg: float = Field(gt=0)
     trazodone_sleep_dose_max_mg: float = Field(gt=0)
 
