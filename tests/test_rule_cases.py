@@ -1,5 +1,7 @@
 """Every case of fhir_fixtures/cases/ through the service: the cards must be exactly the expected
-rules with the expected indicators, with full prefetch and through the FHIR fetch path alike."""
+rules with the expected indicators, with full prefetch, with the prefetch a FHIR server answers
+to the discovery templates (their code and status filters applied), and through the FHIR fetch
+path alike."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.devtools.fixtures import Case, load_cases
 from service.knowledge.base import Knowledge
+from service.replay.search import compile_searches
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir
 
@@ -30,6 +33,31 @@ def _cards(client: TestClient, case: Case, prefetch: bool) -> dict[str, str]:
 def test_case_with_full_prefetch(case: Case, make_client: AppFactory) -> None:
     fhir = FakeFhir()
     assert _cards(make_client(fhir), case, prefetch=True) == case.expect, case.describe
+    assert fhir.requests == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
+def test_case_with_prefetch_as_a_server_answers_the_templates(
+    case: Case, make_client: AppFactory, knowledge: Knowledge
+) -> None:
+    """The full prefetch holds every resource; an EHR answers the templates with only what their
+    filters select (e.g. no stopped order, no Observation of another code): no card may depend
+    on what the templates do not ask for."""
+    service = knowledge.services[SERVICE_OF_HOOK[case.hook]]
+    own: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for resource in case.resources(NOW):
+        own[str(resource["resourceType"])].append(resource)
+    body = case.request(NOW, FHIR_BASE, prefetch=False)
+    body["prefetch"] = {
+        search.key: search.answer(case.patient_id, own, lambda _: None)
+        for search in compile_searches(service)
+    }
+    fhir = FakeFhir()
+    client = make_client(fhir)
+    response = client.post(f"/cds-services/{service.id}", json=body)
+    assert response.status_code == 200, response.text
+    found = {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
+    assert found == case.expect, case.describe
     assert fhir.requests == []
 
 

@@ -66,8 +66,10 @@ def verdict(f: Facts, params: dict[str, Any]) -> None:
     f.set("verdict", found)
     f.set("verdict_reasons", reasons)
     cautions = [text for name, text in CAUTIONS.items() if f[name]]
-    if f["suicidal_ideation"] == "history":
-        cautions.append(f"past suicidal ideation or behaviour ({f['suicidal_ideation_basis']})")
+    # Past suicidal behaviour is named on its own line of the card that speaks (version 3,
+    # section 7.3), not again among the cautions; past ideation alone is a caution.
+    if f["suicidal_ideation"] == "history" and f["suicide_behaviour"] is None:
+        cautions.append(f"past suicidal ideation ({f['suicidal_ideation_basis']})")
     f.set("cautions", cautions)
     supports = [text for name, text in SUPPORTS.items() if f[name]]
     if f["episode"] == "recurrent":
