@@ -146,3 +146,37 @@ def test_every_chart_open_card_of_the_cases_carries_a_suggestion_or_a_link(
             if card.get("suggestions") or card.get("links"):
                 continue
             assert "has the episode remitted?" in card["summary"], (name, rule)
+
+
+def test_the_boxed_warning_line_rides_on_the_only_card_about_a_new_antidepressant(
+    client: TestClient,
+) -> None:
+    """A 19-year-old without ideation: the add-IPT card is the one card, so it carries it."""
+    case = CASES["in-suicide-19-sertraline-item9-2"]
+    calm = case.model_copy(
+        update={
+            "name": "in-boxed-19-no-ideation",
+            "observations": [{"loinc": "44261-6", "value": 12}],
+        }
+    )
+    body = calm.request(NOW, FHIR_BASE)
+    answer = client.post(f"/cds-services/{SERVICE_OF_HOOK[calm.hook]}", json=body)
+    cards = {c["source"]["topic"]["code"]: c for c in answer.json()["cards"]}
+    assert list(cards) == ["antidepressant-add-ipt"]
+    assert cards["antidepressant-add-ipt"]["detail"].count(BOXED) == 1
+
+
+def test_the_chart_open_maintenance_figure_matches_the_plan(client: TestClient) -> None:
+    """Version 3, 7.2: without an antidepressant, IPT plus pill placebo against pill placebo (and
+    against an antidepressant alone); never the with-antidepressant OR 0.3."""
+    card = cards_of(client, "in-summary-remission-maintenance")["ipt-patient-summary"]
+    assert "OR 0.5 (95% CI 0.3\u20130.9)" in card["detail"]
+    assert "OR 1.7 (0.5\u20135.5), not different" in card["detail"]
+    assert "OR 0.3" not in card["detail"]
+    (order,) = created(card)
+    assert order["occurrenceTiming"]["repeat"] == {
+        "frequency": 1,
+        "period": 1,
+        "periodUnit": "mo",
+        "count": 12,
+    }
