@@ -143,6 +143,23 @@ def test_a_snoozed_card_shows_again_when_the_phq9_band_rises(clinic: Callable[..
     assert c.stats(ADD) == {"shown": 2, "suppressedAsRepeat": 0, "suppressedBySnooze": 2}
 
 
+def test_a_measured_phq9_ends_a_snooze_decided_on_a_diagnosis_code(
+    clinic: Callable[..., Clinic],
+) -> None:
+    """Severe by its diagnosis code alone (F32.2, no PHQ-9): the card is overridden as outdated;
+    a PHQ-9 of 25 measured the next day is a band where there was none: the card shows again
+    (found black-box: the code's severity used to stand in for the PHQ-9 band)."""
+    c = clinic()
+    coded = _case("in-memory-coded-severe", conditions=("F32.2",))
+    cards = c.call(coded)
+    assert list(cards) == [ADD]
+    c.override(cards[ADD], "severity-outdated")
+    assert c.call(coded) == {}
+    c.clock[0] = NOW + DAY
+    measured = _case("in-memory-coded-severe", _phq9(25, 0), conditions=("F32.2",))
+    assert list(c.call(measured)) == [ADD]
+
+
 def test_a_repeat_shows_again_when_the_phq9_band_rises_between_select_and_sign(
     clinic: Callable[..., Clinic],
 ) -> None:

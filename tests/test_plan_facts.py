@@ -86,15 +86,13 @@ def _ev(day: str | None) -> Evidence:
     return Evidence("MedicationRequest/x", on=on, ingredient="36437")
 
 
-def test_a_course_starts_at_its_earliest_prescription_without_a_gap() -> None:
+def test_a_course_starts_at_its_earliest_current_prescription() -> None:
     draft = _ev(None)
-    continuous = [_ev("2026-06-01"), _ev("2026-07-05"), _ev("2026-08-01")]
-    assert course_start(continuous, draft, 30) == date(2026, 6, 1)
-    # Over a month's supply plus 30 days between two starts: the course began again.
-    broken = [_ev("2026-01-01"), _ev("2026-06-01")]
-    assert course_start(broken, draft, 30) == date(2026, 6, 1)
+    # Two prescriptions current at once leave no gap: the course began with the earlier.
+    current = [_ev("2026-08-01"), _ev("2026-04-01")]
+    assert course_start(current, draft) == date(2026, 4, 1)
     # An undated prescription: the start is unknown, and unknown counts as new.
-    assert course_start([_ev("2026-06-01"), _ev(None)], draft, 30) is None
+    assert course_start([_ev("2026-06-01"), _ev(None)], draft) is None
 
 
 @pytest.mark.parametrize(

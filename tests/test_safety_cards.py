@@ -180,3 +180,25 @@ def test_the_chart_open_maintenance_figure_matches_the_plan(client: TestClient) 
         "periodUnit": "mo",
         "count": 12,
     }
+
+
+def test_a_combine_verdict_without_an_antidepressant_offers_no_ipt_alone(
+    client: TestClient,
+) -> None:
+    """An IPT order accepted alone would bring the add-antidepressant warning at order entry:
+    the chart-open card offers no order the service then cautions against (v3, 7.3)."""
+    card = cards_of(client, "in-summary-item9-2")["ipt-patient-summary"]
+    assert card["summary"].startswith("IPT with an antidepressant")
+    assert all(o["code"]["coding"][0]["code"] != "443730003" for o in created(card))
+    assert [link["label"] for link in card["links"]] == [
+        "Depression treatment guideline (APA, outside the IPT topic)"
+    ]
+
+
+def test_with_dementia_the_chart_open_card_states_the_caution_instead_of_ipt(
+    client: TestClient,
+) -> None:
+    card = cards_of(client, "in-summary-dementia-untreated")["ipt-patient-summary"]
+    assert "cognitive capacity" in card["detail"]
+    assert created(card) == []
+    assert card["links"]

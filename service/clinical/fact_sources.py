@@ -99,9 +99,7 @@ FACT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "combination_reasons": ("combination_severities", "neurovegetative_min_domains"),
     "verdict": ("older_adult_age",),
     "verdict_reasons": ("older_adult_age",),
-    # Version 3: when a renewed drug's course began, and the boxed-warning age.
-    "course_start": ("course_gap_days",),
-    "suicide_basis_in_course": ("course_gap_days",),
+    # Version 3: the boxed-warning age.
     "boxed_warning_due": ("boxed_warning_age",),
 }
 

@@ -8,7 +8,7 @@ renewal: unknown never counts as "already taking it".
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from service.clinical.extractors import Evidence
 from service.clinical.fact_model import Facts
@@ -38,7 +38,7 @@ def plan_facts(f: Facts, raw: dict[str, list[Evidence]]) -> None:
         (renewed if known and same else new).append(draft)
     f.set("new_antidepressant", bool(new), new)
     f.set("renewed_antidepressant", bool(renewed), renewed)
-    starts = [course_start(current_ad, d, f.params["course_gap_days"]) for d in renewed]
+    starts = [course_start(current_ad, d) for d in renewed]
     known_starts = [d for d in starts if d is not None]
     whole = known_starts and len(known_starts) == len(starts)
     f.set("course_start", min(known_starts).isoformat() if whole else None)
@@ -67,22 +67,13 @@ def _same_drug(draft: Evidence, current: Evidence) -> bool:
     return False
 
 
-def course_start(current: list[Evidence], draft: Evidence, gap_days: int) -> date | None:
+def course_start(current: list[Evidence], draft: Evidence) -> date | None:
     """When the continuous course of the draft's ingredient began: the earliest of its current
-    prescriptions, going back while no two starts are more than ``gap_days`` apart beyond
-    each other. None when a prescription of it is undated: an unknown start counts as new."""
+    prescriptions (all current, so they leave no gap between them). Stopped or completed earlier
+    prescriptions are not asked for, so a course is never taken to have begun earlier than what
+    is current: the later start lets more new ideation count. None when a prescription of it is
+    undated: an unknown start counts as new."""
     days = [c.on for c in current if c.ingredient == draft.ingredient]
     if not days or None in days:
         return None
-    ordered = sorted(d for d in days if d is not None)
-    start = ordered[-1]
-    for earlier in reversed(ordered[:-1]):
-        if start - earlier > timedelta(days=gap_days) + _PRESCRIPTION_LENGTH:
-            break
-        start = earlier
-    return start
-
-
-# How long one prescription is taken to run when the record does not say: a month's supply. The
-# course breaks only where a new prescription starts more than a month plus the gap after one.
-_PRESCRIPTION_LENGTH = timedelta(days=30)
+    return min(d for d in days if d is not None)

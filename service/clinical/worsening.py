@@ -51,7 +51,9 @@ class RecordState:
     def of(cls, facts: Facts, keyed: Callable[[Iterable[str]], frozenset[str]]) -> RecordState:
         """The state of a call's facts; ``keyed`` hashes references as the memory keeps them."""
         values = facts.values
-        band = values.get("severity")
+        # The PHQ-9 band: a severity read from a diagnosis code alone is no band, so a PHQ-9 that
+        # later measures moderate or worse ends the snooze (version 3, section 7.1).
+        band = values.get("severity") if values.get("phq9") is not None else None
         level = values.get("suicidal_ideation")
         return cls(
             band=band if band in BANDS else UNKNOWN_BAND,

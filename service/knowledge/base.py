@@ -67,7 +67,6 @@ class Parameters(BaseModel):
     psychotic_features_window_days: int = Field(gt=0)
     symptom_condition_window_days: int = Field(gt=0)
     psychiatric_care_window_days: int = Field(gt=0)
-    course_gap_days: int = Field(ge=0)
     boxed_warning_age: int = Field(gt=0)
     adult_age: int = Field(gt=0)
     older_adult_age: int = Field(gt=0)
