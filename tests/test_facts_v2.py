@@ -138,7 +138,7 @@ def test_accidental_assault_and_undetermined_poisoning_are_not_self_harm(
 def test_a_diagnosis_older_than_365_days_is_history(knowledge: Knowledge) -> None:
     f = facts_of(knowledge, recorded(condition("si", "R45.851"), 366))
     assert _si(f) == ("history", [], False)
-    assert "past suicidal ideation or behaviour" in " ".join(f["cautions"])
+    assert "past suicidal ideation" in " ".join(f["cautions"])
 
 
 def test_a_later_item9_of_zero_turns_an_ideation_diagnosis_into_history(
