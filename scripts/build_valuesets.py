@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the clinical value sets of the IPT CDS service as FHIR R4 ValueSet resources.
 
-Each concept that a fact of KNOWLEDGE.md section 1 reads (depression, episode, remission,
+Each concept that a fact of the spec section 1 reads (depression, episode, remission,
 severity, psychosis, bipolar, PHQ-9 items, antidepressants, psychotherapy, ...) becomes one
 ValueSet, written to ``cards/valuesets/<id>.json`` with its codes enumerated extensionally in
 ``compose.include`` (no ``expansion``). Code families that no source enumerates in full
@@ -25,7 +25,7 @@ The codes come from the vendored terminology sources (``--reference``, by defaul
   one ``source-valueset`` extension per VSAC value set it took codes from.
 
 Before anything is written the script checks the result (traps removed, no depression code in
-bipolar, every code codes.md lists for a concept present, disjoint severity/remission classes,
+bipolar, every code code review lists for a concept present, disjoint severity/remission classes,
 each regex family against every reference code of its range, ...) and stops with a list of
 problems if a check fails. Output is deterministic: sorted concepts,
 sorted keys, 2-space indent, trailing newline.
@@ -77,7 +77,7 @@ COPYRIGHT = {
 # suffix for an older expansion of the same value set).
 MAJOR_DEPRESSION_INCL_REMISSION = "2.16.840.113883.3.67.1.101.3.2444"  # sic: published form
 MAJOR_DEPRESSION = "2.16.840.1.113883.3.464.1003.105.12.1007"
-MDD_ACTIVE = "2.16.840.1.113883.3.526.3.1491"  # contains bipolar 67002003 (codes.md s.11)
+MDD_ACTIVE = "2.16.840.1.113883.3.526.3.1491"  # contains bipolar 67002003 (code review s.11)
 DYSTHYMIA = "2.16.840.1.113883.3.67.1.101.1.254"
 SCHIZOPHRENIA_OR_PSYCHOTIC = "2.16.840.1.113883.3.464.1003.105.12.1104"
 SCHIZOPHRENIA_OR_PSYCHOTIC_2021 = "2.16.840.1.113883.3.464.1003.105.12.1104.v20210219"
@@ -137,7 +137,7 @@ PSYCH_VISIT_DIAGNOSTIC_EVALUATION = "2.16.840.1.113883.3.526.3.1492"
 # Displays for codes the reference folder does not carry with a display, each with its source.
 EXTRA_DISPLAYS: dict[tuple[str, str], str] = {
     # PHQ-9 items 1, 2, 6, 7, 8 (LOINC long names, as in HL7 FHIR IG PHQ-9 Questionnaires, e.g.
-    # the Personal Health Device IG's; codes.md s.6 gives items 1 and 2 without the method).
+    # the Personal Health Device IG's; code review s.6 gives items 1 and 2 without the method).
     (LOINC, "44250-9"): "Little interest or pleasure in doing things in last 2 weeks "
     "[Reported.PHQ]",
     (LOINC, "44255-8"): "Feeling down, depressed, or hopeless in last 2 weeks [Reported.PHQ]",
@@ -165,11 +165,11 @@ EXTRA_DISPLAYS: dict[tuple[str, str], str] = {
     (ICD, "O98.7"): "Human immunodeficiency virus [HIV] disease complicating pregnancy, "
     "childbirth and the puerperium",
     (ICD, "O98.71"): "Human immunodeficiency virus [HIV] disease complicating pregnancy",
-    # Psychotherapy codes Synthea emits (codes.md s.8a, V-SYNTHEA; displays as codes.md gives).
+    # Psychotherapy codes Synthea emits (code review s.8a, V-SYNTHEA; its displays).
     (SCT, "425680009"): "Cognitive behavioral therapy by multidisciplinary team",
     (SCT, "183401008"): "Anti-suicide psychotherapy",
-    # 'At risk for suicide': named by the clinical spec (KNOWLEDGE.md version 2, s.1,
-    # `suicidal_ideation`, "as Synthea records it"); in no VSAC expansion, codes.md or Synthea
+    # 'At risk for suicide': named by the clinical spec (the spec version 2, s.1,
+    # `suicidal_ideation`, "as Synthea records it"); in no VSAC expansion, code review or Synthea
     # display we vendor, so NOT verified against the reference. Display (SNOMED FSN) as the
     # HL7 FHIR R4 example PlanDefinition uses it; check it in a SNOMED CT browser.
     (SCT, "225444004"): "At risk for suicide (finding)",
@@ -533,7 +533,7 @@ SEVERE = r"\bsevere\b"
 PSYCHOTIC = r"psychotic|psychosis"
 NOT_PSYCHOTIC = r"without psychotic"
 
-# Trap lists (codes.md sections 7, 11, 12).
+# Trap lists (code review sections 7, 11, 12).
 BIPOLAR_IN_VSAC_MDD = "67002003"
 PSYCHODYNAMIC_INTERPERSONAL = "304822001"
 IPT = "443730003"
@@ -584,7 +584,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "Major depressive disorder, single episode or recurrent, any severity or remission state: "
         "ICD-10-CM F32.0-F32.5, F32.9 and all of F33 (headers F33 and F33.4 included), and the "
         "SNOMED CT concepts of the VSAC MDD value sets.",
-        "Feeds the `depression` fact (KNOWLEDGE.md s.1) and the current-episode choice behind "
+        "Feeds the `depression` fact (the spec s.1) and the current-episode choice behind "
         "`episode`, `remission` and `severity`. The bipolar II code 67002003 that VSAC lists in "
         "'Major Depressive Disorder Active' is removed here and kept in the bipolar value set.",
     )
@@ -618,7 +618,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "postpartum-depression",
         "Postpartum depression",
         "Postpartum depression: ICD-10-CM F53.0 and SNOMED CT 58703003 Postpartum depression with "
-        "the postpartum-onset and postpartum-remission MDD concepts codes.md lists under it.",
+        "the postpartum-onset and postpartum-remission MDD concepts code review lists under it.",
         "Feeds the `depression` fact (postpartum depression, F53.0, SNOMED 58703003) and the "
         "current-episode choice.",
     )
@@ -643,9 +643,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         depression_codes.take(part)
 
     # ---- Episode attributes of the depression codes --------------------------------------------
-    attr_purpose = (
-        "Read from the code of the current episode (KNOWLEDGE.md s.1) for the `{fact}` fact"
-    )
+    attr_purpose = "Read from the code of the current episode (the spec s.1) for the `{fact}` fact"
     recurrent = new(
         "depression-recurrent",
         "Depression episode: recurrent",
@@ -728,7 +726,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "SNOMED CT MDD concepts named 'moderately severe' (ICD-10-CM has no such class).",
         attr_purpose.format(fact="severity") + " (`moderately-severe`, which makes "
         "`needs_combination` true). codes_recommended.json files these codes under 'moderate'; "
-        "KNOWLEDGE.md gives them moderately-severe, the reading that does not under-call severity.",
+        "the spec gives them moderately-severe, the reading that does not under-call severity.",
     )
     moderately_severe.take(depression_codes, snomed_where(MODERATELY_SEVERE))
 
@@ -749,7 +747,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "concepts with psychotic features.",
         "The `psychosis` fact reads these codes apart from the psychosis value set (which no "
         "longer holds them): only for the current episode (not in remission) or a Condition "
-        "recorded within 365 days (KNOWLEDGE.md version 2). Also severity (these codes are "
+        "recorded within 365 days (the spec version 2). Also severity (these codes are "
         "severe).",
     )
     psychotic_features.icd("F32.3", "F33.3")
@@ -776,7 +774,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "and the SNOMED CT concepts of the VSAC bipolar value sets.",
         "Feeds the `bipolar` fact (caution; `ipt-bipolar`; blocks `antidepressant-add-ipt`) and "
         "is subtracted from every depression value set. Holds 67002003, the bipolar II code VSAC "
-        "lists inside 'Major Depressive Disorder Active'. F34.0 and F25.0 (codes.md 'optional') "
+        "lists inside 'Major Depressive Disorder Active'. F34.0 and F25.0 (code review 'optional') "
         "are included so unipolar-only advice is not given for bipolar-spectrum illness.",
     )
     bipolar.icd_groups("Manic_F30", "Bipolar_F31")
@@ -798,7 +796,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "`ipt-psychosis` card. Version 2 reads MDD with psychotic features apart, from "
         "depression-psychotic-features, only for the current episode or within 365 days, so an "
         "old code does not block IPT for ever. VSAC 'Schizophrenia or Psychotic Disorder' lacks "
-        "F22 and F24 (codes.md s.3); they are added. Hallucination symptom codes R44.x are not "
+        "F22 and F24 (code review s.3); they are added. Hallucination symptom codes R44.x are not "
         "included (they do not establish a psychotic disorder).",
     )
     psychosis.icd_groups("Schizophrenia_spectrum_F20-F29")
@@ -815,7 +813,7 @@ def build(ref: Reference) -> dict[str, Spec]:
     psychosis.take(psychotic_features)
     psychosis.take(bipolar, snomed_where(PSYCHOTIC, unless=NOT_PSYCHOTIC))
 
-    # Bipolar codes never count as depression (KNOWLEDGE.md: `depression` excludes bipolar).
+    # Bipolar codes never count as depression (the spec: `depression` excludes bipolar).
     for part in (mdd, nos, ppd, dysthymia, *_attribute_specs(specs)):
         part.drop_where(lambda c: (c.system, c.code) in bipolar.concepts)
     # MDD with psychotic features is read from depression-psychotic-features alone (version 2:
@@ -832,7 +830,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "dementia value sets. Delirium, mild cognitive impairment (G31.84) and other "
         "degenerations are not included.",
         "Feeds `cognitive_impairment` (warning `ipt-cognitive-capacity`). The VSAC dementia sets "
-        "predate the FY2023 F01-F03 severity codes (codes.md s.11); the csv supplies them.",
+        "predate the FY2023 F01-F03 severity codes (code review s.11); the csv supplies them.",
     )
     dementia.icd_groups("Dementia_F01", "Dementia_F02", "Dementia_F03", "Alzheimer_G30")
     dementia.vsac(DELIRIUM_DEMENTIA_PSYCHOSES, ICD, codes=["G31.01", "G31.09", "G31.83"])
@@ -944,8 +942,8 @@ def build(ref: Reference) -> dict[str, Spec]:
         "State', and all of Z34 (headers included). Peripartum cardiomyopathy O90.3 is moved to "
         "postpartum.",
         "Feeds the `pregnant` fact (a Condition recorded or with onset within 280 days). Puerperal "
-        "codes mean postpartum, not pregnant (codes.md s.5f), and the rules treat the two apart, "
-        "so O90.x stays in the postpartum value set.",
+        "codes mean postpartum, not pregnant (code review s.5f), and the rules treat the two "
+        "apart, so O90.x stays in the postpartum value set.",
     )
     pregnancy.vsac(PREGNANCY)
     pregnancy.drop(ICD, "O90.3")
@@ -983,7 +981,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "Bereavement",
         "Bereavement: ICD-10-CM Z63.4 (Disappearance and death of family member, incl. "
         "bereavement) and F43.81 Prolonged grief disorder. No SNOMED CT bereavement concept could "
-        "be verified (codes.md s.5h).",
+        "be verified (code review s.5h).",
         "Feeds the `bereavement` fact (the grief focus area and `ipt-bereavement-combination`). "
         "The F43.8 header is not included: it also covers F43.89 other stress reactions.",
     ).icd("Z63.4", "F43.81")
@@ -995,7 +993,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "of Z56 (employment problems, headers included), Z60.0 (life-cycle transition, incl. "
         "retirement) and SNOMED CT 73438004 Unemployed.",
         "Feeds the `focus_areas` fact (role-transition). 73438004 is third-party corroborated "
-        "only (codes.md s.11, C-3P); it can only add a focus-area hint.",
+        "only (code review s.11, C-3P); it can only add a focus-area hint.",
     )
     role_transition.icd("Z63.5", "Z60.0")
     role_transition.icd_groups("Employment_problems_Z56")
@@ -1018,14 +1016,14 @@ def build(ref: Reference) -> dict[str, Spec]:
     ).icd("Z60.2", "Z60.4", "Z73.4")
 
     # ---- Suicide: ideation, attempt or self-harm, 'at risk', history ---------------------------
-    # KNOWLEDGE.md version 2 reads these apart: an ideation diagnosis followed by an item 9
+    # the spec version 2 reads these apart: an ideation diagnosis followed by an item 9
     # answer of 0 on a later day is `history`, an attempt or 'at risk' finding is not; only
     # an ideation basis counts for `needs_combination`; Z91.51 is `history` in any status.
     suicidal = new(
         "suicidal-ideation",
         "Suicidal ideation",
         "Suicidal ideation recorded as a condition: ICD-10-CM R45.851 Suicidal ideations and the "
-        "SNOMED CT suicidal thought, intent and planning findings of codes.md s.9 (6471006, "
+        "SNOMED CT suicidal thought, intent and planning findings of code review s.9 (6471006, "
         "267073005, 304594002, 247650009, 102911000, 401229000, 711561004), all V-VSAC "
         "(MentalHealthDx). Ideation only: attempts and self-harm are in suicide-attempt, "
         "'At risk for suicide' in suicide-risk, personal history in suicide-history.",
@@ -1077,7 +1075,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "suicide-risk",
         "At risk for suicide",
         "SNOMED CT 225444004 'At risk for suicide (finding)', the finding Synthea records. The "
-        "code and its meaning come from the clinical specification (KNOWLEDGE.md version 2); it is "
+        "code and its meaning come from the clinical specification (the spec version 2); it is "
         "in no VSAC expansion or code list of the reference and is not verified there.",
         "An active Condition here recorded within 365 days makes `suicidal_ideation` high with an "
         "'at risk' basis (`ipt-suicide-risk`; not by itself `needs_combination`).",
@@ -1138,7 +1136,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "Loss of appetite: ICD-10-CM R63.0 Anorexia (inclusion: loss of appetite; not anorexia "
         "nervosa) and SNOMED CT 79890006 Loss of appetite, 192017004 and 405788002.",
         "One `neurovegetative` domain (appetite). 79890006 is third-party corroborated only "
-        "(codes.md s.11, C-3P); it is kept so appetite loss is not under-counted.",
+        "(code review s.11, C-3P); it is kept so appetite loss is not under-counted.",
     )
     appetite.icd("R63.0")
     appetite.sct("79890006")
@@ -1161,7 +1159,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "Decreased libido",
         "Decreased libido: ICD-10-CM R68.82 and F52.0 Hypoactive sexual desire disorder, and the "
         "SNOMED CT inhibited/lost sexual desire concepts. No SNOMED 'decreased libido' finding "
-        "could be verified (codes.md s.9).",
+        "could be verified (code review s.9).",
         "One `neurovegetative` domain (libido).",
     )
     libido.icd("R68.82")
@@ -1175,7 +1173,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "PHQ-9 total score, 0-27: LOINC 44261-6 and 89204-2 (the teen-modified total, which "
         "Synthea uses for adults too).",
         "The `phq9` fact (most recent within 90 days) and from it `severity`. Accepting 89204-2 "
-        "handles Synthea data (codes.md s.6, s.11).",
+        "handles Synthea data (code review s.6, s.11).",
     ).vsac(PHQ9_TOOLS)
 
     new(
@@ -1191,7 +1189,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         "The nine PHQ-9 items, LOINC 44250-9, 44255-8, 44259-0, 44254-1, 44251-7, 44258-2, "
         "44252-5, 44253-3, 44260-8 (items 1 to 9 of panel 44249-1).",
         "A PHQ-9 panel that answers all nine and records no total reads as their sum: the "
-        "`phq9` fact (KNOWLEDGE.md version 3, s.7.1).",
+        "`phq9` fact (the spec version 3, s.7.1).",
     ).add(LOINC, *PHQ9_ITEMS)
 
     for vs_id, title, code, domain in (
@@ -1210,8 +1208,8 @@ def build(ref: Reference) -> dict[str, Spec]:
     answers = new(
         "phq-answers",
         "PHQ item answers with scores",
-        "The four PHQ answers (LOINC answer list for PHQ items, as in codes.md s.6): LA6568-5 Not "
-        "at all = 0, LA6569-3 Several days = 1, LA6570-1 More than half the days = 2, LA6571-9 "
+        "The four PHQ answers (LOINC answer list for PHQ items, as in code review s.6): LA6568-5 "
+        "Not at all = 0, LA6569-3 Several days = 1, LA6570-1 More than half the days = 2, LA6571-9 "
         "Nearly every day = 3; the score is in the ordinalValue extension of each concept.",
         "Turns a coded answer of any PHQ item (item 9, sleep, energy, appetite) into the score the "
         "`suicidal_ideation` and `neurovegetative` facts compare with their thresholds.",
@@ -1302,7 +1300,7 @@ def build(ref: Reference) -> dict[str, Spec]:
         name = re.sub(r"\s*\(.*\)$", "", entry["display"])
         ingredients.concepts[(RXNORM, entry["code"])] = name
 
-    # ---- Medications that are not an antidepressant in some use (KNOWLEDGE.md v2 s.1) ----------
+    # ---- Medications that are not an antidepressant in some use (spec v2 s.1) ----------
     hypnotic = new(
         "doxepin-hypnotic",
         "Doxepin at hypnotic strengths (3 mg, 6 mg)",
@@ -1537,7 +1535,7 @@ COVERAGE_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("suicidal_ideation.icd10cm", "R45.88"): "non-suicidal self-harm",
 }
 
-# Codes codes_recommended.json lists under a concept that version 2 of KNOWLEDGE.md reads from
+# Codes codes_recommended.json lists under a concept that version 2 of the spec reads from
 # another value set: (list, code) -> (the value set it must be in instead, why). check() makes
 # sure it is there and not in the value set COVERAGE names.
 _MDD_PSYCHOTIC = "MDD with psychotic features: read apart (current episode or within 365 days)"
@@ -1619,7 +1617,7 @@ FAMILY_CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # codes_recommended.json entries no value set uses, and why.
 NOT_USED = {
     "psychosis.icd10cm_optional_symptoms": "hallucination symptoms R44.x are not a psychotic "
-    "disorder (codes.md: optional)",
+    "disorder (code review: optional)",
     "neurovegetative.anhedonia": "anhedonia is not one of the neurovegetative domains",
     "role_transition.patient_maritalStatus": "Patient.maritalStatus, not a Condition code",
     "loinc": "only the PHQ-9 codes are read by a fact; checked separately",
@@ -1742,7 +1740,7 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
     )
     need(not {(ICD, "F32.3"), (ICD, "F33.3")} & keys("psychosis"), "psychosis: holds F32.3/F33.3")
 
-    # Suicide: ideation, attempt, 'at risk' and history apart (KNOWLEDGE.md version 2).
+    # Suicide: ideation, attempt, 'at risk' and history apart (the spec version 2).
     suicide_ids = ["suicidal-ideation", "suicide-attempt", "suicide-risk", "suicide-history"]
     for i, a in enumerate(suicide_ids):
         for b in suicide_ids[i + 1 :]:
@@ -1757,7 +1755,7 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
             for e in ref.recommended_list("suicidal_ideation.snomed")
             if e["code"] != SUICIDAL_BEHAVIOUR
         },
-        "suicidal-ideation: not exactly R45.851 and the codes.md s.9 ideation findings",
+        "suicidal-ideation: not exactly R45.851 and the code review s.9 ideation findings",
     )
     need(keys("suicide-history") == {(ICD, "Z91.51")}, "suicide-history: not exactly Z91.51")
     need(keys("suicide-risk") == {(SCT, "225444004")}, "suicide-risk: not exactly 225444004")
@@ -1873,7 +1871,7 @@ def check(specs: dict[str, Spec], ref: Reference) -> list[str]:
     need(not keys("pregnancy") & keys("postpartum"), "pregnancy and postpartum overlap")
     need(not {(ICD, "R75"), (ICD, "Z20.6")} & keys("hiv"), "hiv: holds R75/Z20.6")
 
-    # Every code codes.md (via codes_recommended.json) lists for a concept is present.
+    # Every code code review (via codes_recommended.json) lists for a concept is present.
     for path, targets in COVERAGE:
         entries = ref.recommended_list(path)
         need(bool(entries), f"codes_recommended.json: {path} is empty")

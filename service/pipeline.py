@@ -81,7 +81,7 @@ class Recollection:
 
 def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
     """A remembered card holds its rule back unless the record is worse now than then
-    (KNOWLEDGE.md 7.1); a row without a record holds as before. Another clinician's
+    (the clinical spec 7.1); a row without a record holds as before. Another clinician's
     assessment holds nothing: the card says when it was made."""
     held: dict[str, str] = {}
     assessed: dict[str, datetime] = {}
@@ -208,7 +208,7 @@ class HookResult:
     # Of the service's prefetch keys: how many the client sent with data, how many were fetched
     # from the FHIR server, and how many it sent as null (no data, per CDS Hooks).
     prefetch: PrefetchCounts = field(default_factory=lambda: PrefetchCounts(0, 0, 0))
-    # The suitability verdict of the facts (KNOWLEDGE.md section 2), for a population replay.
+    # The suitability verdict of the facts (the clinical spec section 2), for a population replay.
     verdict: str | None = None
     # The record as the card memory keeps it with each card shown (None: nothing recalled).
     state: RecordState | None = None

@@ -236,7 +236,7 @@ _NOT_TRUE = {"refuted", "entered-in-error"}
 
 
 def condition_is_active(c: Resource) -> bool:
-    """KNOWLEDGE.md: active, recurrence or relapse; or no status and no abatement."""
+    """the clinical spec: active, recurrence or relapse; or no status and no abatement."""
     if status_code(c.get("verificationStatus")) in _NOT_TRUE:
         return False
     clinical = status_code(c.get("clinicalStatus"))

@@ -347,7 +347,9 @@ FACTS: Mapping[str, FactSpec] = {
     ),
     "needs_combination": FactSpec(bool, "IPT alone is not enough: an antidepressant is needed"),
     "combination_reasons": FactSpec(list[str], "why an antidepressant is needed, in words"),
-    "verdict": FactSpec(Verdict, "is IPT suitable for this patient now (KNOWLEDGE.md section 2)"),
+    "verdict": FactSpec(
+        Verdict, "is IPT suitable for this patient now (the clinical spec section 2)"
+    ),
     "verdict_reasons": FactSpec(list[str], "why the verdict, in words"),
     "cautions": FactSpec(list[str], "conditions that temper the verdict, in words"),
     "supports": FactSpec(list[str], "conditions in favour of IPT, in words"),

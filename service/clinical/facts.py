@@ -1,4 +1,4 @@
-"""The facts of KNOWLEDGE.md section 1, computed once per hook call.
+"""The facts of the clinical spec section 1, computed once per hook call.
 
 Simple facts come from the extractors declared in ``cards/facts.yaml``; the few with real logic
 are the functions below. Every fact keeps the FHIR references it came from (``refs``) and a
@@ -427,7 +427,7 @@ class FactBook:
         f.set("observations_unknown", "Observation" in kinds)
 
     def _combination(self, f: Facts) -> None:
-        """KNOWLEDGE.md ``needs_combination``: moderately severe or severe depression; high
+        """the clinical spec ``needs_combination``: moderately severe or severe depression; high
         suicidal ideation with an ideation basis (an attempt or an 'at risk' finding alone asks
         for the suicide card, not by itself for medication); or neurovegetative symptoms with
         moderate severity (with severity unknown, it is measured first, not guessed)."""

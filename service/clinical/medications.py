@@ -1,5 +1,5 @@
 """Which drug a MedicationRequest or MedicationStatement is, and whether it counts as an
-antidepressant here (KNOWLEDGE.md section 1, ``on_antidepressant``).
+antidepressant here (the clinical spec section 1, ``on_antidepressant``).
 
 A product counts by its clinical-drug or ingredient code, or by an ingredient's name in its text.
 Some products of antidepressant ingredients are not used as antidepressants and do not count:

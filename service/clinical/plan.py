@@ -1,5 +1,5 @@
 """The treatment plan: what is current, what is drafted, and whether a drafted antidepressant is
-a new start or a renewal (KNOWLEDGE.md section 1, and version 3 section 7.1 "Renewals").
+a new start or a renewal (the clinical spec section 1, and version 3 section 7.1 "Renewals").
 
 A renewal is the same ingredient at the same daily dose as a current prescription; a changed
 dose is a new start for every rule. When the medications could not be read, no draft is a

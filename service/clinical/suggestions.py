@@ -1,6 +1,6 @@
 """The actions a rule's suggestion can name, built as valid FHIR R4 resources an EHR can apply.
 
-KNOWLEDGE.md section 3 fixes them: an IPT order (a draft ServiceRequest, intent order, SNOMED
+the clinical spec section 3 fixes them: an IPT order (a draft ServiceRequest, intent order, SNOMED
 443730003 "Interpersonal psychotherapy", category SNOMED 409063005 "Counselling", for the
 patient, the depression Condition as its reason, the format as a note and the schedule in
 ``occurrenceTiming``); a referral to a psychiatrist (SNOMED 308477009), urgent where the rule
@@ -32,7 +32,7 @@ PHQ9_TEEN = {
 }
 # Acute IPT: weekly, 16 sessions (the topic's trials ran 6-20, most often 12-16 weekly);
 # maintenance IPT: monthly for a year, then renewed if it should go on, so that the order ends
-# and is reviewed (KNOWLEDGE.md v3 section 7.3) rather than running open-ended.
+# and is reviewed (the clinical spec v3 section 7.3) rather than running open-ended.
 WEEKLY_16 = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk", "count": 16}}
 MONTHLY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "mo", "count": 12}}
 IPT_A_TEXT = "Interpersonal psychotherapy for adolescents (IPT-A)"

@@ -1,4 +1,4 @@
-"""Suicidal ideation and behaviour on record (KNOWLEDGE.md section 1, ``suicidal_ideation``).
+"""Suicidal ideation and behaviour on record (the clinical spec section 1, ``suicidal_ideation``).
 
 ``high``: the latest PHQ-9 item 9 answer in the window is 2 or more, or a diagnosis of suicidal
 ideation, a suicide attempt or intentional self-harm, or an 'at risk for suicide' finding is

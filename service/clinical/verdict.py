@@ -1,4 +1,4 @@
-"""The suitability verdict of KNOWLEDGE.md section 2: is IPT suitable for this patient now?
+"""The suitability verdict of the clinical spec section 2: is IPT suitable for this patient now?
 
 Every hook reuses it. First match wins; the cautions and supports travel with it, each in
 words a clinician reads on the card, and only those that apply.
@@ -28,7 +28,7 @@ def verdict(f: Facts, params: dict[str, Any]) -> None:
     older = age is not None and age >= params["older_adult_age"]
     above_minimal = f["severity"] != "minimal"  # unknown severity counts
     # From 70 maintenance IPT did not prevent recurrence (refs 41, 42): in remission, whatever
-    # the symptoms now, an antidepressant is what the evidence prefers (KNOWLEDGE.md v3 7.3).
+    # the symptoms now, an antidepressant is what the evidence prefers (the clinical spec v3 7.3).
     older_remitted = older and f["remission"] is not None
     found: Verdict
     if not f["depression"]:
@@ -57,7 +57,7 @@ def verdict(f: Facts, params: dict[str, Any]) -> None:
         if f["severity"] is None:
             reasons = ["suitable if the depression is mild to moderate: measure severity first"]
         elif f["severity"] == "minimal" and f["remission"] is not None:
-            # A coded remission is never questioned (KNOWLEDGE.md v3 section 7.3).
+            # A coded remission is never questioned (the clinical spec v3 section 7.3).
             reasons = [f"minimal symptoms ({f['severity_basis']}), episode in remission"]
         elif f["severity"] == "minimal":
             reasons = [f"minimal symptoms ({f['severity_basis']}): has the episode remitted?"]

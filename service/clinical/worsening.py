@@ -1,4 +1,4 @@
-"""Whether the record is worse than when a card was shown or overridden (KNOWLEDGE.md 7.1).
+"""Whether the record is worse than when a card was shown or overridden (the clinical spec 7.1).
 
 A card held back (snoozed after an override, or already shown this visit) comes back at once
 when its trigger worsens. What is compared is kept by the card memory as codes and keyed hashes,

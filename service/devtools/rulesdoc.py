@@ -12,7 +12,7 @@ from service.knowledge.rules import CompiledRule
 HEADER = """# The IPT rules, for clinical review
 
 Generated from `cards/` by `ipt-cds rules-doc > docs/rules.md`; do not edit by hand. The
-clinical contract is `KNOWLEDGE.md`; the evidence is the UpToDate topic "Interpersonal
+clinical contract is `the clinical spec`; the evidence is the UpToDate topic "Interpersonal
 Psychotherapy (IPT) for depressed adults" (2023), cited by its section names and reference
 numbers. Card text is a template: `{{ ... }}` is filled from the patient's record, `{% ... %}`
 chooses text.

@@ -4,7 +4,7 @@ CDS Hooks 2.0 distinguishes a *missing* key (the client did not prefetch: we fet
 *null* key (the client looked and found nothing: no data). A client reports that it could not
 prefetch a key with an OperationOutcome: in place of the data, or as a Bundle entry with an
 error or fatal issue. What that key's template reads (its resource type) is then *unreadable*:
-unknown, never absent (KNOWLEDGE.md version 3, s.7.1). For the types no fact can do without
+unknown, never absent (the clinical spec version 3, s.7.1). For the types no fact can do without
 (the Patient, the Conditions) the key is fetched as a missing one is, or the call is a 412.
 """
 

@@ -1,4 +1,4 @@
-"""Cards shaped for the EHR that shows them: the site profile's ``ehr`` (KNOWLEDGE.md section 5).
+"""Cards shaped for the EHR that shows them: the site profile's ``ehr`` (spec section 5).
 
 ``generic`` is the CDS Hooks 2.0 specification and changes nothing. ``epic`` applies what Epic's
 published CDS Hooks documentation says its client accepts (docs/site-profile.md, "The Epic

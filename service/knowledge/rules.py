@@ -181,7 +181,7 @@ class RuleBook:
         self.default_links = dict(links or {})
         self.links = dict(links or {})
         self.site = DEFAULT_SITE
-        # The site's orderable codings by order (KNOWLEDGE.md section 5), and source.label.
+        # The site's orderable codings by order (the clinical spec section 5), and source.label.
         self._codes: dict[str, list[dict[str, Any]]] = {}
         self._label = SOURCE_LABEL
 

@@ -1,5 +1,5 @@
 """The site profile: what a health system sets to fit the cards to its EHR without touching the
-rules (KNOWLEDGE.md section 5; docs/site-profile.md documents every key).
+rules (the clinical spec section 5; docs/site-profile.md documents every key).
 
 ``IPT_CDS_SITE_FILE`` names a YAML file, checked at start-up like the knowledge base: a wrong key,
 value or rule id stops the service naming the file and the field. No file, the defaults: every

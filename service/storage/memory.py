@@ -1,4 +1,4 @@
-"""What the service remembers per patient, so that a card does not nag (KNOWLEDGE.md sections
+"""What the service remembers per patient, so that a card does not nag (the clinical spec sections
 5 and 7.1).
 
 Once per visit: a card shown for the same patient, rule and draft order (the chart, on

@@ -1,4 +1,4 @@
-"""The card memory's lookup, which every hook call waits for (KNOWLEDGE.md section 5).
+"""The card memory's lookup, which every hook call waits for (the clinical spec section 5).
 
 Through SQLAlchemy's pool the lookup costs ~175 µs of Python and, run on a worker thread, about
 as much again for the hop there and back: together most of a small call's time. So the lookup

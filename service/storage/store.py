@@ -107,7 +107,7 @@ jti_seen = Table(
 )
 
 
-# What the service remembers per patient (KNOWLEDGE.md section 5): a keyed pseudonym, never the
+# What the service remembers per patient (the clinical spec section 5): a keyed pseudonym, never the
 # patient id; the rule; the draft order (a reference to a draft in the EHR, not patient data)
 # or "" for the chart; the time; and until when the row is kept. "shown" rows make "once per
 # visit" and let an override find its patient; "snooze" rows keep a rule away after one.
@@ -125,7 +125,7 @@ card_memory = Table(
     # The hook call that showed the card, keyed: a retry of that same call is not a repeat.
     Column("call_key", String(64)),
     # The service that showed the card: order-select fired again for the order being edited
-    # shows its cards again (KNOWLEDGE.md 7.1).
+    # shows its cards again (the clinical spec 7.1).
     Column("service_id", String(128)),
     # The clinician of that call, keyed: a documented risk assessment holds a critical card
     # back for that clinician only.
