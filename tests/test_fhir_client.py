@@ -768,11 +768,13 @@ async def test_faulty_servers_never_leak_the_connection_pool(pool: int) -> None:
     cancelled just as its connection is made) the pool of 2 dies; with asyncio's TaskGroup and
     timeout instead of anyio's (a native cancellation goes through the shielded clean-up in
     which httpcore closes a connection, which then stays "active") the pool of 6 does."""
+    # Timeouts long enough that a fault answered at once (a bad gzip) cannot end in
+    # fhir_timeout on a busy machine (it did once in CI with 0.3 s): only stall and slow wait.
     settings = Settings(
         fhir_retries=0,
         fhir_max_connections=pool,
-        fhir_timeout_seconds=0.3,
-        fhir_total_timeout_seconds=1,
+        fhir_timeout_seconds=1.0,
+        fhir_total_timeout_seconds=2,
         fhir_max_answer_bytes=CAP,
     )
     codes: dict[str, set[str]] = {}
