@@ -60,7 +60,7 @@ def test_missing_keys_are_fetched_concurrently_with_the_bearer_token(
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
         assert str(request.url).startswith(FHIR_BASE + "/")
     observation = next(r for r in fhir.requests if r.url.path.endswith("/Observation"))
-    assert observation.url.params["patient"] == "pat-1"
+    assert observation.url.params["patient"] == "Patient/pat-1"
     codes = observation.url.params["code"].split(",")
     assert "http://loinc.org|44261-6" in codes
     # The PHQ-9 panels too: a server's code search does not look inside their components.

@@ -17,6 +17,9 @@ from service.protocol.models import Resource, Service
 
 # Parameters that change only how a server pages or sorts its answer, not what it holds.
 _IGNORED = frozenset({"_count", "_sort", "_total"})
+# Token parameters read from a code element of the same name (US Core searches
+# MedicationRequest by patient and intent).
+_PLAIN = frozenset({"intent"})
 # Token parameters read from a CodeableConcept element of the same name.
 _CODED = {"code": "code", "category": "category"}
 # _include targets: the reference element, and the (shared) type it points to.
@@ -36,6 +39,8 @@ class Search:
     kind: str
     read: bool
     statuses: frozenset[str] | None
+    # Plain code parameters (``intent``): the element, and the codes it accepts.
+    plain: tuple[tuple[str, frozenset[str]], ...]
     # Each coded parameter: the element, and the (system or None, code) pairs it accepts.
     coded: tuple[tuple[str, frozenset[tuple[str | None, str | None]]], ...]
     includes: tuple[tuple[str, str], ...]
@@ -68,6 +73,8 @@ class Search:
     def _matches(self, resource: Resource) -> bool:
         if self.statuses is not None and resource.get("status") not in self.statuses:
             return False
+        if any(resource.get(element) not in codes for element, codes in self.plain):
+            return False
         return all(_has_coding(resource.get(element), codes) for element, codes in self.coded)
 
 
@@ -88,10 +95,11 @@ def _compile(key: str, template: str) -> Search:
     path, _, query = template.strip().lstrip("/").partition("?")
     where = f"prefetch {key} ({template})"
     if path == f"Patient/{_PATIENT}" and not query:
-        return Search(key, "Patient", True, None, (), ())
+        return Search(key, "Patient", True, None, (), (), ())
     if "/" in path or not path[:1].isupper():
         raise ReplayQueryError(f"{where}: replay answers the patient's read and searches only")
     statuses: frozenset[str] | None = None
+    plain: list[tuple[str, frozenset[str]]] = []
     coded: list[tuple[str, frozenset[tuple[str | None, str | None]]]] = []
     includes: list[tuple[str, str]] = []
     about_patient = False
@@ -102,6 +110,8 @@ def _compile(key: str, template: str) -> Search:
             about_patient = True
         elif name == "status":
             statuses = frozenset(v for v in value.split(",") if v)
+        elif name in _PLAIN:
+            plain.append((name, frozenset(v for v in value.split(",") if v)))
         elif name in _CODED:
             coded.append((_CODED[name], frozenset(_token(v) for v in value.split(",") if v)))
         elif name == "_include":
@@ -113,7 +123,7 @@ def _compile(key: str, template: str) -> Search:
             raise ReplayQueryError(f"{where}: replay cannot answer the parameter {name!r}")
     if not about_patient:
         raise ReplayQueryError(f"{where}: a search must be restricted to the context patient")
-    return Search(key, path, False, statuses, tuple(coded), tuple(includes))
+    return Search(key, path, False, statuses, tuple(plain), tuple(coded), tuple(includes))
 
 
 def _token(value: str) -> tuple[str | None, str | None]:
