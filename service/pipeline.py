@@ -223,15 +223,23 @@ class PrefetchCounts:
     given: int
     fetched: int
     missing: int
+    # Resources per prefetch key, given or fetched (a server that finds nothing shows here).
+    reads: dict[str, int] = field(default_factory=dict)
+    # Prefetch keys not read, and why in a few words (``403/forbidden``, ``client``).
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, service: Service, request: HookRequest) -> PrefetchCounts:
+    def of(
+        cls, service: Service, request: HookRequest, data: prefetch.Prefetched | None = None
+    ) -> PrefetchCounts:
         sent = request.prefetch or {}
         keys = list(service.prefetch or {})
         return cls(
             given=sum(1 for k in keys if sent.get(k) is not None),
             fetched=sum(1 for k in keys if k not in sent),
             missing=sum(1 for k in keys if k in sent and sent[k] is None),
+            reads={k: len(v) for k, v in data.resources.items()} if data is not None else {},
+            unreadable=dict(data.reasons) if data is not None else {},
         )
 
 
@@ -300,7 +308,9 @@ class Pipeline:
         pending = recall(request) if recall is not None else None
         data = await prefetch.gather(service, request, fhir, fhir_allowed)
         resources = chain.from_iterable(data.resources.values())
-        record = PatientRecord.build(resources, request, frozenset(data.unreadable))
+        record = PatientRecord.build(
+            resources, request, frozenset(data.unreadable), frozenset(data.not_offered)
+        )
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
         facts = self.engine.facts(call)
         keys = draft_keys(service.hook, facts)
@@ -320,7 +330,7 @@ class Pipeline:
             outcome.silent,
             outcome.held,
             keys,
-            PrefetchCounts.of(service, request),
+            PrefetchCounts.of(service, request, data),
             facts.values.get("verdict"),
             state,
         )

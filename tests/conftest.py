@@ -19,7 +19,7 @@ import sqlalchemy.exc
 import yaml
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import authorization
+from service.devtools.fixtures import KEYS, authorization
 from service.http.app import create_app
 from service.knowledge.base import Knowledge
 from service.ops.config import Settings
@@ -241,16 +241,8 @@ def full_prefetch(*extra: Json) -> dict[str, Json | None]:
         "serviceRequests": [],
         "procedures": [],
     }
-    key_of = {
-        "Condition": "conditions",
-        "Observation": "observations",
-        "MedicationRequest": "medications",
-        "MedicationStatement": "medicationStatements",
-        "ServiceRequest": "serviceRequests",
-        "Procedure": "procedures",
-    }
     for r in extra:
-        by_key[key_of[r["resourceType"]]].append(r)
+        by_key[KEYS[r["resourceType"]]].append(r)
     out: dict[str, Json | None] = {"patient": patient()}
     out.update({k: bundle(*v) for k, v in by_key.items()})
     return out

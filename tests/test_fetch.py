@@ -47,6 +47,7 @@ def test_missing_keys_are_fetched_concurrently_with_the_bearer_token(
     assert _summary(response) == "3 Condition, 0 selected drafts"
     assert sorted(fhir.paths()) == sorted(
         [
+            "metadata",
             "Patient",
             "Condition",
             "Observation",
@@ -74,7 +75,7 @@ def test_only_missing_keys_are_fetched(make_client: AppFactory) -> None:
     del prefetch["procedures"], prefetch["observations"]
     body = hook_request("patient-view", prefetch)
     response = client.post("/cds-services/ipt-patient-view", json=body)
-    assert sorted(fhir.paths()) == ["Observation", "Procedure"]
+    assert sorted(fhir.paths()) == ["Observation", "Procedure", "metadata"]
     assert _summary(response) == "1 Condition, 0 selected drafts"
 
 
@@ -116,7 +117,8 @@ def test_next_link_to_another_origin_is_not_followed(make_client: AppFactory) ->
     prefetch = full_prefetch()
     del prefetch["conditions"]
     client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch))
-    assert [r.url.host for r in requests] == ["ehr.example.org"]
+    assert [r.url.path for r in requests] == ["/fhir/metadata", "/fhir/Condition"]
+    assert {r.url.host for r in requests} == {"ehr.example.org"}
 
 
 def test_operation_outcome_entries_are_skipped_with_a_warning(
@@ -158,13 +160,14 @@ def test_fhir_failures_answer_412_with_the_reason(
     failure: int | type[Exception],
     code: str,
 ) -> None:
-    fhir = FakeFhir(resources=_conditions(1), fail={"Observation": failure})
+    """The Conditions are essential: no failure to read them is taken as no condition."""
+    fhir = FakeFhir(resources=_conditions(1), fail={"Condition": failure})
     client = make_client(fhir, rules=RULES)
     with caplog.at_level(logging.DEBUG):
         response = client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign"))
     assert response.status_code == 412
     assert response.json()["code"] == code
-    assert "observations" in response.json()["message"]
+    assert "conditions" in response.json()["message"]
     assert TOKEN not in caplog.text
     assert TOKEN not in response.text
 
@@ -310,12 +313,14 @@ def test_a_search_answered_with_something_else_than_a_bundle_is_a_412(
     make_client: AppFactory, answer: Json
 ) -> None:
     """Before, a search answered with a Patient or an OperationOutcome was taken as no data:
-    200 and no card, where the Conditions might have held a contraindication."""
+    200 and no card, where the Conditions might have held a contraindication. A Patient is
+    wrong data; an OperationOutcome is the server declining the (essential) search."""
     fhir = _conditions_answered_with(FakeFhir(), lambda: httpx.Response(200, json=answer))
     client = make_client(fhir, rules=RULES)
     response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
     assert response.status_code == 412
-    assert response.json()["code"] == "fhir_wrong_data"
+    wanted = "fhir_error" if answer["resourceType"] == "OperationOutcome" else "fhir_wrong_data"
+    assert response.json()["code"] == wanted
 
 
 def test_a_token_no_header_can_carry_is_a_412_and_never_sent(

@@ -130,7 +130,7 @@ async def test_the_client_reports_the_bytes_of_dropped_answers(settings: Setting
         assert raised.value.code == "fhir_answer_too_large"
         assert heap.reported[-1] > CAP // 2, "the dropped answer's bytes count too"
         fetched = await fhir.fetch_all(server.base("good"), QUERIES, TOKEN)
-    assert fetched["conditions"][0]["entry"][0]["resource"]["id"] == "c1"
+    assert fetched.resources["conditions"][0]["entry"][0]["resource"]["id"] == "c1"
     assert 0 < heap.reported[-1] < 10_000, "one report per fetch, with what it read"
 
 

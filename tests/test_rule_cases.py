@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import Case, load_cases
+from service.devtools.fixtures import COULD_NOT_READ, Case, load_cases
 from service.knowledge.base import Knowledge
 from service.replay.search import compile_searches
 
@@ -48,8 +48,11 @@ def test_case_with_prefetch_as_a_server_answers_the_templates(
     for resource in case.resources(NOW):
         own[str(resource["resourceType"])].append(resource)
     body = case.request(NOW, FHIR_BASE, prefetch=False)
+    drugs = {f"Medication/{r['id']}": r for r in own.get("Medication", [])}
     body["prefetch"] = {
-        search.key: search.answer(case.patient_id, own, lambda _: None)
+        search.key: search.answer(case.patient_id, own, drugs.get)
+        if search.key not in case.unreadable
+        else COULD_NOT_READ
         for search in compile_searches(service)
     }
     fhir = FakeFhir()
@@ -63,7 +66,8 @@ def test_case_with_prefetch_as_a_server_answers_the_templates(
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
 def test_case_through_the_fetch_path(case: Case, make_client: AppFactory) -> None:
-    fhir = FakeFhir(resources=case.resources(NOW))
+    """A server that refuses what the case cannot read (403, as for a scope not granted)."""
+    fhir = FakeFhir(resources=case.resources(NOW), fail=dict.fromkeys(case.refused_types, 403))
     assert _cards(make_client(fhir), case, prefetch=False) == case.expect, case.describe
     assert "Patient" in fhir.paths()
 

@@ -126,7 +126,7 @@ def test_an_essential_key_the_client_could_not_prefetch_is_fetched(
         "/cds-services/ipt-patient-view", json=hook_request("patient-view", prefetch)
     )
     assert response.status_code == 200, response.text
-    assert fhir.paths() == [kind]
+    assert fhir.paths() == ["metadata", kind]
     if key == "conditions":
         summaries = [c["summary"] for c in response.json()["cards"]]
         assert any(s.startswith("1 Condition") for s in summaries), summaries
@@ -147,12 +147,14 @@ def test_an_essential_key_that_cannot_be_fetched_is_a_412_naming_it(
     assert fhir.requests == []
 
 
-def test_the_fetch_path_sets_the_same_field_in_one_line() -> None:
-    """Issue #23 (refused optional reads) needs only ``data.could_not_read(template)``."""
+def test_the_fetch_path_sets_the_same_field_with_its_reason() -> None:
     data = Prefetched()
-    data.could_not_read("MedicationRequest?patient={{context.patientId}}&status=active")
-    data.could_not_read("/Procedure?patient=1")
+    data.could_not_read(
+        "medications", "MedicationRequest?patient={{context.patientId}}&status=active", "client"
+    )
+    data.could_not_read("procedures", "/Procedure?patient=1", "403/forbidden")
     assert data.unreadable == {"MedicationRequest", "Procedure"}
+    assert data.reasons == {"medications": "client", "procedures": "403/forbidden"}
     assert kind_of("Patient/{{context.patientId}}") == "Patient"
 
 

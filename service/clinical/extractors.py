@@ -22,7 +22,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.clinical.medications import Drug, DrugMatcher, Exclusion, daily_mg
+from service.clinical.medications import (
+    CURRENT_STATUSES,
+    Drug,
+    DrugMatcher,
+    Exclusion,
+    daily_mg,
+)
 from service.clinical.reader import (
     as_list,
     codings,
@@ -457,19 +463,12 @@ def _sums(s: Scope, url: str, since: date) -> list[Evidence]:
     return out
 
 
-# MedicationRequest and MedicationStatement statuses that make a drug current.
-_CURRENT_MED = {
-    "MedicationRequest": {"active", "on-hold"},
-    "MedicationStatement": {"active", "intended", "on-hold"},
-}
-
-
 def _current_medication(d: CurrentMedication, terms: Terminology, params: Params) -> Extractor:
     drugs = DrugMatcher(terms, d.valueset, d.ingredients, d.not_when, params)
 
     def run(s: Scope) -> list[Evidence]:
         out = []
-        for kind, current in _CURRENT_MED.items():
+        for kind, current in CURRENT_STATUSES.items():
             for m in s.record.of_type(kind):
                 if status(m) not in current:
                     continue

@@ -32,6 +32,7 @@ from service.clinical.fact_model import (
     Severity,
     Trait,
 )
+from service.clinical.medications import unidentified
 from service.clinical.plan import plan_facts
 from service.clinical.reader import age_on, first_date, markdown_text, reference_of
 from service.clinical.record import PatientRecord
@@ -50,6 +51,12 @@ UNREADABLE_WORDS: dict[str, str] = {
     "ServiceRequest": "service requests (therapy and referrals)",
     "Procedure": "procedures (therapy sessions)",
 }
+# The resource types that record one kind of thing: medications, therapy, PHQ-9 scores.
+UNKNOWN_TOGETHER: tuple[frozenset[str], ...] = (
+    frozenset({"MedicationRequest", "MedicationStatement"}),
+    frozenset({"ServiceRequest", "Procedure"}),
+    frozenset({"Observation"}),
+)
 # The value sets (by alias) that give an episode's severity, most severe first: its code, then
 # Condition.severity.
 CODED_SEVERITY: tuple[tuple[str, Severity], ...] = (
@@ -204,7 +211,7 @@ class FactBook:
         ]
         f.set("personality_traits", [t for t, key in traits if raw[key]])
         self._life(f, raw)
-        self._unreadable(f, record.unreadable)
+        self._unreadable(f, record)
         plan_facts(f, raw)
         self._renewal_alert(f)
         f.set("acute", f["depression"] and f["remission"] is None)
@@ -419,12 +426,23 @@ class FactBook:
             ),
         )
 
-    def _unreadable(self, f: Facts, kinds: frozenset[str]) -> None:
-        """What the EHR could not give, in words, and the facts that are unknown for it."""
-        f.set("unreadable", [words for kind, words in UNREADABLE_WORDS.items() if kind in kinds])
-        f.set("medications_unknown", bool(kinds & {"MedicationRequest", "MedicationStatement"}))
-        f.set("therapy_unknown", bool(kinds & {"ServiceRequest", "Procedure"}))
-        f.set("observations_unknown", "Observation" in kinds)
+    def _unreadable(self, f: Facts, record: PatientRecord) -> None:
+        """What the EHR could not give, in words, and the facts that are unknown for it. A type
+        the server does not offer is unknown only when no type of its kind is offered (US Core
+        records every medication as a MedicationRequest, and has no MedicationStatement)."""
+        kinds = set(record.unreadable)
+        for group in UNKNOWN_TOGETHER:
+            if group <= record.not_offered:
+                kinds |= group
+        drugs = unidentified(record)
+        words = [words for kind, words in UNREADABLE_WORDS.items() if kind in kinds]
+        if drugs:
+            words.append(f"the drug of {drugs} current medication{'s' if drugs > 1 else ''}")
+        f.set("unreadable", words)
+        medications, therapy, observations = UNKNOWN_TOGETHER
+        f.set("medications_unknown", bool(kinds & medications) or drugs > 0)
+        f.set("therapy_unknown", bool(kinds & therapy))
+        f.set("observations_unknown", bool(kinds & observations))
 
     def _combination(self, f: Facts) -> None:
         """the clinical spec ``needs_combination``: moderately severe or severe depression; high

@@ -15,11 +15,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.clinical.reader import as_list, number, referenced_id, string, texts
+from service.clinical.reader import as_list, number, referenced_id, status, string, texts
 from service.clinical.record import PatientRecord
 from service.clinical.terminology import NameMatcher, Terminology
 from service.protocol.models import Resource
 
+# MedicationRequest and MedicationStatement statuses that make a drug current.
+CURRENT_STATUSES = {
+    "MedicationRequest": {"active", "on-hold"},
+    "MedicationStatement": {"active", "intended", "on-hold"},
+}
 # Days in one unit of a FHIR Timing's periodUnit.
 _UNIT_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
 _MG = {"mg", "milligram", "milligrams"}
@@ -76,6 +81,25 @@ def medication_concepts(m: Resource, record: PatientRecord) -> list[Any]:
                 if isinstance(ing, dict):
                     concepts.append(ing.get("itemCodeableConcept"))
     return concepts
+
+
+def unidentified(record: PatientRecord) -> int:
+    """Current orders and statements whose drug cannot be known: no code of their own, and a
+    Medication reference that neither the resource nor the record resolves (a server that
+    left it out and refused to read it). Each may be an antidepressant: unknown, not absent."""
+    known = {x.get("id") for x in record.of_type("Medication")}
+    count = 0
+    for kind, current in CURRENT_STATUSES.items():
+        for m in record.of_type(kind):
+            if status(m) not in current or m.get("medicationCodeableConcept"):
+                continue
+            ref = m.get("medicationReference")
+            target = string(ref.get("reference")) if isinstance(ref, dict) else None
+            if not target or target.startswith("#"):
+                continue
+            if referenced_id(target) not in known:
+                count += 1
+    return count
 
 
 def daily_mg(m: Resource) -> float | None:

@@ -31,6 +31,9 @@ class PatientRecord:
     # Resource types the EHR could not give (a prefetch key answered with an OperationOutcome, a
     # refused optional read): what they would say is unknown, never absent.
     unreadable: frozenset[str] = frozenset()
+    # Resource types the FHIR server does not offer at all (its CapabilityStatement): none of
+    # them is recorded there. Unknown only where no type of the same kind is offered.
+    not_offered: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -38,6 +41,7 @@ class PatientRecord:
         resources: Iterable[Resource],
         request: HookRequest,
         unreadable: frozenset[str] = frozenset(),
+        not_offered: frozenset[str] = frozenset(),
     ) -> PatientRecord:
         by_type: dict[str, list[Resource]] = {}
         seen: set[tuple[str, str]] = set()
@@ -66,7 +70,7 @@ class PatientRecord:
             if chosen
             else drafts
         )
-        return cls(wanted, patient, by_type, drafts, selected, unreadable)
+        return cls(wanted, patient, by_type, drafts, selected, unreadable, not_offered)
 
     def without(self, gone: Collection[int]) -> PatientRecord:
         """The record less the resources whose ``id()`` is in ``gone`` (those that could not be

@@ -127,6 +127,25 @@ DRAFTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Prefetch key per resource type searched (the Patient is read, not searched).
+KEYS = {
+    "Condition": "conditions",
+    "Observation": "observations",
+    "MedicationRequest": "medications",
+    "MedicationStatement": "medicationStatements",
+    "ServiceRequest": "serviceRequests",
+    "Procedure": "procedures",
+}
+PrefetchKey = Literal[
+    "observations", "medications", "medicationStatements", "serviceRequests", "procedures"
+]
+# How an EHR says it could not prefetch a key (CDS Hooks 2.0).
+COULD_NOT_READ = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "forbidden"}],
+}
+
+
 class _Case(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The name is the patient's id, and its resources' ids extend it: FHIR ids hold 64.
@@ -147,6 +166,9 @@ class _Case(BaseModel):
     procedures: list[dict[str, Any]] = Field(default_factory=list)
     drafts: list[str | dict[str, Any]] = Field(default_factory=list)
     selected: list[int] | None = None
+    # Prefetch keys the EHR cannot give (an OperationOutcome in the prefetch; through the fetch
+    # path, the server refuses the search): what they hold is unknown.
+    unreadable: list[PrefetchKey] = Field(default_factory=list)
     expect: dict[str, Indicator] = Field(default_factory=dict)
 
 
@@ -171,7 +193,7 @@ class Case(_Case):
         for i, o in enumerate(self.observations):
             out.extend(_observation(pid, f"{pid}-o{i}", o, today))
         for i, m in enumerate(self.medications):
-            out.append(_order(pid, f"{pid}-m{i}", m, "active", today))
+            out.extend(_by_reference(_order(pid, f"{pid}-m{i}", m, "active", today), m))
         for i, m in enumerate(self.statements):
             out.append(_statement(pid, f"{pid}-ms{i}", m, today))
         for i, s in enumerate(self.service_requests):
@@ -226,7 +248,14 @@ class Case(_Case):
         }
         if prefetch:
             body["prefetch"] = prefetch_of(self.resources(now))
+            for key in self.unreadable:
+                body["prefetch"][key] = COULD_NOT_READ
         return body
+
+    @property
+    def refused_types(self) -> set[str]:
+        """The resource types a FHIR server refuses to this case (its ``unreadable`` keys)."""
+        return {kind for kind, key in KEYS.items() if key in self.unreadable}
 
 
 def authorization(token: str, subject: str = "ipt-cds") -> dict[str, Any]:
@@ -241,24 +270,19 @@ def authorization(token: str, subject: str = "ipt-cds") -> dict[str, Any]:
 
 
 def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """The prefetch our services declare, answered from a list of resources (others ignored)."""
-    keys = {
-        "Condition": "conditions",
-        "Observation": "observations",
-        "MedicationRequest": "medications",
-        "MedicationStatement": "medicationStatements",
-        "ServiceRequest": "serviceRequests",
-        "Procedure": "procedures",
-    }
+    """The prefetch our services declare, answered from a list of resources (others ignored);
+    Medications go with the orders that reference them, as ``_include`` brings them."""
     out: dict[str, Any] = {
-        k: {"resourceType": "Bundle", "type": "searchset", "entry": []} for k in keys.values()
+        k: {"resourceType": "Bundle", "type": "searchset", "entry": []} for k in KEYS.values()
     }
     out["patient"] = None
     for r in resources:
         if r["resourceType"] == "Patient":
             out["patient"] = r
-        elif r["resourceType"] in keys:
-            out[keys[r["resourceType"]]]["entry"].append({"resource": r})
+        elif r["resourceType"] in KEYS:
+            out[KEYS[r["resourceType"]]]["entry"].append({"resource": r})
+        elif r["resourceType"] == "Medication":
+            out["medications"]["entry"].append({"resource": r, "search": {"mode": "include"}})
     return out
 
 
@@ -394,6 +418,20 @@ def _order(
     return order
 
 
+def _by_reference(order: dict[str, Any], spec: str | dict[str, Any]) -> list[dict[str, Any]]:
+    """The order as it is (``by_reference`` not set), or its drug as a Medication of its own
+    that the order references, as many EHRs record it."""
+    if not (isinstance(spec, dict) and spec.get("by_reference")):
+        return [order]
+    medication = {
+        "resourceType": "Medication",
+        "id": f"{order['id']}-drug",
+        "code": order.pop("medicationCodeableConcept"),
+    }
+    order["medicationReference"] = {"reference": f"Medication/{medication['id']}"}
+    return [medication, order]
+
+
 def _statement(pid: str, sid: str, spec: str | dict[str, Any], today: date) -> dict[str, Any]:
     """A MedicationStatement of the drug: what the patient reports taking."""
     base = dict(DRAFTS[spec]) if isinstance(spec, str) else dict(spec)
@@ -475,6 +513,12 @@ def _readme(cases: list[Case]) -> str:
         f"  from `{SANDBOX_FHIR}`.",
         "- `expected.json`: for each case, the service to call and the cards (rule id and",
         "  indicator) it must answer.",
+        "",
+        "The `...-not-readable` cases are patients whose EHR cannot give some prefetch keys: their",
+        "request sends an OperationOutcome for each (CDS Hooks' way to say so), and their",
+        "expected cards are what the service answers then. Through the fetch path they need a",
+        "server that refuses those searches (403, as for scopes not granted); a sandbox server",
+        "that answers them gives the cards of the full record instead.",
         "",
         f"Dates in the files are relative to {REFERENCE_TIME.date().isoformat()}.",
         "",

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from service.fhir.refusals import outcome_code, outcome_instead_of_data
 from service.protocol.errors import PrefetchUnavailable
 from service.protocol.models import Resource
 
@@ -44,6 +45,10 @@ async def parse_answer(query: Query, body: bytes) -> Resource:
             f"The FHIR server's answer to the {query.key} query is not FHIR JSON.",
             code="fhir_error",
         )
+    if parsed["resourceType"] == "OperationOutcome" and query.kind != "OperationOutcome":
+        issue = outcome_code(parsed)
+        del parsed  # see _forget
+        raise outcome_instead_of_data(query.key, issue)
     wrong = query.wrong_data(parsed)
     if wrong is not None:
         del parsed  # see _forget

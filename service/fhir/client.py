@@ -1,9 +1,14 @@
 """Read what the prefetch lacked from the EHR's FHIR server: concurrently, bounded, never leaking.
 
-One ``httpx.AsyncClient`` serves the whole process (a new one per call costs ~18 ms). Every
-failure a FHIR server, or the request's fhirServer and token, can cause becomes a 412 with a
-stable code, because CDS Hooks asks a service that cannot get its data to say so rather than
-to guess:
+One ``httpx.AsyncClient`` serves the whole process (a new one per call costs ~18 ms). The
+server's CapabilityStatement is read once in a while (service/fhir/capabilities.py) and each
+search shaped to it; a search it declines is asked once more, simpler (service/fhir/searches.py).
+
+A read is essential or optional. An optional read that still fails, whatever the reason, is
+*not readable*: the call goes on without it, and the facts it feeds are unknown. An essential
+read that fails, a server that cannot be reached, and an answer about another patient end the
+fetch with a 412 and a stable code, because CDS Hooks asks a service that cannot get its data
+to say so rather than to guess:
 
     fhir_server_not_allowed  fhirServer is not an http(s) URL at all
     fhir_unauthorized        401/403 from the FHIR server, or a token no HTTP header can carry
@@ -28,18 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
 
 import anyio
 import httpx
 
+from service.fhir import inputs, refusals
 from service.fhir.answers import Query, parse_answer
+from service.fhir.capabilities import Capabilities, CapabilityCache
 from service.fhir.decoding import ACCEPT_ENCODING, Budget, Refused, read_body
+from service.fhir.searches import Plan
 from service.ops.config import Settings
 from service.ops.memory import HeapTrimmer
 from service.ops.metrics import Metrics
@@ -59,9 +65,21 @@ _SPARE_CONNECTIONS = 2
 # What a closed response's stream is replaced by (see FhirClient._stream).
 _SPENT = httpx.ByteStream(b"")
 
-# What an RFC 6750 bearer token may contain, give or take: printable ASCII without spaces. A
-# token outside it cannot be put in a header (httpx would raise) and is refused unsent.
-_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+# A server whose CapabilityStatement could not be read (timed out, unreachable) is asked again
+# this soon, not after the whole lifetime: it may have been a passing fault.
+_RETRY_CAPABILITIES_SECONDS = 60.0
+
+
+@dataclass
+class Fetched:
+    """What the fetch read per key (the pages, or the resource), and what it went without."""
+
+    resources: dict[str, list[Resource]] = field(default_factory=dict)
+    # Optional keys not readable, and why in a few words (``403/forbidden``, ``timeout``).
+    unreadable: dict[str, str] = field(default_factory=dict)
+    # Keys whose resource type the server's CapabilityStatement does not list.
+    not_offered: set[str] = field(default_factory=set)
 
 
 class FhirClient:
@@ -82,6 +100,9 @@ class FhirClient:
         # times out. Requests therefore wait here, never in the pool's queue (whose limit is
         # this one plus _SPARE_CONNECTIONS).
         self._slots = asyncio.Semaphore(settings.fhir_max_connections)
+        self._capabilities = CapabilityCache(
+            settings.fhir_capabilities_servers, settings.fhir_capabilities_seconds
+        )
 
     @staticmethod
     def make_http(
@@ -97,75 +118,164 @@ class FhirClient:
             headers={"Accept": "application/fhir+json", "Accept-Encoding": ACCEPT_ENCODING},
         )
 
+    def deadline(self) -> float:
+        """When a fetch starting now must end, on anyio's clock."""
+        return anyio.current_time() + self._settings.fhir_total_timeout_seconds
+
     async def fetch_all(
-        self, base: str, queries: dict[str, str], token: str | None
-    ) -> dict[str, list[Resource]]:
-        """Run every query at once; the answer holds, per key, the pages (or the resource) read."""
+        self,
+        base: str,
+        queries: dict[str, str],
+        token: str | None,
+        optional: frozenset[str] = frozenset(),
+        deadline: float | None = None,
+    ) -> Fetched:
+        """Run every query at once, by ``deadline`` (anyio's clock; by default the fetch's
+        budget from now). The keys in ``optional`` may end not readable; any other failure is
+        a 412."""
         try:
-            return await self._fetch_all(base, queries, token)
+            fetched = await self._fetch_all(base, queries, token, optional, deadline)
         except PrefetchUnavailable as failure:
             self._count_error(failure.code)
             raise
+        self._count_unreadable(base, fetched)
+        return fetched
 
     async def _fetch_all(
-        self, base: str, queries: dict[str, str], token: str | None
-    ) -> dict[str, list[Resource]]:
-        headers = _authorization(token)
-        base = _checked_base(base)
-        parsed = {key: Query.parse(key, query) for key, query in queries.items()}
-        total = self._settings.fhir_total_timeout_seconds
-        fetched: dict[str, list[Resource]] = {}
+        self,
+        base: str,
+        queries: dict[str, str],
+        token: str | None,
+        optional: frozenset[str],
+        deadline: float | None,
+    ) -> Fetched:
+        headers = inputs.authorization(token)
+        base = inputs.checked_base(base)
+        if deadline is None:
+            deadline = self.deadline()
+        fetched = Fetched()
         cap = self._settings.fhir_max_answer_bytes
-        budgets = {key: Budget(cap) for key in parsed}
+        budgets = {key: Budget(cap) for key in queries}
 
-        async def read(key: str, query: Query) -> None:
-            fetched[key] = await self._read(base, query, headers, budgets[key])
+        async def read(plan: Plan) -> None:
+            try:
+                pages = await self._read(base, plan, headers, budgets[plan.key])
+            except PrefetchUnavailable as exc:
+                if plan.key not in optional or exc.code == "fhir_wrong_data":
+                    raise
+                fetched.unreadable[plan.key] = why = refusals.why_of(exc)
+                log.warning("fhir %s: not readable (%s); going on without it", plan.key, why)
+                return
+            fetched.resources[plan.key] = pages
 
         failure: PrefetchUnavailable | None = None
+        # anyio, not asyncio.TaskGroup and asyncio.timeout: its cancellation respects the
+        # shielded scopes in which httpcore puts a connection back or closes it. A native
+        # task.cancel() goes through them, and a sibling's failure or the deadline landing
+        # while a connection is being closed leaves it "active" in the pool for good.
+        scope = anyio.CancelScope(deadline=deadline)
         try:
-            # anyio, not asyncio.TaskGroup and asyncio.timeout: its cancellation respects the
-            # shielded scopes in which httpcore puts a connection back or closes it. A native
-            # task.cancel() goes through them, and a sibling's failure or the deadline landing
-            # while a connection is being closed leaves it "active" in the pool for good.
-            with anyio.fail_after(total):
+            with scope:
+                capabilities = await self._capabilities_of(base, headers)
+                plans = [Plan.make(key, text, capabilities) for key, text in queries.items()]
                 async with anyio.create_task_group() as group:
-                    for key, query in parsed.items():
-                        group.start_soon(read, key, query)
+                    for plan in plans:
+                        if plan.offered:
+                            group.start_soon(read, plan)
+                        else:
+                            fetched.not_offered.add(plan.key)
+                            log.debug("fhir %s: %s not offered by the server", plan.key, plan.kind)
         except ExceptionGroup as failures:  # what the tasks raised, the first one first
-            failure = _fresh(_first_meaningful(failures))
-        except TimeoutError:
-            log.warning("fhir fetch exceeded its %.1fs budget", total)
-            failure = PrefetchUnavailable(
-                "The FHIR server did not answer in time.", code="fhir_timeout"
-            )
+            failure = refusals.fresh(refusals.first_meaningful(failures))
         except BaseException:
-            fetched.clear()  # see _forget
+            fetched.resources.clear()  # see _forget
             raise
         finally:
             # Every task has ended: what they read is garbage now, or part of the answer.
             self._heap.released(sum(budget.spent for budget in budgets.values()))
+        if failure is None and scope.cancelled_caught:
+            failure = self._late(queries, optional, fetched)
         if failure is not None:
-            fetched.clear()  # this frame lives as long as the failure's traceback
-            raise failure  # out of the except blocks: no __context__, see _fresh
-        return {key: fetched[key] for key in parsed}
+            fetched.resources.clear()  # this frame lives as long as the failure's traceback
+            raise failure  # out of the except blocks: no __context__, see _forget
+        return fetched
+
+    def _late(
+        self, queries: dict[str, str], optional: frozenset[str], fetched: Fetched
+    ) -> PrefetchUnavailable | None:
+        """At the deadline: a 412 if an essential read had not ended, else the optional reads
+        that had not are not readable."""
+        done = fetched.resources.keys() | fetched.unreadable.keys() | fetched.not_offered
+        late = [key for key in queries if key not in done]
+        total = self._settings.fhir_total_timeout_seconds
+        if any(key not in optional for key in late):
+            log.warning("fhir fetch exceeded its %.1fs budget", total)
+            return PrefetchUnavailable(
+                "The FHIR server did not answer in time.", code="fhir_timeout"
+            )
+        for key in late:
+            log.warning("fhir %s: not readable (timeout); going on without it", key)
+            fetched.unreadable[key] = "timeout"
+        return None
+
+    async def _capabilities_of(self, base: str, headers: dict[str, str]) -> Capabilities | None:
+        """The server's CapabilityStatement, read at most once per lifetime; None when it has
+        none (or it could not be read: then asked again a minute later)."""
+        lifetime = self._settings.fhir_capabilities_seconds
+        if lifetime == 0:
+            return None
+        known, capabilities = self._capabilities.get(base)
+        if known:
+            return capabilities
+        query = Query.parse("capabilities", "metadata")
+        keep = lifetime
+        with anyio.move_on_after(self._settings.fhir_timeout_seconds) as scope:
+            try:
+                pages = await self._pages(
+                    base, query, headers, Budget(self._settings.fhir_max_answer_bytes)
+                )
+                capabilities = Capabilities.parse(pages[0]) if pages else None
+            except PrefetchUnavailable as exc:
+                if exc.code in ("fhir_timeout", "fhir_unavailable", "fhir_unauthorized"):
+                    keep = min(lifetime, _RETRY_CAPABILITIES_SECONDS)
+                log.debug("fhir capabilities: %s", refusals.why_of(exc))
+            except Exception as exc:  # a statement we cannot use is no statement
+                keep = min(lifetime, _RETRY_CAPABILITIES_SECONDS)
+                log.warning("fhir capabilities: unexpected %s", type(exc).__name__)
+        if scope.cancelled_caught:
+            keep = min(lifetime, _RETRY_CAPABILITIES_SECONDS)
+        if capabilities is None:
+            log.debug("fhir capabilities: none readable; searches sent as written")
+        self._capabilities.put(base, capabilities, keep)
+        return capabilities
 
     async def _read(
-        self, base: str, query: Query, headers: dict[str, str], budget: Budget
+        self, base: str, plan: Plan, headers: dict[str, str], budget: Budget
     ) -> list[Resource]:
-        """A read answers one resource; a search is followed through its ``next`` links."""
+        """A read answers one resource; a search is followed through its ``next`` links, and
+        asked once more, simpler, if the server declines it."""
         try:
-            return await self._pages(base, query, headers, budget)
+            try:
+                pages = await self._pages(base, plan.first, headers, budget)
+            except refusals.Declined as declined:
+                if plan.simpler is None or not declined.simpler_may_help:
+                    raise
+                log.warning("fhir %s: declined (%s); asking it simpler", plan.key, declined.why)
+                pages = await self._pages(base, plan.simpler, headers, budget)
+            if plan.filter and plan.kind is not None:
+                pages = [plan.filter.apply(page, plan.kind) for page in pages]
+            return pages
         except PrefetchUnavailable as exc:
-            failure = _fresh(exc)
+            failure = refusals.fresh(exc)
         except Exception as exc:
             # Nothing a server sends may end as a 500; the type says enough, the text could
             # quote the answer.
-            log.error("fhir %s: unexpected %s", query.key, type(exc).__name__)
+            log.error("fhir %s: unexpected %s", plan.key, type(exc).__name__)
             failure = PrefetchUnavailable(
-                f"The FHIR server's answer to the {query.key} query could not be used.",
+                f"The FHIR server's answer to the {plan.key} query could not be used.",
                 code="fhir_error",
             )
-        raise failure  # out of the except blocks: no __context__, see _fresh
+        raise failure  # out of the except blocks: no __context__, see _forget
 
     async def _pages(
         self, base: str, query: Query, headers: dict[str, str], budget: Budget
@@ -179,7 +289,7 @@ class FhirClient:
                 if page is None:
                     break
                 pages.append(page)
-                url = _next_link(page, base)
+                url = inputs.next_link(page, base)
                 if url is not None and len(pages) >= self._settings.fhir_max_pages:
                     log.warning("fhir %s: stopped after %d pages", query.key, len(pages))
                     break
@@ -187,7 +297,8 @@ class FhirClient:
             pages.clear()  # see _forget
             raise
         if self._metrics is not None:
-            self._metrics.fhir.labels(query.key).observe(time.perf_counter() - started)
+            label = query.key.partition("#")[0]
+            self._metrics.fhir.labels(label).observe(time.perf_counter() - started)
         return pages
 
     @asynccontextmanager
@@ -208,6 +319,15 @@ class FhirClient:
         if self._metrics is not None:
             self._metrics.fhir_errors.labels(code).inc()
 
+    def _count_unreadable(self, base: str, fetched: Fetched) -> None:
+        if self._metrics is None:
+            return
+        server = inputs.origin(base)
+        for key, why in fetched.unreadable.items():
+            self._metrics.fhir_unreadable.labels(server, key.partition("#")[0], why).inc()
+        for key in fetched.not_offered:
+            self._metrics.fhir_unreadable.labels(server, key, "not-offered").inc()
+
     async def _get(
         self, query: Query, url: str, headers: dict[str, str], budget: Budget
     ) -> Resource | None:
@@ -220,8 +340,14 @@ class FhirClient:
                     if status in _RETRY_STATUS and attempt < attempts:
                         log.warning("fhir %s: HTTP %d (attempt %d)", key, status, attempt)
                         continue
-                    if not _usable_status(query, response):
+                    if status in (404, 410) and query.is_read:
+                        # A read of a resource that does not exist: no data, not a failure.
+                        log.warning("fhir %s: HTTP %d on read; treated as no data", key, status)
                         return None
+                    if status >= 500:
+                        raise refusals.unavailable(key, status)
+                    if status != 200:
+                        raise refusals.declined(key, status, await _issue(response))
                     body = await read_body(response, budget)
             except httpx.TimeoutException:
                 log.warning("fhir %s: timed out", key)
@@ -254,69 +380,14 @@ class FhirClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-# --- the status, the body ------------------------------------------------------------------
-
-
-def _usable_status(query: Query, response: httpx.Response) -> bool:
-    """True for an answer to read; False for a read of a resource that does not exist."""
-    key, status = query.key, response.status_code
-    if status in (401, 403):
-        log.warning("fhir %s: HTTP %d", key, status)
-        raise PrefetchUnavailable(
-            f"The FHIR server refused the {key} query (HTTP {status}): check fhirAuthorization.",
-            code="fhir_unauthorized",
-        )
-    if status in (404, 410) and query.is_read:
-        # A read of a resource that does not exist: no data, not a failure.
-        log.warning("fhir %s: HTTP %d on read; treated as no data", key, status)
-        return False
-    if status >= 500:
-        log.warning("fhir %s: HTTP %d", key, status)
-        raise PrefetchUnavailable(
-            f"The FHIR server failed on the {key} query (HTTP {status}).", code="fhir_unavailable"
-        )
-    if status != 200:
-        log.warning("fhir %s: HTTP %d", key, status)
-        raise PrefetchUnavailable(
-            f"The FHIR server answered the {key} query with HTTP {status}.", code="fhir_error"
-        )
-    return True
-
-
-def _authorization(token: str | None) -> dict[str, str]:
-    if not token:
-        return {}
-    if not _TOKEN.fullmatch(token):
-        log.warning("fhir fetch: the access token is not printable ASCII; nothing sent")
-        raise PrefetchUnavailable(
-            "The fhirAuthorization access_token cannot be sent in an HTTP header: a bearer "
-            "token is printable ASCII without spaces.",
-            code="fhir_unauthorized",
-        )
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _checked_base(base: str) -> str:
-    """fhirServer without its trailing slash, if it is an http(s) URL httpx can request."""
+async def _issue(response: httpx.Response) -> str | None:
+    """The OperationOutcome issue code of a small error answer, if it has one."""
+    if not refusals.is_small_error(response):
+        return None
     try:
-        parts = urlsplit(base)
-        parts.port  # noqa: B018 - raises on a port that is not a number
-        httpx.URL(base)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except (ValueError, httpx.InvalidURL):
-        usable = False
-    if not usable:
-        log.warning("fhir fetch: fhirServer is not a usable URL; nothing sent")
-        raise PrefetchUnavailable(
-            f"The fhirServer {base[:200]!r} is not an http(s) URL this service can contact.",
-            code="fhir_server_not_allowed",
-        )
-    return base.rstrip("/")
-
-
-def _fresh(failure: PrefetchUnavailable) -> PrefetchUnavailable:
-    """The same 412 without the traceback and the context of the original (see _forget)."""
-    return PrefetchUnavailable(failure.message, code=failure.code)
+        return refusals.issue_code(await read_body(response, Budget(64 * 1024)))
+    except (Refused, httpx.HTTPError):
+        return None
 
 
 # _forget: a failure's traceback holds the frames that read the answer, and their locals: up to
@@ -326,48 +397,3 @@ def _fresh(failure: PrefetchUnavailable) -> PrefetchUnavailable:
 # by, and the served process runs it rarely. So every frame lets go of the answer on its way
 # out, and the 412 raised is a fresh one. Without this, 1,000 calls at once to a server
 # sending 50 MB Bundles took a worker to 2.4 GB.
-
-
-def _first_meaningful(group: BaseExceptionGroup[Any]) -> PrefetchUnavailable:
-    """The first failure that says what went wrong: the tasks' own 412s first."""
-    leaves = list(_leaves(group))
-    for exc in leaves:
-        if isinstance(exc, PrefetchUnavailable):
-            return exc
-    if any(isinstance(exc, TimeoutError | httpx.TimeoutException) for exc in leaves):
-        return PrefetchUnavailable("The FHIR server did not answer in time.", code="fhir_timeout")
-    log.error("fhir fetch failed: %s", ", ".join(type(exc).__name__ for exc in leaves))
-    return PrefetchUnavailable("The FHIR server's answer could not be used.", code="fhir_error")
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-# --- paging --------------------------------------------------------------------------------
-
-
-def _next_link(page: Resource, base: str) -> str | None:
-    links = page.get("link") if page.get("resourceType") == "Bundle" else None
-    if not isinstance(links, list):
-        return None
-    for link in links:
-        if isinstance(link, dict) and link.get("relation") == "next":
-            url = link.get("url")
-            if isinstance(url, str) and _same_origin(url, base):
-                return url
-            log.warning("fhir next link to another origin not followed")
-            return None
-    return None
-
-
-def _same_origin(url: str, base: str) -> bool:
-    try:
-        a, b = urlsplit(url), urlsplit(base)
-    except ValueError:
-        return False
-    return (a.scheme, a.netloc) == (b.scheme, b.netloc)

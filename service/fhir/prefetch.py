@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.fhir import references
 from service.fhir.client import FhirClient
 from service.protocol.errors import PrefetchUnavailable
 from service.protocol.models import PREFETCH_TOKEN, HookRequest, Resource, Service
@@ -33,11 +34,18 @@ class Prefetched:
 
     resources: dict[str, list[Resource]] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)
+    # The resource types the FHIR server does not offer at all (its CapabilityStatement):
+    # nothing of them is recorded there, which is not the same as unknown.
+    not_offered: set[str] = field(default_factory=set)
+    # Per prefetch key not read, why in a few words (``403/forbidden``, ``client``): for the
+    # hook's log line.
+    reasons: dict[str, str] = field(default_factory=dict)
 
-    def could_not_read(self, template: str) -> None:
+    def could_not_read(self, key: str, template: str, why: str) -> None:
         """The resource type the template reads is unknown (an OperationOutcome for its key, a
         refused optional read)."""
         self.unreadable.add(kind_of(template))
+        self.reasons[key] = why
 
 
 def kind_of(template: str) -> str:
@@ -155,11 +163,36 @@ async def gather(
             missing[key] = render(template, request)
         else:
             log.warning("prefetch %s: the client could not prefetch it; unknown", key)
-            data.could_not_read(template)
+            data.could_not_read(key, template, "client")
             # What came beside the error is still read (a part of the answer is not nothing).
             data.resources[key] = resources_of(key, given[key])
-    if not missing:
-        return data
+    deadline = fhir.deadline() if fhir is not None else None
+    if missing:
+        fhir, server = _check_server(request, fhir, allowed, missing, failed)
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        templates = service.prefetch or {}
+        optional = frozenset(k for k in missing if kind_of(templates[k]) not in ESSENTIAL)
+        fetched = await fhir.fetch_all(server, missing, token, optional, deadline)
+        for key, value in fetched.resources.items():
+            data.resources[key] = [r for res in value for r in resources_of(key, res)]
+        for key, why in fetched.unreadable.items():
+            data.could_not_read(key, templates[key], why)
+        for key in fetched.not_offered:
+            data.not_offered.add(kind_of(templates[key]))
+            data.reasons[key] = "not-offered"
+    await _read_references(service, request, fhir, allowed, data, deadline)
+    return data
+
+
+def _check_server(
+    request: HookRequest,
+    fhir: FhirClient | None,
+    allowed: Callable[[str], bool],
+    missing: dict[str, str],
+    failed: list[str],
+) -> tuple[FhirClient, str]:
+    """The client and the request's FHIR server, if this service may read the keys from it;
+    else a 412."""
     if not request.fhirServer or fhir is None:
         if failed:
             raise PrefetchUnavailable(
@@ -183,8 +216,50 @@ async def gather(
             "(docs/configuration.md).",
             code="fhir_server_not_allowed",
         )
-    token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
-    fetched = await fhir.fetch_all(request.fhirServer, missing, token)
-    for key, value in fetched.items():
-        data.resources[key] = [r for res in value for r in resources_of(key, res)]
-    return data
+    return fhir, request.fhirServer
+
+
+async def _read_references(
+    service: Service,
+    request: HookRequest,
+    fhir: FhirClient | None,
+    allowed: Callable[[str], bool],
+    data: Prefetched,
+    deadline: float | None,
+) -> None:
+    """Read by id what the templates ``_include`` and the answers left out (service/fhir/
+    references.py), within the fetch's deadline; what is still missing stays unknown."""
+    base = request.fhirServer
+    templates = service.prefetch or {}
+    wanted = {
+        key: found
+        for key, template in templates.items()
+        if (found := references.missing(template, data.resources.get(key, []), base))
+    }
+    if not wanted:
+        return
+    reads = {
+        f"{key}#{n}": reference
+        for key, found in wanted.items()
+        for n, reference in enumerate(found[: references.MAX_READS])
+    }
+    if base and fhir is not None and allowed(base):
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        try:
+            got = await fhir.fetch_all(base, reads, token, frozenset(reads), deadline)
+        except PrefetchUnavailable as failure:  # the answer was about another resource
+            log.warning("fhir references: %s; left unknown", failure.code)
+        else:
+            for read, pages in got.resources.items():
+                data.resources[read.partition("#")[0]].extend(
+                    r for page in pages for r in resources_of(read, page)
+                )
+    for key, found in wanted.items():
+        left = references.missing(templates[key], data.resources[key], base)
+        if left:
+            log.warning(
+                "prefetch %s: %d of %d referenced resources not read; unknown",
+                key,
+                len(left),
+                len(found),
+            )

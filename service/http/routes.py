@@ -249,7 +249,7 @@ async def call_service(service_id: str, request: Request) -> Response:
     counts = result.prefetch
     log.info(
         "hook service=%s hookInstance=%s resources=%d drafts=%d prefetch given=%d fetched=%d "
-        "missing=%d rules=%s ms=%.1f",
+        "missing=%d reads=%s unreadable=%s rules=%s ms=%.1f",
         service.id,
         hook_request.hookInstance,
         record.size,
@@ -257,6 +257,8 @@ async def call_service(service_id: str, request: Request) -> Response:
         counts.given,
         counts.fetched,
         counts.missing,
+        ",".join(f"{k}:{n}" for k, n in counts.reads.items()) or "-",
+        ",".join(f"{k}:{why}" for k, why in counts.unreadable.items()) or "-",
         ",".join(rules) or "-",
         ms,
         extra={
@@ -268,6 +270,8 @@ async def call_service(service_id: str, request: Request) -> Response:
             "prefetchGiven": counts.given,
             "prefetchFetched": counts.fetched,
             "prefetchMissing": counts.missing,
+            "reads": counts.reads,
+            **({"unreadable": counts.unreadable} if counts.unreadable else {}),
             "rules": rules,
             "ms": ms,
             **({"silent": silent} if silent else {}),

@@ -135,6 +135,17 @@ class Settings(BaseSettings):
         "answers 412 `fhir_answer_too_large`. Bounds the memory a FHIR server can take.",
     )
 
+    fhir_capabilities_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long a FHIR server's CapabilityStatement (`/metadata`), or its lack of "
+        "one, is kept before it is read again; the searches are shaped to what it lists. 0 "
+        "never reads it: every search is sent as written.",
+    )
+    fhir_capabilities_servers: int = Field(
+        64, ge=1, description="FHIR servers whose CapabilityStatement is kept at once."
+    )
+
     @field_validator("site_file", mode="before")
     @classmethod
     def _site_file(cls, value: object) -> object:

@@ -48,6 +48,13 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.fhir_unreadable = Counter(
+            "ipt_cds_fhir_unreadable_total",
+            "Optional FHIR reads the call went without (refused, failed, or a resource type the "
+            "server does not offer), by server, prefetch key and reason",
+            ["server", "key", "reason"],
+            registry=self.registry,
+        )
         self.feedback = Counter(
             "ipt_cds_feedback_total",
             "Feedback items received",

@@ -13,15 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from service.fhir.filters import CODED, PLAIN, SearchFilter
 from service.protocol.models import Resource, Service
 
 # Parameters that change only how a server pages or sorts its answer, not what it holds.
 _IGNORED = frozenset({"_count", "_sort", "_total"})
-# Token parameters read from a code element of the same name (US Core searches
-# MedicationRequest by patient and intent).
-_PLAIN = frozenset({"intent"})
-# Token parameters read from a CodeableConcept element of the same name.
-_CODED = {"code": "code", "category": "category"}
 # _include targets: the reference element, and the (shared) type it points to.
 _INCLUDES = {"medication": ("medicationReference", "Medication")}
 _PATIENT = "{{context.patientId}}"
@@ -38,11 +34,8 @@ class Search:
     key: str
     kind: str
     read: bool
-    statuses: frozenset[str] | None
-    # Plain code parameters (``intent``): the element, and the codes it accepts.
-    plain: tuple[tuple[str, frozenset[str]], ...]
-    # Each coded parameter: the element, and the (system or None, code) pairs it accepts.
-    coded: tuple[tuple[str, frozenset[tuple[str | None, str | None]]], ...]
+    # What the search's status, intent and code parameters select, as a server applies them.
+    filter: SearchFilter
     includes: tuple[tuple[str, str], ...]
 
     def answer(self, patient_id: str, own: Mapping[str, list[Resource]], shared: Shared) -> Any:
@@ -50,7 +43,7 @@ class Search:
         searchset Bundle."""
         if self.read:
             return next((r for r in own.get(self.kind, []) if r.get("id") == patient_id), None)
-        found = [r for r in own.get(self.kind, []) if self._matches(r)]
+        found = [r for r in own.get(self.kind, []) if self.filter.matches(r)]
         entries: list[dict[str, Any]] = [
             {"resource": r, "search": {"mode": "match"}} for r in found
         ]
@@ -70,13 +63,6 @@ class Search:
             bundle["entry"] = entries
         return bundle
 
-    def _matches(self, resource: Resource) -> bool:
-        if self.statuses is not None and resource.get("status") not in self.statuses:
-            return False
-        if any(resource.get(element) not in codes for element, codes in self.plain):
-            return False
-        return all(_has_coding(resource.get(element), codes) for element, codes in self.coded)
-
 
 def compile_searches(service: Service) -> tuple[Search, ...]:
     return tuple(_compile(key, text) for key, text in (service.prefetch or {}).items())
@@ -95,12 +81,9 @@ def _compile(key: str, template: str) -> Search:
     path, _, query = template.strip().lstrip("/").partition("?")
     where = f"prefetch {key} ({template})"
     if path == f"Patient/{_PATIENT}" and not query:
-        return Search(key, "Patient", True, None, (), (), ())
+        return Search(key, "Patient", True, SearchFilter(), ())
     if "/" in path or not path[:1].isupper():
         raise ReplayQueryError(f"{where}: replay answers the patient's read and searches only")
-    statuses: frozenset[str] | None = None
-    plain: list[tuple[str, frozenset[str]]] = []
-    coded: list[tuple[str, frozenset[tuple[str | None, str | None]]]] = []
     includes: list[tuple[str, str]] = []
     about_patient = False
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -108,12 +91,8 @@ def _compile(key: str, template: str) -> Search:
             if value not in (_PATIENT, f"Patient/{_PATIENT}"):
                 raise ReplayQueryError(f"{where}: replay searches the context patient only")
             about_patient = True
-        elif name == "status":
-            statuses = frozenset(v for v in value.split(",") if v)
-        elif name in _PLAIN:
-            plain.append((name, frozenset(v for v in value.split(",") if v)))
-        elif name in _CODED:
-            coded.append((_CODED[name], frozenset(_token(v) for v in value.split(",") if v)))
+        elif name in PLAIN or name in CODED:
+            pass  # SearchFilter.of reads them
         elif name == "_include":
             source, _, param = value.partition(":")
             if source != path or param not in _INCLUDES:
@@ -123,26 +102,4 @@ def _compile(key: str, template: str) -> Search:
             raise ReplayQueryError(f"{where}: replay cannot answer the parameter {name!r}")
     if not about_patient:
         raise ReplayQueryError(f"{where}: a search must be restricted to the context patient")
-    return Search(key, path, False, statuses, tuple(plain), tuple(coded), tuple(includes))
-
-
-def _token(value: str) -> tuple[str | None, str | None]:
-    """A token as FHIR search reads it: ``system|code``; ``code`` in any system (None);
-    ``|code`` without a system (""); ``system|`` any code of the system (code None)."""
-    if "|" not in value:
-        return None, value
-    system, _, code = value.partition("|")
-    return system, code or None
-
-
-def _has_coding(concept: Any, codes: frozenset[tuple[str | None, str | None]]) -> bool:
-    concepts = concept if isinstance(concept, list) else [concept]
-    for item in concepts:
-        codings = item.get("coding") if isinstance(item, dict) else None
-        for coding in codings if isinstance(codings, list) else []:
-            if not isinstance(coding, dict):
-                continue
-            code, system = coding.get("code"), coding.get("system") or ""
-            if {(system, code), (None, code), (system, None)} & codes:
-                return True
-    return False
+    return Search(key, path, False, SearchFilter.of(query), tuple(includes))
