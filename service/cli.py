@@ -45,6 +45,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cases", type=Path, help="folder of case files (default: the repository's fixtures)"
     )
 
+    check = what.add_parser(
+        "check", help="check that the services' searches find the loaded patients on a server"
+    )
+    check.add_argument("--fhir-server", required=True, help="FHIR base URL")
+    check.add_argument("--token", help="bearer token for the FHIR server")
+    check.add_argument(
+        "--cases", type=Path, help="folder of case files (default: the repository's fixtures)"
+    )
+    check.add_argument(
+        "names", nargs="*", help="fixtures to check (default: a few that cover every search)"
+    )
+
     invoke = commands.add_parser("invoke", help="call a CDS Service and print its cards")
     invoke.add_argument("service_id", help="ipt-order-select, ipt-order-sign or ipt-patient-view")
     source = invoke.add_mutually_exclusive_group(required=True)
@@ -146,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(f"{build()} files written under fhir_fixtures/ and cards/examples/\n")
         return 0
+    if args.command == "fixtures" and args.action == "check":
+        return integrator.run(
+            integrator.check, args.fhir_server, args.token, args.names, sys.stdout, args.cases
+        )
     if args.command == "fixtures":
         return integrator.run(
             integrator.load,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 import uvicorn
 
 from service import __version__
 from service.cli import _local_service_url, main
-from service.devtools import integrator
 from service.devtools.fixtures import load_cases
 from service.http.app import create_app
 from service.ops.config import Settings
@@ -193,40 +189,6 @@ def test_bad_configuration_is_one_line_and_exit_2(
     assert message in err
     assert err.count("\n") == 1, "one line"
     assert started == [], "the server is not started"
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-@pytest.mark.parametrize("quiet", [True, False])
-def test_fixtures_load_shows_one_progress_bar_or_nothing(quiet: bool) -> None:
-    names = [case.name for case in load_cases()[:3]]
-    out = _Terminal()
-    with respx.mock:
-        base = "http://fhir.test/fhir"
-        respx.post(base).respond(
-            200, json={"resourceType": "Bundle", "type": "transaction-response"}
-        )
-        assert integrator.load(base, None, names, out, quiet=quiet) == 0
-    text = out.getvalue()
-    assert text.count("\n") == 1, "the summary is the only line"
-    assert text.split("\r")[-1].startswith("Loaded 3 of 3 patients ("), text
-    assert ("3/3 patients" in text) is not quiet
-
-
-def test_fixtures_load_names_a_failure_on_its_own_line() -> None:
-    names = [case.name for case in load_cases()[:2]]
-    out = _Terminal()
-    with respx.mock:
-        respx.post("http://fhir.test/fhir").mock(
-            side_effect=[httpx.Response(200, json={}), httpx.Response(422, json={})]
-        )
-        assert integrator.load("http://fhir.test/fhir", None, names, out, quiet=True) != 0
-    lines = out.getvalue().splitlines()
-    assert lines[0] == f"{names[1]}: FAILED, HTTP 422"
-    assert lines[1].startswith("Loaded 1 of 2 patients")
 
 
 def test_invoke_in_process_needs_no_server_and_never_holds_a_card_back(

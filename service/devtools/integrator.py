@@ -13,13 +13,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
-from service.devtools import dev_auth
+from service.devtools import dev_auth, fixture_check
 from service.devtools.fixtures import SANDBOX_FHIR, Case, authorization, load_cases
 from service.ops.progress import ProgressBar
 
@@ -30,6 +31,10 @@ EXIT_TOOL_ERROR = 2
 # For one patient's transaction, or one hook call, on a developer's sandbox: generous for a
 # server writing a whole patient at once, yet finite, so that one that hangs ends the run.
 HTTP_TIMEOUT_SECONDS = 30
+# A patient's failed entries named in its FAILED line, and the characters of a server's
+# diagnostics kept: enough to see what went wrong, not a screenful per patient.
+PROBLEMS_SHOWN = 5
+DIAGNOSTICS_CHARS = 200
 
 
 # (url, body, headers) -> the service's answer.
@@ -64,6 +69,16 @@ def _headers(token: str | None) -> dict[str, str]:
     return headers
 
 
+def _select(names: list[str], cases_dir: Path | None) -> list[Case]:
+    if cases_dir is not None and not cases_dir.is_dir():
+        raise ToolError(f"{cases_dir}: no such folder of fixture cases")
+    every = load_cases(cases_dir) if cases_dir is not None else load_cases()
+    unknown = sorted(set(names) - {c.name for c in every})
+    if unknown:
+        raise ToolError(f"no fixture named {unknown[0]!r} (see `ipt-cds fixtures list`)")
+    return [c for c in every if c.name in names] if names else every
+
+
 def load(
     fhir_server: str,
     token: str | None,
@@ -74,65 +89,178 @@ def load(
     cases_dir: Path | None = None,
 ) -> int:
     """PUT every fixture patient into the server, as one transaction per patient, dated
-    relative to ``now`` (today by default). On a terminal one progress bar, unless ``quiet``;
-    failures and the summary always."""
-    if cases_dir is not None and not cases_dir.is_dir():
-        raise ToolError(f"{cases_dir}: no such folder of fixture cases")
-    every = load_cases(cases_dir) if cases_dir is not None else load_cases()
-    unknown = sorted(set(names) - {c.name for c in every})
-    if unknown:
-        raise ToolError(f"no fixture named {unknown[0]!r} (see `ipt-cds fixtures list`)")
-    cases = [c for c in every if c.name in names] if names else every
+    relative to ``now`` (today by default), then run the services' own searches for a few of
+    the patients loaded (``fixture_check``). On a terminal one progress bar, unless ``quiet``;
+    failures, the summary and the check's verdict always."""
+    cases = _select(names, cases_dir)
     base = fhir_server.rstrip("/")
     now = now or datetime.now(UTC)
     started, created, failed = time.perf_counter(), 0, []
+    loaded: list[tuple[Case, list[dict[str, Any]]]] = []
     bar = ProgressBar(out, len(cases), shown=not quiet and out.isatty())
     with httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, headers=_headers(token)) as http:
         for i, case in enumerate(cases, 1):
             bundle = case.transaction(now)
             try:
-                response = http.post(base, json=bundle)
-                if response.status_code in (400, 404, 405, 501):
-                    # Servers without transactions: one PUT per resource does the same.
-                    response = _put_each(http, base, bundle)
+                written = _write(http, base, bundle)
             except httpx.TransportError as exc:
                 raise ToolError(f"cannot reach the FHIR server at {base}: {exc}") from None
-            n = len(bundle["entry"])
-            if response.is_success:
-                created += n
-            else:
+            if written.status in (401, 403):
+                raise ToolError(f"the FHIR server refused the token (HTTP {written.status})")
+            created += written.count
+            if not written.ok:
                 failed.append(case.name)
                 bar.clear()
-                out.write(f"{case.name}: FAILED, HTTP {response.status_code}{_outcome(response)}\n")
+                out.write(f"{case.name}: FAILED, {written.describe()}\n")
+            else:
+                loaded.append((case, [e["resource"] for e in bundle["entry"]]))
             bar.show(i)
-            if response.status_code in (401, 403):
-                raise ToolError(f"the FHIR server refused the token (HTTP {response.status_code})")
     bar.clear()
     seconds = time.perf_counter() - started
     out.write(
         f"Loaded {len(cases) - len(failed)} of {len(cases)} patients ({created} resources) "
         f"into {base} in {seconds:.1f} s\n"
     )
-    return EXIT_FAILED if failed else 0
+    searched = _check(base, token, loaded, out, per_search=False) if loaded else True
+    return EXIT_FAILED if failed or not searched else 0
 
 
-def _put_each(http: httpx.Client, base: str, bundle: dict[str, Any]) -> httpx.Response:
-    response = httpx.Response(200)
+def check(
+    fhir_server: str, token: str | None, names: list[str], out: TextIO, cases_dir: Path | None
+) -> int:
+    """The searches of ``load``'s check alone, for patients loaded before: the named ones, or
+    the few ``load`` would pick. One line per search, exit 0 when each found what it should."""
+    cases = _select(names, cases_dir)
+    now = datetime.now(UTC)
+    chosen = [(case, case.resources(now)) for case in cases]
+    ok = _check(fhir_server.rstrip("/"), token, chosen, out, per_search=True, every=bool(names))
+    return 0 if ok else EXIT_FAILED
+
+
+def _check(
+    base: str,
+    token: str | None,
+    loaded: list[tuple[Case, list[dict[str, Any]]]],
+    out: TextIO,
+    per_search: bool,
+    every: bool = False,
+) -> bool:
+    try:
+        service = fixture_check.services_searched()
+        searches = fixture_check.searches_of(service)
+        chosen = loaded if every else fixture_check.representatives(loaded, searches)
+        checked = []
+        for case, resources in chosen:
+            checked.append(fixture_check.check_case(case, resources, base, token, service))
+            if checked[-1].failure is not None:
+                break  # the next patients' fetches would fail the same way: no news
+    except fixture_check.CheckError as exc:
+        raise ToolError(str(exc)) from None
+    ok = fixture_check.write(checked, out, per_search)
+    if ok:
+        patients = ", ".join(c.patient for c in checked)
+        out.write(f"The services' searches found every resource loaded for {patients}\n")
+    return ok
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the server made of one patient's transaction: its HTTP status (the last PUT's,
+    without transactions), how many resources it wrote, and why others were not."""
+
+    status: int
+    count: int
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300 and not self.problems
+
+    def describe(self) -> str:
+        shown = "; ".join(self.problems[:PROBLEMS_SHOWN])
+        more = len(self.problems) - PROBLEMS_SHOWN
+        return (
+            f"HTTP {self.status}"
+            + (f": {shown}" if shown else "")
+            + (f"; and {more} more" if more > 0 else "")
+        )
+
+
+def _write(http: httpx.Client, base: str, bundle: dict[str, Any]) -> Written:
+    response = http.post(base, json=bundle)
+    if response.status_code in (400, 404, 405, 501):
+        # Servers without transactions: one PUT per resource does the same.
+        return _put_each(http, base, bundle)
+    if not response.is_success:
+        said = _outcome(response).removeprefix(": ")
+        return Written(response.status_code, 0, (said,) if said else ())
+    return _transaction_response(response, bundle["entry"])
+
+
+def _transaction_response(response: httpx.Response, sent: list[dict[str, Any]]) -> Written:
+    """A 2xx says the server took the Bundle, not that it wrote each resource: each entry of
+    the transaction-response says that, in the order the requests were sent."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    entries = body.get("entry") if isinstance(body, dict) else None
+    status = response.status_code
+    if not isinstance(entries, list) or not entries:
+        return Written(status, 0, ("the answer is not a transaction-response with entries",))
+    count, problems = 0, []
+    for request, entry in zip(sent, entries, strict=False):
+        found = entry.get("response") if isinstance(entry, dict) else None
+        answer: dict[str, Any] = found if isinstance(found, dict) else {}
+        code = _status_code(answer.get("status"))
+        if code is not None and 200 <= code < 300:
+            count += 1
+        else:
+            what = request["request"]["url"]
+            said = str(answer.get("status") or "no status")[:40]
+            problems.append(f"{what} {said}{_diagnostics(answer.get('outcome'))}")
+    if len(entries) < len(sent):
+        problems.append(f"{len(entries)} entries answer the {len(sent)} sent")
+    return Written(status, count, tuple(problems))
+
+
+def _status_code(status: Any) -> int | None:
+    """``"201 Created"`` -> 201; None for anything that is not a status."""
+    head = status.strip().partition(" ")[0] if isinstance(status, str) else ""
+    return int(head) if head.isdigit() else None
+
+
+def _put_each(http: httpx.Client, base: str, bundle: dict[str, Any]) -> Written:
+    status, count, problems = 200, 0, []
     for entry in bundle["entry"]:
-        response = http.put(f"{base}/{entry['request']['url']}", json=entry["resource"])
-        if not response.is_success:
-            break
-    return response
+        what = entry["request"]["url"]
+        response = http.put(f"{base}/{what}", json=entry["resource"])
+        status = response.status_code
+        if status in (401, 403):
+            return Written(status, count, (f"{what} HTTP {status}",))
+        if response.is_success:
+            count += 1
+        else:
+            problems.append(f"{what} HTTP {status}{_outcome(response)}")
+    return Written(status, count, tuple(problems))
 
 
 def _outcome(response: httpx.Response) -> str:
     try:
-        body = response.json()
-        issue = body.get("issue", [{}])[0]
-        text = issue.get("diagnostics") or issue.get("details", {}).get("text")
-    except (ValueError, AttributeError, IndexError):
+        return _diagnostics(response.json())
+    except ValueError:
         return ""
-    return f": {text}" if text else ""
+
+
+def _diagnostics(outcome: Any) -> str:
+    """An OperationOutcome's first issue's text, as ``: text`` (cut short), or nothing."""
+    issues = outcome.get("issue") if isinstance(outcome, dict) else None
+    issue = issues[0] if isinstance(issues, list) and issues else None
+    if not isinstance(issue, dict):
+        return ""
+    details = issue.get("details")
+    text = issue.get("diagnostics") or (details.get("text") if isinstance(details, dict) else None)
+    return f": {str(text)[:DIAGNOSTICS_CHARS]}" if text else ""
 
 
 def invoke(
