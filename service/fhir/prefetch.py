@@ -239,7 +239,7 @@ async def _read_references(
     if not wanted:
         return
     reads = {
-        f"{key}#{n}": reference
+        f"{key}.references#{n}": reference
         for key, found in wanted.items()
         for n, reference in enumerate(found[: references.MAX_READS])
     }
@@ -251,7 +251,7 @@ async def _read_references(
             log.warning("fhir references: %s; left unknown", failure.code)
         else:
             for read, pages in got.resources.items():
-                data.resources[read.partition("#")[0]].extend(
+                data.resources[read.partition(".references#")[0]].extend(
                     r for page in pages for r in resources_of(read, page)
                 )
     for key, found in wanted.items():

@@ -9,6 +9,7 @@ cannot be read leaves its drug unknown (service/clinical/medications.py), never 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from service.fhir.answers import parse_reference
@@ -20,23 +21,28 @@ ELEMENTS = {"medication": "medicationReference"}
 MAX_READS = 50
 
 
-def included(template: str) -> list[tuple[str, str]]:
-    """(resource type searched, element referencing what it includes) per ``_include``."""
+@lru_cache(maxsize=256)
+def included(template: str) -> tuple[tuple[str, str], ...]:
+    """(resource type searched, element referencing what it includes) per ``_include``; a
+    template's, parsed once (every call asks)."""
     path, _, params = template.strip().lstrip("/").partition("?")
     out = []
     for name, value in parse_qsl(params, keep_blank_values=True):
         source, _, param = value.partition(":")
         if name == "_include" and source == path and param in ELEMENTS:
             out.append((source, ELEMENTS[param]))
-    return out
+    return tuple(out)
 
 
 def missing(template: str, resources: Iterable[Resource], base: str | None) -> list[str]:
     """The ``Type/id`` references of the template's ``_include``s absent from its answer: relative
     ones, and absolute ones on ``base`` (another server's ids mean nothing on this one)."""
+    includes = included(template)
+    if not includes:
+        return []
     resources = list(resources)
     wanted: list[str] = []
-    for kind, element in included(template):
+    for kind, element in includes:
         for resource in resources:
             if resource.get("resourceType") != kind:
                 continue
