@@ -32,12 +32,17 @@ def free_port() -> int:
         return port
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> bool:
+def wait_until_up(
+    url: str,
+    process: subprocess.Popen[bytes],
+    seconds: float = 60,
+    headers: dict[str, str] | None = None,
+) -> bool:
     """True once ``url`` answers 200; False if the process exits or time runs out."""
     deadline = time.monotonic() + seconds
     while process.poll() is None and time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, headers=headers, timeout=1).status_code == 200:
                 return True
         except httpx.TransportError:
             pass

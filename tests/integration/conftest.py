@@ -1,7 +1,8 @@
-"""A real FHIR server for the integration tests (see tests/fhir_server.py).
+"""Real FHIR servers for the integration tests: sekmet-fhir (see tests/fhir_server.py) and
+Medplum's FHIR router (see tests/medplum_server.py).
 
-Where sekmet-fhir is not installed the tests skip, except under CI (or
-IPT_CDS_REQUIRE_FHIR_SERVER=1), where they fail.
+Where one is not installed its tests skip, except under CI (or IPT_CDS_REQUIRE_FHIR_SERVER=1),
+where they fail.
 """
 
 from __future__ import annotations
@@ -11,17 +12,30 @@ from collections.abc import Iterator
 
 import pytest
 
+from .. import medplum_server as medplum
 from ..fhir_server import SEKMET, FhirServer, running
 
 __all__ = ["FhirServer"]
 
 
+def _unavailable(message: str) -> None:
+    if os.environ.get("CI") or os.environ.get("IPT_CDS_REQUIRE_FHIR_SERVER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
     if not SEKMET.exists():
-        message = f"sekmet-fhir is not installed at {SEKMET}: run scripts/test"
-        if os.environ.get("CI") or os.environ.get("IPT_CDS_REQUIRE_FHIR_SERVER"):
-            pytest.fail(message)
-        pytest.skip(message)
+        _unavailable(f"sekmet-fhir is not installed at {SEKMET}: run scripts/test")
     with running(tmp_path_factory.mktemp("fhir-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def medplum_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    why = medplum.missing()
+    if why:
+        _unavailable(why)
+    with medplum.running(tmp_path_factory.mktemp("medplum-server")) as server:
         yield server

@@ -1,10 +1,12 @@
-"""Against a real FHIR server: load the fixtures, call every hook without prefetch, compare."""
+"""Against real FHIR servers, sekmet-fhir and Medplum's router: load the fixtures, call every hook
+without prefetch, compare the cards with what each fixture expects."""
 
 from __future__ import annotations
 
 import io
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -19,32 +21,77 @@ from service.replay.scenarios import SCENARIOS
 
 from ..conftest import NOW
 from ..replaying import FIXTURE_BUNDLES, CardsByCall, cards_by_call, run_replay, scenario_request
+from . import by_reference
 from .conftest import FhirServer
 
 CASES = load_cases()
 # A real server answers every search: the cases whose searches a server refuses run through
 # tests/test_rule_cases.py (a fake that refuses them) and tests/test_fhir_servers.py.
 ANSWERED = [c for c in CASES if not c.unreadable]
+BY_REFERENCE = by_reference.cases()
+# Each server under test, by the session fixture that starts it: the fetch path must give the
+# same cards from either, whatever each one's quirks.
+SERVERS = {"sekmet": "fhir_server", "medplum": "medplum_server"}
+
+
+@pytest.fixture(scope="session")
+def loaded_bases() -> set[str]:
+    return set()
+
+
+def _loaded(server: FhirServer, bases: set[str]) -> FhirServer:
+    """The server with every fixture patient in it, loaded once per session."""
+    if server.base not in bases:
+        out = io.StringIO()
+        assert integrator.load(server.base, server.token, [], out, now=NOW) == 0, out.getvalue()
+        assert f"Loaded {len(CASES)} of {len(CASES)} patients" in out.getvalue()
+        headers = {
+            "Authorization": f"Bearer {server.token}",
+            "Content-Type": "application/fhir+json",
+        }
+        for case in BY_REFERENCE:
+            bundle = by_reference.transaction(case, NOW)
+            response = httpx.post(server.base, json=bundle, headers=headers, timeout=30)
+            assert response.is_success, f"{case.name}: {response.text}"
+        bases.add(server.base)
+    return server
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def loaded(request: pytest.FixtureRequest, loaded_bases: set[str]) -> FhirServer:
+    server: FhirServer = request.getfixturevalue(SERVERS[request.param])
+    return _loaded(server, loaded_bases)
 
 
 @pytest.fixture(scope="module")
-def loaded(fhir_server: FhirServer) -> FhirServer:
-    out = io.StringIO()
-    assert integrator.load(fhir_server.base, fhir_server.token, [], out, now=NOW) == 0, (
-        out.getvalue()
-    )
-    assert f"Loaded {len(CASES)} of {len(CASES)} patients" in out.getvalue()
-    return fhir_server
+def sekmet_loaded(fhir_server: FhirServer, loaded_bases: set[str]) -> FhirServer:
+    return _loaded(fhir_server, loaded_bases)
+
+
+@contextmanager
+def _service(
+    knowledge: Knowledge, server: FhirServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    db = tmp_path_factory.mktemp("store") / "store.sqlite3"
+    settings = Settings(database_url=f"sqlite:///{db}", fhir_allowlist=[server.base])
+    app = create_app(settings, clock=lambda: NOW, knowledge=knowledge)
+    with TestClient(app) as client:
+        yield client
 
 
 @pytest.fixture
 def client(
-    knowledge: Knowledge, fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory
+    knowledge: Knowledge, loaded: FhirServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
-    db = tmp_path_factory.mktemp("store") / "store.sqlite3"
-    settings = Settings(database_url=f"sqlite:///{db}", fhir_allowlist=[fhir_server.base])
-    app = create_app(settings, clock=lambda: NOW, knowledge=knowledge)
-    with TestClient(app) as client:
+    with _service(knowledge, loaded, tmp_path_factory) as client:
+        yield client
+
+
+@pytest.fixture
+def sekmet_client(
+    knowledge: Knowledge, sekmet_loaded: FhirServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    with _service(knowledge, sekmet_loaded, tmp_path_factory) as client:
         yield client
 
 
@@ -66,15 +113,25 @@ def test_every_fixture_fetched_from_the_fhir_server(
     assert _call(client, case, loaded, loaded.token) == (200, case.expect)
 
 
+@pytest.mark.parametrize("case", BY_REFERENCE, ids=lambda c: c.name)
+def test_a_drug_named_by_reference_gives_the_same_cards(
+    client: TestClient, loaded: FhirServer, case: Case
+) -> None:
+    # sekmet-fhir honours _include=MedicationRequest:medication; Medplum's router ignores it, so
+    # there the Medication arrives only if the fetch path reads what the orders reference.
+    assert _call(client, case, loaded, loaded.token) == (200, case.expect)
+
+
 def test_a_wrong_token_answers_412(client: TestClient, loaded: FhirServer) -> None:
     status, body = _call(client, CASES[0], loaded, "not-the-token")
     assert (status, body) == (412, {"code": "fhir_unauthorized"})
 
 
 def test_a_patient_whose_searches_page_is_fetched_whole(
-    client: TestClient, loaded: FhirServer, caplog: pytest.LogCaptureFixture
+    sekmet_client: TestClient, sekmet_loaded: FhirServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # 45 conditions page at 20 on this server: the call must read all three pages.
+    # 45 conditions page at 20 on sekmet-fhir: the call must read all three pages. (Medplum's
+    # in-memory router never pages: it answers every match at once.)
     many = Case.model_validate(
         {
             "name": "in-paging-45-conditions",
@@ -85,11 +142,14 @@ def test_a_patient_whose_searches_page_is_fetched_whole(
             "drafts": ["ipt"],
         }
     )
-    headers = {"Authorization": f"Bearer {loaded.token}", "Content-Type": "application/fhir+json"}
-    response = httpx.post(loaded.base, json=many.transaction(NOW), headers=headers)
+    headers = {
+        "Authorization": f"Bearer {sekmet_loaded.token}",
+        "Content-Type": "application/fhir+json",
+    }
+    response = httpx.post(sekmet_loaded.base, json=many.transaction(NOW), headers=headers)
     assert response.is_success, response.text
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
-        status, cards = _call(client, many, loaded, loaded.token)
+        status, cards = _call(sekmet_client, many, sekmet_loaded, sekmet_loaded.token)
     assert status == 200
     # The depression (F33.1) is the last condition, on the third page: a card about it shows all
     # pages were read. Knowledge v2: with no PHQ-9 in 90 days (`phq9_due`) and no antidepressant
@@ -108,15 +168,15 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> CardsByCall:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_replay_agrees_with_the_service_fetching_from_the_fhir_server(
-    client: TestClient, loaded: FhirServer, replayed: CardsByCall, case: Case
+    sekmet_client: TestClient, sekmet_loaded: FhirServer, replayed: CardsByCall, case: Case
 ) -> None:
     """Replay answers the prefetch searches from the export itself; a real server answers the
     same searches (status and code filters, _include) so the cards must be the same."""
     for scenario, meant in SCENARIOS.items():
         body = scenario_request(scenario, case.patient_id, meant.hook)
-        body["fhirServer"] = loaded.base
-        body["fhirAuthorization"] = authorization(loaded.token)
-        response = client.post(f"/cds-services/{service_of_hook()[meant.hook]}", json=body)
+        body["fhirServer"] = sekmet_loaded.base
+        body["fhirAuthorization"] = authorization(sekmet_loaded.token)
+        response = sekmet_client.post(f"/cds-services/{service_of_hook()[meant.hook]}", json=body)
         assert response.status_code == 200, response.text
         served = {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
         assert replayed.get((case.patient_id, scenario), {}) == served, scenario
