@@ -238,7 +238,9 @@ class PrefetchCounts:
             given=sum(1 for k in keys if sent.get(k) is not None),
             fetched=sum(1 for k in keys if k not in sent),
             missing=sum(1 for k in keys if k in sent and sent[k] is None),
-            reads={k: len(v) for k, v in data.resources.items()} if data is not None else {},
+            reads={k: len(data.resources[k]) for k in keys if k in data.resources}
+            if data is not None
+            else {},
             unreadable=dict(data.reasons) if data is not None else {},
         )
 

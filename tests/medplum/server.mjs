@@ -5,6 +5,7 @@
 //   node server.mjs --port 8103 --token secret     (or PORT=8103 FHIR_TOKEN=secret node server.mjs)
 //
 // Base: http://127.0.0.1:PORT/fhir. Every request needs "Authorization: Bearer TOKEN".
+// DELETE on the base empties the repository (the tests load the fixtures a group at a time).
 import { timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
@@ -46,7 +47,7 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
 }
 
 const router = new FhirRouter();
-const repo = new MemoryRepository();
+let repo = new MemoryRepository();
 const expected = Buffer.from(`Bearer ${token}`);
 
 function authorized(header) {
@@ -85,6 +86,13 @@ async function handle(req, res) {
   }
   if (!METHODS.has(req.method)) {
     send(res, 405, badRequest(`Method ${req.method} not allowed`));
+    return;
+  }
+  if (req.method === 'DELETE' && (url.pathname === BASE || url.pathname === `${BASE}/`)) {
+    // For the test harness only: an empty repository. Every search of the in-memory router
+    // scans every resource stored, so the tests load the fixtures a group at a time.
+    repo = new MemoryRepository();
+    res.writeHead(204).end();
     return;
   }
   let body;
