@@ -1,4 +1,4 @@
-"""The facts version 2 of KNOWLEDGE.md changed or added, one awkward record at a time.
+"""The facts version 2 of the clinical specification changed or added, one awkward record at a time.
 
 The fixture cases (fhir_fixtures/cases/) show each through the whole service; these pin the
 fact itself, with the boundary on both sides: what supersedes a remission code, which

@@ -53,7 +53,7 @@ def test_metrics_count_calls_cards_fetches_and_feedback(make_client: AppFactory)
     hook = {"endpoint": "hook", "service": "ipt-order-sign"}
     assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="200") == 1
     assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="412") == 1
-    # F33.1 and no PHQ-9: the card asks for one before IPT alone (KNOWLEDGE.md v2).
+    # F33.1 and no PHQ-9: the card asks for one before IPT alone (the clinical specification v2).
     assert _metric(text, "ipt_cds_cards_total", rule="ipt-measure-severity", indicator="info") == 1
     assert _metric(text, "ipt_cds_fhir_fetch_seconds_count", key="conditions") == 1
     assert _metric(text, "ipt_cds_fhir_errors_total", code="fhir_unavailable") == 1

@@ -1,5 +1,5 @@
 """The value sets in cards/valuesets/: valid FHIR R4, current with their sources, free of the
-known traps of the reference code lists (codes.md sections 11 and 12)."""
+known traps of the reference code lists (the code review, sections 11 and 12)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-# The value sets of KNOWLEDGE.md version 2 (with the 51 of version 1, 61 in all).
+# The value sets of the clinical specification version 2 (with the 51 of version 1, 61 in all).
 VERSION_2 = {
     "suicide-attempt",
     "suicide-risk",
