@@ -88,7 +88,7 @@ def _check_paragraphs(detail: str) -> None:
 
 def _check_no_boilerplate(detail: str, case: Case) -> None:
     """No text in favour of IPT that names pregnancy or HIV for a patient who has neither."""
-    # The session counts name the HIV telephone trial as a trial (the clinical specification v3 7.2), not as
+    # The session counts name the HIV telephone trial as a trial (the spec v3 7.2), not as
     # something about the patient.
     detail = detail.replace("(6 by telephone in HIV, ref 55)", "")
     codes = [str(c if isinstance(c, str) else c["code"]) for c in case.conditions]
@@ -138,7 +138,7 @@ def _check_action(action: Json, case: Case) -> None:
 
 
 def test_no_response_has_more_than_three_cards_or_two_referrals(make_client: AppFactory) -> None:
-    """the clinical specification section 3: aim for at most three cards; at most one card suggests a
+    """the spec section 3: aim for at most three cards; at most one card suggests a
     psychiatry referral."""
     client = make_client()
     for case in load_cases():

@@ -1,4 +1,4 @@
-"""What the ipt-cautions card says (the clinical specification 7.2, 7.3): each caution that applies once,
+"""What the ipt-cautions card says (the spec 7.2, 7.3): each caution that applies once,
 with its own evidence; the ref-92 caveat once, beside the predictors and never beside the CHD
 trial; an evidence line citing only the cautions shown."""
 

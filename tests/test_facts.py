@@ -214,7 +214,7 @@ def test_item9_as_a_component_of_the_phq9_panel(knowledge: Knowledge) -> None:
     assert (f["neurovegetative"], f["neurovegetative_domains"]) == (2, ["sleep", "energy"])
 
 
-# --- PHQ-9 recorded as a panel (the clinical specification version 3, s.7.1) -----------------------------
+# --- PHQ-9 recorded as a panel (the spec version 3, s.7.1) -----------------------------
 # Items 1 to 9 of the PHQ-9, and the panels' codes.
 PHQ9_ITEMS = (
     "44250-9",
@@ -388,7 +388,7 @@ def test_neurovegetative_domains_count_once(knowledge: Knowledge) -> None:
 
 
 def test_symptom_diagnoses_count_only_when_recorded_in_the_window(knowledge: Knowledge) -> None:
-    """the clinical specification v2: insomnia, appetite, fatigue, libido Conditions recorded within 90 days;
+    """the spec v2: insomnia, appetite, fatigue, libido Conditions recorded within 90 days;
     an old or undated one is history, not a current symptom."""
     old = {"recordedDate": (NOW - timedelta(days=91)).date().isoformat()}
     f = facts_of(knowledge, {**condition("i", "G47.00"), **old}, condition("f", "R53.83"))

@@ -52,7 +52,7 @@ def test_a_failing_python_rule_drops_only_its_own_card(
             "/cds-services/ipt-order-sign", json=hook_request("order-sign", drafts=[ipt_order()])
         )
     assert response.status_code == 200
-    # No PHQ-9 on record: the shipped rules ask for one before IPT alone (the clinical specification v2).
+    # No PHQ-9 on record: the shipped rules ask for one before IPT alone (the spec v2).
     assert _rules(response) == {"ipt-measure-severity": "info"}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["rule broken-python-rule failed: RuntimeError"]

@@ -1,4 +1,4 @@
-"""the clinical specification v3 (sections 7.1-7.3) for the IPT/antidepressant combination family, the all-clear,
+"""the spec v3 (sections 7.1-7.3) for the IPT/antidepressant combination family, the all-clear,
 the maintenance order and ipt-psychotherapy-current: what the cards *say* and offer, read from
 the JSON the service answers (the fixture cases check only which cards fire), and what they do
 when part of the record could not be read (set on the record itself: no fixture can say it)."""

@@ -21,7 +21,7 @@ import pytest
 import respx
 
 from service.fhir import decoding, refusals
-from service.fhir.client import FhirClient
+from service.fhir.client import Fetched, FhirClient
 from service.ops.config import Settings
 from service.ops.metrics import Metrics
 from service.protocol.errors import PrefetchUnavailable
@@ -813,3 +813,91 @@ async def test_faulty_servers_never_leak_the_connection_pool(pool: int) -> None:
     assert codes["gzip-bomb"] <= {"fhir_answer_too_large", "fhir_timeout"}
     assert codes["bad-gzip"] == codes["nested-gzip"] == {"fhir_error"}
     assert codes["slow"] == {"fhir_timeout"}
+
+
+# --- optional reads, capabilities, simpler searches ----------------------------------------------
+
+
+async def _fetched(queries: dict[str, str], optional: frozenset[str]) -> Fetched:
+    settings = Settings(fhir_retries=0)
+    async with FhirClient.make_http(settings) as http:
+        return await FhirClient(http, settings).fetch_all(FHIR_BASE, queries, TOKEN, optional)
+
+
+async def test_an_optional_read_refused_is_not_readable_and_the_rest_is_read(
+    fhir: respx.MockRouter,
+) -> None:
+    fhir.get("/Patient/pat-1").respond(200, json=patient())
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"code": "forbidden"}]}
+    procedures = fhir.get("/Procedure").respond(403, json=outcome)
+    got = await _fetched(
+        {"patient": "Patient/pat-1", "procedures": "Procedure?patient=Patient/pat-1"},
+        frozenset({"procedures"}),
+    )
+    assert got.resources["patient"][0]["id"] == "pat-1"
+    assert got.unreadable == {"procedures": "403/forbidden"}
+    assert procedures.call_count == 1, "a scope refusal is not asked again"
+
+
+async def test_a_declined_search_is_asked_once_simpler(fhir: respx.MockRouter) -> None:
+    asked: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        if "status" in request.url.params:
+            return httpx.Response(400, json={"resourceType": "OperationOutcome"})
+        order = {"resourceType": "MedicationRequest", "intent": "order"}
+        stopped = {**order, "id": "m2", "status": "stopped"}
+        active = {**order, "id": "m1", "status": "active"}
+        plan = {**order, "id": "m3", "status": "active", "intent": "plan"}
+        # Non-conformant (no intent): kept, for the facts to weigh.
+        bare = {"resourceType": "MedicationRequest", "id": "m4", "status": "active"}
+        return httpx.Response(200, json=_searchset(active, stopped, plan, bare))
+
+    fhir.get("/MedicationRequest").mock(side_effect=answer)
+    query = "MedicationRequest?patient=Patient/pat-1&intent=order&status=active"
+    got = await _fetched({"medications": query}, frozenset({"medications"}))
+    assert [dict(r.url.params) for r in asked] == [
+        {"patient": "Patient/pat-1", "intent": "order", "status": "active"},
+        {"patient": "Patient/pat-1", "intent": "order"},
+    ]
+    # The status the simpler search left out is applied here.
+    assert _ids(got.resources["medications"]) == ["m1", "m4"]
+    assert got.unreadable == {}
+
+
+async def test_an_essential_read_declined_twice_is_a_412(fhir: respx.MockRouter) -> None:
+    fhir.get("/Condition").respond(400, json={"resourceType": "OperationOutcome"})
+    with pytest.raises(PrefetchUnavailable) as raised:
+        await _fetched({"conditions": "Condition?patient=Patient/pat-1&category=x"}, frozenset())
+    assert raised.value.code == "fhir_error"
+    assert fhir.routes[-1].call_count == 2, "the search, then the simpler one"
+
+
+async def test_a_capability_statement_shapes_the_searches(fhir: respx.MockRouter) -> None:
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {"type": "Patient"},
+                    {"type": "MedicationRequest", "searchParam": [{"name": "patient"}]},
+                ],
+            }
+        ],
+    }
+    fhir.routes.clear()
+    fhir.get("/metadata").respond(200, json=statement)
+    orders = fhir.get("/MedicationRequest").respond(200, json=_searchset())
+    got = await _fetched(
+        {
+            "medications": "MedicationRequest?patient=Patient/pat-1&status=active"
+            "&_include=MedicationRequest:medication",
+            "statements": "MedicationStatement?patient=Patient/pat-1",
+        },
+        frozenset({"medications", "statements"}),
+    )
+    assert dict(orders.calls.last.request.url.params) == {"patient": "Patient/pat-1"}
+    assert got.not_offered == {"statements"}
+    assert got.unreadable == {}

@@ -1,5 +1,5 @@
 """A held card comes back when the record worsens; cards stay on screen while an order is edited;
-a documented risk assessment holds a critical card back for its clinician only (the clinical specification
+a documented risk assessment holds a critical card back for its clinician only (the spec
 7.1). Black-box through HTTP, on SQLite and PostgreSQL.
 """
 

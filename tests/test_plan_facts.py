@@ -1,4 +1,4 @@
-"""The plan facts of version 3 (the clinical specification v3, section 7.1): renewal or new start by daily dose,
+"""The plan facts of version 3 (the spec v3, section 7.1): renewal or new start by daily dose,
 when a drug's course began, the boxed-warning age, suicidal behaviour at any time, psychiatric
 care received, and what could not be read."""
 

@@ -1,4 +1,4 @@
-"""What the version-3 safety items put on the cards (the clinical specification v3, section 7.1 and 7.3): the
+"""What the version-3 safety items put on the cards (the spec v3, section 7.1 and 7.3): the
 cases' rule ids and indicators are checked by tests/test_rule_cases.py; these tests read the
 cards themselves, through the HTTP service, with full prefetch."""
 

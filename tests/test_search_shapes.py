@@ -87,12 +87,14 @@ def test_the_filters_drop_matches_the_search_did_not_ask_for() -> None:
             {"resource": _obs("o2", "cancelled", "http://loinc.org", "44261-6")},
             {"resource": _obs("o3", "active", "http://loinc.org", "1234-5")},
             {"resource": _obs("o4", "active", "", "x")},
+            {"resource": {"resourceType": "Observation", "id": "o5"}},  # no status, no code
             {"resource": {"resourceType": "Medication", "id": "included"}},
             {"resource": {"resourceType": "OperationOutcome"}},
         ],
     }
     kept = search.apply(page, "Observation")["entry"]
-    assert [e["resource"].get("id") for e in kept] == ["o1", "o4", "included", None]
+    assert [e["resource"].get("id") for e in kept] == ["o1", "o4", "o5", "included", None]
+    assert not search.matches(_obs("o5", "", "", "")), "a server's search would not match it"
 
 
 def test_a_page_the_filters_keep_whole_is_the_same_page() -> None:

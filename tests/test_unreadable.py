@@ -1,4 +1,4 @@
-"""What the client could not prefetch is unknown, never absent (the clinical specification version 3, s.7.1).
+"""What the client could not prefetch is unknown, never absent (the spec version 3, s.7.1).
 
 CDS Hooks: a client that could not prefetch a key says so with an OperationOutcome. For an
 optional key the resource type its template reads is unreadable in the record, and the facts

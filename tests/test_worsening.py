@@ -1,4 +1,4 @@
-"""service/clinical/worsening.py: when a held card's trigger is worse (the clinical specification 7.1)."""
+"""service/clinical/worsening.py: when a held card's trigger is worse (the spec 7.1)."""
 
 from __future__ import annotations
 

@@ -45,14 +45,23 @@ class SearchFilter:
     def __bool__(self) -> bool:
         return bool(self.plain or self.coded)
 
-    def matches(self, resource: Resource) -> bool:
-        if any(resource.get(element) not in codes for element, codes in self.plain):
-            return False
-        return all(has_coding(resource.get(element), codes) for element, codes in self.coded)
+    def matches(self, resource: Resource, *, lenient: bool = False) -> bool:
+        """As a server's search would. ``lenient``: a resource without the element at all is
+        kept (non-conformant, but what it records is for the facts to weigh, not a filter)."""
+        for element, codes in self.plain:
+            value = resource.get(element)
+            if value not in codes and not (lenient and value is None):
+                return False
+        for element, tokens in self.coded:
+            concept = resource.get(element)
+            if not has_coding(concept, tokens) and not (lenient and concept is None):
+                return False
+        return True
 
     def apply(self, page: Resource, kind: str) -> Resource:
         """A searchset page without the matches of ``kind`` the filters do not select
-        (included resources and the server's remarks kept). The page itself if none goes."""
+        (included resources, the server's remarks, and resources without the element kept).
+        The page itself if none goes."""
         entries = page.get("entry")
         if not self or page.get("resourceType") != "Bundle" or not isinstance(entries, list):
             return page
@@ -65,7 +74,7 @@ class SearchFilter:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != kind:
             return False
-        return not self.matches(resource)
+        return not self.matches(resource, lenient=True)
 
 
 def token(value: str) -> Token:
