@@ -38,11 +38,13 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_calls_cards_fetches_and_feedback(make_client: AppFactory) -> None:
-    fhir = FakeFhir(resources=[condition("c1", "F33.1")], fail={"Procedure": 503})
+    fhir = FakeFhir(resources=[condition("c1", "F33.1")], fail={"Condition": 503})
     client = make_client(fhir)
     body = hook_request("order-sign", full_prefetch(condition("c1", "F33.1")), drafts=[ipt_order()])
     cards = client.post("/cds-services/ipt-order-sign", json=body).json()["cards"]
     client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign"))  # fetch fails
+    fhir.fail = {"Procedure": 503}  # optional: the call answers without it
+    assert client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign")).is_success
     feedback = {
         "card": cards[0]["uuid"],
         "outcome": "overridden",
@@ -51,12 +53,15 @@ def test_metrics_count_calls_cards_fetches_and_feedback(make_client: AppFactory)
     client.post("/cds-services/ipt-order-sign/feedback", json={"feedback": [feedback]})
     text = client.get("/metrics").text
     hook = {"endpoint": "hook", "service": "ipt-order-sign"}
-    assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="200") == 1
+    assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="200") == 2
     assert _metric(text, "ipt_cds_request_seconds_count", **hook, status="412") == 1
     # F33.1 and no PHQ-9: the card asks for one before IPT alone (the clinical specification v2).
     assert _metric(text, "ipt_cds_cards_total", rule="ipt-measure-severity", indicator="info") == 1
     assert _metric(text, "ipt_cds_fhir_fetch_seconds_count", key="conditions") == 1
+    assert _metric(text, "ipt_cds_fhir_fetch_seconds_count", key="capabilities") == 1
     assert _metric(text, "ipt_cds_fhir_errors_total", code="fhir_unavailable") == 1
+    unreadable = {"key": "procedures", "reason": "unavailable", "server": "https://ehr.example.org"}
+    assert _metric(text, "ipt_cds_fhir_unreadable_total", **unreadable) == 1
     assert (
         _metric(text, "ipt_cds_feedback_total", service="ipt-order-sign", outcome="overridden") == 1
     )

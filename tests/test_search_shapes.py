@@ -143,3 +143,23 @@ def _order(oid: str, reference: str) -> dict[str, Any]:
         "id": oid,
         "medicationReference": {"reference": reference},
     }
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "Observation", "status": ["final"], "code": {"coding": [{"code": "x"}]}},
+        {"resourceType": "Observation", "status": {"a": 1}, "code": None},
+        {"resourceType": "Observation", "code": {"coding": [{"code": ["44261-6"], "system": 7}]}},
+        {"resourceType": "Observation", "code": [{"coding": {"code": "44261-6"}}]},
+    ],
+    ids=["status-list", "status-object", "code-list", "coding-object"],
+)
+def test_the_filters_are_total_over_what_a_server_may_send(resource: dict[str, Any]) -> None:
+    """Found by tests/test_mutations.py: a list where a code belongs raised TypeError (unhashable),
+    which made the whole read unreadable. Whatever the shape, the filter answers."""
+    search = SearchFilter.of("status=final&code=http://loinc.org|44261-6")
+    page = {"resourceType": "Bundle", "entry": [{"resource": resource}]}
+    kept = search.apply(page, "Observation")["entry"]
+    assert isinstance(kept, list)
+    assert search.matches(resource) is False

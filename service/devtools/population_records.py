@@ -304,8 +304,13 @@ def _pools(today: date) -> _Pools:
     if not cases:
         raise ValueError(f"no fixture cases in {FIXTURES / 'cases'}: synth needs the checkout")
     for case in cases:
+        resources = case.resources(now)[1:]  # [0] is the Patient, made anew for each copy
+        if case.unreadable or any(r["resourceType"] not in _PREFIX for r in resources):
+            # A record the EHR gives only in part, or whose drug is a shared Medication: the
+            # same patients come whole and inline among the other cases.
+            continue
         templates = []
-        for r in case.resources(now)[1:]:  # [0] is the Patient, made anew for each copy
+        for r in resources:
             t = _template(r, today, terms.match)
             templates.append(t)
             for name in _pool_names(t, r, terms.match):

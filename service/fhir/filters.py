@@ -46,11 +46,15 @@ class SearchFilter:
         return bool(self.plain or self.coded)
 
     def matches(self, resource: Resource, *, lenient: bool = False) -> bool:
-        """As a server's search would. ``lenient``: a resource without the element at all is
-        kept (non-conformant, but what it records is for the facts to weigh, not a filter)."""
+        """As a server's search would. ``lenient``: a resource without the element, or with
+        something other than a code in it, is kept (non-conformant, but what it records is for
+        the facts to weigh, not a filter)."""
         for element, codes in self.plain:
             value = resource.get(element)
-            if value not in codes and not (lenient and value is None):
+            if isinstance(value, str):
+                if value not in codes:
+                    return False
+            elif not lenient:  # absent, or not a code at all (a list, an object)
                 return False
         for element, tokens in self.coded:
             concept = resource.get(element)
@@ -94,6 +98,8 @@ def has_coding(concept: Any, codes: frozenset[Token]) -> bool:
             if not isinstance(coding, dict):
                 continue
             code, system = coding.get("code"), coding.get("system") or ""
+            if not isinstance(code, str) or not isinstance(system, str):
+                continue  # not a coding a search could match
             if {(system, code), (None, code), (system, None)} & codes:
                 return True
     return False
