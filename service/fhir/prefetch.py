@@ -166,9 +166,12 @@ async def gather(
             data.could_not_read(key, template, "client")
             # What came beside the error is still read (a part of the answer is not nothing).
             data.resources[key] = resources_of(key, given[key])
-    deadline = fhir.deadline() if fhir is not None else None
+    # One deadline for the fetch and the references read after it (taken when first needed:
+    # most calls come with their prefetch whole).
+    deadline: float | None = None
     if missing:
         fhir, server = _check_server(request, fhir, allowed, missing, failed)
+        deadline = fhir.deadline()
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         templates = service.prefetch or {}
         optional = frozenset(k for k in missing if kind_of(templates[k]) not in ESSENTIAL)
@@ -246,7 +249,8 @@ async def _read_references(
     if base and fhir is not None and allowed(base):
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         try:
-            got = await fhir.fetch_all(base, reads, token, frozenset(reads), deadline)
+            when = deadline if deadline is not None else fhir.deadline()
+            got = await fhir.fetch_all(base, reads, token, frozenset(reads), when)
         except PrefetchUnavailable as failure:  # the answer was about another resource
             log.warning("fhir references: %s; left unknown", failure.code)
         else:
