@@ -120,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="secret key of the pseudonyms, so that runs can be linked (default: a new one)",
     )
 
+    site = commands.add_parser("site", help="the site profile (IPT_CDS_SITE_FILE)")
+    site_action = site.add_subparsers(dest="action", required=True)
+    site_check = site_action.add_parser(
+        "check",
+        help="check a site profile without starting the service: every problem, a line each",
+    )
+    site_check.add_argument("file", type=Path, help="the site profile (YAML)")
+
     population = commands.add_parser("population", help="synthetic populations for replay")
     make = population.add_subparsers(dest="action", required=True)
     synth = make.add_parser("synth", help="write a synthetic Bulk Data export")
@@ -178,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(args)
     if args.command == "population":
         return _synth(args)
+    if args.command == "site":
+        return _site_check(args.file)
     if args.command == "invoke" and args.in_process:
         return _invoke_in_process(args)
     if args.command == "invoke":
@@ -286,6 +296,42 @@ def _synth(args: argparse.Namespace) -> int:
         f"Wrote {made.patients:,} synthetic patients ({total:,} resources) in "
         f"{len(made.files)} files under {args.out}\n"
     )
+    return 0
+
+
+def _site_check(path: Path) -> int:
+    """Exit 0 with what the profile changes, or 2 with one line per problem, each
+    ``FILE: where: what is wrong`` (the start-up error is the first of them)."""
+    from service.knowledge.base import Knowledge
+    from service.knowledge.errors import KnowledgeError
+    from service.knowledge.site import check_site
+    from service.knowledge.site_summary import effects
+    from service.ops.config import Settings
+
+    out = sys.stdout
+    try:
+        rulebook = Knowledge.load(Settings().knowledge_dir).rulebook
+        checked = check_site(path, {rule.id for rule in rulebook.rules}, rulebook.retired)
+    except KnowledgeError as exc:
+        out.write(f"{exc}\n")
+        return 2
+    if checked.site is None:
+        out.writelines(f"{path}: {problem}\n" for problem in checked.problems)
+        return 2
+    site = checked.site
+    changes = effects(site)
+    out.write(
+        f"{path}: a valid site profile; " + ("it changes:\n" if changes else "the defaults\n")
+    )
+    out.writelines(f"  {line}\n" for line in changes)
+    out.writelines(f"{path}: note: {note}\n" for note in checked.notes)
+    for order in site.unplaceable_orders(rulebook.for_site(site).suggested_orders()):
+        out.write(f"{path}: note: orderables.{order}: no Epic order preference list item\n")
+    for rid, how in site.safety_rules_off().items():
+        out.write(
+            f"{path}: WARNING: safety rule {rid} is {how} (acknowledge_safety_rules_off: true); "
+            "the service warns at every start\n"
+        )
     return 0
 
 

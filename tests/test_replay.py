@@ -449,7 +449,10 @@ def test_the_site_profile_applies_silent_and_disabled_rules(tmp_path: Path) -> N
     from .replaying import FIXTURE_BUNDLES
 
     site = tmp_path / "site.yaml"
-    site.write_text("rules:\n  ipt-suicide-risk: {silent: true}\n  ipt-bipolar: {enabled: false}\n")
+    site.write_text(
+        "rules:\n  ipt-suicide-risk: {silent: true}\n  ipt-bipolar: {enabled: false}\n"
+        "acknowledge_safety_rules_off: true\n"
+    )
     plain = run_replay(FIXTURE_BUNDLES, tmp_path / "plain", scenarios=["patient-view"])
     profiled = run_replay(
         FIXTURE_BUNDLES, tmp_path / "site", scenarios=["patient-view"], site_file=site

@@ -78,7 +78,7 @@ def _stats(client: TestClient, rule: str) -> Json:
         ({"rules": {"ipt-cautions": {"silnet": True}}}, "rules.ipt-cautions.silnet"),
         ({"rules": {"ipt-heart": {"enabled": False}}}, "rules.ipt-heart"),
         ({"links": {"crisis_line": {"label": "x", "url": "not a url"}}}, "links.crisis_line.url"),
-        ({"links": {"hotline": {"label": "x", "url": "https://x.org"}}}, "links.hotline.[key]"),
+        ({"links": {"hotline": {"label": "x", "url": "https://x.org"}}}, "links.hotline"),
         ({"orderables": {"ipt": [{"system": "s"}]}}, "orderables.ipt[0].code"),
         ({"repeat_window_hours": -1}, "repeat_window_hours"),
     ],
@@ -223,7 +223,8 @@ def test_the_one_referral_moves_to_the_next_card_shown(site: Any) -> None:
 
     fixture = "in-ten-09-psychotic-depression-ideation"
     assert referrals(_call(site({}), fixture)) == {"ipt-psychosis": "urgent"}
-    cards = _call(site({"rules": {"ipt-psychosis": {"enabled": False}}}), fixture)
+    profile = {"rules": {"ipt-psychosis": {"enabled": False}}, "acknowledge_safety_rules_off": True}
+    cards = _call(site(profile), fixture)
     assert _rules(cards) == {"ipt-suicide-risk": "critical"}
     assert referrals(cards) == {"ipt-suicide-risk": "urgent"}
     assert "psychosis card" not in cards[0]["detail"]

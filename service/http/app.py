@@ -37,6 +37,7 @@ from service.knowledge.base import Knowledge
 from service.knowledge.ehr_profile import EPIC_PREFERENCE_LIST
 from service.knowledge.errors import KnowledgeError
 from service.knowledge.evidence import pages, python_rule_page
+from service.knowledge.site_summary import log_site
 from service.ops import logs
 from service.ops.config import Settings
 from service.pipeline import Pipeline, Rule
@@ -66,6 +67,7 @@ def create_app(
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
     knowledge = knowledge or Knowledge.load(settings.knowledge_dir, settings.site_file)
+    log_site(knowledge.site, settings.site_file)
     for order in knowledge.site.unplaceable_orders(knowledge.rulebook.suggested_orders()):
         log.warning(
             "site profile (ehr: epic): orderables.%s has no Epic order preference list item "

@@ -2,22 +2,27 @@
 rules (the clinical spec section 5; docs/site-profile.md documents every key).
 
 ``IPT_CDS_SITE_FILE`` names a YAML file, checked at start-up like the knowledge base: a wrong key,
-value or rule id stops the service naming the file and the field. No file, the defaults: every
-rule on, nothing silent, our links and codes only.
+value or rule id stops the service naming the file and the field (``ipt-cds site check FILE``
+lists every problem, in plain words). No file, the defaults: every rule on, nothing silent, our
+links and codes only. The safety rules (``SAFETY_RULES``) are switched off or made silent only
+when the profile says ``acknowledge_safety_rules_off: true`` as well.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
-from service.knowledge.datafiles import parse, read_yaml
+from service.knowledge.datafiles import read_yaml
 from service.knowledge.ehr_profile import EPIC_PREFERENCE_LIST, Ehr
 from service.knowledge.errors import KnowledgeError
+from service.knowledge.plain_errors import did_you_mean, plain
 from service.protocol.models import Coding, Link
 
 # The links a card may show, by key: cards/links.yaml has our defaults for the first three.
@@ -36,6 +41,11 @@ log = logging.getLogger("ipt_cds")
 
 DEFAULT_REPEAT_WINDOW_HOURS = 12.0
 DEFAULT_SNOOZE_DAYS = 30
+# The cards that stand between a patient and harm: a suicide risk on record, psychotic features
+# (IPT is not the treatment, an urgent psychiatric assessment is). A profile switching one off
+# or making it silent is refused unless it also says acknowledge_safety_rules_off: true, so that
+# a copied line or a trial setting cannot do it unnoticed.
+SAFETY_RULES = ("ipt-suicide-risk", "ipt-psychosis")
 
 
 class _Strict(BaseModel):
@@ -81,9 +91,18 @@ class SiteProfile(_Strict):
     links: dict[LinkKey, SiteLink] = Field(default_factory=dict)
     orderables: dict[Orderable, list[SiteCoding]] = Field(default_factory=dict)
     rules: dict[str, RuleControl] = Field(default_factory=dict)
+    acknowledge_safety_rules_off: bool = False
 
     def control(self, rule_id: str) -> RuleControl:
         return self.rules.get(rule_id, _DEFAULT_CONTROL)
+
+    def safety_rules_off(self) -> dict[str, str]:
+        """The safety rules this profile switches off or makes silent, with their state."""
+        return {
+            rid: state(self.control(rid))
+            for rid in SAFETY_RULES
+            if state(self.control(rid)) != "shown"
+        }
 
     def snooze_days(self, rule_id: str) -> int:
         days = self.control(rule_id).snooze_days
@@ -106,45 +125,121 @@ _DEFAULT_CONTROL = RuleControl()
 DEFAULT_SITE = SiteProfile()
 
 
+@dataclass(frozen=True)
+class SiteCheck:
+    """What ``check_site`` found: the profile (None when it has problems), the problems (each
+    ``where: what is wrong``, in plain words), and notes that do not stop the service."""
+
+    site: SiteProfile | None
+    problems: list[str]
+    notes: list[str]
+
+
 def load_site(
     path: Path | None, rule_ids: set[str], retired: Mapping[str, str] | None = None
 ) -> SiteProfile:
-    """The profile in ``path`` (None: the defaults), its rule ids checked against ours.
+    """The profile in ``path`` (None: the defaults), its rule ids checked against ours; the
+    first problem stops start-up, naming the file and the field.
 
     ``retired`` maps old rule ids to the rules that replaced them: a profile naming one still
     loads, with a warning, and its control moves to the replacement (``_carried_over``)."""
     if path is None:
         return DEFAULT_SITE
+    checked = check_site(path, rule_ids, retired)
+    if checked.site is None:
+        first, more = checked.problems[0], len(checked.problems) - 1
+        rest = f" (and {more} more: `ipt-cds site check {path}` lists them)" if more else ""
+        raise KnowledgeError(f"{path}: {first}{rest}")
+    for note in checked.notes:
+        log.warning("%s: %s", path, note, extra={"event": "site-retired-rule"})
+    return checked.site
+
+
+def check_site(
+    path: Path, rule_ids: set[str], retired: Mapping[str, str] | None = None
+) -> SiteCheck:
+    """Every problem of the profile in ``path``, not only the first (``ipt-cds site check``).
+    A file that cannot be read or is not YAML raises ``KnowledgeError``."""
     retired = retired or {}
-    site = parse(path, SiteProfile, read_yaml(path) or {})
-    unknown = sorted(set(site.rules) - rule_ids - set(retired))
-    if unknown:
-        raise KnowledgeError(
-            f"{path}: rules.{unknown[0]}: no such rule (the rules are listed at /evidence)"
+    raw = read_yaml(path)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        return SiteCheck(None, ["the file must hold settings as `name: value` lines"], [])
+    problems: list[str] = []
+    try:
+        site: SiteProfile | None = SiteProfile.model_validate(raw)
+    except ValidationError as exc:
+        site = None
+        problems += [plain(error, SiteProfile) for error in exc.errors()]
+    named = raw.get("rules")
+    named = named if isinstance(named, dict) else {}
+    known = sorted(rule_ids | set(retired))
+    for rid in sorted(set(map(str, named)) - set(known)):
+        problems.append(
+            f"rules.{rid}: no such rule{did_you_mean(rid, known)} "
+            "(the rules are listed in docs/rules.md and at /evidence)"
         )
+    notes: list[str] = []
+    if site is not None:
+        site, notes = _retire(site, retired)
+        off = site.safety_rules_off()
+    else:
+        off = _safety_rules_off(named)
+    if raw.get("acknowledge_safety_rules_off") is not True:
+        problems += [
+            f"rules.{rid}: a safety rule cannot be {_DONE[how]} without "
+            "`acknowledge_safety_rules_off: true` in the profile (the service then warns at "
+            "every start)"
+            for rid, how in off.items()
+        ]
+    order = {str(key): n for n, key in enumerate(raw)}
+    problems.sort(
+        key=lambda problem: order.get(re.split(r"[.:\[]", problem, maxsplit=1)[0], len(order))
+    )
+    return SiteCheck(None if problems else site, problems, notes)
+
+
+_DONE = {"disabled": "switched off", "silent": "made silent"}
+
+
+def _safety_rules_off(named: Mapping[object, object]) -> dict[str, str]:
+    """``SiteProfile.safety_rules_off`` read from a profile with problems elsewhere."""
+    off = {}
+    for rid in SAFETY_RULES:
+        try:
+            control = RuleControl.model_validate(named.get(rid) or {})
+        except ValidationError:
+            continue  # its own problem is reported
+        if state(control) != "shown":
+            off[rid] = state(control)
+    return off
+
+
+def _retire(site: SiteProfile, retired: Mapping[str, str]) -> tuple[SiteProfile, list[str]]:
+    """The profile with each retired rule's control moved to its replacement, and a note for
+    each retired rule named."""
     named = sorted(set(site.rules) & set(retired))
     if not named:
-        return site
+        return site, []
     rules = {rid: control for rid, control in site.rules.items() if rid not in retired}
+    notes = []
     for new in sorted({retired[old] for old in named}):
         olds = sorted(old for old, to in retired.items() if to == new)
         own = new in rules
         if not own:
             rules[new] = _carried_over([site.control(old) for old in olds])
         for old in (o for o in olds if o in site.rules):
-            log.warning(
-                "%s: rules.%s: retired rule, replaced by %s; %s",
-                path,
-                old,
-                new,
-                f"its control is ignored: {new} has its own"
-                if own
-                else f"{new} takes the least restrictive control of {', '.join(olds)} "
-                f"(unnamed ones at the defaults): {_words(rules[new])}. Name {new} in the "
-                "profile to set it",
-                extra={"event": "site-retired-rule"},
+            notes.append(
+                f"rules.{old}: retired rule, replaced by {new}; "
+                + (
+                    f"its control is ignored: {new} has its own"
+                    if own
+                    else f"{new} takes the least restrictive control of {', '.join(olds)} "
+                    f"(unnamed ones at the defaults): {words(rules[new])}. Name {new} in the "
+                    "profile to set it"
+                )
             )
-    return site.model_copy(update={"rules": rules})
+    return site.model_copy(update={"rules": rules}), notes
 
 
 def _carried_over(controls: list[RuleControl]) -> RuleControl:
@@ -159,7 +254,11 @@ def _carried_over(controls: list[RuleControl]) -> RuleControl:
     )
 
 
-def _words(control: RuleControl) -> str:
-    state = "disabled" if not control.enabled else "silent" if control.silent else "shown"
+def words(control: RuleControl) -> str:
+    """``disabled|silent|shown, snooze N days``: a control as an operator reads it."""
     days = DEFAULT_SNOOZE_DAYS if control.snooze_days is None else control.snooze_days
-    return f"{state}, snooze {days} days"
+    return f"{state(control)}, snooze {days} days"
+
+
+def state(control: RuleControl) -> str:
+    return "disabled" if not control.enabled else "silent" if control.silent else "shown"
