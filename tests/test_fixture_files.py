@@ -124,6 +124,20 @@ def test_every_fixture_patient_has_a_name_and_every_coding_a_display(folder: str
                 assert coding.get("display"), f"{path.name}: {coding}"
 
 
+def test_every_fixture_condition_has_a_code_text() -> None:
+    """The sandbox's Rx View lists the conditions an order may treat by ``code.text`` only."""
+    conditions = [
+        r
+        for path in sorted((FIXTURES / "patients").glob("*.json"))
+        for r in _resources(json.loads(path.read_text()))
+        if r.get("resourceType") == "Condition"
+    ]
+    assert len(conditions) > 100
+    for condition in conditions:
+        code: Any = condition["code"]
+        assert code.get("text") == code["coding"][0]["display"], condition["id"]
+
+
 def _resources(value: object) -> list[dict[str, object]]:
     if isinstance(value, list):
         return [r for item in value for r in _resources(item)]

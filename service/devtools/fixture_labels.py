@@ -1,5 +1,7 @@
-"""What makes a fixture patient readable in an EHR or the CDS Hooks sandbox: a name, and a
-display on every coding (the sandbox shows "Unknown" and blank choices without them).
+"""What makes a fixture patient readable in an EHR or the CDS Hooks sandbox: a name, a
+display on every coding (the sandbox shows "Unknown" and blank choices without them), and a
+Condition's ``code.text`` (the sandbox's Rx View lists the conditions an order may treat by
+that text alone: without it the list is blank).
 
 Displays come from the value sets the service ships (cards/valuesets/, each concept with its
 VSAC display, read by the knowledge base's own loader) and, for the few codes no value set
@@ -70,10 +72,16 @@ FAMILY = (
 
 
 def label(resource: dict[str, Any], knowledge_dir: Path) -> dict[str, Any]:
-    """The resource with a name if it is a Patient and a display on every coding."""
+    """The resource with a name if it is a Patient, a display on every coding, and a text
+    for a Condition's code."""
     if resource.get("resourceType") == "Patient" and "name" not in resource:
         resource["name"] = [_name(str(resource["id"]), str(resource.get("gender", "other")))]
     _display(resource, _terminology(knowledge_dir))
+    code = resource.get("code")
+    if resource.get("resourceType") == "Condition" and isinstance(code, dict):
+        shown = next((c["display"] for c in code.get("coding", []) if c.get("display")), None)
+        if shown is not None:
+            code.setdefault("text", shown)
     return resource
 
 
