@@ -362,6 +362,18 @@ def _local_service_url(host: str | None = None, port: int | None = None) -> str:
     return f"http://{host}:{port or settings.port}"
 
 
+def _print_sandbox_links(settings: Any, discovery: str) -> None:
+    from service.devtools.sandbox import fhir_server, sandbox_links
+
+    fhir = fhir_server(settings.fhir_allowlist)
+    links = sandbox_links(discovery, fhir)
+    sys.stderr.write(
+        "ipt-cds: the CDS Hooks sandbox may call this service. Load the fixtures into the open "
+        f"FHIR server {fhir} first (docs/integration.md section 7), then open\n"
+    )
+    sys.stderr.writelines(f"  {what}: {url}\n" for what, url in links)
+
+
 def openapi_yaml() -> str:
     from service.http.app import create_app
     from service.ops.config import Settings
@@ -420,11 +432,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     if settings.sandbox:
-        discovery = f"{_local_service_url(args.host, args.port)}/cds-services"
-        sys.stderr.write(
-            "ipt-cds: the CDS Hooks sandbox may call this service: open "
-            f"https://sandbox.cds-hooks.org/?serviceDiscoveryURL={discovery}\n"
-        )
+        _print_sandbox_links(settings, f"{_local_service_url(args.host, args.port)}/cds-services")
     # A factory, so that each worker process builds its own app (and importing builds none).
     uvicorn.run(
         "service.http.app:served_app",

@@ -46,6 +46,7 @@ def test_a_hook_call_logs_one_info_line(
 ) -> None:
     client = make_client()
     body = json.loads(REQUEST.read_text())
+    caplog.clear()  # the start-up lines (site profile) aside
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         assert client.post("/cds-services/ipt-order-sign", json=body).status_code == 200
     assert [getattr(r, "event", "") for r in _lines(caplog)] == ["hook"]

@@ -235,8 +235,35 @@ ATTACKS: dict[str, Callable[[], str | None]] = {
 }
 
 
+# What WWW-Authenticate says for each: fixed words, never a value from the token.
+DESCRIBED = {
+    "missing header": (
+        "a signed client JWT is required (CDS Hooks 2.0): Authorization: Bearer <JWT>"
+    ),
+    "not a JWT": "not a JWT",
+    "alg none": "alg must be ES384 or RS384",
+    "HS256 signed with the public key": "alg must be ES384 or RS384",
+    "ES256 not accepted": "alg must be ES384 or RS384",
+    "wrong aud": "aud is not the URL called",
+    "aud of another host": "aud is not the URL called",
+    "expired": "expired or no exp",
+    "no exp": "expired or no exp",
+    "iat in the future": "iat missing or in the future",
+    "nbf in the future": "not yet valid (nbf)",
+    "no jti": "no jti",
+    "unknown kid": "no key with the token's kid",
+    "no kid": "no kid in the token header",
+    "signed by another key": "signature rejected",
+    "RS384 header on an EC key id": "the key does not match alg",
+    "jku off the allowlist": "jku not allowed for the issuer",
+    "unknown iss": "iss is not a trusted issuer",
+    "tenant not allowed": "tenant not allowed for the issuer",
+    "tampered payload": "signature rejected",
+}
+
+
 @pytest.mark.parametrize("attack", list(ATTACKS))
-def test_attacks_get_a_bare_401(
+def test_attacks_get_a_401_naming_only_the_check_that_failed(
     secured: Callable[..., TestClient], attack: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = secured()
@@ -251,6 +278,21 @@ def test_attacks_get_a_bare_401(
     assert "unauthorized POST /cds-services/ipt-order-sign" in caplog.text
     if bearer:
         assert bearer not in caplog.text
+    # RFC 6750: the challenge says which check failed; with no token, no error code.
+    error = 'error="invalid_token", ' if bearer else ""
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="ipt-cds", {error}error_description="{DESCRIBED[attack]}"'
+    )
+
+
+def test_every_401_says_bearer_discovery_and_stats_too(secured: Callable[..., TestClient]) -> None:
+    client = secured()
+    for path in ("/cds-services", "/stats/cards"):
+        response = client.get(path, headers={"Authorization": "Bearer not-a-jwt"})
+        assert response.status_code == 401
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="ipt-cds", error="invalid_token"')
+        assert "not-a-jwt" not in challenge
 
 
 def test_a_replayed_jti_is_refused(secured: Callable[..., TestClient]) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
 from service import cli
+from service.devtools.fixtures import load_cases
 
 from .conftest import AppFactory
 
@@ -68,6 +71,48 @@ def test_without_cors_settings_a_preflight_is_refused_and_logged_once(
     assert "--sandbox" in message
 
 
+def _private_network_preflight(client: TestClient, origin: str) -> tuple[int, str | None]:
+    response = client.options(
+        "/cds-services/ipt-order-sign",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,authorization",
+            "Access-Control-Request-Private-Network": "true",
+        },
+    )
+    return response.status_code, response.headers.get("access-control-allow-private-network")
+
+
+def test_the_sandbox_setting_answers_chromes_private_network_preflight(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hosted sandbox is a public page calling this machine: Chrome sends the preflight
+    with Access-Control-Request-Private-Network and blocks the call without the answer."""
+    sandboxed = make_client(sandbox=True)
+    assert _private_network_preflight(sandboxed, SANDBOX) == (200, "true")
+    # Only an allowed origin gets through, and the answer only when asked.
+    assert _private_network_preflight(sandboxed, "https://ehr.example.org")[0] == 400
+    assert "access-control-allow-private-network" not in _preflight_headers(sandboxed, SANDBOX)
+    # Without --sandbox a listed origin is not let through to a private network: refused, and
+    # the log says what was asked.
+    listed = make_client(cors_origins=[SANDBOX])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipt_cds"):
+        assert _private_network_preflight(listed, SANDBOX) == (400, None)
+    (refusal,) = [r for r in caplog.records if getattr(r, "event", "") == "cors-refused"]
+    assert f"refused for origin {SANDBOX} (private-network)" in refusal.getMessage()
+
+
+def _preflight_headers(client: TestClient, origin: str) -> dict[str, str]:
+    response = client.options(
+        "/cds-services/ipt-order-sign",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 200
+    return dict(response.headers)
+
+
 def test_a_listed_origin_is_allowed(make_client: AppFactory) -> None:
     client = make_client(cors_origins=["https://ehr.example.org"])
     assert _preflight(client, "https://ehr.example.org") == (200, "https://ehr.example.org")
@@ -78,7 +123,36 @@ def test_serve_sandbox_sets_the_setting_and_prints_the_sandbox_link(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("IPT_CDS_SANDBOX", "false")  # restored after the test, whatever serve sets
+    monkeypatch.setenv("IPT_CDS_FHIR_ALLOWLIST", '["http://127.0.0.1:8091/fhir"]')
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     assert cli.main(["serve", "--sandbox", "--port", "8123"]) == 0
-    assert "serviceDiscoveryURL=http://127.0.0.1:8123/cds-services" in capsys.readouterr().err
     assert os.environ["IPT_CDS_SANDBOX"] == "true"
+    links = re.findall(r"https://sandbox\.cds-hooks\.org/\?\S+", capsys.readouterr().err)
+    views = [{k: v for k, (v,) in parse_qs(urlsplit(link).query).items()} for link in links]
+    # The parameters the sandbox reads (cds-hooks/sandbox src/components/MainView): our
+    # discovery, the FHIR server the fixtures are loaded into, a fixture patient, the tab.
+    fixture = next(c for c in load_cases() if c.name == views[0]["patientId"])
+    assert views == [
+        {
+            "serviceDiscoveryURL": "http://127.0.0.1:8123/cds-services",
+            "fhirServiceUrl": "http://127.0.0.1:8091/fhir",
+            "patientId": fixture.name,
+            "hook": hook,
+            "screen": screen,
+        }
+        for hook, screen in (("patient-view", "patient-view"), ("order-select", "rx-view"))
+    ]
+    assert fixture.hook == "patient-view"
+    assert fixture.expect, "the chart shows a card"
+
+
+def test_the_sandbox_link_names_the_docs_fhir_server_when_none_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IPT_CDS_SANDBOX", "false")
+    monkeypatch.delenv("IPT_CDS_FHIR_ALLOWLIST", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    assert cli.main(["serve", "--sandbox"]) == 0
+    err = capsys.readouterr().err
+    assert "open FHIR server http://127.0.0.1:8091/fhir first" in err
+    assert err.count("fhirServiceUrl=http://127.0.0.1:8091/fhir&") == 2

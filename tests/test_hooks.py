@@ -205,6 +205,7 @@ def test_call_log_line_has_ids_and_counts_but_no_token_or_data(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(FakeFhir(resources=[hypertension("c1")]), rules=RULES)
+    caplog.clear()  # the start-up lines (site profile) aside
     with caplog.at_level(logging.DEBUG, logger="ipt_cds"):
         client.post("/cds-services/ipt-order-sign", json=hook_request("order-sign"))
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]

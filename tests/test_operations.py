@@ -86,6 +86,7 @@ def test_one_json_line_per_call_with_ids_and_no_phi(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(FakeFhir(resources=[condition("c1", "F33.1")]))
+    caplog.clear()  # the start-up lines (site profile) aside
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
         client.post(
             "/cds-services/ipt-order-sign",

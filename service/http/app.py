@@ -151,6 +151,7 @@ def create_app(
         allow_origin_regex=LOOPBACK_ORIGINS if settings.sandbox else None,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type"],
+        allow_private_network=settings.sandbox,  # Chrome: a public page calling this machine
     )
     app.include_router(router)
     app.include_router(operations)

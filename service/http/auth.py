@@ -6,8 +6,9 @@ and refreshed when an unknown ``kid`` appears (key rotation); ``iss`` a configur
 ``aud`` exactly the URL of the endpoint called; ``exp``, ``iat`` and ``nbf`` within a small
 leeway; a ``jti`` never seen before; ``tenant`` on the issuer's list when it has one.
 
-Every failure is a bare 401 to the caller; the log names the reason and the issuer, never
-the token.
+Every failure is a 401 whose ``WWW-Authenticate: Bearer`` header says in fixed words which check
+failed (RFC 6750), never a value from the token; the log names the reason in full and the
+issuer, never the token.
 """
 
 from __future__ import annotations
@@ -51,12 +52,25 @@ QUOTED_AUD_CHARS = 120
 
 
 class Unauthorized(ServiceError):
+    """``reason`` is for the log (it may quote claims the caller chose); ``public`` is one of
+    the fixed phrases below, for the caller. With no token at all, RFC 6750 section 3.1 wants
+    no error code: the header then names the realm and what is expected only."""
+
     status = 401
     code = "unauthorized"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, public: str = "the token was not accepted") -> None:
         super().__init__("The request is not authenticated.")
-        self.reason = reason
+        self.reason, self.public = reason, public
+
+    def headers(self) -> dict[str, str]:
+        error = "" if self.public == MISSING_CREDENTIALS else 'error="invalid_token", '
+        challenge = f'Bearer realm="{REALM}", {error}error_description="{self.public}"'
+        return {"WWW-Authenticate": challenge}
+
+
+REALM = "ipt-cds"
+MISSING_CREDENTIALS = "a signed client JWT is required (CDS Hooks 2.0): Authorization: Bearer <JWT>"
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,7 @@ class KeyCache:
         if inline is not None:
             key = _by_kid(inline).get(kid)
             if key is None:
-                raise Unauthorized(f"unknown kid {kid!r}")
+                raise Unauthorized(f"unknown kid {kid!r}", "no key with the token's kid")
             return key
         fetched_at, keys = self._keys.get(source, (0.0, {}))
         age = self._clock() - fetched_at
@@ -106,7 +120,7 @@ class KeyCache:
             async with self._lock:
                 keys = await self._fetch(source)
         if kid not in keys:
-            raise Unauthorized(f"unknown kid {kid!r}")
+            raise Unauthorized(f"unknown kid {kid!r}", "no key with the token's kid")
         return keys[kid]
 
     async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
@@ -115,7 +129,10 @@ class KeyCache:
             response.raise_for_status()
             keys = _by_kid(response.json())
         except (httpx.HTTPError, ValueError) as exc:
-            raise Unauthorized(f"JWKS {url} unavailable: {type(exc).__name__}") from None
+            raise Unauthorized(
+                f"JWKS {url} unavailable: {type(exc).__name__}",
+                "the issuer's keys could not be read",
+            ) from None
         self._keys[url] = (self._clock(), keys)
         return keys
 
@@ -151,24 +168,28 @@ class Authenticator:
     async def verify(self, authorization: str | None, audience: str) -> Client:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("no bearer token")
+            raise Unauthorized("no bearer token", MISSING_CREDENTIALS)
         token = token.strip()
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"malformed token: {type(exc).__name__}") from None
+            raise Unauthorized(f"malformed token: {type(exc).__name__}", "not a JWT") from None
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS:
-            raise Unauthorized(f"algorithm {alg!r} not accepted")
+            raise Unauthorized(f"algorithm {alg!r} not accepted", "alg must be ES384 or RS384")
         if not isinstance(kid, str) or not kid:
-            raise Unauthorized("no kid in the header")
+            raise Unauthorized("no kid in the header", "no kid in the token header")
         issuer = self.trust.issuers.get(str(unverified.get("iss")))
         if issuer is None:
-            raise Unauthorized(f"unknown issuer {_quoted(unverified.get('iss'))}")
+            raise Unauthorized(
+                f"unknown issuer {_quoted(unverified.get('iss'))}", "iss is not a trusted issuer"
+            )
         jwk = await self._key(issuer, header, kid)
         if jwk.get("kty") != KEY_TYPES[alg] or jwk.get("alg", alg) != alg:
-            raise Unauthorized(f"key {kid!r} does not match algorithm {alg}")
+            raise Unauthorized(
+                f"key {kid!r} does not match algorithm {alg}", "the key does not match alg"
+            )
         try:
             claims = jwt.decode(
                 token,
@@ -183,10 +204,12 @@ class Authenticator:
                 },
             )
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"signature rejected: {type(exc).__name__}") from None
+            raise Unauthorized(
+                f"signature rejected: {type(exc).__name__}", "signature rejected"
+            ) from None
         jti = self._claims(claims, issuer, audience)
         if not await self.replay.first_use(issuer.iss, jti, float(claims["exp"]) + self.leeway):
-            raise Unauthorized(f"replayed jti from {issuer.iss}")
+            raise Unauthorized(f"replayed jti from {issuer.iss}", "jti already used")
         tenant = claims.get("tenant")
         return Client(issuer, tenant if isinstance(tenant, str) else None)
 
@@ -194,7 +217,10 @@ class Authenticator:
         jku = None if issuer.ignore_jku else header.get("jku")
         if jku is not None:
             if jku not in issuer.jku_allowed:
-                raise Unauthorized(f"jku {_quoted(jku)} not allowed for {issuer.iss}")
+                raise Unauthorized(
+                    f"jku {_quoted(jku)} not allowed for {issuer.iss}",
+                    "jku not allowed for the issuer",
+                )
             return await self.keys.find(str(jku), None, kid)
         return await self.keys.find(issuer.jwks_url or issuer.iss, issuer.jwks, kid)
 
@@ -203,19 +229,24 @@ class Authenticator:
         now, leeway = self.clock(), self.leeway
         aud = claims.get("aud")
         if aud != audience and not (isinstance(aud, list) and audience in aud):
-            raise Unauthorized(f"aud {_quoted(aud, QUOTED_AUD_CHARS)} is not {audience!r}")
+            raise Unauthorized(
+                f"aud {_quoted(aud, QUOTED_AUD_CHARS)} is not {audience!r}",
+                "aud is not the URL called",
+            )
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
         if not isinstance(exp, int | float) or exp < now - leeway:
-            raise Unauthorized("expired or no exp")
+            raise Unauthorized("expired or no exp", "expired or no exp")
         if not isinstance(iat, int | float) or iat > now + leeway:
-            raise Unauthorized("iat missing or in the future")
+            raise Unauthorized("iat missing or in the future", "iat missing or in the future")
         if nbf is not None and (not isinstance(nbf, int | float) or nbf > now + leeway):
-            raise Unauthorized("not yet valid (nbf)")
+            raise Unauthorized("not yet valid (nbf)", "not yet valid (nbf)")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
-            raise Unauthorized("no jti")
+            raise Unauthorized("no jti", "no jti")
         if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
-            raise Unauthorized(f"tenant not allowed for {issuer.iss}")
+            raise Unauthorized(
+                f"tenant not allowed for {issuer.iss}", "tenant not allowed for the issuer"
+            )
         return jti
 
 

@@ -121,7 +121,12 @@ _MAX_ORIGINS_LOGGED = 100
 class JsonCORSMiddleware(CORSMiddleware):
     """Starlette's CORS, whose preflight answers (``OK``, ``Disallowed CORS origin``) are plain
     text: the same status and headers, in JSON; a refusal logged with the origin and the
-    setting that would allow it."""
+    setting that would allow it.
+
+    Chrome asks ``Access-Control-Request-Private-Network: true`` (Private Network Access) when
+    a public page, the hosted CDS Hooks sandbox, calls a service on this machine or network,
+    and blocks the call unless the answer allows it: Starlette's ``allow_private_network``,
+    which the app sets with the sandbox setting. Refused, the sandbox shows no cards."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -134,20 +139,21 @@ class JsonCORSMiddleware(CORSMiddleware):
         }
         if plain.status_code == 200:
             return JSONResponse({"status": "ok"}, headers=headers)
-        self._log_refusal(request_headers.get("origin", "")[:200])
         message = bytes(plain.body).decode()  # "Disallowed CORS origin, method"
+        self._log_refusal(request_headers.get("origin", "")[:200], message)
         return JSONResponse(
             {"code": "cors_refused", "message": message}, plain.status_code, headers=headers
         )
 
-    def _log_refusal(self, origin: str) -> None:
+    def _log_refusal(self, origin: str, message: str) -> None:
         if origin in self._logged or len(self._logged) >= _MAX_ORIGINS_LOGGED:
             return
         self._logged.add(origin)
         log.warning(
-            "CORS preflight refused for origin %s: allow it with IPT_CDS_CORS_ORIGINS, or "
+            "CORS preflight refused for origin %s (%s): allow it with IPT_CDS_CORS_ORIGINS, or "
             "IPT_CDS_SANDBOX=true (ipt-cds serve --sandbox) for the CDS Hooks sandbox and "
-            "pages on this machine (docs/integration.md)",
+            "pages on this machine, private-network preflights included (docs/integration.md)",
             origin,
+            message.removeprefix("Disallowed CORS "),
             extra={"event": "cors-refused"},
         )

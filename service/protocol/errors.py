@@ -31,6 +31,10 @@ class ServiceError(Exception):
         if code is not None:
             self.code = code
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides its body (a 401's ``WWW-Authenticate``)."""
+        return {}
+
     def body(self) -> dict[str, str]:
         body = {"code": self.code, "message": self.message}
         if self.field:
