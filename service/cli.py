@@ -16,6 +16,7 @@ from service import __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    default_folder = dev_auth_folder()
     parser = argparse.ArgumentParser(prog="ipt-cds", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ipt-cds {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     invoke.add_argument("--json", action="store_true", help="print the response as JSON")
     invoke.add_argument(
-        "--signing-key", type=Path, help="sign the call with `ipt-cds dev-auth init`'s key (DIR)"
+        "--signing-key",
+        type=Path,
+        nargs="?",
+        const=default_folder,
+        metavar="DIR",
+        help=f"sign the call with `ipt-cds dev-auth init`'s key (default DIR: {default_folder})",
     )
     invoke.add_argument(
         "--in-process",
@@ -82,24 +88,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     invoke.add_argument(
         "--detail", action="store_true", help="also print each card's text, links and reasons"
     )
+    invoke.add_argument(
+        "--same-instance",
+        action="store_true",
+        help="send the fixture's own hookInstance (a retry of the same call), not a new one",
+    )
 
     dev_auth = commands.add_parser(
         "dev-auth", help="client authentication on this machine, for trying it out"
     )
     step = dev_auth.add_subparsers(dest="action", required=True)
     init = step.add_parser("init", help="write a key pair, its JWKS and a trust file")
-    init.add_argument("dir", type=Path, help="folder for the files (made if missing)")
+    init.add_argument(
+        "dir",
+        type=Path,
+        nargs="?",
+        default=default_folder,
+        help=f"folder for the files, made if missing (default: {default_folder}, out of the "
+        "checkout: the private key must never be committed)",
+    )
     init.add_argument("--fhir-server", help="the FHIR server the issuer's calls may use")
     sign = step.add_parser("token", help="print a signed client JWT")
     sign.add_argument("--aud", required=True, help="the URL called, e.g. .../ipt-order-sign")
-    sign.add_argument("--dir", type=Path, default=Path("dev-auth"), help="init's folder")
+    sign.add_argument(
+        "--dir", type=Path, default=default_folder, help="init's folder (default: init's)"
+    )
 
     replay = commands.add_parser(
         "replay",
         help="replay a population export through the services: cards per 100 calls, a report",
     )
     replay.add_argument("input", type=Path, help="a Bulk Data export folder, or FHIR Bundles")
-    replay.add_argument("--out", type=Path, required=True, help="folder for the results")
+    replay.add_argument(
+        "--out", type=Path, required=True, help="folder for the results (new or empty)"
+    )
+    replay.add_argument(
+        "--force", action="store_true", help="write into an --out folder that is not empty"
+    )
     replay.add_argument("--engine", choices=("local", "spark"), default="local")
     replay.add_argument(
         "--as-of", type=_day, help="the day the calls are made, YYYY-MM-DD (default: today)"
@@ -145,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "invoke" and args.no_prefetch and not args.fhir_server:
         parser.error("--no-prefetch needs --fhir-server: the service fetches the data from it")
+    if args.command == "invoke" and args.same_instance and not args.fixture:
+        parser.error("--same-instance is for --fixture: a --request file is sent as it is")
 
     from service.devtools import integrator
 
@@ -195,6 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(args)
 
 
+def dev_auth_folder() -> Path:
+    """Where ``dev-auth`` keeps its key unless told: ``$XDG_CONFIG_HOME/ipt-cds/dev-auth``
+    (``~/.config/ipt-cds/dev-auth``), this user's and out of any checkout, so that the private
+    key cannot be committed with the code."""
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "ipt-cds" / "dev-auth"
+
+
 def _invoke_in_process(args: argparse.Namespace) -> int:
     """The app built here and called without a network. Its store is a temporary file, so that
     once per visit never hides a card you invoke twice."""
@@ -237,6 +272,7 @@ def _invoke(args: argparse.Namespace, service_url: str, post: Any = None) -> int
         signing_key=args.signing_key,
         detail=args.detail,
         post=post,
+        same_instance=args.same_instance,
     )
 
 
@@ -267,6 +303,7 @@ def _replay(args: argparse.Namespace) -> int:
             with_ids=args.with_ids,
             workers=args.workers,
             key=key,
+            force=args.force,
         )
         finished = replay(options, sys.stderr)
     except (*REPLAY_ERRORS, KnowledgeError, OSError) as exc:

@@ -304,7 +304,18 @@ def test_the_command_line_replays_and_refuses_clearly(
     assert "Replayed 4 patients x 3 scenarios as of 2026-11-25" in printed.out
     assert {p.name for p in out.iterdir()} == {"summary.json", "cards.csv", "report.html"}
     assert main(["replay", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert main(["replay", str(export / "Patient.ndjson"), "--out", str(out)]) == 2
+    assert "Patient.ndjson is a file, not a folder" in capsys.readouterr().err
+    # A second run into the first one's folder: refused unless --force, the results kept.
+    before = (out / "summary.json").read_text()
+    (out / "summary.json").write_text("{}")
+    assert main(["replay", str(export), "--out", str(out), "--as-of", "2026-11-25"]) == 2
+    assert f"--out {out} is not empty" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "{}"
+    again = ["replay", str(export), "--out", str(out), "--as-of", "2026-11-25", "--force"]
+    assert main(again) == 0
+    assert (out / "summary.json").read_text() == before
     assert main(["replay", str(export), "--out", str(out), "--scenarios", "order-select"]) == 2
     assert "unknown scenario 'order-select'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -466,7 +477,10 @@ def test_the_site_profile_applies_silent_and_disabled_rules(tmp_path: Path) -> N
     assert "ipt-bipolar" not in after
     statuses = {row["status"] for row in read_csv(tmp_path / "site")}
     assert statuses == {"shown", "silent"}
-    assert "site.yaml" in (tmp_path / "site" / "report.html").read_text()
+    report = (tmp_path / "site" / "report.html").read_text()
+    assert "site.yaml" in report
+    assert "<li>rule ipt-suicide-risk: silent, snooze 30 days</li>" in report
+    assert "<li>rule ipt-bipolar: disabled, snooze 30 days</li>" in report
 
 
 def test_the_fixtures_folder_replays_as_it_is(tmp_path: Path) -> None:

@@ -287,3 +287,40 @@ def test_each_scenario_gives_its_rate_for_patients_with_depression() -> None:
     page = render(_summary(), RUN, TITLES)
     assert "for patients with a depressive disorder on record, 86.4 per 100 (110 calls)" in page
     assert "The order scenarios are what-ifs" in page
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_rule_labels_are_whole_wrapped_not_cut() -> None:
+    long_title = (
+        "IPT not recommended with psychotic features: refer for an urgent psychiatric "
+        "assessment first"
+    )
+    page = render(_summary(), RUN, {**TITLES, "ipt-anxiety": long_title})
+    firing = _svgs(page)[0]
+    labels = [t for t in firing.iter(f"{SVG}text") if t.find(f"{SVG}tspan") is not None]
+    shown = [" ".join(s.text or "" for s in t.iter(f"{SVG}tspan")) for t in labels]
+    assert f"{long_title} (ipt-anxiety)" in shown
+    assert "…" not in "".join(firing.itertext())
+    wrapped = next(t for t in labels if "ipt-anxiety" in "".join(t.itertext()))
+    lines = list(wrapped.iter(f"{SVG}tspan"))
+    assert len(lines) >= 2
+    assert all(len(line.text or "") <= 44 for line in lines)
+
+
+def test_every_chart_spans_the_page() -> None:
+    page = render(_summary(), RUN, TITLES)
+    assert "svg { width: 100%; height: auto; }" in page
+    widths = {svg.get("viewBox", "").split()[2] for svg in _svgs(page)}
+    assert widths == {"860"}, "one canvas width, scaled to the page"
+
+
+def test_the_site_profiles_effects_are_listed() -> None:
+    site = ["rule ipt-suicide-risk: silent, snooze 30 days", "once per visit off: <x>"]
+    page = render(_summary(), RUN, TITLES, site)
+    assert "<h3>What the site profile changes</h3>" in page
+    assert "<li>rule ipt-suicide-risk: silent, snooze 30 days</li>" in page
+    assert "<li>once per visit off: &lt;x&gt;</li>" in page
+    assert "The site profile changes nothing" in render(_summary(), RUN, TITLES, [])
+    assert "site profile changes" not in render(_summary(), RUN, TITLES)

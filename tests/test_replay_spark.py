@@ -31,7 +31,7 @@ def session() -> Iterator[object]:
     """One Spark session for the module (starting one takes many seconds): the engine's own,
     which its runs then find active and leave running."""
     if not os.environ.get("CI"):
-        pytest.importorskip("pyspark", reason="the spark engine needs: pip install '.[spark]'")
+        pytest.importorskip("pyspark", reason="the spark engine needs: pip install -e '.[spark]'")
     java_home = os.environ.get("JAVA_HOME")
     if shutil.which("java") is None and not (java_home and Path(java_home, "bin/java").exists()):
         message = "no java: scripts/test installs it (apt-get install openjdk-17-jre-headless)"

@@ -4,6 +4,8 @@ and a trust file naming a local issuer whose keys are pinned; ``token`` signs a 
 JWT as that issuer; ``ipt-cds invoke --signing-key DIR`` signs its own calls with it.
 
 For development only: the private key sits in a file, and anyone holding it is a trusted EHR.
+So by default the CLI writes them outside any checkout (``service/cli.py``, ``dev_auth_folder``),
+where a ``git add`` cannot pick the key up.
 """
 
 from __future__ import annotations

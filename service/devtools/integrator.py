@@ -12,6 +12,7 @@ import shutil
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -277,12 +278,19 @@ def invoke(
     signing_key: Path | None = None,
     detail: bool = False,
     post: Post | None = None,
+    same_instance: bool = False,
 ) -> int:
     """``post``: how the request reaches the service (default: over HTTP to ``service_url``;
-    the CLI's ``--in-process`` passes one that calls the app in this process)."""
+    the CLI's ``--in-process`` passes one that calls the app in this process).
+
+    A fixture is sent as a new hook call each time, with a hookInstance of its own, as an EHR
+    fires the hook again: the fixture's fixed one would make every invoke a retry of the first,
+    answered and counted as that call. ``same_instance`` sends the fixture's, to try a retry."""
     if fixture:
         server = fhir_server or SANDBOX_FHIR
         body = _find(fixture).request(datetime.now(UTC), server, prefetch=prefetch)
+        if not same_instance:
+            body["hookInstance"] = str(uuid.uuid4())
         if token:
             body["fhirAuthorization"] = authorization(token, "ipt-cds-cli")
     elif request_file:

@@ -2,12 +2,15 @@
 and opens offline: a committee member may read it from an e-mail attachment or on paper.
 
 Every bar carries its number and every colour is named in text beside it, so the charts read
-in black and white and for readers who do not tell the colours apart.
+in black and white and for readers who do not tell the colours apart. Every chart is drawn
+``CANVAS`` units wide and the page scales it to its full width; labels are never cut, long ones
+wrap onto more lines.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -15,9 +18,14 @@ from html import escape
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 INK = "#1b1b1b"
 GRID = "#d9d9d9"
-# Labels longer than this are cut so the plot keeps its width; the full text is in a tooltip
-# and in the tables of the report.
-LABEL_CHARS = 40
+# The width every chart is drawn to, in SVG units; the report's CSS scales it to the page.
+CANVAS = 860.0
+# A label wraps at this many characters; its column is as wide as its longest line needs,
+# at most a third of the chart, so the bars keep room.
+LABEL_CHARS = 44
+# The width of a character of the 12-unit font, on average, to size the label column.
+CHAR_WIDTH = 6.4
+LINE = 14.0
 
 
 @dataclass(frozen=True)
@@ -79,46 +87,60 @@ def _legend(series: Sequence[Series], y: float) -> list[str]:
     return parts
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+def _lines(label: str) -> list[str]:
+    """The label on as many lines as it takes, none longer than ``LABEL_CHARS``."""
+    return textwrap.wrap(label, LABEL_CHARS, break_on_hyphens=False) or [""]
+
+
+def _label(x: float, middle: float, lines: list[str], whole: str) -> str:
+    """Right-aligned lines centred on ``middle``; the whole label as its tooltip."""
+    first = middle + 4 - LINE * (len(lines) - 1) / 2
+    spans = "".join(
+        f'<tspan x="{x:.1f}" y="{first + i * LINE:.1f}">{escape(line)}</tspan>'
+        for i, line in enumerate(lines)
+    )
+    return f'<text text-anchor="end"><title>{escape(whole)}</title>{spans}</text>'
 
 
 def grouped_hbars(
     title: str, axis: str, groups: Sequence[tuple[str, Sequence[float]]], series: Sequence[Series]
 ) -> str:
     """One group of horizontal bars per label (a rule), one bar per series (a scenario)."""
-    left, plot, right, bar = 300.0, 420.0, 140.0, 14.0
-    top = 50.0
+    wrapped = [_lines(label) for label, _ in groups]
+    widest = max((len(line) for lines in wrapped for line in lines), default=0)
+    right, bar, top = 140.0, 14.0, 50.0
+    left = min(CANVAS / 3, 16 + CHAR_WIDTH * widest)
+    plot = CANVAS - left - right
     scale = ticks(max((v for _, values in groups for v in values), default=0.0))
     step = plot / scale[-1]
     body = _legend(series, 38)
-    block = bar * len(series) + 12
-    bottom = top + block * len(groups)
+    heights = [max(bar * len(series), LINE * len(lines)) + 12 for lines in wrapped]
+    bottom = top + sum(heights)
     for t in scale:
         x = left + t * step
         body.append(
             f'<line x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{bottom:.1f}" stroke="{GRID}"/>'
         )
         body.append(_text(x, bottom + 14, number(t), 'text-anchor="middle"'))
-    for i, (label, values) in enumerate(groups):
-        y = top + i * block + 6
-        body.append(
-            f'<text x="{left - 8:.1f}" y="{y + bar * len(series) / 2 + 4:.1f}" '
-            f'text-anchor="end"><title>{escape(label)}</title>{escape(_short(label))}</text>'
-        )
+    y = top
+    for (label, values), lines, height in zip(groups, wrapped, heights, strict=True):
+        middle = y + height / 2
+        body.append(_label(left - 8, middle, lines, label))
+        first = middle - bar * len(series) / 2
         for j, (s, v) in enumerate(zip(series, values, strict=True)):
             tip = f"{label}, {s.name}: {number(v)}"
-            body.append(_rect(left, y + j * bar, v * step, bar - 2, s.colour, tip))
+            body.append(_rect(left, first + j * bar, v * step, bar - 2, s.colour, tip))
             body.append(
                 _text(
                     left + v * step + 4,
-                    y + j * bar + 10,
+                    first + j * bar + 10,
                     f"{number(v)} · {s.tag}",
                     'font-size="11"',
                 )
             )
+        y += height
     body.append(_text(left + plot / 2, bottom + 32, axis, 'text-anchor="middle"'))
-    return _svg(left + plot + right, bottom + 42, title, body)
+    return _svg(CANVAS, bottom + 42, title, body)
 
 
 def stacked_hbars(
@@ -126,7 +148,7 @@ def stacked_hbars(
 ) -> str:
     """One bar per label, cut into the series' counts; the counts are written under each bar."""
     # The label goes above its bar so that long scenario names need no cutting.
-    plot, bar, block, top = 640.0, 22.0, 66.0, 50.0
+    plot, bar, block, top = CANVAS - 90, 22.0, 66.0, 50.0
     widest = max((sum(values) for _, values in rows), default=0) or 1
     step = plot / widest
     body = _legend(series, 38)
@@ -141,13 +163,14 @@ def stacked_hbars(
         said = " · ".join(f"{s.name} {v}" for s, v in zip(series, values, strict=True))
         body.append(_text(x + 6, y + 15, f"{total} cards"))
         body.append(_text(0, y + bar + 15, said if total else "no cards", 'font-size="11"'))
-    return _svg(plot + 90, top + block * len(rows), title, body)
+    return _svg(CANVAS, top + block * len(rows), title, body)
 
 
 def histogram(title: str, axis: str, counts: Sequence[tuple[str, int]], colour: str) -> str:
     """Vertical bars, one per bin, each with its count on top."""
     left, plot_h, top, gap = 56.0, 150.0, 56.0, 6.0
-    width = max(34.0, min(60.0, 360.0 / max(len(counts), 1)))
+    # As wide as the chart allows, up to a bar a reader still sees as one bin.
+    width = max(20.0, min(90.0, (CANVAS - left - 20) / max(len(counts), 1) - gap))
     scale = ticks(max((v for _, v in counts), default=0))
     step = plot_h / scale[-1]
     base = top + plot_h
@@ -174,4 +197,4 @@ def histogram(title: str, axis: str, counts: Sequence[tuple[str, int]], colour: 
             f'text-anchor="middle" transform="rotate(-90 14 {top + plot_h / 2:.1f})"',
         )
     )
-    return _svg(max(right + 20, 8.5 * len(title)), base + 44, title, body)
+    return _svg(max(CANVAS, right + 20), base + 44, title, body)

@@ -54,8 +54,7 @@ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; }
 .nw { white-space: nowrap; }
 figure { margin: 1rem 0; overflow-x: auto; }
-.row { display: flex; flex-wrap: wrap; column-gap: 2rem; }
-svg { max-width: 100%; height: auto; }
+svg { width: 100%; height: auto; }
 .critical { color: #a00000; font-weight: 600; }
 @media print { body { max-width: none; } figure, table, .headline { break-inside: avoid; } }
 """
@@ -211,7 +210,7 @@ class _Report:
             colour = _look(s)[1]
             title = f"{self.name(s)}: cards on one call"
             parts.append(f"<figure>{histogram(title, 'cards on one call', bins, colour)}</figure>")
-        return f'<div class="row">{"".join(parts)}</div>' if parts else ""
+        return "".join(parts)
 
     def together(self) -> str:
         return self.each(self.pairs)
@@ -298,12 +297,24 @@ class _Report:
         )
 
 
-def _about(summary: Mapping[str, Any], run: Mapping[str, str]) -> str:
+def _site(effects: Sequence[str] | None) -> str:
+    """What the site profile of the run changes: the committee judges the profile it means to
+    switch on, so the page says which rules it silenced or switched off."""
+    if effects is None:
+        return ""
+    if not effects:
+        return _note("The site profile changes nothing: every rule on, nothing silent.")
+    items = "".join(f"<li>{_e(line)}</li>" for line in effects)
+    return f"<h3>What the site profile changes</h3><ul>{items}</ul>"
+
+
+def _about(summary: Mapping[str, Any], run: Mapping[str, str], site: Sequence[str] | None) -> str:
     as_of = summary.get("asOf")
     when = f"<li>Every patient was evaluated as of <strong>{_e(as_of)}</strong>: ages, "
     when += "lookbacks and recency were judged on that date.</li>"
     return (
         _table(["", ""], [[_e(k), _e(v)] for k, v in run.items()], set())
+        + _site(site)
         + '<ul class="note">'
         + (when if as_of else "")
         + "<li>Each call stands alone: the replay has no once-per-visit memory, so a card an "
@@ -320,12 +331,18 @@ def _about(summary: Mapping[str, Any], run: Mapping[str, str]) -> str:
     )
 
 
-def render(summary: dict[str, Any], run: Mapping[str, str], titles: Mapping[str, str]) -> str:
-    """The whole ``report.html`` page for one replay's ``summary.json``."""
+def render(
+    summary: dict[str, Any],
+    run: Mapping[str, str],
+    titles: Mapping[str, str],
+    site: Sequence[str] | None = None,
+) -> str:
+    """The whole ``report.html`` page for one replay's ``summary.json``; ``site``, the lines
+    saying what the run's site profile changes (``service/knowledge/site_summary.py``)."""
     r = _Report(summary, titles)
     sections = [
         ("In short", r.headline()),
-        ("About this run", _about(summary, run)),
+        ("About this run", _about(summary, run, site)),
         ("How often each rule fires", r.firing()),
         ("Indicator mix", r.indicator_mix()),
         ("Cards on one call", r.per_call()),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from service.knowledge.base import Knowledge
+from service.knowledge.site_summary import effects
 from service.ops.progress import ProgressBar
 from service.replay import local
 from service.replay.local import Job
@@ -53,6 +54,8 @@ class Options:
     workers: int = 0  # 0: every core
     # The pseudonyms' key: a run's own random one unless given (then runs can be linked).
     key: bytes = b""
+    # Write into an --out folder that already holds files (ours there are replaced).
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ def replay(options: Options, terminal: TextIO) -> Finished:
     summary_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     report_path = options.out / "report.html"
     titles = {rule.id: rule.spec.title for rule in knowledge.rulebook.rules}
-    report_path.write_text(_report(result, options, seconds, titles), encoding="utf-8")
+    site = effects(knowledge.site)
+    report_path.write_text(_report(result, options, seconds, titles, site), encoding="utf-8")
     files = (summary_path, csv_path, report_path)
     return Finished(result, seconds, files, paragraph(result, options, seconds))
 
@@ -109,6 +113,12 @@ def _check_out(options: Options) -> None:
         raise ReplayInputError(f"--out {options.out} is inside the export: choose another folder")
     if out.exists() and not out.is_dir():
         raise ReplayInputError(f"--out {options.out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not options.force:
+        # A committee's earlier results are not overwritten by a second run by mistake.
+        raise ReplayInputError(
+            f"--out {options.out} is not empty: give a new or empty folder, or add --force to "
+            "replace the results in it"
+        )
 
 
 def exported_on(source: Path) -> date | None:
@@ -126,7 +136,7 @@ def _engine(name: str) -> Engine:
             from service.replay import spark
         except ImportError as exc:
             raise EngineUnavailable(
-                f"the spark engine needs PySpark and Java 17: pip install '.[spark]' ({exc})"
+                f"the spark engine needs PySpark and Java 17: pip install -e '.[spark]' ({exc})"
             ) from None
         return spark.run
     return _local
@@ -165,7 +175,11 @@ def _pseudonyms(options: Options) -> Callable[[str], str]:
 
 
 def _report(
-    result: dict[str, Any], options: Options, seconds: float, titles: dict[str, str]
+    result: dict[str, Any],
+    options: Options,
+    seconds: float,
+    titles: dict[str, str],
+    site: list[str],
 ) -> str:
     from service.replay.report import render
 
@@ -177,7 +191,7 @@ def _report(
         "Duration": f"{seconds:.1f} s",
         "Site profile": options.site_file.name if options.site_file else "none (defaults)",
     }
-    return render(result, run, titles)
+    return render(result, run, titles, site)
 
 
 def paragraph(result: dict[str, Any], options: Options, seconds: float) -> str:

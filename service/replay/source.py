@@ -81,8 +81,14 @@ class Item:
 
 def input_files(root: Path) -> tuple[str, list[Path]]:
     """The layout ("ndjson" or "bundles") and its files, in a stable order."""
+    if not root.exists():
+        raise ReplayInputError(
+            f"{root} does not exist: give the folder of a Bulk Data export or of FHIR Bundles"
+        )
     if not root.is_dir():
-        raise ReplayInputError(f"{root} is not a folder (a Bulk Data export or FHIR Bundles)")
+        raise ReplayInputError(
+            f"{root} is a file, not a folder (a Bulk Data export or FHIR Bundles)"
+        )
 
     def order(path: Path) -> list[Any]:
         return name_order(path.relative_to(root).as_posix())
