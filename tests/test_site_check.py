@@ -208,3 +208,21 @@ def test_serve_refuses_a_safety_rule_off_in_one_line_exit_2(
     assert err.startswith(f"ipt-cds: configuration: {path}: rules.ipt-psychosis: a safety rule")
     assert err.count("\n") == 1
     assert started == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("organization: [unclosed\n", "not valid YAML: line 2, column 1: "),
+        ("- a list\n- not settings\n", "the file must hold settings as `name: value` lines"),
+        ("rules: [ipt-cautions]\n", "rules: write settings here as `name: value` lines"),
+        ("rules:\n  7: {enabled: false}\n", "rules[7]: a name here must be text"),
+    ],
+)
+def test_a_file_that_is_not_a_profile_is_one_line_of_plain_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    path = _write(tmp_path, text)
+    code, lines = _check(path, capsys)
+    assert code == 2
+    assert lines[0].startswith(f"{path}: {said}")

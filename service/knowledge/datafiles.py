@@ -21,7 +21,15 @@ def read_yaml(path: Path) -> Any:
     except FileNotFoundError:
         raise KnowledgeError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
-        raise KnowledgeError(f"{path}: not valid YAML: {exc}") from None
+        raise KnowledgeError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, on one line: PyYAML's own text spans several, quoting the file."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def parse(path: Path, model: type[M], data: Any = None) -> M:

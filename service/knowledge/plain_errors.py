@@ -33,9 +33,11 @@ def plain(error: ErrorDetails, model: type[BaseModel]) -> str:
     """One line for one validation error of a file checked against ``model``."""
     loc = tuple(error["loc"])
     kind, given = error["type"], error.get("input")
-    if loc and loc[-1] == "[key]":  # a key of a mapping whose keys are a fixed list
+    if loc and loc[-1] == "[key]":  # a key of a mapping whose keys are a fixed list, or text
         loc = loc[:-1]
         choices = _key_choices(model, loc[:-1])
+        if not choices:
+            return f"{location(loc)}: a name here must be text"
         return (
             f"{location(loc)}: {str(loc[-1])!r} is not a name allowed here"
             f"{did_you_mean(loc[-1], choices)} (the names allowed: {', '.join(choices)})"
