@@ -214,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "population":
         return _synth(args)
     if args.command == "site":
-        return _site_check(args.file)
+        from service.devtools.site_check import check as check_site_file
+
+        return check_site_file(args.file, sys.stdout)
     if args.command == "invoke" and args.in_process:
         return _invoke_in_process(args)
     if args.command == "invoke":
@@ -336,42 +338,6 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _site_check(path: Path) -> int:
-    """Exit 0 with what the profile changes, or 2 with one line per problem, each
-    ``FILE: where: what is wrong`` (the start-up error is the first of them)."""
-    from service.knowledge.base import Knowledge
-    from service.knowledge.errors import KnowledgeError
-    from service.knowledge.site import check_site
-    from service.knowledge.site_summary import effects
-    from service.ops.config import Settings
-
-    out = sys.stdout
-    try:
-        rulebook = Knowledge.load(Settings().knowledge_dir).rulebook
-        checked = check_site(path, {rule.id for rule in rulebook.rules}, rulebook.retired)
-    except KnowledgeError as exc:
-        out.write(f"{exc}\n")
-        return 2
-    if checked.site is None:
-        out.writelines(f"{path}: {problem}\n" for problem in checked.problems)
-        return 2
-    site = checked.site
-    changes = effects(site)
-    out.write(
-        f"{path}: a valid site profile; " + ("it changes:\n" if changes else "the defaults\n")
-    )
-    out.writelines(f"  {line}\n" for line in changes)
-    out.writelines(f"{path}: note: {note}\n" for note in checked.notes)
-    for order in site.unplaceable_orders(rulebook.for_site(site).suggested_orders()):
-        out.write(f"{path}: note: orderables.{order}: no Epic order preference list item\n")
-    for rid, how in site.safety_rules_off().items():
-        out.write(
-            f"{path}: WARNING: safety rule {rid} is {how} (acknowledge_safety_rules_off: true); "
-            "the service warns at every start\n"
-        )
-    return 0
-
-
 def _dev_auth(args: argparse.Namespace) -> int:
     from service.devtools import dev_auth
 
@@ -397,18 +363,6 @@ def _local_service_url(host: str | None = None, port: int | None = None) -> str:
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{port or settings.port}"
-
-
-def _print_sandbox_links(settings: Any, discovery: str) -> None:
-    from service.devtools.sandbox import fhir_server, sandbox_links
-
-    fhir = fhir_server(settings.fhir_allowlist)
-    links = sandbox_links(discovery, fhir)
-    sys.stderr.write(
-        "ipt-cds: the CDS Hooks sandbox may call this service. Load the fixtures into the open "
-        f"FHIR server {fhir} first (docs/integration.md section 7), then open\n"
-    )
-    sys.stderr.writelines(f"  {what}: {url}\n" for what, url in links)
 
 
 def openapi_yaml() -> str:
@@ -469,7 +423,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     if settings.sandbox:
-        _print_sandbox_links(settings, f"{_local_service_url(args.host, args.port)}/cds-services")
+        from service.devtools.sandbox import print_links
+
+        discovery = f"{_local_service_url(args.host, args.port)}/cds-services"
+        print_links(discovery, settings.fhir_allowlist, sys.stderr)
     # A factory, so that each worker process builds its own app (and importing builds none).
     uvicorn.run(
         "service.http.app:served_app",

@@ -10,6 +10,7 @@ FHIR server and a patient of its own, whom no fixture describes.
 
 from __future__ import annotations
 
+from typing import TextIO
 from urllib.parse import urlencode
 
 SANDBOX = "https://sandbox.cds-hooks.org/"
@@ -39,3 +40,13 @@ def sandbox_links(discovery_url: str, fhir: str) -> list[tuple[str, str]]:
     return [
         (what, SANDBOX + "?" + urlencode({**common, **view}, safe=":/")) for what, view in views
     ]
+
+
+def print_links(discovery_url: str, fhir_allowlist: list[str], out: TextIO) -> None:
+    """What ``ipt-cds serve --sandbox`` prints before the server starts."""
+    fhir = fhir_server(fhir_allowlist)
+    out.write(
+        "ipt-cds: the CDS Hooks sandbox may call this service. Load the fixtures into the open "
+        f"FHIR server {fhir} first (docs/integration.md section 7), then open\n"
+    )
+    out.writelines(f"  {what}: {url}\n" for what, url in sandbox_links(discovery_url, fhir))
