@@ -155,8 +155,8 @@ def test_an_acknowledged_safety_rule_off_loads_and_warns_at_every_start(
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert [w for w in warnings if "SAFETY RULES OFF" in w] == [
             "SAFETY RULES OFF by the site profile (acknowledge_safety_rules_off: true): "
-            "ipt-suicide-risk silent. Their cards (a suicide risk, psychotic features) are not "
-            "shown to clinicians"
+            "ipt-suicide-risk silent (its card: a suicide risk on record). Clinicians are not "
+            "shown these cards"
         ]
 
 

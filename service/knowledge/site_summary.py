@@ -58,10 +58,19 @@ def log_site(site: SiteProfile, path: Path | None) -> None:
     log.info(summary(site, path), extra={"event": "site-profile", "rules": rules})
     off = site.safety_rules_off()
     if off:
-        named = ", ".join(f"{rid} {how}" for rid, how in off.items())
+        named = ", ".join(
+            f"{rid} {how} ({_GUARDS.get(rid, 'a safety card')})" for rid, how in off.items()
+        )
         log.warning(
             "SAFETY RULES OFF by the site profile (acknowledge_safety_rules_off: true): %s. "
-            "Their cards (a suicide risk, psychotic features) are not shown to clinicians",
+            "Clinicians are not shown these cards",
             named,
             extra={"event": "site-safety-rules-off", "rules": sorted(off)},
         )
+
+
+# What each safety rule's card warns of, for the start-up WARNING.
+_GUARDS = {
+    "ipt-suicide-risk": "its card: a suicide risk on record",
+    "ipt-psychosis": "its card: psychotic features on record",
+}
