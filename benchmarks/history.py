@@ -12,10 +12,11 @@ does, tuned as a served worker), each scenario on a fresh database:
 
 It reports the p50 of the first 200 calls and of the last 200, their ratio, and the card_memory
 rows of the patient at the end. ``--burn`` runs a CPU-bound process beside it (``while True:
-pass``), as other work on a shared machine would. The calls go one after another and the event
-loop runs between them, so the card recorder writes its batches meanwhile, as in a server.
+pass``; ``--burn 2`` for two), each in a session of its own, as other programs on a shared
+machine are. The calls go one after another and the event loop runs between them, so the card
+recorder writes its batches meanwhile, as in a server.
 
-Each row also says how many cores processes other than the benchmark and its burner used
+Each row also says how many cores processes other than the benchmark and its burners used
 during the first 200 calls and the last 200 (from /proc): a p50 that jumps with it is another
 program's doing, not the history's.
 
@@ -66,17 +67,17 @@ SCENARIOS = {
 
 class OtherCpu:
     """The cores other processes keep busy, between marks: the machine's busy time (/proc/stat)
-    less this process's and the burner's."""
+    less this process's and the burners'."""
 
-    def __init__(self, burner: int | None) -> None:
-        self.burner = burner
+    def __init__(self, burners: list[int]) -> None:
+        self.burners = burners
         self.marks: list[tuple[int, int, int]] = []
 
     def mark(self) -> None:
         try:
             fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
             busy, total = sum(fields) - fields[3] - fields[4], sum(fields)
-            ours = _jiffies(os.getpid()) + (_jiffies(self.burner) if self.burner else 0)
+            ours = _jiffies(os.getpid()) + sum(_jiffies(pid) for pid in self.burners)
         except (OSError, ValueError, IndexError):
             busy = total = ours = 0
         self.marks.append((busy, total, ours))
@@ -176,7 +177,7 @@ class Probe:
 
 
 async def run(
-    name: str, database_url: str, probe: Probe | None = None, burner: int | None = None
+    name: str, database_url: str, probe: Probe | None = None, burners: list[int] | None = None
 ) -> dict[str, Any]:
     hook, calls, fresh, window = SCENARIOS[name]
     site = None if window else no_repeat_site()
@@ -195,7 +196,7 @@ async def run(
     gc.freeze()
     times = []
     fixed = orjson.dumps(body)
-    others = OtherCpu(burner)
+    others = OtherCpu(burners or [])
     for i in range(1, calls + 1):
         if i in (1, calls - EDGE + 1):
             others.mark()
@@ -256,25 +257,37 @@ def database(kind: str) -> Iterator[str]:
 
 
 @contextmanager
-def burning(on: bool) -> Iterator[int | None]:
-    """A CPU-bound process beside the benchmark (its pid), stopped at the end."""
-    if not on:
-        yield None
-        return
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+def burning(count: int) -> Iterator[list[int]]:
+    """CPU-bound processes beside the benchmark (their pids), stopped at the end. Each in a
+    session of its own, as another program is: with the kernel's autogroup scheduling a
+    session's processes share one group's part of the CPU, so a burner started in ours would
+    compete with the benchmark far less than another program does."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(count)
+    ]
     try:
-        time.sleep(0.5)
-        yield burner.pid
+        if burners:
+            time.sleep(0.5)
+        yield [b.pid for b in burners]
     finally:
-        burner.kill()
-        burner.wait()
+        for burner in burners:
+            burner.kill()
+            burner.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.history", description=__doc__)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--burn", action="store_true", help="a CPU-bound process beside it")
+    parser.add_argument(
+        "--burn",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        help="CPU-bound processes beside it (1 if no number is given)",
+    )
     parser.add_argument("--probe", action="store_true", help="time the lookup and the writes")
     parser.add_argument("--json", type=Path, help="also append the figures to this file")
     args = parser.parse_args()
@@ -286,15 +299,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.scenario or list(SCENARIOS):
         probe = Probe() if args.probe else None
-        with database(args.database) as url, burning(args.burn) as burner:
+        with database(args.database) as url, burning(args.burn) as burners:
             if probe is not None:
                 with probe.installed():
-                    r = asyncio.run(run(name, url, probe, burner))
+                    r = asyncio.run(run(name, url, probe, burners))
             else:
-                r = asyncio.run(run(name, url, burner=burner))
+                r = asyncio.run(run(name, url, burners=burners))
         r.update(database=args.database, burn=args.burn)
         print(
-            f"| {name} | {args.database} | {'CPU-bound process' if args.burn else 'quiet'} "
+            f"| {name} | {args.database} | {_load(args.burn)} "
             f"| {r['calls']:,} | {r['first_p50_ms']:.2f} | {r['last_p50_ms']:.2f} "
             f"| {r['ratio']:.2f} | {r['last_p99_ms']:.2f} | {r['memory_rows']:,} "
             f"| {r['other_cores_first']:.1f} / {r['other_cores_last']:.1f} |",
@@ -311,6 +324,12 @@ def main() -> None:
         if args.json:
             with args.json.open("a") as out:
                 out.write(json.dumps(r) + "\n")
+
+
+def _load(burners: int) -> str:
+    if not burners:
+        return "quiet"
+    return "1 CPU-bound process" if burners == 1 else f"{burners} CPU-bound processes"
 
 
 if __name__ == "__main__":
