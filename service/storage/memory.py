@@ -26,7 +26,8 @@ would. "Shown" rows are written with the card recorder's batch; until then this 
 remembers the latest of each itself, so that order-sign a moment after order-select already
 sees what it showed. Feedback finds its card's patient through the latest card of each row:
 feedback on a card that the same clinician's next card of the rule, from the same service,
-replaced (a retried call, order-select fired again) snoozes nothing.
+replaced (a retried call, order-select fired again) snoozes nothing, unless this worker still
+holds the card in its own copy.
 """
 
 from __future__ import annotations
