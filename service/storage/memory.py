@@ -14,9 +14,20 @@ service/clinical/worsening.py decide, this module only says what was seen.
 It keeps a keyed pseudonym of the patient (HMAC-SHA256 of the FHIR server and the patient id,
 with a secret the store makes on first start and every replica shares), never the id; keyed
 hashes of the clinician and of the references behind the suicidal-ideation level; codes of the
-severity band, the ideation level and four facts; never values or dates of the record. "Shown"
-rows are written with the card recorder's batch; until then this worker remembers them itself,
-so that order-sign a moment after order-select already sees what it showed.
+severity band, the ideation level and four facts; never values or dates of the record.
+
+It keeps state, not a log: per patient, rule, draft, service and clinician, the latest card
+shown, the latest snooze and the latest assessment (store.py ``card_memory``). A later row
+replaces the one of its key, so what a call reads back is bounded by the rules, drafts,
+services and clinicians, not by how often the patient was called or a call retried. Keeping
+only the latest changes nothing as long as the record does not improve: a card is shown again
+only where the older row did not hold it, and the newer row holds wherever the older one
+would. "Shown" rows are written with the card recorder's batch; until then this worker
+remembers the latest of each itself, so that order-sign a moment after order-select already
+sees what it showed. Feedback finds its card's patient through the latest card of each row:
+feedback on a card that the same clinician's next card of the rule, from the same service,
+replaced (a retried call, order-select fired again) snoozes nothing, unless this worker still
+holds the card in its own copy.
 """
 
 from __future__ import annotations
@@ -136,11 +147,11 @@ class CardMemory:
     store: Store
     repeat_window: timedelta
     _secret: bytes = b""
-    # This worker's recent rows: in order, for pruning; the latest per patient and (rule, draft
-    # key, service), so that a patient called again and again costs no more; and by card, for
+    # This worker's recent rows: in order, for pruning; the latest per patient and key (the
+    # store's), so that a patient called again and again costs no more; and by card, for
     # snoozes.
     _local: deque[Remembered] = field(default_factory=deque)
-    _by_patient: dict[str, dict[_Slot, Remembered]] = field(default_factory=dict)
+    _by_patient: dict[str, dict[_Key, Remembered]] = field(default_factory=dict)
     _by_card: dict[str, Remembered] = field(default_factory=dict)
     _sqlite: SqliteRecall | None = None
     _postgres: PostgresRecall | None = None
@@ -213,11 +224,16 @@ class CardMemory:
         return self._recall(stored, ask)
 
     def _recall(self, stored: list[Remembered], ask: _Asked) -> Recall:
-        # In the event loop's thread: this worker's own rows change there.
-        rows = [*stored, *self._recent(ask.patient, ask.now)]
+        # In the event loop's thread: this worker's own rows change there. Its rows not
+        # written yet replace the stored ones they will replace, so a call sees one row per key.
+        latest: dict[_Key, Remembered] = {}
+        for row in (*stored, *self._recent(ask.patient, ask.now)):
+            before = latest.get(row.key())
+            if before is None or row.at >= before.at:
+                latest[row.key()] = row
         kept = tuple(
             r
-            for r in rows
+            for r in latest.values()
             if (
                 r.event == "shown"
                 and r.at >= ask.since
@@ -263,7 +279,7 @@ class CardMemory:
         self._local.extend(rows)
         latest = self._by_patient.setdefault(patient, {})
         for row in rows:
-            latest[_slot(row)] = row
+            latest[row.key()] = row
             self._by_card[card_uuid] = row
         return rows
 
@@ -313,8 +329,8 @@ class CardMemory:
         while self._local and self._local[0].at < oldest:
             gone = self._local.popleft()
             mine = self._by_patient.get(gone.patient, {})
-            if mine.get(_slot(gone)) is gone:
-                del mine[_slot(gone)]
+            if mine.get(gone.key()) is gone:
+                del mine[gone.key()]
                 if not mine:
                     del self._by_patient[gone.patient]
             if gone.card_uuid is not None and self._by_card.get(gone.card_uuid) is gone:
@@ -322,11 +338,8 @@ class CardMemory:
         return list(self._by_patient.get(patient, {}).values())
 
 
-_Slot = tuple[str, str, str | None]
-
-
-def _slot(row: Remembered) -> _Slot:
-    return (row.rule_id, row.draft_key, row.service_id)
+# A row's key in the store: patient, rule, draft key, kind, service, clinician.
+_Key = tuple[str, str, str, str, str, str]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
     text,
 )
@@ -125,6 +126,61 @@ def _v5_memory_record_state(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE card_memory ADD COLUMN {column}"))
 
 
+def _v6_memory_state(conn: Connection) -> None:
+    """card_memory from a log (a row per card shown or overridden, read back whole by every
+    call) to state: a row per patient, rule, draft, kind, service and clinician, holding the
+    latest. Of the old rows still running, the latest of each key is carried over; the older
+    ones of a key add nothing while the record did not improve (service/storage/memory.py)."""
+    # Kept aside in a temporary table, so that the new table and its indexes take the old
+    # names on both databases. NULL service and clinician (rows older than migration 5): "".
+    conn.execute(
+        text(
+            "CREATE TEMPORARY TABLE card_memory_latest AS "
+            "SELECT patient, rule_id, draft_key, event, service, clinician, card_uuid, at, "
+            "expires_at, call_key, band, ideation, basis, flags FROM ("
+            " SELECT *, ROW_NUMBER() OVER ("
+            "  PARTITION BY patient, rule_id, draft_key, event, service, clinician"
+            "  ORDER BY at DESC, id DESC"
+            " ) AS n FROM ("
+            "  SELECT card_memory.*, COALESCE(service_id, '') AS service,"
+            "   COALESCE(user_key, '') AS clinician"
+            "  FROM card_memory WHERE expires_at > :now"
+            " ) AS keyed"
+            ") AS ranked WHERE n = 1"
+        ).bindparams(bindparam("now", datetime.now(UTC), type_=DateTime(timezone=True)))
+    )
+    conn.execute(text("DROP TABLE card_memory"))
+    schema = MetaData()
+    Table(
+        "card_memory",
+        schema,
+        Column("patient", String(64), primary_key=True),
+        Column("rule_id", String(128), primary_key=True),
+        Column("draft_key", String(256), primary_key=True),
+        Column("event", String(8), primary_key=True),
+        Column("service_id", String(128), primary_key=True),
+        Column("user_key", String(64), primary_key=True),
+        Column("card_uuid", String(64), index=True),
+        Column("at", DateTime(timezone=True), nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+        Column("call_key", String(64)),
+        Column("band", String(24)),
+        Column("ideation", String(16)),
+        Column("basis", Text),
+        Column("flags", String(64)),
+    )
+    schema.create_all(conn)
+    conn.execute(
+        text(
+            "INSERT INTO card_memory (patient, rule_id, draft_key, event, service_id, user_key, "
+            "card_uuid, at, expires_at, call_key, band, ideation, basis, flags) "
+            "SELECT patient, rule_id, draft_key, event, service, clinician, card_uuid, at, "
+            "expires_at, call_key, band, ideation, basis, flags FROM card_memory_latest"
+        )
+    )
+    conn.execute(text("DROP TABLE card_memory_latest"))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "cards_issued, feedback, jti_seen", _v1_cards_feedback_jti),
     (2, "cards_issued.disposition: shown or silent", _v2_card_disposition),
@@ -134,6 +190,11 @@ MIGRATIONS: list[Migration] = [
         5,
         "card_memory: service, clinician and record state (held cards end on worsening)",
         _v5_memory_record_state,
+    ),
+    (
+        6,
+        "card_memory as state: the latest per patient, rule, draft, kind, service, clinician",
+        _v6_memory_state,
     ),
 ]
 

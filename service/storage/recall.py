@@ -1,5 +1,9 @@
 """The card memory's lookup, which every hook call waits for (the clinical spec section 5).
 
+It reads one patient's rows on the primary key of ``card_memory``; the memory keeps the latest
+row per rule, draft, kind and owner (store.py), so the lookup answers a bounded number of rows,
+the same for a patient's first call and its thousandth, retries included.
+
 Through SQLAlchemy's pool the lookup costs ~175 µs of Python and, run on a worker thread, about
 as much again for the hop there and back: together most of a small call's time. So the lookup
 is one statement, compiled once by SQLAlchemy, on a connection of its own:

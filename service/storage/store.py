@@ -27,22 +27,23 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
-    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    and_,
     bindparam,
     create_engine,
     delete,
     distinct,
     event,
     func,
+    or_,
     select,
-    union_all,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -107,29 +108,33 @@ jti_seen = Table(
 )
 
 
-# What the service remembers per patient (the clinical spec section 5): a keyed pseudonym, never the
-# patient id; the rule; the draft order (a reference to a draft in the EHR, not patient data)
-# or "" for the chart; the time; and until when the row is kept. "shown" rows make "once per
-# visit" and let an override find its patient; "snooze" rows keep a rule away after one.
+# What the service remembers per patient (the clinical spec section 5), as state: one row per
+# patient (a keyed pseudonym, never the patient id), rule, draft order (a keyed reference to a
+# draft in the EHR; "" for the chart, a snooze or an assessment), kind ("shown", "snooze",
+# "assessed"), service and clinician, holding the latest. A patient has at most rules x drafts
+# x services x clinicians rows whatever the number of calls, and a call's lookup reads no more.
+# "shown" rows make "once per visit" and let an override find its patient; "snooze" and
+# "assessed" rows keep a rule away after one.
 card_memory = Table(
     "card_memory",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("patient", String(64), nullable=False),
-    Column("rule_id", String(128), nullable=False),
-    Column("draft_key", String(256), nullable=False),
+    Column("patient", String(64), primary_key=True),
+    Column("rule_id", String(128), primary_key=True),
+    Column("draft_key", String(256), primary_key=True),
+    Column("event", String(8), primary_key=True),
+    # The service that showed the card: order-select fired again for the order being edited
+    # shows its cards again (the clinical spec 7.1). "" in rows written before it was kept.
+    Column("service_id", String(128), primary_key=True),
+    # The clinician of that call, keyed: a documented risk assessment holds a critical card
+    # back for that clinician only; feedback on a card finds it while that clinician's next
+    # card of the rule has not replaced it.
+    Column("user_key", String(64), primary_key=True),
+    # The latest card shown of this row: feedback on it finds its patient.
     Column("card_uuid", String(64), index=True),
-    Column("event", String(8), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     # The hook call that showed the card, keyed: a retry of that same call is not a repeat.
     Column("call_key", String(64)),
-    # The service that showed the card: order-select fired again for the order being edited
-    # shows its cards again (the clinical spec 7.1).
-    Column("service_id", String(128)),
-    # The clinician of that call, keyed: a documented risk assessment holds a critical card
-    # back for that clinician only.
-    Column("user_key", String(64)),
     # The record when the card was shown (a snooze or an assessment copies it from the shown
     # row), as codes and keyed hashes (service/clinical/worsening.py): a held card comes back
     # when the record is worse. NULL band: a row written before this was kept.
@@ -137,8 +142,6 @@ card_memory = Table(
     Column("ideation", String(16)),
     Column("basis", Text),
     Column("flags", String(64)),
-    # A call reads one patient's shown rows since a time, and its snoozes: this index serves both.
-    Index("ix_card_memory_recall", "patient", "event", "at"),
 )
 
 # The secret the pseudonyms are keyed with: made on first start, shared by every replica.
@@ -171,7 +174,8 @@ class IssuedCard:
 
 @dataclass
 class Remembered:
-    """A card_memory row."""
+    """A card_memory row: the latest of its kind for a patient, rule, draft, service and
+    clinician."""
 
     patient: str
     rule_id: str
@@ -188,6 +192,22 @@ class Remembered:
     # Keyed hashes, space-separated; flags comma-separated (service/storage/memory.py Marks).
     basis: str | None = None
     flags: str | None = None
+
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        """Its primary key: a row replaces the one of the same key."""
+        return (
+            self.patient,
+            self.rule_id,
+            self.draft_key,
+            self.event,
+            self.service_id or "",
+            self.user_key or "",
+        )
+
+    def values(self) -> dict[str, Any]:
+        """The row as written: no NULL in a key column (NULLs never conflict)."""
+        keyed = {"service_id": self.service_id or "", "user_key": self.user_key or ""}
+        return {**self.__dict__, **keyed}
 
 
 class Store:
@@ -207,20 +227,25 @@ class Store:
         )
         if self.engine.dialect.name == "sqlite":
             self._insert_cards = self._insert_cards.returning(cards_issued.c.card_uuid)
-        # Built once: it runs on every hook call. Index ranges, not one OR (with an OR,
-        # SQLite reads every row of the patient).
+        # Each row holds the latest of its kind: a row written later with an earlier time (a
+        # replica whose batch was slower, a late-reported assessment) does not replace it.
+        # SQLite gets multi-row statements through RETURNING, as the cards do.
+        upsert = self._insert(card_memory)
+        self._upsert_memory: Any = upsert.on_conflict_do_update(
+            index_elements=[c.name for c in card_memory.primary_key],
+            set_={c.name: upsert.excluded[c.name] for c in MEMORY_COLUMNS if not c.primary_key},
+            where=upsert.excluded.at >= card_memory.c.at,
+        )
+        if self.engine.dialect.name == "sqlite":
+            self._upsert_memory = self._upsert_memory.returning(card_memory.c.patient)
+        # Built once: it runs on every hook call. It reads the patient's rows on the primary
+        # key, which are few whatever the patient's history.
         m = card_memory.c
-        self.recall_statement: Any = union_all(
-            select(*MEMORY_COLUMNS).where(
-                m.patient == bindparam("patient"), m.event == "shown", m.at >= bindparam("since")
-            ),
-            *(
-                select(*MEMORY_COLUMNS).where(
-                    m.patient == bindparam("patient"),
-                    m.event == event,
-                    m.expires_at > bindparam("now"),
-                )
-                for event in ("snooze", "assessed")
+        self.recall_statement: Any = select(*MEMORY_COLUMNS).where(
+            m.patient == bindparam("patient"),
+            or_(
+                and_(m.event == "shown", m.at >= bindparam("since")),
+                and_(m.event != "shown", m.expires_at > bindparam("now")),
             ),
         )
 
@@ -244,7 +269,7 @@ class Store:
                 if result.returns_rows:
                     result.all()
             if remembered:
-                conn.execute(card_memory.insert(), [r.__dict__ for r in remembered])
+                self._remember(conn, remembered)
                 oldest = min(r.at for r in remembered)
                 conn.execute(delete(card_memory).where(card_memory.c.expires_at < oldest))
 
@@ -259,8 +284,9 @@ class Store:
         return found
 
     def recall(self, patient: str, since: datetime, now: datetime) -> list[Remembered]:
-        """Of one patient, the cards shown since ``since`` and the snoozes still running: one
-        query on the patient's index, whatever else is kept for the patient."""
+        """Of one patient, the cards shown since ``since`` and the snoozes and assessments
+        still running: one query on the primary key, which holds one row per rule, draft, kind,
+        service and clinician at most."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 self.recall_statement, {"patient": patient, "since": since, "now": now}
@@ -280,7 +306,22 @@ class Store:
     def remember(self, rows: Sequence[Remembered]) -> None:
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(card_memory.insert(), [r.__dict__ for r in rows])
+                self._remember(conn, rows)
+
+    def _remember(self, conn: Connection, rows: Sequence[Remembered]) -> None:
+        """Each row replaces the one of its key unless that one is later. Of the rows a batch
+        holds for one key only the latest is sent: one statement may not update a row twice
+        on PostgreSQL, and a call retried in a burst would otherwise be written again and
+        again."""
+        latest: dict[tuple[str, ...], Remembered] = {}
+        for row in rows:
+            kept = latest.get(row.key())
+            if kept is None or row.at >= kept.at:
+                latest[row.key()] = row
+        values = [r.values() for r in latest.values()]
+        result = conn.execute(self._upsert_memory, values)
+        if result.returns_rows:
+            result.all()
 
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
         """Store the items in one transaction; answer how many were new."""
