@@ -41,11 +41,17 @@ from service.knowledge.site_summary import log_site
 from service.ops import logs
 from service.ops.config import Settings
 from service.pipeline import Pipeline, Rule
+from service.storage.drain import Drainer
 from service.storage.memory import CardMemory
 from service.storage.recorder import CardRecorder
-from service.storage.store import Store
+from service.storage.spool import Spool
+from service.storage.store import Store, database_url
 
 log = logging.getLogger("ipt_cds")
+
+# At shutdown, how long the spool's drain may go on writing to the database; what it has not
+# written by then is taken up by the next start.
+SHUTDOWN_DRAIN_SECONDS = 5.0
 
 
 def _utc_now() -> datetime:
@@ -91,8 +97,20 @@ def create_app(
         state._store = await run_in_threadpool(Store, settings.database_url)
         window = timedelta(hours=knowledge.site.repeat_window_hours)
         state._memory = await run_in_threadpool(CardMemory, state.store, window)
+        # The drain begins with what a previous run left in the spool (kill -9 included).
+        spool = await run_in_threadpool(
+            Spool.open,
+            settings.spool_folder,
+            database_url(settings.database_url),
+            settings.spool_max_bytes,
+        )
+        state.metrics.spooled_bytes.set_function(lambda: spool.size)
+        state._drainer = Drainer(
+            spool, state.store, state.memory.snooze, rejected=state.metrics.spool_rejected.inc
+        )
+        state.drainer.start()
         state._recorder = CardRecorder(
-            state.store,
+            state.drainer,
             max_pending=settings.max_pending_card_rows,
             dropped=state.metrics.cards_unrecorded.inc,
         )
@@ -121,8 +139,12 @@ def create_app(
         except Exception as exc:  # its text may quote the rows; the store must still close
             log.error("recording cards at shutdown failed: %s", type(exc).__name__)
         finally:
-            await state.memory.close()
-            state.store.close()
+            try:
+                await state.drainer.close(SHUTDOWN_DRAIN_SECONDS)
+            finally:
+                spool.close()
+                await state.memory.close()
+                state.store.close()
 
     app = FastAPI(
         title="IPT CDS Hooks service",
