@@ -94,9 +94,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state._store = await run_in_threadpool(Store, settings.database_url)
+        # What this run opens it closes, even where a test runs the lifespan twice at once.
+        store = state._store = await run_in_threadpool(Store, settings.database_url)
         window = timedelta(hours=knowledge.site.repeat_window_hours)
-        state._memory = await run_in_threadpool(CardMemory, state.store, window)
+        memory = state._memory = await run_in_threadpool(CardMemory, store, window)
         # The drain begins with what a previous run left in the spool (kill -9 included).
         spool = await run_in_threadpool(
             Spool.open,
@@ -105,16 +106,16 @@ def create_app(
             settings.spool_max_bytes,
         )
         state.metrics.spooled_bytes.set_function(lambda: spool.size)
-        state._drainer = Drainer(
-            spool, state.store, state.memory.snooze, rejected=state.metrics.spool_rejected.inc
+        drainer = state._drainer = Drainer(
+            spool, store, memory.snooze, rejected=state.metrics.spool_rejected.inc
         )
-        state.drainer.start()
-        state._recorder = CardRecorder(
-            state.drainer,
+        drainer.start()
+        recorder = state._recorder = CardRecorder(
+            drainer,
             max_pending=settings.max_pending_card_rows,
             dropped=state.metrics.cards_unrecorded.inc,
         )
-        state.recorder.start()
+        recorder.start()
         async with FhirClient.make_http(settings, fhir_transport) as http:
             state._fhir = FhirClient(http, settings, state.metrics)
             if trust is not None:
@@ -135,16 +136,16 @@ def create_app(
                 _tune_garbage_collector()
             yield
         try:
-            await state.recorder.close()
+            await recorder.close()
         except Exception as exc:  # its text may quote the rows; the store must still close
             log.error("recording cards at shutdown failed: %s", type(exc).__name__)
         finally:
             try:
-                await state.drainer.close(SHUTDOWN_DRAIN_SECONDS)
+                await drainer.close(SHUTDOWN_DRAIN_SECONDS)
             finally:
                 spool.close()
-                await state.memory.close()
-                state.store.close()
+                await memory.close()
+                store.close()
 
     app = FastAPI(
         title="IPT CDS Hooks service",

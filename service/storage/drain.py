@@ -45,6 +45,8 @@ BATCH_ENTRIES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 # How often an idle worker looks for spool files a stopped worker left.
 ADOPT_EVERY_SECONDS = 60.0
+# How often a caller waiting for the drain (statistics, shutdown) looks again.
+DRAIN_POLL_SECONDS = 0.05
 
 Snooze = Callable[[Sequence[Overridden], datetime], object]
 
@@ -62,11 +64,12 @@ class Drainer:
         self.database_ok, self.error = True, ""
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="spool-drain")
         self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        # Feedback posts waiting to learn how many of their items were new, by entry id.
+        # Feedback posts waiting to learn how many of their items were new, by entry id (each
+        # future of the loop its request runs on).
         self._waiting: dict[str, asyncio.Future[int | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,9 +91,8 @@ class Drainer:
         """Spool a feedback post, fsync'd (``SpoolUnavailable`` when it cannot be); then wait
         up to ``wait`` seconds for the database to have it, and answer how many items were
         new, or None when it has not yet (the database is away, or slow)."""
-        assert self._loop is not None, "the drain is started with the app"
         entry_id = secrets.token_hex(16)
-        answer: asyncio.Future[int | None] = self._loop.create_future()
+        answer: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._waiting[entry_id] = answer
         try:
             await asyncio.to_thread(
@@ -98,7 +100,8 @@ class Drainer:
             )
             if not self.database_ok:
                 return None
-            return await asyncio.wait_for(answer, wait)
+            async with asyncio.timeout(wait):
+                return await answer
         except TimeoutError:
             return None
         finally:
@@ -110,18 +113,14 @@ class Drainer:
         target = await asyncio.to_thread(self.spool.last_seq)
         if target is None:
             return True
+        self.wake()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
+        # Polled: the caller's loop need not be the drain's (a test client's).
         while not await asyncio.to_thread(self.spool.drained_through, target):
-            remaining = deadline - loop.time()
-            if not self.database_ok or remaining <= 0:
+            if not self.database_ok or loop.time() > deadline:
                 return False
-            progress = self._progress
-            self.wake()
-            try:
-                await asyncio.wait_for(progress.wait(), remaining)
-            except TimeoutError:
-                return False
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
         return True
 
     async def close(self, within: float) -> None:
@@ -131,6 +130,8 @@ class Drainer:
             if self._task is not None:
                 if self.database_ok:
                     await self.drain(within)
+                # The flag too: a cancel that meets a wake-up can be lost in the wait.
+                self._stopping = True
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
@@ -143,17 +144,15 @@ class Drainer:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         pause = BACKOFF_FIRST_SECONDS
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 drained = await loop.run_in_executor(self._thread, self._drain_step)
             except Exception as exc:
                 self._away(exc)
-                self._pulse()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF_MAX_SECONDS)
                 continue
-            self._pulse()
             if not self.database_ok:
                 log.warning("database back: draining %d spooled entries", self.spool.entries)
                 self.database_ok, self.error = True, ""
@@ -161,7 +160,8 @@ class Drainer:
             if drained:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), ADOPT_EVERY_SECONDS)
+                async with asyncio.timeout(ADOPT_EVERY_SECONDS):
+                    await self._wake.wait()
             except TimeoutError:
                 try:
                     await loop.run_in_executor(self._thread, self.spool.adopt_orphans)
@@ -177,13 +177,15 @@ class Drainer:
                 type(exc).__name__,
             )
         self.database_ok, self.error = False, type(exc).__name__
-        for waiting in self._waiting.values():  # no need to wait: they stay pending
-            if not waiting.done():
-                waiting.set_result(None)
+        for entry_id in list(self._waiting):  # no need to wait: they stay pending
+            self._answer(entry_id, None)
 
-    def _pulse(self) -> None:
-        done, self._progress = self._progress, asyncio.Event()
-        done.set()
+    def _answer(self, entry_id: str, stored: int | None) -> None:
+        """From any thread: tell a waiting feedback post, on its own loop."""
+        waiting = self._waiting.get(entry_id)
+        if waiting is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                waiting.get_loop().call_soon_threadsafe(_settle, waiting, stored)
 
     # --- on the drain's thread ----------------------------------------------------------
 
@@ -224,15 +226,14 @@ class Drainer:
             stored = self._store.insert_feedback(feedback.rows)
             if feedback.overridden:
                 self._snooze(feedback.overridden, feedback.at)
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._answer, group[0].id, stored)
+            self._answer(group[0].id, stored)
         else:
             raise ValueError(f"unknown kind {kind[:20]!r}")
 
-    def _answer(self, entry_id: str, stored: int) -> None:
-        waiting = self._waiting.get(entry_id)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(stored)
+
+def _settle(waiting: asyncio.Future[int | None], stored: int | None) -> None:
+    if not waiting.done():
+        waiting.set_result(stored)
 
 
 def _groups(entries: list[Entry]) -> list[list[Entry]]:
