@@ -42,9 +42,9 @@ def outcome(code: str) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
 
 
-def us_core_statement() -> dict[str, Any]:
+def us_core_statement(*, without: tuple[str, ...] = ()) -> dict[str, Any]:
     """US Core's server statement, in short: the searches it requires, no MedicationStatement,
-    no _include anywhere."""
+    no _include anywhere (and none of the types ``without``)."""
     searches = {
         "Patient": ["_id", "identifier", "name"],
         "Condition": ["patient", "category", "clinical-status", "code"],
@@ -57,6 +57,7 @@ def us_core_statement() -> dict[str, Any]:
     resources = [
         {"type": kind, "searchParam": [{"name": n, "type": "token"} for n in names]}
         for kind, names in searches.items()
+        if kind not in without
     ]
     return {
         "resourceType": "CapabilityStatement",

@@ -21,39 +21,15 @@ import pytest
 from service.devtools.fixtures import Case, load_cases
 
 from .conftest import FHIR_BASE, NOW, AppFactory, FakeFhir, Json
+from .personality_fhir import outcome, us_core_statement
 
 CASE = next(c for c in load_cases() if c.name == "in-suicide-sertraline-by-reference")
 EXPECTED = {"ipt-suicide-risk": "critical", "ipt-patient-summary": "info"}
 
 
-def _outcome(code: str) -> Json:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
-
-
-def capability_statement(*, without: tuple[str, ...] = ()) -> Json:
-    """US Core's server statement, in short: the searches it requires, no _include anywhere."""
-    searches = {
-        "Patient": ["_id", "identifier", "name"],
-        "Condition": ["patient", "category", "clinical-status", "code"],
-        "Observation": ["patient", "category", "code", "date"],
-        "MedicationRequest": ["patient", "intent", "status", "authoredon"],
-        "Medication": [],
-        "ServiceRequest": ["patient", "category", "code", "status"],
-        "Procedure": ["patient", "code", "date", "status"],
-    }
-    resources = [
-        {"type": kind, "searchParam": [{"name": n, "type": "token"} for n in names]}
-        for kind, names in searches.items()
-        if kind not in without
-    ]
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": resources}],
-    }
+_outcome = outcome
+# The statement of a strict US Core server (shared with the real-TCP proxy's personality).
+capability_statement = us_core_statement
 
 
 @dataclass
