@@ -123,3 +123,36 @@ def test_a_broken_postgresql_connection_is_made_again(
         return [first, broken, soon, again]
 
     assert asyncio.run(scenario()) == [expected, set(), set(), expected]
+
+
+def test_steady_calls_after_a_break_do_not_keep_the_memory_off(
+    store: Store, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found under load: each call refused within the second after a failure restarted that
+    second, so with a call every 0.4 s the connection was never made again."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: an SQLite file has no connection to break")
+    memory = _memory(store)
+    expected = {"at-the-window-start", "shown-now", "snooze-running"}
+    now = [1000.0]
+    monkeypatch.setattr(recall_module, "_clock", lambda: now[0])
+
+    async def scenario() -> list[set[str]]:
+        async def rules() -> set[str]:
+            found = await memory.recall_soon("p1", NOW)
+            return {row.rule_id for row in found.rows}
+
+        assert await rules() == expected
+        assert memory._postgres is not None
+        assert memory._postgres._conn is not None
+        pid = memory._postgres._conn.info.backend_pid
+        with store.engine.begin() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        seen = [await rules()]  # the break itself
+        for _ in range(4):  # a call every 0.4 s: 0.4, 0.8 refused; 1.2 reconnects
+            now[0] += 0.4
+            seen.append(await rules())
+        await memory.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [set(), set(), set(), expected, expected]

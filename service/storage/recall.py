@@ -40,6 +40,12 @@ SQLITE_WAIT_SECONDS = 0.05
 # A PostgreSQL lookup slower than this is abandoned: the call shows every card instead.
 POSTGRES_TIMEOUT_SECONDS = 0.25
 RECONNECT_AFTER_SECONDS = 1.0
+# When a reconnect may be tried (a module name, so that tests can move it).
+_clock = time.monotonic
+
+
+class _TooSoon(ConnectionError):
+    """The last connection failed under RECONNECT_AFTER_SECONDS ago: not tried yet."""
 
 
 class _Statement:
@@ -119,6 +125,10 @@ class PostgresRecall:
                 conn = await self._connection()
                 cursor = await conn.execute(self._statement.sql, values)
                 rows = await cursor.fetchall()
+        except _TooSoon:
+            # Not a new failure: the pause runs from the last real one, or under steady traffic
+            # (a call every second or faster) it would never end and the memory stay off.
+            raise
         except Exception:
             # A connection in an unknown state (timed out mid-query, broken) is not reused.
             await self._drop()
@@ -129,13 +139,13 @@ class PostgresRecall:
         async with self._connecting:  # calls arriving together make one connection
             if self._conn is not None and not self._conn.closed:
                 return self._conn
-            if time.monotonic() - self._failed_at < RECONNECT_AFTER_SECONDS:
-                raise ConnectionError("the card memory's connection failed under a second ago")
+            if _clock() - self._failed_at < RECONNECT_AFTER_SECONDS:
+                raise _TooSoon("the card memory's connection failed under a second ago")
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
             return self._conn
 
     async def _drop(self) -> None:
-        self._failed_at = time.monotonic()
+        self._failed_at = _clock()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # closing a broken connection may fail too
