@@ -31,7 +31,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     IPT_CDS_HOST=0.0.0.0 \
     IPT_CDS_PORT=8080 \
     IPT_CDS_WORKERS=1 \
-    IPT_CDS_DATABASE_URL=sqlite:////data/ipt-cds.sqlite3
+    IPT_CDS_DATABASE_URL=sqlite:////data/ipt-cds.sqlite3 \
+    IPT_CDS_SPOOL_DIR=/data/ipt-cds-spool
 
 # An unprivileged user owns nothing but the data folder.
 RUN groupadd --system --gid 10001 ipt \

@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from service.http.app import create_app
 from service.knowledge.base import Knowledge
 from service.ops.config import Settings
 from service.pipeline import Rule
+
+from .tcp_proxy import TcpProxy, proxy_to
 
 # Vendored reference data (tests/data/README.md says where each part comes from).
 DATA = Path(__file__).resolve().parent / "data"
@@ -109,6 +112,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
         return
+    with postgres_schema() as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(via: int | None = None) -> Iterator[str]:
+    """A URL of the test PostgreSQL, in a schema of its own dropped afterwards; ``via`` another
+    port on this machine (tests/tcp_proxy.py) that leads to it."""
     schema = f"ipt_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = sqlalchemy.create_engine(POSTGRES, connect_args={"connect_timeout": 3})
@@ -119,12 +130,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    url = sqlalchemy.make_url(POSTGRES)
+    if via is not None:
+        url = url.set(host="127.0.0.1", port=via)
     try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+        yield f"{url.render_as_string(hide_password=False)}?options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_via_proxy() -> Iterator[tuple[str, TcpProxy]]:
+    """The test PostgreSQL through a TCP proxy the test can cut and restore: an outage."""
+    target = sqlalchemy.make_url(POSTGRES)
+    with (
+        proxy_to(target.host or "127.0.0.1", target.port or 5432) as proxy,
+        postgres_schema(via=proxy.port) as url,
+    ):
+        yield url, proxy
 
 
 @pytest.fixture

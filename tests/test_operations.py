@@ -18,16 +18,23 @@ def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/ready").json() == {"status": "ready"}
 
 
-def test_not_ready_when_the_store_is_down(
+def test_degraded_but_ready_while_the_store_is_down(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Hook calls are answered and feedback spooled: the instance stays in the load balancer."""
+
     def down() -> None:
-        raise ConnectionError("database gone")
+        raise ConnectionError("database gone at db.internal")
 
     monkeypatch.setattr(client.app.state.ipt.store, "ping", down)  # type: ignore[attr-defined]
     response = client.get("/ready")
-    assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "reason": "store"}
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["degraded"] == ["database"]
+    assert body["spooled"] == 0
+    assert "ConnectionError" in body["reason"]
+    assert "db.internal" not in body["reason"], "the exception's text is not shown"
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

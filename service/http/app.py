@@ -41,11 +41,17 @@ from service.knowledge.site_summary import log_site
 from service.ops import logs
 from service.ops.config import Settings
 from service.pipeline import Pipeline, Rule
+from service.storage.drain import Drainer
 from service.storage.memory import CardMemory
 from service.storage.recorder import CardRecorder
-from service.storage.store import Store
+from service.storage.spool import Spool
+from service.storage.store import Store, database_url
 
 log = logging.getLogger("ipt_cds")
+
+# At shutdown, how long the spool's drain may go on writing to the database; what it has not
+# written by then is taken up by the next start.
+SHUTDOWN_DRAIN_SECONDS = 5.0
 
 
 def _utc_now() -> datetime:
@@ -88,15 +94,28 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state._store = await run_in_threadpool(Store, settings.database_url)
+        # What this run opens it closes, even where a test runs the lifespan twice at once.
+        store = state._store = await run_in_threadpool(Store, settings.database_url)
         window = timedelta(hours=knowledge.site.repeat_window_hours)
-        state._memory = await run_in_threadpool(CardMemory, state.store, window)
-        state._recorder = CardRecorder(
-            state.store,
+        memory = state._memory = await run_in_threadpool(CardMemory, store, window)
+        # The drain begins with what a previous run left in the spool (kill -9 included).
+        spool = await run_in_threadpool(
+            Spool.open,
+            settings.spool_folder,
+            database_url(settings.database_url),
+            settings.spool_max_bytes,
+        )
+        state.metrics.spooled_bytes.set_function(lambda: spool.size)
+        drainer = state._drainer = Drainer(
+            spool, store, memory.snooze, rejected=state.metrics.spool_rejected.inc
+        )
+        drainer.start()
+        recorder = state._recorder = CardRecorder(
+            drainer,
             max_pending=settings.max_pending_card_rows,
             dropped=state.metrics.cards_unrecorded.inc,
         )
-        state.recorder.start()
+        recorder.start()
         async with FhirClient.make_http(settings, fhir_transport) as http:
             state._fhir = FhirClient(http, settings, state.metrics)
             if trust is not None:
@@ -117,12 +136,16 @@ def create_app(
                 _tune_garbage_collector()
             yield
         try:
-            await state.recorder.close()
+            await recorder.close()
         except Exception as exc:  # its text may quote the rows; the store must still close
             log.error("recording cards at shutdown failed: %s", type(exc).__name__)
         finally:
-            await state.memory.close()
-            state.store.close()
+            try:
+                await drainer.close(SHUTDOWN_DRAIN_SECONDS)
+            finally:
+                spool.close()
+                await memory.close()
+                store.close()
 
     app = FastAPI(
         title="IPT CDS Hooks service",

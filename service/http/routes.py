@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
 
@@ -45,11 +46,24 @@ from service.protocol.models import (
     Service,
 )
 from service.protocol.vocabulary import OVERRIDE_SYSTEM
+from service.storage.drain import Drainer
+from service.storage.entries import SpooledFeedback
 from service.storage.memory import CardMemory, Marks, Overridden, Recall
 from service.storage.recorder import CardRecorder
-from service.storage.store import IssuedCard, Store
+from service.storage.spool import DatabaseUnavailable, SpoolUnavailable
+from service.storage.store import IssuedCard, Store, feedback_rows
 
 log = logging.getLogger("ipt_cds")
+
+# How long a feedback post, once spooled, waits for the database to say how many of its items
+# were new; past it (the database is slow or away) they are answered as pending.
+FEEDBACK_WAIT_SECONDS = 2.0
+# How long /stats/cards waits for the spool to drain before it reads the database.
+STATS_DRAIN_SECONDS = 10.0
+# How long /ready waits for the database to answer.
+READY_PING_SECONDS = 2.0
+# /ready says the spool is backing up once it holds this share of its bound.
+SPOOL_BACKING_UP = 0.5
 
 
 @dataclass
@@ -65,6 +79,7 @@ class AppState:
     _store: Store | None = None
     _fhir: FhirClient | None = None
     _recorder: CardRecorder | None = None
+    _drainer: Drainer | None = None
     _memory: CardMemory | None = None
     metrics: Metrics = field(default_factory=Metrics)
     authenticator: Authenticator | None = None
@@ -74,6 +89,12 @@ class AppState:
         if self._recorder is None:
             raise RuntimeError("the card recorder is started when the app starts")
         return self._recorder
+
+    @property
+    def drainer(self) -> Drainer:
+        if self._drainer is None:
+            raise RuntimeError("the spool's drain is started when the app starts")
+        return self._drainer
 
     @property
     def memory(self) -> CardMemory:
@@ -284,7 +305,7 @@ async def call_service(service_id: str, request: Request) -> Response:
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="Feedback on cards: accepted suggestions and overrides",
-    responses={200: {"model": FeedbackAck}, **_errors(400, 401, 404, 413)},
+    responses={200: {"model": FeedbackAck}, **_errors(400, 401, 404, 413, 503)},
     openapi_extra=_json_body("FeedbackRequest"),
 )
 async def post_feedback(service_id: str, request: Request) -> Response:
@@ -296,14 +317,17 @@ async def post_feedback(service_id: str, request: Request) -> Response:
         items = FeedbackRequest.model_validate(body).feedback
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    stored = await store_feedback(state, service, items)
-    return JsonResponse(FeedbackAck(received=len(items), stored=stored).model_dump(mode="json"))
+    ack = await store_feedback(state, service, items)
+    return JsonResponse(ack.model_dump(mode="json"))
 
 
-async def store_feedback(state: AppState, service: Service, items: list[FeedbackItem]) -> int:
-    """Store feedback items, snooze what they override, count and log them; answer how many
-    were new. Returns only after the transaction committed: a 200 means they are durable."""
-    stored = await run_in_threadpool(state.store.add_feedback, service.id, items)
+async def store_feedback(
+    state: AppState, service: Service, items: list[FeedbackItem]
+) -> FeedbackAck:
+    """Keep feedback items and the snoozes they ask for, count and log them. Returns only once
+    they are in the spool, fsync'd: a 200 means they are durable, and the drain writes them to
+    the database (service/storage/drain.py), now or when it is back. ``SpoolUnavailable`` (a
+    503 with Retry-After) when not even the spool can keep them."""
     now = state.clock()
     overridden = []
     for card, given in _overrides(items).items():
@@ -316,19 +340,43 @@ async def store_feedback(state: AppState, service: Service, items: list[Feedback
             if until is not None and until <= now:
                 assessed = until = None
             overridden.append(Overridden(card, days, assessed, until))
-    if overridden:  # one thread hop and one write for all of them
-        await run_in_threadpool(state.memory.snooze, overridden, now)
+    # The snoozes are written by the drain, right after the items: they need the card's
+    # "shown" row, which the recorder may still hold. Its batch goes to the spool first, so
+    # that the drain writes the rows of this worker's cards before their feedback.
+    try:
+        await state.recorder.flush()
+    except Exception as exc:  # counted as unrecorded; the feedback must still be kept
+        log.warning("cards shown not spooled before feedback: %s", type(exc).__name__)
+    entry = SpooledFeedback(feedback_rows(service.id, items, datetime.now(UTC)), overridden, now)
+    try:
+        stored = await state.drainer.feedback(entry, FEEDBACK_WAIT_SECONDS)
+    except SpoolUnavailable:
+        log.warning(
+            "feedback not kept: the spool is unavailable service=%s items=%d",
+            service.id,
+            len(items),
+            extra={"event": "feedback-refused", "service": service.id, "items": len(items)},
+        )
+        raise
     for item in items:
         state.metrics.feedback.labels(service.id, item.outcome).inc()
+    pending = len(items) if stored is None else 0
     mark_call_logged()
     log.info(
-        "feedback service=%s items=%d stored=%d",
+        "feedback service=%s items=%d stored=%d pending=%d",
         service.id,
         len(items),
-        stored,
-        extra={"event": "feedback", "service": service.id, "items": len(items), "stored": stored},
+        stored or 0,
+        pending,
+        extra={
+            "event": "feedback",
+            "service": service.id,
+            "items": len(items),
+            "stored": stored or 0,
+            "pending": pending,
+        },
     )
-    return stored
+    return FeedbackAck(received=len(items), stored=stored or 0, pending=pending or None)
 
 
 # The override reason that documents a suicide risk assessment (cards/rules/ipt-suicide-risk.yaml):
@@ -370,14 +418,27 @@ def _assessed_at(
 @router.get(
     "/stats/cards",
     summary="Cards shown, accepted and overridden, per service and rule",
-    responses={200: {"model": CardStats}, **_errors(401)},
+    responses={200: {"model": CardStats}, **_errors(401, 503)},
 )
 async def card_stats(request: Request) -> Response:
+    # What the database holds, once this worker's recorder and spool are written to it (as far
+    # as the database takes them within STATS_DRAIN_SECONDS).
     state = _state(request)
     await _authenticate(request)
-    await state.recorder.flush()
-    # Feedback on a card whose "shown" row a crash lost is attributed by its uuid.
-    stats = await run_in_threadpool(state.store.card_stats, state.pipeline.card_ids.decode)
+    try:
+        await state.recorder.flush()
+    except Exception as exc:  # those rows are counted as unrecorded; the rest still counts
+        log.warning("cards shown not spooled before statistics: %s", type(exc).__name__)
+    await state.drainer.drain(STATS_DRAIN_SECONDS)
+    try:
+        # Feedback on a card whose "shown" row a crash lost is attributed by its uuid.
+        stats = await run_in_threadpool(state.store.card_stats, state.pipeline.card_ids.decode)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("statistics unavailable: database %s", type(exc).__name__)
+        raise DatabaseUnavailable(
+            "The statistics are read from the database, which is unavailable; cards shown and "
+            "feedback wait in the spool meanwhile. Try again later."
+        ) from None
     return JsonResponse(stats.model_dump(mode="json"))
 
 
@@ -409,19 +470,40 @@ async def health() -> Response:
 
 @operations.get(
     "/ready",
-    summary="Ready: the store answers and the knowledge base is loaded",
+    summary="Ready: the knowledge base is loaded; degraded while the database is away",
     responses={200: {"model": Health}, 503: {"model": Health}},
 )
 async def ready(request: Request) -> Response:
+    # 200 "ready"; 200 "degraded" while the database is away or the spool fills (hook calls are
+    # answered, feedback is spooled: the instance should stay in the load balancer); 503 only
+    # without a knowledge base.
     state = _state(request)
-    try:
-        await run_in_threadpool(state.store.ping)
-    except Exception as exc:  # any database failure means "not ready", never a 500
-        log.warning("not ready: store %s", type(exc).__name__, extra={"event": "not-ready"})
-        return JsonResponse({"status": "unavailable", "reason": "store"}, status_code=503)
     if not state.knowledge.rulebook.rules:
         return JsonResponse({"status": "unavailable", "reason": "knowledge"}, status_code=503)
-    return JsonResponse({"status": "ready"})
+    drainer, degraded, why = state.drainer, [], []
+    try:
+        await asyncio.wait_for(run_in_threadpool(state.store.ping), READY_PING_SECONDS)
+        error = "" if drainer.database_ok else drainer.error
+    except Exception as exc:  # any database failure is "degraded", never a 500
+        error = type(exc).__name__
+    if error:
+        degraded.append("database")
+        why.append(f"the database is unavailable ({error})")
+    spool = drainer.spool
+    if spool.size > spool.max_bytes * SPOOL_BACKING_UP:
+        degraded.append("spool")
+        why.append(f"the spool holds {spool.size} of its {spool.max_bytes} bytes")
+    if not degraded:
+        return JsonResponse({"status": "ready"})
+    log.warning("degraded: %s", ", ".join(degraded), extra={"event": "degraded"})
+    health = Health(
+        status="degraded",
+        reason="; ".join(why) + ": hook calls are answered, cards shown and feedback are "
+        "spooled until the database takes them",
+        degraded=degraded,
+        spooled=spool.entries,
+    )
+    return JsonResponse(health.model_dump(mode="json"))
 
 
 @operations.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

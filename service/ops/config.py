@@ -25,6 +25,8 @@ def _installed_knowledge_dir() -> Path:
 # CardRecorder built without settings, as tests do), so that the two cannot drift apart.
 DEFAULT_JWT_LEEWAY_SECONDS = 30
 DEFAULT_MAX_PENDING_CARD_ROWS = 20_000
+DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
+SPOOL_FOLDER = "ipt-cds-spool"
 
 
 class Settings(BaseSettings):
@@ -58,6 +60,21 @@ class Settings(BaseSettings):
         description="Cards shown waiting to be written; beyond this (the store is not keeping "
         "up) they are dropped from the statistics and counted in "
         "`ipt_cds_cards_unrecorded_total`.",
+    )
+    spool_dir: Path | None = Field(
+        None,
+        description="Folder of the local spool, where cards shown, what the card memory keeps "
+        "and feedback wait to be written to the database (one file per worker process; "
+        "docs/deployment.md). It must survive a restart of the service: a volume, never a "
+        "tmpfs. Unset: `ipt-cds-spool` beside an SQLite database file, else in the working "
+        "directory.",
+    )
+    spool_max_bytes: int = Field(
+        DEFAULT_SPOOL_MAX_BYTES,
+        ge=1024,
+        description="Most bytes each worker's spool holds while the database is away; beyond, "
+        "feedback answers 503 `spool_unavailable` with `Retry-After` and cards shown are "
+        "dropped from the statistics (counted in `ipt_cds_cards_unrecorded_total`).",
     )
     auth_mode: Literal["off", "required"] = Field(
         "off",
@@ -171,6 +188,18 @@ class Settings(BaseSettings):
         if parts.username is not None or parts.password is not None:
             raise ValueError("must hold no user name or password")
         return value.rstrip("/")
+
+    @property
+    def spool_folder(self) -> Path:
+        """``spool_dir``, or its default: beside an SQLite database file, since that folder is
+        already where the service keeps what must last."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+            path = self.database_url.removeprefix(prefix)
+            if path != self.database_url and path and not path.startswith(":memory:"):
+                return Path(path.split("?", 1)[0]).parent / SPOOL_FOLDER
+        return Path(SPOOL_FOLDER)
 
     @property
     def preview_served(self) -> bool:

@@ -10,6 +10,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -33,6 +34,16 @@ class Metrics:
         self.cards_unrecorded = Counter(
             "ipt_cds_cards_unrecorded_total",
             "Cards shown but dropped from the statistics because the store fell behind",
+            registry=self.registry,
+        )
+        self.spooled_bytes = Gauge(
+            "ipt_cds_spool_bytes",
+            "Bytes of cards shown and feedback in this worker's spool, not yet in the database",
+            registry=self.registry,
+        )
+        self.spool_rejected = Counter(
+            "ipt_cds_spool_rejected_total",
+            "Spool entries the database refused, set aside in the spool file",
             registry=self.registry,
         )
         self.fhir = Histogram(

@@ -3,7 +3,8 @@
     ServiceError            status + stable code + message (+ the offending field)
     ├── BadRequest          400: malformed JSON, a CDS Hooks spec violation
     ├── NotFound            404: unknown service or rule (its evidence page)
-    └── PrefetchUnavailable 412: data is missing and cannot be fetched
+    ├── PrefetchUnavailable 412: data is missing and cannot be fetched
+    └── Unavailable         503: cannot be taken now, try again (``Retry-After``)
 
 Clients may branch on ``code``; messages are for people and may change. service/http/errors.py
 turns them into HTTP answers; a file the service starts from being wrong is a
@@ -55,6 +56,18 @@ class NotFound(ServiceError):
 class PrefetchUnavailable(ServiceError):
     status = 412
     code = "prefetch_unavailable"
+
+
+class Unavailable(ServiceError):
+    """Nothing was kept: the client should send the same request again after
+    ``retry_after`` seconds (a 503 is what retrying clients and proxies understand)."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 5
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def location(loc: tuple[int | str, ...]) -> str:

@@ -376,13 +376,22 @@ class ErrorBody(CdsModel):
 
 
 class Health(CdsModel):
-    status: Literal["ok", "ready", "unavailable"]
+    # "degraded": ready to answer hook calls, but the database is away or the spool is filling
+    # (what is degraded says which); load balancers should keep the instance (200).
+    status: Literal["ok", "ready", "degraded", "unavailable"]
     reason: str | None = None
+    degraded: list[Literal["database", "spool"]] | None = None
+    # Entries waiting in this worker's spool for the database.
+    spooled: int | None = None
 
 
 class FeedbackAck(CdsModel):
     received: int
+    # Items new to the database (an item sent again is stored once).
     stored: int
+    # Items kept in the spool that the database does not have yet (it is away or slow): they
+    # are stored, once, when it has them.
+    pending: int | None = None
 
 
 class ReasonCount(CdsModel):

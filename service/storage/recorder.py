@@ -1,13 +1,14 @@
 """Cards shown are recorded in batches, off the request's path.
 
-Writing a row per card inside the hook call would put a database commit (an fsync on SQLite,
-a round trip on PostgreSQL) into every clinician's click. The recorder collects the rows and
-writes them together a moment later; statistics flush it first, and shutdown drains it. At
-worst a crash loses the last fraction of a second of "cards shown" rows, never feedback, which
-is stored synchronously; feedback on those cards is still attributed to its service and rule,
-which the card's uuid carries (``protocol.card_ids``). If the database falls behind, the
-backlog is capped and the rows beyond it are counted and dropped rather than left to fill the
-worker's memory.
+Writing a row per card inside the hook call would put a commit (an fsync) into every
+clinician's click. The recorder collects the rows and writes them together a moment later to
+its sink: in the app the local spool (service/storage/drain.py ``Drainer.record_cards``),
+which the drain takes to the database; a ``Store`` itself in tests. Statistics flush it first,
+and shutdown drains it. At worst a crash loses the last fraction of a second of "cards shown"
+rows, never feedback, which is spooled before its answer; feedback on those cards is still
+attributed to its service and rule, which the card's uuid carries (``protocol.card_ids``). If
+the sink falls behind or is full, the backlog is capped and the rows beyond it are counted and
+dropped rather than left to fill the worker's memory.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from service.ops.config import DEFAULT_MAX_PENDING_CARD_ROWS
-from service.storage.store import IssuedCard, Remembered, Store
+from service.storage.store import IssuedCard, Remembered
 
 log = logging.getLogger("ipt_cds")
 
@@ -28,10 +30,16 @@ log = logging.getLogger("ipt_cds")
 BATCH_DELAY_SECONDS = 0.2
 
 
+class CardSink(Protocol):
+    def record_cards(
+        self, rows: Sequence[IssuedCard], remembered: Sequence[Remembered], /
+    ) -> None: ...
+
+
 class CardRecorder:
     def __init__(
         self,
-        store: Store,
+        store: CardSink,
         max_pending: int = DEFAULT_MAX_PENDING_CARD_ROWS,
         dropped: Callable[[int], object] = lambda _: None,
     ) -> None:

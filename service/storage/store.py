@@ -325,8 +325,10 @@ class Store:
 
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
         """Store the items in one transaction; answer how many were new."""
-        now = datetime.now(UTC)
-        rows = [_feedback_row(service_id, item, now) for item in items]
+        return self.insert_feedback(feedback_rows(service_id, items, datetime.now(UTC)))
+
+    def insert_feedback(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store ``feedback_rows`` in one transaction; answer how many were new."""
         # RETURNING tells what was inserted on both databases (rowcount does not on PostgreSQL).
         stmt = (
             self._insert(feedback)
@@ -422,11 +424,16 @@ def database_url(url: str) -> str:
 # How long an SQLite connection waits for another's write lock (the card writer's batch, a
 # second worker) before failing with "database is locked".
 SQLITE_LOCK_WAIT_SECONDS = 30
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # A database that does not answer (a partition, not a refusal) must fail a connection
+        # in seconds: the spool's drain retries it, and /ready reports it.
+        postgres = url.startswith("postgresql") and "connect_timeout" not in url
+        wait = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if postgres else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=wait)
     # No prepared-statement cache: a batch of cards is one multi-row INSERT whose text depends
     # on its row count, and keeping 128 of those per connection grew a worker by ~70 MB. Our
     # other statements are short and cheap to prepare again.
@@ -449,6 +456,14 @@ def _make_engine(url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+def feedback_rows(
+    service_id: str, items: Iterable[FeedbackItem], received_at: datetime
+) -> list[dict[str, Any]]:
+    """The feedback table's rows of the items: keyed by their meaning, without the free-text
+    comments."""
+    return [_feedback_row(service_id, item, received_at) for item in items]
 
 
 def _feedback_row(service_id: str, item: FeedbackItem, now: datetime) -> dict[str, Any]:
