@@ -141,6 +141,14 @@ def postgres_schema(via: int | None = None) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _own_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's apps (and the servers it starts) spool in a folder of their own: apps of
+    earlier tests on the same database would otherwise take over each other's spooled entries,
+    and a checkout would collect ``ipt-cds-spool/``."""
+    monkeypatch.setenv("IPT_CDS_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+
+
 @pytest.fixture
 def postgres_via_proxy() -> Iterator[tuple[str, TcpProxy]]:
     """The test PostgreSQL through a TCP proxy the test can cut and restore: an outage."""

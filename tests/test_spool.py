@@ -187,3 +187,62 @@ def test_an_entry_the_database_refuses_is_set_aside_not_blocking(tmp_path: Path)
     spool.close()
     assert spool.path.exists(), "the refused entry stays in the file for an operator"
     store.close()
+
+
+def test_the_spool_folder_defaults_beside_an_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.ops.config import SPOOL_FOLDER, Settings
+
+    monkeypatch.delenv("IPT_CDS_SPOOL_DIR", raising=False)
+    beside = Settings(database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    assert beside.spool_folder == tmp_path / SPOOL_FOLDER
+    assert Settings(database_url="sqlite://").spool_folder == Path(SPOOL_FOLDER)
+    assert Settings(database_url=DB).spool_folder == Path(SPOOL_FOLDER)
+    chosen = Settings(database_url=DB, spool_dir=tmp_path / "elsewhere")
+    assert chosen.spool_folder == tmp_path / "elsewhere"
+
+
+def test_a_backlog_of_feedback_drains_together_each_post_answered(tmp_path: Path) -> None:
+    """Posts spooled during an outage are written a step at a time, each still told how many
+    of its items were new; one the drain cannot read is set aside, not holding the rest."""
+    from service.protocol.models import FeedbackItem
+    from service.storage.entries import SpooledFeedback, encode_feedback
+    from service.storage.store import feedback_rows
+
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    spool = Spool.open(tmp_path / "spool", "sqlite:///store", 1 << 20)
+    rejected: list[int] = []
+
+    def post(*cards: str) -> bytes:
+        items = [
+            FeedbackItem.model_validate(
+                {"card": c, "outcome": "overridden", "outcomeTimestamp": NOW.isoformat()}
+            )
+            for c in cards
+        ]
+        return encode_feedback(SpooledFeedback(feedback_rows("svc", items, NOW), [], NOW))
+
+    async def scenario() -> dict[str, int | None]:
+        drainer = Drainer(spool, store, lambda *_: None, rejected=rejected.append)
+        answers: dict[str, asyncio.Future[int | None]] = {}
+        loop = asyncio.get_running_loop()
+        # Spooled before the drain starts, as at start-up after an outage.
+        for entry_id, payload in [
+            ("a", post("card-1", "card-2")),
+            ("b", b"not json"),
+            ("c", post("card-2", "card-3")),
+        ]:
+            answers[entry_id] = drainer._waiting[entry_id] = loop.create_future()
+            spool.append(FEEDBACK, payload, entry_id, durable=True)
+        drainer.start()
+        assert await drainer.drain(10)
+        await drainer.close(1)
+        return {k: f.result() for k, f in answers.items() if f.done()}
+
+    answered = asyncio.run(scenario())
+    assert answered == {"a": 2, "c": 1}, "card-2 was already in"
+    assert rejected == [1]
+    assert spool.entries == 0
+    spool.close()
+    store.close()

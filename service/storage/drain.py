@@ -222,11 +222,12 @@ class Drainer:
                 remembered += kept
             self._store.record_cards(rows, remembered)
         elif kind == FEEDBACK:
-            feedback = decode_feedback(group[0].payload)
-            stored = self._store.insert_feedback(feedback.rows)
-            if feedback.overridden:
-                self._snooze(feedback.overridden, feedback.at)
-            self._answer(group[0].id, stored)
+            posts = [decode_feedback(entry.payload) for entry in group]
+            counts = self._store.insert_feedback_posts([post.rows for post in posts])
+            for entry, post, stored in zip(group, posts, counts, strict=True):
+                if post.overridden:
+                    self._snooze(post.overridden, post.at)
+                self._answer(entry.id, stored)
         else:
             raise ValueError(f"unknown kind {kind[:20]!r}")
 
@@ -237,10 +238,11 @@ def _settle(waiting: asyncio.Future[int | None], stored: int | None) -> None:
 
 
 def _groups(entries: list[Entry]) -> list[list[Entry]]:
-    """Runs of card batches become one write; each feedback post is its own (its answer)."""
+    """Runs of entries of one kind become one write, in order: after an outage, a commit per
+    feedback post would drain a backlog of thousands for minutes."""
     out: list[list[Entry]] = []
     for entry in entries:
-        if entry.kind == CARDS and out and out[-1][0].kind == CARDS:
+        if out and out[-1][0].kind == entry.kind:
             out[-1].append(entry)
         else:
             out.append([entry])

@@ -329,17 +329,19 @@ class Store:
 
     def insert_feedback(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store ``feedback_rows`` in one transaction; answer how many were new."""
+        return self.insert_feedback_posts([rows])[0]
+
+    def insert_feedback_posts(self, posts: Sequence[Sequence[dict[str, Any]]]) -> list[int]:
+        """Store several posts' ``feedback_rows`` in one transaction (a spooled backlog is
+        written in steps, not a commit per post); answer how many of each post's were new."""
         # RETURNING tells what was inserted on both databases (rowcount does not on PostgreSQL).
         stmt = (
             self._insert(feedback)
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(feedback.c.id)
         )
-        stored = 0
         with self.engine.begin() as conn:
-            for row in rows:
-                stored += len(conn.execute(stmt, row).all())
-        return stored
+            return [sum(len(conn.execute(stmt, row).all()) for row in rows) for rows in posts]
 
     def first_use(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
         """Record a client JWT's jti; False when any replica has seen it before."""
