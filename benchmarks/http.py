@@ -29,7 +29,11 @@ ROOT = HERE.parent
 
 @contextmanager
 def uvicorn(
-    app: str, workers: int, env: dict[str, str] | None = None, ready: str = "/cds-services"
+    app: str,
+    workers: int,
+    env: dict[str, str] | None = None,
+    ready: str = "/cds-services",
+    cwd: Path = ROOT,
 ) -> Iterator[tuple[str, int]]:
     port = free_port()
     command = [
@@ -49,7 +53,7 @@ def uvicorn(
     ]
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -15,11 +15,13 @@ PROBLEMS = ["I10", "E11.9", "E78.5", "J45.909", "M54.5", "K21.9", "N39.0", "G43.
 DRUGS = ["197361", "314076", "860975", "617314", "197884", "310965"]
 
 
-def patient(size: int, now: datetime, seed: int = 7) -> tuple[Case, list[dict[str, Any]]]:
+def patient(
+    size: int, now: datetime, seed: int = 7, name: str = ""
+) -> tuple[Case, list[dict[str, Any]]]:
     """A case (for its drafts and request) and about ``size`` resources of record."""
     case = Case.model_validate(
         {
-            "name": f"in-bench-{size}",
+            "name": name or f"in-bench-{size}",
             "describe": "benchmark patient",
             "hook": "order-sign",
             "age": 46,
@@ -106,9 +108,18 @@ def patient(size: int, now: datetime, seed: int = 7) -> tuple[Case, list[dict[st
     return case, resources
 
 
-def request(size: int, now: datetime, hook: str, server: str) -> dict[str, Any]:
-    case, resources = patient(size, now)
+def request(
+    size: int, now: datetime, hook: str, server: str, seed: int = 7, name: str = ""
+) -> dict[str, Any]:
+    case, resources = patient(size, now, seed, name)
     case = case.model_copy(update={"hook": hook})
     body = case.request(now, server, prefetch=False)
     body["prefetch"] = prefetch_of(resources)
     return body
+
+
+def many(count: int, size: int, now: datetime, hook: str, server: str) -> list[dict[str, Any]]:
+    """``count`` different patients of about ``size`` resources each (own ids, own records)."""
+    return [
+        request(size, now, hook, server, seed=n, name=f"in-bench-{size}-{n}") for n in range(count)
+    ]
