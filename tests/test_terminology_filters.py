@@ -213,3 +213,28 @@ def test_a_broken_regex_stops_the_whole_knowledge_base(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeError) as caught:
         Knowledge.load(cards)
     assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_codings_looked_up_once_answer_the_same_and_the_table_stays_bounded(
+    knowledge: Knowledge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-process table of codings met in records: the second lookup of a coding (with
+    its display, or as an integer code) answers as the first did, and a flood of new codes
+    (a hostile record) never holds more than its bound."""
+    import service.clinical.terminology as terminology
+
+    terms = knowledge.terms
+    first = terms.memberships(_condition(ICD10CM, "T43.222A"))
+    again = terms.memberships(
+        {"coding": [{"system": ICD10CM, "code": "T43.222A", "display": "as sent"}]}
+    )
+    assert ATTEMPT in first
+    assert first.keys() == again.keys()
+    assert again[ATTEMPT].display == "as sent"
+    assert first[ATTEMPT].display != "as sent"
+    assert terms.memberships({"coding": [{"system": "urn:x", "code": 7}]}) == {}
+    monkeypatch.setattr(terminology, "SEEN_CODES", 50)
+    for n in range(500):
+        terms.memberships(_condition(ICD10CM, f"Z{n:04d}"))
+    assert len(terms._seen) <= 50
+    assert ATTEMPT in terms.memberships(_condition(ICD10CM, "t43.222a"))

@@ -20,6 +20,9 @@ from typing import Any
 from service.clinical.reader import SYSTEM_ALIASES, codings, texts
 from service.protocol.vocabulary import ICD10CM
 
+# How many distinct codings of records ``Terminology`` keeps looked up (a few MB at most).
+SEEN_CODES = 20_000
+
 
 @dataclass(frozen=True)
 class Match:
@@ -67,6 +70,8 @@ class Terminology:
         self._displays: dict[str, list[str]] = {}
         self._names: dict[tuple[str, str], str] = {}
         self._ordinals: dict[str, dict[str, float | None]] = {}
+        # The codings met in records, as ``_look_up`` answers them.
+        self._seen: dict[tuple[str, str], tuple[str, str, tuple[str, ...], str | None]] = {}
         for url, members in concepts.items():
             for concept in members:
                 key = (concept.system, normal_code(concept.system, concept.code))
@@ -137,24 +142,40 @@ class Terminology:
                 system, code = coding.get("system"), coding.get("code")
                 if not isinstance(system, str) or not isinstance(code, str | int):
                     continue
-                system = SYSTEM_ALIASES.get(system, system)
-                code = str(code).strip()
-                key = (system, normal_code(system, code))
-                urls = self._index.get(key)
-                families = self._filters.get(system)
-                if families is not None:
-                    # Only systems some value set filters on pay for the regexes.
-                    for pattern, holders in families:
-                        if pattern.fullmatch(key[1]):
-                            urls = urls.union(holders) if urls else set(holders)
+                # Records repeat a few hundred codes (vitals, common problems) across every
+                # patient: each is looked up, regexes included, once per process.
+                if not isinstance(code, str):
+                    code = str(code)
+                seen = self._seen.get((system, code))
+                if seen is None:
+                    seen = self._look_up(system, code)
+                system_, code_, urls, name = seen
                 if not urls:
                     continue
                 display = coding.get("display")
-                name = display if isinstance(display, str) else self._names.get(key)
                 for url in urls:
                     if url not in found:
-                        found[url] = Match(system, code, name)
+                        found[url] = Match(
+                            system_, code_, display if isinstance(display, str) else name
+                        )
         return found
+
+    def _look_up(self, system: str, code: str) -> tuple[str, str, tuple[str, ...], str | None]:
+        """A coding's system (its alias resolved), code, value sets and our display for it,
+        kept in a bounded table (codes come from records: a flood of new ones cannot grow it)."""
+        system = SYSTEM_ALIASES.get(system, system)
+        text = code.strip()
+        key = (system, normal_code(system, text))
+        urls = set(self._index.get(key, ()))
+        for pattern, holders in self._filters.get(system, ()):
+            # Only systems some value set filters on pay for the regexes.
+            if pattern.fullmatch(key[1]):
+                urls.update(holders)
+        seen = (system, text, tuple(sorted(urls)), self._names.get(key))
+        if len(self._seen) >= SEEN_CODES:
+            self._seen.clear()
+        self._seen[(system, code)] = seen
+        return seen
 
     def displays(self, url: str) -> list[str]:
         return self._displays.get(url, [])
