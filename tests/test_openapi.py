@@ -44,7 +44,7 @@ def test_openapi_describes_every_endpoint_and_body(client: TestClient) -> None:
     assert hook["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/HookRequest"
     )
-    assert set(hook["responses"]) == {"200", "400", "401", "404", "412", "413"}
+    assert set(hook["responses"]) == {"200", "400", "401", "404", "412", "413", "503"}
     assert doc["components"]["securitySchemes"]["cdsHooksJwt"]["bearerFormat"] == "JWT"
     for name in ("HookRequest", "OrderSelectRequest", "Card", "Suggestion", "FeedbackRequest"):
         assert name in schemas

@@ -15,6 +15,7 @@ to say so rather than to guess:
     fhir_unavailable         connection failure or 5xx, after bounded retries
     fhir_timeout             a request, or the whole fetch, ran out of time
     fhir_answer_too_large    a query's answers, decompressed, passed IPT_CDS_FHIR_MAX_ANSWER_BYTES
+    (503 busy)               the process's bytes in flight (service/ops/inflight.py) are spent
     fhir_wrong_data          FHIR, but not what was asked: another resource, type or patient
     fhir_error               any other answer that is not FHIR JSON we can use
 
@@ -47,9 +48,10 @@ from service.fhir.capabilities import Capabilities, CapabilityCache
 from service.fhir.decoding import ACCEPT_ENCODING, Budget, Refused, read_body
 from service.fhir.searches import Plan
 from service.ops.config import Settings
+from service.ops.inflight import BytesInFlight
 from service.ops.memory import HeapTrimmer
 from service.ops.metrics import Metrics
-from service.protocol.errors import PrefetchUnavailable
+from service.protocol.errors import Busy, PrefetchUnavailable
 from service.protocol.models import Resource
 
 log = logging.getLogger("ipt_cds")
@@ -89,11 +91,13 @@ class FhirClient:
         settings: Settings,
         metrics: Metrics | None = None,
         heap: HeapTrimmer | None = None,
+        in_flight: BytesInFlight | None = None,
     ) -> None:
         self._http = http
         self._settings = settings
         self._metrics = metrics
         self._heap = heap or HeapTrimmer.for_this_process()
+        self._in_flight = in_flight
         # httpcore 1.0 leaks a pool slot for good when a request waiting in its queue is
         # cancelled just as a new connection is made for it (encode/httpcore#1093): a few
         # failed fetches, whose sibling queries the task group cancels, and every later fetch
@@ -155,7 +159,7 @@ class FhirClient:
             deadline = self.deadline()
         fetched = Fetched()
         cap = self._settings.fhir_max_answer_bytes
-        budgets = {key: Budget(cap) for key in queries}
+        budgets = {key: Budget(cap, self._in_flight) for key in queries}
 
         async def read(plan: Plan) -> None:
             try:
@@ -193,10 +197,14 @@ class FhirClient:
         finally:
             # Every task has ended: what they read is garbage now, or part of the answer.
             self._heap.released(sum(budget.spent for budget in budgets.values()))
+            for budget in budgets.values():
+                budget.release()
         if failure is None and scope.cancelled_caught:
             failure = self._late(queries, optional, fetched)
         if failure is not None:
             fetched.resources.clear()  # this frame lives as long as the failure's traceback
+            if failure.code == "fhir_busy":  # nothing wrong with the server: ask again soon
+                raise Busy("the FHIR server's answers")
             raise failure  # out of the except blocks: no __context__, see _forget
         return fetched
 

@@ -11,6 +11,8 @@ import zlib
 
 import httpx
 
+from service.ops.inflight import BytesInFlight
+
 # The encodings we decompress ourselves (br and zstd would need libraries the service does not
 # ship, and brotli's decompressor cannot bound its output on the versions in use).
 _ENCODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
@@ -33,11 +35,15 @@ class _Overflow(Exception):
 
 
 class Budget:
-    """The bytes a query's answers may still take, once decompressed."""
+    """The bytes a query's answers may still take, once decompressed; with ``pool``, also
+    within the process's bytes in flight, which hold what is read until ``release``."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, pool: BytesInFlight | None = None) -> None:
         self.cap = cap
         self.left = cap
+        self.pool = pool
+        # What ``pool`` holds for this query.
+        self.held = 0
 
     @property
     def spent(self) -> int:
@@ -50,6 +56,30 @@ class Budget:
             f"is larger than {self.cap} bytes (IPT_CDS_FHIR_MAX_ANSWER_BYTES)",
         )
 
+    def limit(self, produced: int) -> int:
+        """The most this answer may decompress to, ``produced`` of it so far (and held)."""
+        if self.pool is None:
+            return self.left
+        return min(self.left, produced + self.pool.room)
+
+    def refusal(self, produced: int) -> Refused:
+        """Why an answer passed ``limit``: its own cap, or the process's budget."""
+        if self.pool is not None and produced + self.pool.room < self.left:
+            return Refused("fhir_busy", "was dropped: the service is reading too much at once")
+        return self.too_large()
+
+    def hold(self, spent: int) -> None:
+        """The process's budget holds ``spent`` bytes for this query (decompressed so far)."""
+        if self.pool is not None and spent > self.held:
+            self.pool.hold(spent - self.held)
+            self.held = spent
+
+    def release(self) -> None:
+        """The query's answers are let go of: the process's budget takes them back."""
+        if self.pool is not None:
+            self.pool.give(self.held)
+            self.held = 0
+
 
 async def read_body(response: httpx.Response, budget: Budget) -> bytes:
     """The body, decompressed, never more than the budget (plus one byte, to know)."""
@@ -61,19 +91,20 @@ async def read_body(response: httpx.Response, budget: Budget) -> bytes:
         whole = None
     decoder = _Decoder("identity" if whole is not None else encoding)
     length = response.headers.get("content-length", "")
-    if decoder.encoding == "identity" and length.isdigit() and int(length) > budget.left:
-        raise budget.too_large()
+    if decoder.encoding == "identity" and length.isdigit() and int(length) > budget.limit(0):
+        raise budget.refusal(0)
     # Pieces of at most 64 KiB, joined once at the end: a growing buffer would copy itself, and
     # an answer over the cap is never joined at all.
     out: list[bytes] = []
+    before = budget.spent
     try:
         if whole is not None:
-            _take(decoder, whole, out, budget, len(whole))
+            _take(decoder, whole, out, budget, len(whole), before)
         else:
             received = 0
             async for chunk in response.aiter_raw():
                 received += len(chunk)
-                _take(decoder, chunk, out, budget, received)
+                _take(decoder, chunk, out, budget, received, before)
         decoder.finish()
     except BaseException:
         out.clear()  # see _forget
@@ -81,18 +112,24 @@ async def read_body(response: httpx.Response, budget: Budget) -> bytes:
     finally:
         # Also what an answer dropped over the cap took: the heap holds its freed pieces.
         budget.left -= decoder.produced
+        budget.hold(before + decoder.produced)
     return b"".join(out)
 
 
-def _take(decoder: _Decoder, chunk: bytes, out: list[bytes], budget: Budget, received: int) -> None:
+def _take(
+    decoder: _Decoder, chunk: bytes, out: list[bytes], budget: Budget, received: int, before: int
+) -> None:
     # Compressed data is smaller than what it decompresses to: more than the budget of it is a
     # stream of empty gzip members or worse.
     if received > budget.left:
         raise budget.too_large()
+    limit = budget.limit(decoder.produced)
     try:
-        decoder.feed(chunk, out, budget.left)
+        decoder.feed(chunk, out, limit)
     except _Overflow:
-        raise budget.too_large() from None
+        raise budget.refusal(decoder.produced) from None
+    finally:
+        budget.hold(before + decoder.produced)
 
 
 def _encoding(response: httpx.Response) -> str:

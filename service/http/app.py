@@ -25,6 +25,7 @@ from service.http.home import router as home_router
 from service.http.middleware import (
     LOOPBACK_ORIGINS,
     SANDBOX_ORIGIN,
+    InFlightMiddleware,
     JsonCORSMiddleware,
     MetricsMiddleware,
     RequestIdMiddleware,
@@ -40,6 +41,7 @@ from service.knowledge.evidence import pages, python_rule_page
 from service.knowledge.site_summary import log_site
 from service.ops import logs
 from service.ops.config import Settings
+from service.ops.inflight import BytesInFlight
 from service.pipeline import Pipeline, Rule
 from service.storage.drain import Drainer
 from service.storage.memory import CardMemory
@@ -90,7 +92,9 @@ def create_app(
         clock=clock,
         discovery=discovery_document(knowledge),
         allowlist=global_allowlist(settings.fhir_allowlist),
+        in_flight=BytesInFlight(settings.max_bytes_in_flight),
     )
+    state.metrics.bytes_in_flight.set_function(lambda: state.in_flight.held)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -117,7 +121,9 @@ def create_app(
         )
         recorder.start()
         async with FhirClient.make_http(settings, fhir_transport) as http:
-            state._fhir = FhirClient(http, settings, state.metrics)
+            state._fhir = FhirClient(
+                http, settings, state.metrics, heap=state.heap, in_flight=state.in_flight
+            )
             if trust is not None:
 
                 def seconds() -> float:
@@ -183,6 +189,9 @@ def create_app(
     app.include_router(preview_router)
     # Innermost first: errors become answers, then are counted, then carry the request id.
     app.add_middleware(ErrorBoundary)
+    app.add_middleware(
+        InFlightMiddleware, pool=state.in_flight, heap=state.heap, metrics=state.metrics
+    )
     app.add_middleware(
         MetricsMiddleware, metrics=state.metrics, services=frozenset(knowledge.services)
     )

@@ -14,8 +14,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.ops.inflight import BytesInFlight
 from service.ops.logs import REQUEST_ID, SANE_REQUEST_ID, start_request_log
+from service.ops.memory import HeapTrimmer
 from service.ops.metrics import Metrics
+from service.protocol.errors import Busy
 
 log = logging.getLogger("ipt_cds")
 
@@ -109,6 +112,47 @@ class MetricsMiddleware:
             return "discovery", "-"
         service = parts[1] if parts[1] in self.services else "unknown"
         return ("feedback" if len(parts) == 3 else "hook"), service
+
+
+# Bodies from this size on count towards the next heap trim (service/ops/memory.py).
+LARGE_BODY_BYTES = 1024 * 1024
+
+
+class InFlightMiddleware:
+    """Every request body counts against the process's bytes in flight from its first byte to
+    the end of its answer (service/ops/inflight.py): a body that does not fit is refused, as it
+    arrives, with 503 ``busy`` (the exception raised where the route reads it). A large body
+    is handed to the heap trimmer when its request ends: a flood of them leaves their freed
+    pieces in the heap otherwise (ordinary bodies, tens of kB, are reused as they are)."""
+
+    def __init__(
+        self, app: ASGIApp, pool: BytesInFlight, heap: HeapTrimmer, metrics: Metrics
+    ) -> None:
+        self.app, self.pool, self.heap, self.metrics = app, pool, heap, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held = 0
+
+        async def counted() -> Message:
+            nonlocal held
+            message = await receive()
+            size = len(message.get("body", b"")) if message["type"] == "http.request" else 0
+            if size:
+                if not self.pool.take(size):
+                    self.metrics.busy.inc()
+                    raise Busy("this request's body")
+                held += size
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.pool.give(held)
+            if held >= LARGE_BODY_BYTES:
+                self.heap.released(held)
 
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"

@@ -28,8 +28,10 @@ from service.http.jsonio import JsonResponse, check_depth, check_entries, parse_
 from service.http.trust import allowed_base
 from service.knowledge.base import Knowledge
 from service.knowledge.evidence import linked
-from service.ops.config import Settings
+from service.ops.config import DEFAULT_IN_FLIGHT, Settings
+from service.ops.inflight import BytesInFlight
 from service.ops.logs import mark_call_logged
+from service.ops.memory import HeapTrimmer
 from service.ops.metrics import Metrics
 from service.pipeline import Pipeline
 from service.protocol.errors import NotFound, from_validation_error
@@ -83,6 +85,9 @@ class AppState:
     _memory: CardMemory | None = None
     metrics: Metrics = field(default_factory=Metrics)
     authenticator: Authenticator | None = None
+    # Shared by request bodies and FHIR answers (service/ops/inflight.py, memory.py).
+    in_flight: BytesInFlight = field(default_factory=lambda: BytesInFlight(DEFAULT_IN_FLIGHT))
+    heap: HeapTrimmer = field(default_factory=HeapTrimmer.for_this_process)
 
     @property
     def recorder(self) -> CardRecorder:
@@ -190,7 +195,7 @@ async def discovery(request: Request) -> Response:
 @router.post(
     "/cds-services/{service_id}",
     summary="Call a CDS Service for a hook",
-    responses={200: {"model": CdsResponse}, **_errors(400, 401, 404, 412, 413)},
+    responses={200: {"model": CdsResponse}, **_errors(400, 401, 404, 412, 413, 503)},
     openapi_extra=_json_body("HookRequest"),
 )
 async def call_service(service_id: str, request: Request) -> Response:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,7 @@ DEFAULT_JWT_LEEWAY_SECONDS = 30
 DEFAULT_MAX_PENDING_CARD_ROWS = 20_000
 DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
 SPOOL_FOLDER = "ipt-cds-spool"
+DEFAULT_IN_FLIGHT = 64 * 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -110,6 +111,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond)."
     )
+    max_bytes_in_flight: int = Field(
+        DEFAULT_IN_FLIGHT,
+        ge=1024 * 1024,
+        description="Most bytes a worker holds at once for request bodies and FHIR answers "
+        "(decompressed) of the calls it is answering; beyond, a body is refused with 503 `busy` "
+        "and `Retry-After`, an optional FHIR read is left unread (unknown), an essential one "
+        "answers 503 `busy`. Bounds a worker's peak memory under load; at least "
+        "`max_body_bytes` and `fhir_max_answer_bytes`.",
+    )
     max_json_depth: int = Field(64, ge=8, description="Deepest JSON nesting (400 beyond).")
     max_bundle_entries: int = Field(
         20_000, ge=1, description="Most entries in a prefetch or draftOrders Bundle (413)."
@@ -167,6 +177,17 @@ class Settings(BaseSettings):
     @classmethod
     def _site_file(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _one_call_fits_in_flight(self) -> Settings:
+        # Below either, a call at its limit would be refused as busy for ever.
+        largest = max(self.max_body_bytes, self.fhir_max_answer_bytes)
+        if self.max_bytes_in_flight < largest:
+            raise ValueError(
+                f"max_bytes_in_flight ({self.max_bytes_in_flight}) must be at least "
+                f"max_body_bytes and fhir_max_answer_bytes ({largest})"
+            )
+        return self
 
     @field_validator("public_base_url")
     @classmethod

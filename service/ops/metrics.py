@@ -41,6 +41,16 @@ class Metrics:
             "Bytes of cards shown and feedback in this worker's spool, not yet in the database",
             registry=self.registry,
         )
+        self.bytes_in_flight = Gauge(
+            "ipt_cds_bytes_in_flight",
+            "Bytes of request bodies and FHIR answers this worker holds for the calls it answers",
+            registry=self.registry,
+        )
+        self.busy = Counter(
+            "ipt_cds_busy_total",
+            "Request bodies and FHIR answers refused because the bytes in flight were spent",
+            registry=self.registry,
+        )
         self.spool_rejected = Counter(
             "ipt_cds_spool_rejected_total",
             "Spool entries the database refused, set aside in the spool file",

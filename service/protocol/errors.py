@@ -70,6 +70,20 @@ class Unavailable(ServiceError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class Busy(Unavailable):
+    """What the call would need to read does not fit in the process's budget of bytes in
+    flight just now (service/ops/inflight.py)."""
+
+    code = "busy"
+    retry_after = 1
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"The service is reading too much at once to take {what} now "
+            "(IPT_CDS_MAX_BYTES_IN_FLIGHT). Send it again in a moment."
+        )
+
+
 def location(loc: tuple[int | str, ...]) -> str:
     """``("context", "selections", 0)`` -> ``context.selections[0]``."""
     out = ""
