@@ -29,10 +29,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     IPT_CDS_HOST=0.0.0.0 \
+    IPT_CDS_AUTH_MODE=required \
     IPT_CDS_PORT=8080 \
     IPT_CDS_WORKERS=1 \
     IPT_CDS_DATABASE_URL=sqlite:////data/ipt-cds.sqlite3 \
     IPT_CDS_SPOOL_DIR=/data/ipt-cds-spool
+
+# A container listens beyond its own machine: client authentication is required (give it
+# IPT_CDS_TRUST_FILE), unless a run says IPT_CDS_AUTH_MODE=off itself (docs/deployment.md).
 
 # An unprivileged user owns nothing but the data folder.
 RUN groupadd --system --gid 10001 ipt \

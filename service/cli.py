@@ -382,7 +382,7 @@ def rules_doc() -> str:
     return render(Knowledge.load(Settings().knowledge_dir))
 
 
-def _configuration_problem() -> str | None:
+def _configuration_problem(host: str | None = None) -> str | None:
     """What stops the service from starting, in one line (file or setting, field, problem);
     None when it can start. A traceback of 20-40 lines would bury it."""
     from pydantic import ValidationError
@@ -391,15 +391,25 @@ def _configuration_problem() -> str | None:
     from service.knowledge.base import Knowledge
     from service.knowledge.errors import KnowledgeError
     from service.ops.config import Settings
+    from service.storage.probe import database_problem
 
     try:
         settings = Settings()
+        host = host or settings.host
+        if "auth_mode" not in settings.model_fields_set and not _loopback(host):
+            return (
+                f"IPT_CDS_AUTH_MODE is not set and the service would listen on {host}, "
+                "beyond this machine: set IPT_CDS_AUTH_MODE=required with IPT_CDS_TRUST_FILE, "
+                "or IPT_CDS_AUTH_MODE=off to let anyone who reaches it call it "
+                "(docs/security.md)"
+            )
         Knowledge.load(settings.knowledge_dir, settings.site_file)
         global_allowlist(settings.fhir_allowlist)
         if settings.auth_mode == "required":
             if settings.trust_file is None:
                 return "IPT_CDS_AUTH_MODE=required needs IPT_CDS_TRUST_FILE (docs/security.md)"
             Trust.load(settings.trust_file)
+        return database_problem(settings.database_url)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "IPT_CDS_" + "_".join(str(part) for part in first["loc"]).upper()
@@ -407,7 +417,20 @@ def _configuration_problem() -> str | None:
         return f"{name}: {first['msg']} (docs/configuration.md lists the settings)"
     except KnowledgeError as exc:
         return str(exc)
-    return None
+    except OSError as exc:  # a file named by a setting, present but unreadable
+        return f"{exc.filename or 'a file'}: cannot be read ({exc.strerror or type(exc).__name__})"
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is an interface only this machine reaches."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -417,7 +440,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.sandbox:
         os.environ["IPT_CDS_SANDBOX"] = "true"  # read by every worker's Settings
-    problem = _configuration_problem()
+    problem = _configuration_problem(args.host)
     if problem is not None:
         sys.stderr.write(f"ipt-cds: configuration: {problem}\n")
         return 2

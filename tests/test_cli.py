@@ -168,6 +168,27 @@ def test_invoke_reaches_the_service_where_the_settings_put_it(
             {"IPT_CDS_TRUST_FILE": "/nonexistent/trust.yaml", "IPT_CDS_AUTH_MODE": "required"},
             "/nonexistent/trust.yaml: trust file not found",
         ),
+        (
+            {"IPT_CDS_HOST": "0.0.0.0"},  # noqa: S104
+            "IPT_CDS_AUTH_MODE is not set and the service would listen on 0.0.0.0",
+        ),
+        ({"IPT_CDS_HOST": "ehr-facing.example.org"}, "IPT_CDS_AUTH_MODE is not set"),
+        (
+            {"IPT_CDS_DATABASE_URL": "mysql://ipt:hunter2@db.example.org/ipt"},
+            "IPT_CDS_DATABASE_URL: mysql databases are not supported; use sqlite:///FILE or",
+        ),
+        (
+            {"IPT_CDS_DATABASE_URL": "postgresql://ipt:hunter2@127.0.0.1:{closed}/ipt"},
+            "IPT_CDS_DATABASE_URL: cannot connect to the PostgreSQL database ipt on 127.0.0.1:",
+        ),
+        (
+            {"IPT_CDS_DATABASE_URL": "sqlite:////nonexistent/folder/ipt.sqlite3"},
+            "cannot connect to the SQLite database /nonexistent/folder/ipt.sqlite3: unable to",
+        ),
+        (
+            {"IPT_CDS_DATABASE_URL": "postgresql+asyncpg://ipt:hunter2@db.example.org/ipt"},
+            "IPT_CDS_DATABASE_URL: postgresql driver 'postgresql+asyncpg' is not installed",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(
@@ -180,7 +201,7 @@ def test_bad_configuration_is_one_line_and_exit_2(
     site = tmp_path / "site.yaml"
     site.write_text("rules: {ipt-hart: {enabled: false}}\n")
     for name, value in env.items():
-        monkeypatch.setenv(name, value.format(site=site))
+        monkeypatch.setenv(name, value.format(site=site, closed=free_port()))
     started: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
     assert main(["serve"]) == 2
@@ -188,7 +209,33 @@ def test_bad_configuration_is_one_line_and_exit_2(
     assert err.startswith("ipt-cds: configuration: ")
     assert message in err
     assert err.count("\n") == 1, "one line"
+    assert "hunter2" not in err
     assert started == [], "the server is not started"
+
+
+@pytest.mark.parametrize(
+    ("host", "env"),
+    [
+        ("127.0.0.1", {}),
+        ("::1", {}),
+        ("localhost", {}),
+        ("0.0.0.0", {"IPT_CDS_AUTH_MODE": "off"}),  # noqa: S104
+    ],
+)
+def test_authentication_off_is_the_default_only_on_loopback_or_when_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    host: str,
+    env: dict[str, str],
+) -> None:
+    monkeypatch.setenv("IPT_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    started: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(k))
+    assert main(["serve", "--host", host]) == 0, capsys.readouterr().err
+    assert [k["host"] for k in started] == [host]
 
 
 def test_invoke_in_process_needs_no_server_and_never_holds_a_card_back(

@@ -96,6 +96,8 @@ def test_healthcheck_calls_health() -> None:
 def test_workers_and_port_come_from_the_environment() -> None:
     assert "IPT_CDS_WORKERS=" in DOCKERFILE
     assert "IPT_CDS_HOST=0.0.0.0" in DOCKERFILE
+    # Listening beyond the container, it chooses authentication rather than leave it unset.
+    assert "IPT_CDS_AUTH_MODE=required" in DOCKERFILE
     assert LINES[-1] == 'CMD ["ipt-cds", "serve"]'
 
 

@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     auth_mode: Literal["off", "required"] = Field(
         "off",
         description="`required`: every call carries a CDS Hooks client JWT. `off` is for local "
-        "use only (a warning is logged at start-up).",
+        "use only (a warning is logged at start-up). Unset, `ipt-cds serve` is `off` on "
+        "loopback only and refuses to start on any other interface.",
     )
     trust_file: Path | None = Field(
         None, description="YAML or JSON trust file: issuers, their JWKS and FHIR servers."
