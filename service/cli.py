@@ -387,6 +387,7 @@ def _configuration_problem(host: str | None = None) -> str | None:
     None when it can start. A traceback of 20-40 lines would bury it."""
     from pydantic import ValidationError
 
+    from service.http.operator import OperatorAccess
     from service.http.trust import Trust, global_allowlist
     from service.knowledge.base import Knowledge
     from service.knowledge.errors import KnowledgeError
@@ -409,6 +410,7 @@ def _configuration_problem(host: str | None = None) -> str | None:
             if settings.trust_file is None:
                 return "IPT_CDS_AUTH_MODE=required needs IPT_CDS_TRUST_FILE (docs/security.md)"
             Trust.load(settings.trust_file)
+        OperatorAccess.load(settings.operator_token_file)
         return database_problem(settings.database_url)
     except ValidationError as exc:
         first = exc.errors()[0]

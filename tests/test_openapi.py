@@ -33,6 +33,7 @@ def test_openapi_describes_every_endpoint_and_body(client: TestClient) -> None:
         "/cds-services/{service_id}",
         "/cds-services/{service_id}/feedback",
         "/stats/cards",
+        "/stats",
         "/health",
         "/ready",
         "/metrics",

@@ -31,8 +31,10 @@ from service.http.middleware import (
     RequestIdMiddleware,
 )
 from service.http.openapi import schema
+from service.http.operator import OperatorAccess
 from service.http.preview import router as preview_router
 from service.http.routes import AppState, discovery_document, operations, router
+from service.http.stats_page import router as stats_router
 from service.http.trust import Trust, global_allowlist
 from service.knowledge.base import Knowledge
 from service.knowledge.ehr_profile import EPIC_PREFERENCE_LIST
@@ -85,6 +87,7 @@ def create_app(
             order,
         )
     trust = _trust(settings)
+    operator = OperatorAccess.load(settings.operator_token_file)
     state = AppState(
         settings=settings,
         knowledge=knowledge,
@@ -93,6 +96,7 @@ def create_app(
         discovery=discovery_document(knowledge),
         allowlist=global_allowlist(settings.fhir_allowlist),
         in_flight=BytesInFlight(settings.max_bytes_in_flight),
+        operator=operator,
     )
     state.metrics.bytes_in_flight.set_function(lambda: state.in_flight.held)
 
@@ -187,6 +191,7 @@ def create_app(
     app.include_router(evidence_router)
     app.include_router(home_router)
     app.include_router(preview_router)
+    app.include_router(stats_router)
     # Innermost first: errors become answers, then are counted, then carry the request id.
     app.add_middleware(ErrorBoundary)
     app.add_middleware(

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from service.fhir.client import FhirClient
 from service.http.auth import Authenticator, Client, Unauthorized
 from service.http.jsonio import JsonResponse, check_depth, check_entries, parse_object, read_body
+from service.http.operator import OperatorAccess
 from service.http.trust import allowed_base
 from service.knowledge.base import Knowledge
 from service.knowledge.evidence import linked
@@ -34,7 +35,7 @@ from service.ops.logs import mark_call_logged
 from service.ops.memory import HeapTrimmer
 from service.ops.metrics import Metrics
 from service.pipeline import Pipeline
-from service.protocol.errors import NotFound, from_validation_error
+from service.protocol.errors import BadRequest, NotFound, from_validation_error
 from service.protocol.models import (
     CardStats,
     CdsResponse,
@@ -85,6 +86,7 @@ class AppState:
     _memory: CardMemory | None = None
     metrics: Metrics = field(default_factory=Metrics)
     authenticator: Authenticator | None = None
+    operator: OperatorAccess = field(default_factory=lambda: OperatorAccess(None))
     # Shared by request bodies and FHIR answers (service/ops/inflight.py, memory.py).
     in_flight: BytesInFlight = field(default_factory=lambda: BytesInFlight(DEFAULT_IN_FLIGHT))
     heap: HeapTrimmer = field(default_factory=HeapTrimmer.for_this_process)
@@ -160,6 +162,13 @@ async def _authenticate(request: Request) -> Client | None:
             extra={"event": "unauthorized", "path": request.url.path, "reason": exc.reason},
         )
         raise
+
+
+async def authenticate_operator(request: Request) -> None:
+    """The operator's token, or else what a hook call needs (a client JWT when required)."""
+    if _state(request).operator.allows(request.headers.get("authorization")):
+        return
+    await _authenticate(request)
 
 
 def _base_url(request: Request) -> str:
@@ -423,28 +432,76 @@ def _assessed_at(
 @router.get(
     "/stats/cards",
     summary="Cards shown, accepted and overridden, per service and rule",
-    responses={200: {"model": CardStats}, **_errors(401, 503)},
+    description="Cards issued from `since` (included) to `until` (excluded), and feedback "
+    "whose outcome falls between them; each a date (UTC midnight) or a date and time. A call "
+    "retried (same service and hookInstance) counts once.",
+    responses={200: {"model": CardStats}, **_errors(400, 401, 503)},
+    openapi_extra={
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in ("since", "until")
+        ]
+    },
 )
 async def card_stats(request: Request) -> Response:
-    # What the database holds, once this worker's recorder and spool are written to it (as far
-    # as the database takes them within STATS_DRAIN_SECONDS).
-    state = _state(request)
-    await _authenticate(request)
+    await authenticate_operator(request)
+    since, until = stats_window(request)
+    stats, _ = await read_statistics(_state(request), since, until)
+    return JsonResponse(stats.model_dump(mode="json"))
+
+
+def stats_window(request: Request) -> tuple[datetime | None, datetime | None]:
+    """``?since=`` (included) and ``?until=`` (excluded): a date (UTC midnight) or a date and
+    time (without an offset, UTC)."""
+    since, until = _instant(request, "since"), _instant(request, "until")
+    if since is not None and until is not None and since >= until:
+        raise BadRequest("since must be before until.", field="since")
+    return since, until
+
+
+def _instant(request: Request, name: str) -> datetime | None:
+    text = request.query_params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        if len(text) == len("2026-12-01"):
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be a date (2026-12-01) or a date and time "
+            "(2026-12-01T08:00:00Z, 2026-12-01T09:00:00+01:00).",
+            field=name,
+        ) from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+async def read_statistics(
+    state: AppState, since: datetime | None, until: datetime | None, days: bool = False
+) -> tuple[CardStats, list[tuple[str, str, int]]]:
+    """What the database holds, once this worker's recorder and spool are written to it (as
+    far as the database takes them within STATS_DRAIN_SECONDS); with ``days``, the counts
+    per day too."""
     try:
         await state.recorder.flush()
     except Exception as exc:  # those rows are counted as unrecorded; the rest still counts
         log.warning("cards shown not spooled before statistics: %s", type(exc).__name__)
     await state.drainer.drain(STATS_DRAIN_SECONDS)
+    store = state.store
     try:
         # Feedback on a card whose "shown" row a crash lost is attributed by its uuid.
-        stats = await run_in_threadpool(state.store.card_stats, state.pipeline.card_ids.decode)
+        stats = await run_in_threadpool(
+            store.card_stats, state.pipeline.card_ids.decode, since, until
+        )
+        by_day = await run_in_threadpool(store.card_days, since, until) if days else []
     except (SQLAlchemyError, OSError) as exc:
         log.warning("statistics unavailable: database %s", type(exc).__name__)
         raise DatabaseUnavailable(
             "The statistics are read from the database, which is unavailable; cards shown and "
             "feedback wait in the spool meanwhile. Try again later."
         ) from None
-    return JsonResponse(stats.model_dump(mode="json"))
+    return stats, by_day
 
 
 async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:
@@ -511,9 +568,19 @@ async def ready(request: Request) -> Response:
     return JsonResponse(health.model_dump(mode="json"))
 
 
-@operations.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@operations.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses=_errors(401),
+)
 async def metrics(request: Request) -> Response:
     state = _state(request)
+    try:
+        state.operator.require(request.headers.get("authorization"))
+    except Unauthorized as exc:
+        log.warning("unauthorized GET /metrics: %s", exc.reason)
+        raise
     body, media_type = state.metrics.exposition()
     return Response(body, media_type=media_type)
 

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     trust_file: Path | None = Field(
         None, description="YAML or JSON trust file: issuers, their JWKS and FHIR servers."
     )
+    operator_token_file: Path | None = Field(
+        None,
+        description="A file holding the operator's bearer token (one word, 32 characters or "
+        "more): it opens `/stats`, `/stats/cards` and `/metrics` without a client JWT, and once "
+        "set `/metrics` needs it (docs/operations.md).",
+    )
     public_base_url: str | None = Field(
         None,
         description="The URL EHRs use to reach the service (http or https, no query or "

@@ -359,8 +359,14 @@ class Store:
         dialect = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         return dialect(table)
 
-    def card_stats(self, attribute: Attribution = _unattributed) -> CardStats:
-        """Cards shown and their feedback, per service and rule.
+    def card_stats(
+        self,
+        attribute: Attribution = _unattributed,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> CardStats:
+        """Cards shown and their feedback, per service and rule: cards issued from ``since``
+        (included) to ``until`` (excluded), feedback whose outcome falls between them.
 
         Feedback on a card without a "card shown" row (lost in a crash, or dropped when the
         store fell behind) is attributed by ``attribute(card uuid)``, and the card counts as
@@ -370,7 +376,11 @@ class Store:
             # A call counts once per rule: an EHR that retries a call (same service and
             # hookInstance) after a lost answer gets fresh card uuids, not a second card.
             calls = func.count(distinct(cards_issued.c.hook_instance))
-            shown = conn.execute(select(*issued, calls).group_by(*issued)).all()
+            shown = conn.execute(
+                select(*issued, calls)
+                .where(*_window(cards_issued.c.issued_at, since, until))
+                .group_by(*issued)
+            ).all()
             answered = conn.execute(
                 select(
                     cards_issued.c.service_id,
@@ -378,13 +388,51 @@ class Store:
                     feedback.c.card_uuid,
                     feedback.c.outcome,
                     feedback.c.override_reasons,
-                ).select_from(
+                )
+                .select_from(
                     feedback.outerjoin(
                         cards_issued, feedback.c.card_uuid == cards_issued.c.card_uuid
                     )
                 )
+                .where(*_window(feedback.c.outcome_at, since, until))
             ).all()
         return _stats(shown, *_attributed(answered, attribute))
+
+    def card_days(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[str, str, int]]:
+        """(UTC day as YYYY-MM-DD, what happened, count) for the statistics page: calls
+        that showed a card, held one back or computed a silent one (each rule of a call once),
+        and feedback outcomes; ``since`` and ``until`` as ``card_stats``'s."""
+        c, f = cards_issued.c, feedback.c
+        issued_day, outcome_day = self._day(c.issued_at), self._day(f.outcome_at)
+        # A retried call counts once per rule, as in card_stats; days and rules are few.
+        calls = func.count(distinct(c.hook_instance))
+        with self.engine.connect() as conn:
+            issued = conn.execute(
+                select(issued_day, c.disposition, c.rule_id, calls)
+                .where(*_window(c.issued_at, since, until))
+                .group_by(issued_day, c.disposition, c.rule_id)
+            ).all()
+            answered = conn.execute(
+                select(outcome_day, f.outcome, func.count())
+                .where(*_window(f.outcome_at, since, until))
+                .group_by(outcome_day, f.outcome)
+            ).all()
+        counts: Counter[tuple[str, str]] = Counter()
+        for day, disposition, _rule, n in issued:
+            kind = disposition if disposition in ("shown", "silent") else "held back"
+            counts[(str(day), kind)] += n
+        for day, outcome, n in answered:
+            counts[(str(day), outcome)] += n
+        return sorted((day, kind, n) for (day, kind), n in counts.items())
+
+    def _day(self, column: Any) -> Any:
+        """The UTC calendar day of a time column, as SQL (PostgreSQL's date() would take the
+        session's time zone; SQLite holds the UTC text)."""
+        if self.engine.dialect.name == "postgresql":
+            return func.date(func.timezone("UTC", column))
+        return func.date(column)
 
 
 MEMORY_COLUMNS = (
@@ -458,6 +506,13 @@ def _make_engine(url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+def _window(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:
+    return [
+        *([column >= since] if since is not None else []),
+        *([column < until] if until is not None else []),
+    ]
 
 
 def feedback_rows(
