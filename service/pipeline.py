@@ -77,6 +77,8 @@ class Recollection:
 
     held: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    # Rule id -> when the card that holds it back was shown, overridden or assessed.
+    since: dict[str, datetime] = field(default_factory=dict)
 
 
 def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
@@ -84,6 +86,7 @@ def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
     (the clinical spec 7.1); a row without a record holds as before. Another clinician's
     assessment holds nothing: the card says when it was made."""
     held: dict[str, str] = {}
+    since: dict[str, datetime] = {}
     assessed: dict[str, datetime] = {}
     for hold in holds:
         if hold.marks is not None and worse(hold.marks, now):
@@ -91,6 +94,8 @@ def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
         if hold.why == "assessed" and not hold.mine:
             assessed[hold.rule_id] = max(hold.at, assessed.get(hold.rule_id, hold.at))
         elif _HOLD_RANK.get(hold.why, 0) >= _HOLD_RANK.get(held.get(hold.rule_id, ""), -1):
+            if held.get(hold.rule_id) != hold.why or hold.at > since[hold.rule_id]:
+                since[hold.rule_id] = hold.at  # the latest of the winning reason
             held[hold.rule_id] = hold.why
     notes = {
         rule: f"Suicide risk assessed at {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC by another "
@@ -99,7 +104,7 @@ def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
         # A snooze never holds a critical card: only this clinician's own assessment does.
         if held.get(rule) != "assessed"
     }
-    return Recollection(held, notes)
+    return Recollection(held, notes, since)
 
 
 # Asked as soon as the request is valid, awaited once the facts are known: a lookup that is a
@@ -212,6 +217,8 @@ class HookResult:
     verdict: str | None = None
     # The record as the card memory keeps it with each card shown (None: nothing recalled).
     state: RecordState | None = None
+    # Of each rule held back: when the card that holds it was shown, overridden or assessed.
+    held_since: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def cards(self) -> list[Card]:
@@ -335,4 +342,5 @@ class Pipeline:
             PrefetchCounts.of(service, request, data),
             facts.values.get("verdict"),
             state,
+            memo.since,
         )

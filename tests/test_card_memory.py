@@ -191,3 +191,71 @@ def test_with_the_memory_store_failing_cards_still_show_and_feedback_is_acknowle
     assert answer.json()["stored"] == 1
     assert "card memory unavailable: OperationalError" in caplog.text
     assert "snooze not recorded: OperationalError" in caplog.text
+
+
+def test_a_card_held_back_is_named_in_the_log_the_answer_and_invoke(
+    make_client: AppFactory,
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import io
+    import json
+    import uuid
+    from datetime import timedelta
+
+    from service.devtools import integrator
+
+    now = [NOW]
+    client = make_client(database_url=database_url, clock=lambda: now[0])
+    assert "ipt-add-pharmacotherapy" in _call(client, "order-select")
+    _flush(client)  # 12 minutes on, the database holds what was shown
+    now[0] = NOW + timedelta(minutes=12)
+    caplog.set_level("INFO", logger="ipt_cds")
+    answer = client.post("/cds-services/ipt-order-sign", json=_request("order-sign"))
+    assert answer.headers["IPT-CDS-Held-Back"] == (
+        "ipt-add-pharmacotherapy; why=repeat; minutes=12"
+    )
+    line = [r for r in caplog.records if getattr(r, "event", "") == "hook"][-1]
+    assert "rules=ipt-suicide-risk held=ipt-add-pharmacotherapy:repeat:12m" in line.getMessage()
+    assert line.held == [  # type: ignore[attr-defined]
+        {"rule": "ipt-add-pharmacotherapy", "why": "repeat", "minutes": 12}
+    ]
+    request = tmp_path / "sign.json"
+    request.write_text(json.dumps({**_request("order-sign"), "hookInstance": str(uuid.uuid4())}))
+    out = io.StringIO()
+    integrator.invoke(
+        "ipt-order-sign",
+        fixture=None,
+        request_file=request,
+        service_url="http://testserver",
+        fhir_server=None,
+        token=None,
+        prefetch=True,
+        as_json=False,
+        out=out,
+        post=lambda url, body, headers: client.post(url, json=body, headers=headers),
+    )
+    printed = out.getvalue()
+    assert "ipt-suicide-risk" in printed
+    assert (
+        "held back: ipt-add-pharmacotherapy, shown 12 min ago; within the repeat window" in printed
+    )
+
+
+def test_a_call_that_holds_nothing_back_says_so_nowhere(make: Any) -> None:
+    client = make()
+    answer = client.post("/cds-services/ipt-order-select", json=_request("order-select"))
+    assert "IPT-CDS-Held-Back" not in answer.headers
+
+
+def test_invoke_words_each_reason_for_holding_a_card() -> None:
+    from service.devtools.integrator import held_back_lines
+
+    header = "a; why=repeat; minutes=0, b; why=snooze; minutes=90, c; why=assessed; minutes=5"
+    assert held_back_lines(header) == [
+        "held back: a, shown just now; within the repeat window",
+        "held back: b, overridden 90 min ago; snoozed",
+        "held back: c, suicide risk assessed by this clinician 5 min ago",
+    ]
+    assert held_back_lines("") == []

@@ -24,6 +24,7 @@ import httpx
 from service.devtools import dev_auth, fixture_check
 from service.devtools.fixtures import SANDBOX_FHIR, Case, authorization, load_cases
 from service.ops.progress import ProgressBar
+from service.protocol.vocabulary import HELD_BACK_HEADER
 
 # Exit statuses: the work failed (a patient not loaded, a call not answered 200), or the user
 # must fix something (a ToolError).
@@ -317,7 +318,31 @@ def invoke(
         out.write(json.dumps(answer, indent=2) + "\n")
     else:
         print_cards(answer.get("cards", []), out, detail)
+        for line in held_back_lines(response.headers.get(HELD_BACK_HEADER, "")):
+            out.write(line + "\n")
     return 0
+
+
+# How a held card came to be held, for the line ``invoke`` prints.
+_HELD_WHY = {
+    "repeat": "shown {ago}; within the repeat window",
+    "snooze": "overridden {ago}; snoozed",
+    "assessed": "suicide risk assessed by this clinician {ago}",
+}
+
+
+def held_back_lines(header: str) -> list[str]:
+    """``held back: rule, shown 12 min ago; ...`` for each card the service held back (the
+    IPT-CDS-Held-Back header)."""
+    lines = []
+    for item in filter(None, (part.strip() for part in header.split(","))):
+        rule, *params = (p.strip() for p in item.split(";"))
+        values = dict(p.partition("=")[::2] for p in params)
+        minutes = values.get("minutes", "?")
+        ago = "just now" if minutes == "0" else f"{minutes} min ago"
+        why = _HELD_WHY.get(values.get("why", ""), values.get("why", "") + " {ago}")
+        lines.append(f"held back: {rule}, {why.format(ago=ago)}")
+    return lines
 
 
 def _post_over_http(url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import APIRouter, Request
@@ -37,6 +37,7 @@ from service.ops.metrics import Metrics
 from service.pipeline import Pipeline
 from service.protocol.errors import BadRequest, NotFound, from_validation_error
 from service.protocol.models import (
+    Card,
     CardStats,
     CdsResponse,
     DiscoveryResponse,
@@ -48,7 +49,7 @@ from service.protocol.models import (
     HookRequest,
     Service,
 )
-from service.protocol.vocabulary import OVERRIDE_SYSTEM
+from service.protocol.vocabulary import HELD_BACK_HEADER, OVERRIDE_SYSTEM
 from service.storage.drain import Drainer
 from service.storage.entries import SpooledFeedback
 from service.storage.memory import CardMemory, Marks, Overridden, Recall
@@ -282,9 +283,10 @@ async def call_service(service_id: str, request: Request) -> Response:
     ms = round((time.perf_counter() - started) * 1000, 1)
     mark_call_logged()
     counts = result.prefetch
+    held = held_back(result.held, result.held_since, now)
     log.info(
         "hook service=%s hookInstance=%s resources=%d drafts=%d prefetch given=%d fetched=%d "
-        "missing=%d reads=%s unreadable=%s rules=%s ms=%.1f",
+        "missing=%d reads=%s unreadable=%s rules=%s held=%s ms=%.1f",
         service.id,
         hook_request.hookInstance,
         record.size,
@@ -295,6 +297,7 @@ async def call_service(service_id: str, request: Request) -> Response:
         ",".join(f"{k}:{n}" for k, n in counts.reads.items()) or "-",
         ",".join(f"{k}:{why}" for k, why in counts.unreadable.items()) or "-",
         ",".join(rules) or "-",
+        ",".join(f"{h.rule}:{h.why}:{h.minutes}m" for h in held) or "-",
         ms,
         extra={
             "event": "hook",
@@ -310,10 +313,36 @@ async def call_service(service_id: str, request: Request) -> Response:
             "rules": rules,
             "ms": ms,
             **({"silent": silent} if silent else {}),
+            **({"held": [h._asdict() for h in held]} if held else {}),
         },
     )
     cards = [card for _, card in fired]
-    return JsonResponse(CdsResponse(cards=cards).model_dump(mode="json"))
+    # Which cards the memory held back and since when, for an integrator's tools (`ipt-cds
+    # invoke` prints it): rule ids and minutes, nothing of the patient.
+    headers = {HELD_BACK_HEADER: ", ".join(h.header() for h in held)} if held else None
+    return JsonResponse(CdsResponse(cards=cards).model_dump(mode="json"), headers=headers)
+
+
+class HeldBack(NamedTuple):
+    rule: str
+    # "repeat" (shown within the repeat window), "snooze" (overridden), "assessed" (a risk
+    # assessment documented by this clinician).
+    why: str
+    minutes: int
+
+    def header(self) -> str:
+        return f"{self.rule}; why={self.why}; minutes={self.minutes}"
+
+
+def held_back(
+    held: Sequence[tuple[str, Card, str]], since: Mapping[str, datetime], now: datetime
+) -> list[HeldBack]:
+    """The cards held back, with the minutes since the card that holds each."""
+    return [
+        HeldBack(rule, why, max(int((now - since[rule]).total_seconds() // 60), 0))
+        for rule, _, why in held
+        if rule in since
+    ]
 
 
 @router.post(

@@ -34,3 +34,7 @@ CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-st
 # Our own code systems: a card's source.topic names the rule; override reasons are coded.
 RULE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/ipt-cds-rule"
 OVERRIDE_SYSTEM = "https://fhir.ipt-cds.org/CodeSystem/override-reason"
+
+# A hook call's answer header naming the cards the card memory held back: ``rule; why=repeat;
+# minutes=12``, comma-separated (service/http/routes.py; ``ipt-cds invoke`` prints it).
+HELD_BACK_HEADER = "IPT-CDS-Held-Back"
