@@ -1,6 +1,7 @@
 """The card preview (/preview), through HTTP: a fixture's or a pasted request's cards rendered
 as an EHR shows them, Markdown made safe, and Accept and Dismiss storing real feedback that
-/stats/cards counts; served only when client authentication is off, or when asked."""
+/stats/cards counts apart, under the service "preview"; served only when client
+authentication is off, or when asked."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ REQUESTS = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SUICIDE = "in-suicide-item9-one-ipt"
 
 
-def _stats(client: TestClient, rule: str) -> dict[str, Any]:
+def _stats(client: TestClient, rule: str, service: str = "preview") -> dict[str, Any]:
     services = client.get("/stats/cards").json()["services"]
     found: dict[str, Any] = {"accepted": 0, "overridden": 0}
-    for service in services:
-        for row in service["rules"]:
-            if row["rule"] == rule:
+    for entry in services:
+        for row in entry["rules"]:
+            if row["rule"] == rule and entry["service"] == service:
                 found = row
     return found
 
@@ -55,7 +56,7 @@ def test_a_fixtures_cards_are_shown_as_an_ehr_shows_them(make_client: AppFactory
     assert "Suicide risk assessed; safety plan in place" in shown.text, "override reasons"
 
 
-def test_accept_and_dismiss_store_real_feedback(make_client: AppFactory) -> None:
+def test_accept_and_dismiss_store_feedback_counted_apart(make_client: AppFactory) -> None:
     client = make_client()
     page = client.post("/preview", data={"fixture": "in-psychosis-schizophrenia-ipt"}).text
     card = re.search(r'name="card" value="([^"]+)"', page)
@@ -81,6 +82,9 @@ def test_accept_and_dismiss_store_real_feedback(make_client: AppFactory) -> None
     after = _stats(client, "ipt-psychosis")
     assert after["accepted"] == before["accepted"] + 1
     assert after["overridden"] == before["overridden"] + 1
+    listed = {s["service"] for s in client.get("/stats/cards").json()["services"]}
+    assert listed == {"preview"}, "no EHR-called service counts the preview's clicks"
+    assert _stats(client, "ipt-psychosis", service[1]) == {"accepted": 0, "overridden": 0}
 
 
 def test_a_pasted_request_and_a_broken_one(make_client: AppFactory) -> None:

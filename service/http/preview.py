@@ -1,7 +1,10 @@
 """``/preview``: the cards of a fixture or of a pasted CDS Hooks request, as an EHR shows them,
 for a CDS committee reading card text and an integrator trying requests. Server-rendered, no
 script; the request runs through the same pipeline as a hook call, in this process; its
-Accept and Dismiss buttons store real feedback (``/stats/cards`` counts it).
+Accept and Dismiss buttons send feedback through the same path as an EHR's, which keeps it, but
+the statistics count it apart: the preview's cards carry uuids minted for a service named
+``preview`` (service/protocol/card_ids.py), which ``/stats/cards`` lists on its own, and no
+snooze follows (the preview records no card as shown, so an override finds no patient).
 
 Served when client authentication is off, or with ``IPT_CDS_PREVIEW=on`` (it runs requests
 without a client token, so only on a trusted network); ``off`` never. It records no card as
@@ -25,6 +28,7 @@ from service.http.card_html import view
 from service.http.evidence import templates
 from service.http.jsonio import read_body
 from service.http.routes import AppState, checked_json, store_feedback
+from service.protocol.card_ids import PREVIEW_SERVICE, mint
 from service.protocol.errors import NotFound, ServiceError
 from service.protocol.models import FeedbackItem
 
@@ -110,7 +114,14 @@ async def preview_cards(request: Request) -> Response:
     except ServiceError as exc:
         return _page(400, problem=exc.message, chosen=chosen, pasted=pasted)
     base = str(request.base_url).rstrip("/")
-    cards = [view(rule, card, f"{base}/evidence/{rule}") for rule, card in result.fired]
+    cards = [
+        view(
+            rule,
+            card.model_copy(update={"uuid": mint(PREVIEW_SERVICE, rule)}),
+            f"{base}/evidence/{rule}",
+        )
+        for rule, card in result.fired
+    ]
     return _page(cards=cards, service=service.id, chosen=chosen, pasted=pasted)
 
 

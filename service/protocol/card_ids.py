@@ -87,6 +87,11 @@ def codes(card_uuid: str) -> tuple[int, int] | None:
     return service, rule
 
 
+# Services no EHR calls, whose cards are minted apart: the preview's (service/http/preview.py),
+# so that feedback on them is counted apart from every service an EHR calls.
+PREVIEW_SERVICE = "preview"
+
+
 class CodeCollision(ValueError):
     """Two ids of one kind hash to the same code: one of them must be renamed."""
 
@@ -100,7 +105,7 @@ class CardIds:
     def __init__(
         self, services: Iterable[str], rules: Iterable[str], retired: Iterable[str] = ()
     ) -> None:
-        self.services = _by_code(services, service_code, "services")
+        self.services = _by_code([*services, PREVIEW_SERVICE], service_code, "services")
         self.rules = _by_code([*rules, *retired], rule_code, "rules")
 
     def decode(self, card_uuid: str) -> tuple[str, str] | None:
