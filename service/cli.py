@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -452,23 +455,54 @@ def _serve(args: argparse.Namespace) -> int:
 
         discovery = f"{_local_service_url(args.host, args.port)}/cds-services"
         print_links(discovery, settings.fhir_allowlist, sys.stderr)
-    # A factory, so that each worker process builds its own app (and importing builds none).
-    uvicorn.run(
-        "service.http.app:served_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        log_level=settings.log_level.lower(),
-        # The server's own answers (a request it cannot parse) in JSON, and no WebSockets: the
-        # service has none, and uvicorn would answer an upgrade with a bare 403.
-        http="service.http.server:JsonHttpProtocol",
-        ws="none",
-        # Ours instead (service/http/middleware.py): uvicorn's writes the whole URL, query
-        # string included, where a misplaced token would land in the log.
-        access_log=False,
-    )
+    from service.ops.logs import uvicorn_log_config
+
+    workers = args.workers or settings.workers
+    with _shared_metrics(workers):
+        # A factory, so that each worker process builds its own app (and importing builds
+        # none).
+        uvicorn.run(
+            "service.http.app:served_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            log_config=uvicorn_log_config(settings.log_level, settings.log_format),
+            # The server's own answers (a request it cannot parse) in JSON, and no WebSockets:
+            # the service has none, and uvicorn would answer an upgrade with a bare 403.
+            http="service.http.server:JsonHttpProtocol",
+            ws="none",
+            # Ours instead (service/http/middleware.py): uvicorn's writes the whole URL, query
+            # string included, where a misplaced token would land in the log.
+            access_log=False,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers: one folder for their metrics (service/ops/metrics.py), made empty
+    before they start, since values left by an earlier run would be added in. An operator's
+    PROMETHEUS_MULTIPROC_DIR is used (and emptied of metric files) if set; else a temporary
+    folder, removed afterwards."""
+    from service.ops.metrics import MULTIPROCESS_ENV
+
+    if workers <= 1:
+        yield
+        return
+    given = os.environ.get(MULTIPROCESS_ENV)
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="ipt-cds-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.environ.pop(MULTIPROCESS_ENV, None)
 
 
 if __name__ == "__main__":

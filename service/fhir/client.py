@@ -56,6 +56,17 @@ from service.protocol.models import Resource
 
 log = logging.getLogger("ipt_cds")
 
+# The codes above, for metrics present from the start (service/ops/metrics.py ``prime``).
+FHIR_ERROR_CODES = (
+    "fhir_server_not_allowed",
+    "fhir_unauthorized",
+    "fhir_unavailable",
+    "fhir_timeout",
+    "fhir_answer_too_large",
+    "fhir_wrong_data",
+    "fhir_error",
+)
+
 # Gateway answers: a proxy or load balancer before the FHIR server, or the server itself, is
 # briefly unable to serve, and the same request may well succeed at once. Other answers would
 # be the same again; a timeout has already spent the time a retry would need.

@@ -3,6 +3,7 @@ factory ``ipt-cds serve`` hands to uvicorn. Importing this module builds nothing
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.clinical.record import PatientRecord
-from service.fhir.client import FhirClient
+from service.fhir.client import FHIR_ERROR_CODES, FhirClient
 from service.http.auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from service.http.errors import ErrorBoundary, install_handlers
 from service.http.evidence import EvidenceSite
@@ -44,6 +45,7 @@ from service.knowledge.site_summary import log_site
 from service.ops import logs
 from service.ops.config import Settings
 from service.ops.inflight import BytesInFlight
+from service.ops.metrics import Metrics
 from service.pipeline import Pipeline, Rule
 from service.storage.drain import Drainer
 from service.storage.memory import CardMemory
@@ -98,7 +100,14 @@ def create_app(
         in_flight=BytesInFlight(settings.max_bytes_in_flight),
         operator=operator,
     )
-    state.metrics.bytes_in_flight.set_function(lambda: state.in_flight.held)
+    metrics = state.metrics
+    metrics.watch(metrics.bytes_in_flight, lambda: state.in_flight.held)
+    metrics.prime(
+        [("discovery", "-")]
+        + [(endpoint, s) for s in knowledge.services for endpoint in ("hook", "feedback")],
+        [(rule.id, ind) for rule in knowledge.rulebook.rules for ind, _ in rule.indicator],
+        FHIR_ERROR_CODES,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +122,7 @@ def create_app(
             database_url(settings.database_url),
             settings.spool_max_bytes,
         )
-        state.metrics.spooled_bytes.set_function(lambda: spool.size)
+        metrics.watch(metrics.spooled_bytes, lambda: spool.size)
         drainer = state._drainer = Drainer(
             spool, store, memory.snooze, rejected=state.metrics.spool_rejected.inc
         )
@@ -144,7 +153,11 @@ def create_app(
             _warm_up(state)
             if tune_process:
                 _tune_garbage_collector()
+            refreshing = asyncio.create_task(_refresh(metrics)) if metrics.shared else None
             yield
+        if refreshing is not None:
+            refreshing.cancel()
+        metrics.worker_stopped()
         try:
             await recorder.close()
         except Exception as exc:  # its text may quote the rows; the store must still close
@@ -220,6 +233,16 @@ _YOUNG_GENERATION_THRESHOLD = 10_000
 # The older generations keep CPython's default thresholds (collected every 10 collections of
 # the generation below).
 _OLDER_GENERATION_THRESHOLDS = (10, 10)
+
+
+# How often a worker sharing its metrics with others writes its gauges' values.
+METRICS_REFRESH_SECONDS = 5.0
+
+
+async def _refresh(metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(METRICS_REFRESH_SECONDS)
+        metrics.refresh()
 
 
 def _tune_garbage_collector() -> None:

@@ -47,6 +47,10 @@ FIELDS = (
     "prefetchGiven",
     "prefetchFetched",
     "prefetchMissing",
+    "reads",
+    "unreadable",
+    "held",
+    "pending",
     "silent",
     "items",
     "stored",
@@ -92,3 +96,31 @@ def configure(level: str, fmt: str) -> None:
             JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(message)s")
         )
         logger.addHandler(handler)
+
+
+def uvicorn_log_config(level: str, fmt: str) -> dict[str, Any]:
+    """uvicorn's own loggers (start-up, shutdown, worker processes, errors) written as ours
+    are: one JSON object per line with ``json``. Its access log stays off: the service writes
+    its own (service/http/middleware.py)."""
+    formatter = (
+        {"()": f"{__name__}.JsonFormatter"}
+        if fmt == "json"
+        else {"format": "%(levelname)s %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"service": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "service",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
