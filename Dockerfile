@@ -16,7 +16,7 @@ WORKDIR /src
 COPY requirements-build.lock ./
 RUN pip install --require-hashes -r requirements-build.lock
 COPY pyproject.toml README.md ./
-COPY service ./service
+COPY ipt_cds ./ipt_cds
 COPY cards ./cards
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
@@ -51,7 +51,7 @@ RUN pip install --require-hashes -r /tmp/requirements.lock \
 COPY --from=build /wheels/ /tmp/wheels/
 RUN pip install --no-deps --no-index /tmp/wheels/ipt_cds-*.whl \
     && rm -rf /tmp/wheels \
-    && python -c "from service.knowledge.base import Knowledge; from service.ops.config import Settings; Knowledge.load(Settings().knowledge_dir)"
+    && python -c "from ipt_cds.knowledge.base import Knowledge; from ipt_cds.ops.config import Settings; Knowledge.load(Settings().knowledge_dir)"
 
 WORKDIR /app
 USER 10001:10001

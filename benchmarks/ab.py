@@ -75,8 +75,8 @@ def main() -> None:
     )
     servers: dict[str, tuple[str, Path]] = {
         "bare": ("benchmarks.bare:app", ROOT),
-        f"before ({args.against})": ("service.http.app:served_app()", before),
-        "after (this tree)": ("service.http.app:served_app()", ROOT),
+        f"before ({args.against})": ("ipt_cds.http.app:served_app()", before),
+        "after (this tree)": ("ipt_cds.http.app:served_app()", ROOT),
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     try:

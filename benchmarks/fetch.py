@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import orjson
 
-from service.devtools.fixtures import authorization
-from service.fhir.prefetch import render
-from service.http.app import create_app
-from service.ops.config import Settings
-from service.protocol.models import REQUEST_MODELS
+from ipt_cds.devtools.fixtures import authorization
+from ipt_cds.fhir.prefetch import render
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
+from ipt_cds.protocol.models import REQUEST_MODELS
 from tests.fhir_server import running
 
 from .http import uvicorn

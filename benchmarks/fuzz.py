@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import orjson
 
-from service.devtools.fixtures import FIXTURES, service_of_hook
+from ipt_cds.devtools.fixtures import FIXTURES, service_of_hook
 
 from .http import uvicorn
 from .misbehaving_fhir import MODES
@@ -242,7 +242,7 @@ def main() -> None:
             # second time would hold their cards back.
             "IPT_CDS_SITE_FILE": str(no_repeat_site()),
         }
-        with uvicorn("service.http.app:served_app()", 1, env) as (service, pid):
+        with uvicorn("ipt_cds.http.app:served_app()", 1, env) as (service, pid):
             baseline = asyncio.run(_fixture_cards(service))
             before = _rss_mb(pid)[0]
             tally = Tally()

@@ -45,8 +45,8 @@ from typing import Any
 import orjson
 import sqlalchemy
 
-from service.http.app import create_app
-from service.ops.config import Settings
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
 
 from .inprocess import NOW, AsgiCaller, _lifespan, percentile
 from .patients import request
@@ -105,7 +105,7 @@ class Probe:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        from service.storage import memory, recall, store
+        from ipt_cds.storage import memory, recall, store
 
         patched = [
             (recall.SqliteRecall, "recall", self._sync(recall.SqliteRecall.recall)),

@@ -115,7 +115,7 @@ def compare(body: dict[str, Any], seconds: float, concurrency: list[int]) -> lis
         for c in concurrency:
             row: dict[str, Any] = {"workers": workers, "connections": c}
             for name, app in (
-                ("service", "service.http.app:served_app()"),
+                ("service", "ipt_cds.http.app:served_app()"),
                 ("bare", "benchmarks.bare:app"),
             ):
                 with uvicorn(app, workers, env) as (base, _):
@@ -132,7 +132,7 @@ def memory(body: dict[str, Any], checkpoints: list[int]) -> list[dict[str, float
     body_file, env = _workspace(body, "ipt-mem-")
     done = 0
     samples: list[dict[str, float]] = []
-    with uvicorn("service.http.app:served_app()", 1, env) as (base, pid):
+    with uvicorn("ipt_cds.http.app:served_app()", 1, env) as (base, pid):
         for checkpoint in checkpoints:
             while done < checkpoint:
                 # Short runs near a checkpoint, so that it is not overshot by much.

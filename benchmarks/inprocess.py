@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from service.http.app import create_app
-from service.ops.config import Settings
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
 from tests.asgi import http_scope
 
 from .patients import request

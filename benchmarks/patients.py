@@ -8,7 +8,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.devtools.fixtures import Case, prefetch_of
+from ipt_cds.devtools.fixtures import Case, prefetch_of
 
 VITALS = ["8867-4", "8480-6", "8462-4", "29463-7", "8302-2", "39156-5", "2339-0", "4548-4"]
 PROBLEMS = ["I10", "E11.9", "E78.5", "J45.909", "M54.5", "K21.9", "N39.0", "G43.909"]

@@ -87,7 +87,7 @@ def main() -> None:
 
 def _run(args: list[str]) -> None:
     subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], check=True, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "ipt_cds.cli", *args], check=True, stdout=subprocess.DEVNULL
     )
 
 
@@ -95,7 +95,7 @@ def _measured(args: list[str]) -> tuple[float, int, int]:
     """Wall seconds, the largest RSS of one process, and the peak RSS of the tree summed."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "ipt_cds.cli", *args], stdout=subprocess.DEVNULL
     )
     biggest = tree = 0
     while process.poll() is None:

@@ -8,7 +8,7 @@ ValueSet, written to ``cards/valuesets/<id>.json`` with its codes enumerated ext
 (ICD-10-CM X71-X83, T36-T65 intentional self-harm, F17.2 nicotine dependence) are written as
 one ``include`` per family with a ``filter`` ``{"property": "code", "op": "regex"}``; the
 service matches the regex in full against the normalised code (ICD-10-CM: upper case, no dots,
-so ``T43.222A`` is matched as ``T43222A``; see service/clinical/terminology.py).
+so ``T43.222A`` is matched as ``T43222A``; see ipt_cds/clinical/terminology.py).
 
 The codes come from the vendored terminology sources (``--reference``, by default
 ``cards/valuesets/sources/``; its README gives each file's origin and licence):
@@ -495,7 +495,7 @@ def _concept_order(item: tuple[Key, str]) -> tuple[str, int, int, str]:
 
 
 def normal_code(system: str, code: str) -> str:
-    """The form the service matches codes in (service/clinical/terminology.py normal_code):
+    """The form the service matches codes in (ipt_cds/clinical/terminology.py normal_code):
     ICD-10-CM upper case without dots, other systems as they are."""
     code = code.strip()
     return code.upper().replace(".", "") if system == ICD else code

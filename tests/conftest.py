@@ -20,11 +20,11 @@ import sqlalchemy.exc
 import yaml
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import KEYS, authorization
-from service.http.app import create_app
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
-from service.pipeline import Rule
+from ipt_cds.devtools.fixtures import KEYS, authorization
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
+from ipt_cds.pipeline import Rule
 
 from .tcp_proxy import TcpProxy, proxy_to
 

@@ -9,9 +9,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from service.ops.config import Settings
-from service.replay.run import Finished, Options, replay
-from service.replay.scenarios import SCENARIOS
+from ipt_cds.ops.config import Settings
+from ipt_cds.replay.run import Finished, Options, replay
+from ipt_cds.replay.scenarios import SCENARIOS
 
 FIXTURE_BUNDLES = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "patients"
 AS_OF = date(2026, 11, 25)  # the day the fixture files are dated from

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.clinical.fact_model import Facts
-from service.pipeline import HookCall
-from service.protocol.models import Card, Coding, Source
-from service.protocol.vocabulary import HOOKS
+from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.pipeline import HookCall
+from ipt_cds.protocol.models import Card, Coding, Source
+from ipt_cds.protocol.vocabulary import HOOKS
 
 
 @dataclass(frozen=True)

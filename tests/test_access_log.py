@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from service import cli
+from ipt_cds import cli
 
 from .conftest import AppFactory, FakeFhir, full_prefetch, hook_request, patient
 

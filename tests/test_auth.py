@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from service.http.auth import Authenticator, KeyCache, MemoryReplayCache, Unauthorized
-from service.http.trust import Issuer, Trust
-from service.knowledge.errors import KnowledgeError
+from ipt_cds.http.auth import Authenticator, KeyCache, MemoryReplayCache, Unauthorized
+from ipt_cds.http.trust import Issuer, Trust
+from ipt_cds.knowledge.errors import KnowledgeError
 
 from .conftest import DATA, FHIR_BASE, NOW, AppFactory, FakeFhir, Json, hook_request
 

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.http.jsonio import check_depth
-from service.protocol.errors import BadRequest
+from ipt_cds.http.jsonio import check_depth
+from ipt_cds.protocol.errors import BadRequest
 
 from .conftest import AppFactory, Json, condition, full_prefetch, hook_request, ipt_order
 

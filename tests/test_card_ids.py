@@ -10,9 +10,9 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from service.knowledge.base import Knowledge
-from service.protocol import card_ids
-from service.protocol.card_ids import CardIds, CodeCollision
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol import card_ids
+from ipt_cds.protocol.card_ids import CardIds, CodeCollision
 
 from .conftest import SERVICE_OF_HOOK, AppFactory, full_prefetch, hook_request, hypertension
 from .rules import CountingRule

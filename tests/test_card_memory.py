@@ -16,7 +16,7 @@ import sqlalchemy
 import yaml
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import Case, load_cases
+from ipt_cds.devtools.fixtures import Case, load_cases
 
 from .conftest import FHIR_BASE, NOW, AppFactory, Json
 
@@ -173,7 +173,7 @@ def test_with_the_memory_store_failing_cards_still_show_and_feedback_is_acknowle
     async def down_async(*_: object) -> None:
         down()
 
-    # The lookup has a connection of its own (service/storage/recall.py).
+    # The lookup has a connection of its own (ipt_cds/storage/recall.py).
     if memory._postgres is not None:
         monkeypatch.setattr(memory._postgres, "recall", down_async)
     else:
@@ -204,7 +204,7 @@ def test_a_card_held_back_is_named_in_the_log_the_answer_and_invoke(
     import uuid
     from datetime import timedelta
 
-    from service.devtools import integrator
+    from ipt_cds.devtools import integrator
 
     now = [NOW]
     client = make_client(database_url=database_url, clock=lambda: now[0])
@@ -250,7 +250,7 @@ def test_a_call_that_holds_nothing_back_says_so_nowhere(make: Any) -> None:
 
 
 def test_invoke_words_each_reason_for_holding_a_card() -> None:
-    from service.devtools.integrator import held_back_lines
+    from ipt_cds.devtools.integrator import held_back_lines
 
     header = "a; why=repeat; minutes=0, b; why=snooze; minutes=90, c; why=assessed; minutes=5"
     assert held_back_lines(header) == [

@@ -11,8 +11,8 @@ import pytest
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from service.devtools.fixtures import Case, load_cases
-from service.protocol.vocabulary import INDICATOR_RANK, RULE_SYSTEM, SUMMARY_MAX_CHARS
+from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.protocol.vocabulary import INDICATOR_RANK, RULE_SYSTEM, SUMMARY_MAX_CHARS
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, Json
 

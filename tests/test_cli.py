@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from service import __version__
-from service.cli import _local_service_url, main
-from service.devtools.fixtures import load_cases
-from service.http.app import create_app
-from service.ops.config import Settings
+from ipt_cds import __version__
+from ipt_cds.cli import _local_service_url, main
+from ipt_cds.devtools.fixtures import load_cases
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from service.cli import main
-from service.http.trust import global_allowlist
-from service.ops.config import Settings
+from ipt_cds.cli import main
+from ipt_cds.http.trust import global_allowlist
+from ipt_cds.ops.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())

@@ -4,8 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from service.cli import main
-from service.ops.config import Settings
+from ipt_cds.cli import main
+from ipt_cds.ops.config import Settings
 
 from .conftest import AppFactory
 
@@ -58,7 +58,7 @@ def test_no_cors_headers_by_default(client: TestClient) -> None:
 def test_configuration_doc_is_current_and_complete() -> None:
     from pathlib import Path
 
-    from service.ops.config import describe
+    from ipt_cds.ops.config import describe
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert doc == describe(), "run `ipt-cds config-doc > docs/configuration.md`"

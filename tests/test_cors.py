@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from service import cli
-from service.devtools.fixtures import load_cases
+from ipt_cds import cli
+from ipt_cds.devtools.fixtures import load_cases
 
 from .conftest import AppFactory
 

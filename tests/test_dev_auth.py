@@ -16,12 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service.cli import main
-from service.devtools import dev_auth
-from service.http.app import create_app
-from service.http.trust import Trust
-from service.knowledge.errors import KnowledgeError
-from service.ops.config import Settings
+from ipt_cds.cli import main
+from ipt_cds.devtools import dev_auth
+from ipt_cds.http.app import create_app
+from ipt_cds.http.trust import Trust
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port
@@ -50,7 +50,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
 
 
 def _request() -> dict[str, object]:
-    from service.devtools.fixtures import load_cases
+    from ipt_cds.devtools.fixtures import load_cases
 
     (case,) = [c for c in load_cases() if c.name == FIXTURE]
     return case.request(NOW, "http://127.0.0.1:8090/fhir")

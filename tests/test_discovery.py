@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.protocol.models import PREFETCH_TOKEN as TOKEN
+from ipt_cds.protocol.models import PREFETCH_TOKEN as TOKEN
 
 
 def test_discovery_lists_three_services_for_their_hooks(client: TestClient) -> None:

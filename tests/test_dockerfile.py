@@ -142,10 +142,10 @@ def test_the_service_is_installed_from_its_wheel() -> None:
 
 def test_the_image_holds_the_knowledge_base_as_package_data() -> None:
     # The source tree goes into the build stage only; the image gets cards/ inside the wheel.
-    assert ["service", "./service"] in _copies(BUILD)
+    assert ["ipt_cds", "./ipt_cds"] in _copies(BUILD)
     assert ["cards", "./cards"] in _copies(BUILD)
     sources = {c[0] for c in _copies(FINAL)}
-    assert sources.isdisjoint({"service", "cards", ".", "pyproject.toml"}), sources
+    assert sources.isdisjoint({"ipt_cds", "cards", ".", "pyproject.toml"}), sources
     # The build fails if the installed package cannot load its knowledge base.
     assert any("Knowledge.load(Settings().knowledge_dir)" in r for r in _runs(FINAL))
 
@@ -180,7 +180,7 @@ def test_dockerignore_keeps_out_what_the_image_does_not_need() -> None:
         "fhir_fixtures/expected.json",
         "ipt_cds.egg-info/PKG-INFO",
         "build/lib/service/cli.py",
-        "service/__pycache__/cli.cpython-311.pyc",
+        "ipt_cds/__pycache__/cli.cpython-311.pyc",
         "ipt-cds.sqlite3",
     ):
         assert _ignored(path), path
@@ -188,9 +188,9 @@ def test_dockerignore_keeps_out_what_the_image_does_not_need() -> None:
 
 def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
     copied = [c[0] for stage in STAGES for c in _copies(stage) if not c[0].startswith("--")]
-    assert {"requirements.lock", "requirements-build.lock", "service", "cards"} <= set(copied)
+    assert {"requirements.lock", "requirements-build.lock", "ipt_cds", "cards"} <= set(copied)
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not _ignored(source), source
-    for path in ("cards/services.yaml", "cards/rules/ipt-suitable.yaml", "service/cli.py"):
+    for path in ("cards/services.yaml", "cards/rules/ipt-suitable.yaml", "ipt_cds/cli.py"):
         assert not _ignored(path), path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from ipt_cds.cli import main
 
 from .test_fixtures_check import BASE, FakeFhir
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.knowledge.ehr_profile import EPIC_PREFERENCE_LIST, epic_topic_code
+from ipt_cds.knowledge.ehr_profile import EPIC_PREFERENCE_LIST, epic_topic_code
 
 from .conftest import AppFactory, Json
 

@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 from pydantic import ValidationError
 
-from service.devtools.examples import CARDS
-from service.devtools.fixtures import Case, load_cases
-from service.http.app import create_app
-from service.http.evidence import CONTENT_SECURITY_POLICY
-from service.knowledge.base import Knowledge
-from service.knowledge.evidence import TOPIC, names_read, pages, used_parameters
-from service.ops.config import Settings
+from ipt_cds.devtools.examples import CARDS
+from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.http.app import create_app
+from ipt_cds.http.evidence import CONTENT_SECURITY_POLICY
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.evidence import TOPIC, names_read, pages, used_parameters
+from ipt_cds.ops.config import Settings
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir, Json
 from .rules import CountingRule

@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from service.devtools.examples import CARDS, generated_examples
-from service.devtools.fixtures import load_cases
-from service.knowledge.base import Knowledge
-from service.knowledge.evidence import EXAMPLES, indicators
+from ipt_cds.devtools.examples import CARDS, generated_examples
+from ipt_cds.devtools.fixtures import load_cases
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.evidence import EXAMPLES, indicators
 
 CASES = load_cases()
 

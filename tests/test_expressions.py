@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.clinical.fact_model import FACTS, Reading
-from service.knowledge.expressions import ExpressionError, compile_expression
+from ipt_cds.clinical.fact_model import FACTS, Reading
+from ipt_cds.knowledge.expressions import ExpressionError, compile_expression
 
 PARAMS: dict[str, Any] = {
     "older_adult_age": 70,

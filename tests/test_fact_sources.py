@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.clinical.fact_model import FACTS
-from service.clinical.fact_sources import (
+from ipt_cds.clinical.fact_model import FACTS
+from ipt_cds.clinical.fact_sources import (
     FACT_BUILT_FROM,
     FACT_PARAMS,
     declared_parameters,
     fact_parameters,
 )
-from service.knowledge.base import Knowledge
+from ipt_cds.knowledge.base import Knowledge
 
 CLINICAL = Path(__file__).resolve().parents[1] / "service" / "clinical"
 # A parameter read by name in the Python: params["NAME"], params.get("NAME"), since("NAME").

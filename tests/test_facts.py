@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from service.clinical import facts as fact_logic
-from service.clinical.extractors import condition_is_active
-from service.clinical.fact_model import FACT_NAMES, FACTS, Facts
-from service.clinical.reader import number, parse_date
-from service.clinical.record import PatientRecord
-from service.devtools.fixtures import Case, load_cases
-from service.knowledge.base import Knowledge
-from service.protocol.models import REQUEST_MODELS
+from ipt_cds.clinical import facts as fact_logic
+from ipt_cds.clinical.extractors import condition_is_active
+from ipt_cds.clinical.fact_model import FACT_NAMES, FACTS, Facts
+from ipt_cds.clinical.reader import number, parse_date
+from ipt_cds.clinical.record import PatientRecord
+from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import REQUEST_MODELS
 
 from .conftest import (
     DATA,
@@ -761,7 +761,7 @@ def test_what_is_not_a_resource_is_skipped_when_the_record_is_built(
 
 
 # --- the fact model is honest ----------------------------------------------------------------
-# service/clinical/fact_model.py declares each fact's type and values, and the rule checker
+# ipt_cds/clinical/fact_model.py declares each fact's type and values, and the rule checker
 # trusts it: a value the model does not declare would be a value no rule can be checked against.
 
 CASES = load_cases()
@@ -886,7 +886,7 @@ def test_no_fact_or_value_of_the_model_is_never_computed(knowledge: Knowledge) -
 
 
 def test_a_reference_names_its_target_whatever_its_form() -> None:
-    from service.clinical.reader import referenced_id
+    from ipt_cds.clinical.reader import referenced_id
 
     assert referenced_id("Medication/1") == "1"
     assert referenced_id("https://ehr.example.org/fhir/Condition/c-9/_history/3") == "c-9"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from service.clinical.fact_model import Facts
-from service.clinical.record import PatientRecord
-from service.knowledge.base import Knowledge
-from service.protocol.models import REQUEST_MODELS
+from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.clinical.record import PatientRecord
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import REQUEST_MODELS
 
 from .conftest import NOW, PATIENT_ID, Json, condition, hook_request, ipt_order, patient
 from .test_facts import facts_of, observation

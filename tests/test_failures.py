@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Message
 
-from service.clinical.fact_model import Facts
-from service.http.app import create_app
-from service.ops.config import Settings
-from service.pipeline import HookCall
-from service.protocol.models import Card
+from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
+from ipt_cds.pipeline import HookCall
+from ipt_cds.protocol.models import Card
 
 from .asgi import http_scope
 from .conftest import AppFactory, FakeFhir, condition, hook_request, ipt_order

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.clinical.record import PatientRecord
-from service.devtools.fixtures import Case, load_cases
-from service.knowledge.base import Knowledge
-from service.protocol.models import REQUEST_MODELS, Card
+from ipt_cds.clinical.record import PatientRecord
+from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import REQUEST_MODELS, Card
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory
 

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
 
-from service.clinical.fact_model import Facts
-from service.ops.config import Settings
-from service.pipeline import HookCall
-from service.protocol.models import Card, Source
-from service.storage.store import database_url
+from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.ops.config import Settings
+from ipt_cds.pipeline import HookCall
+from ipt_cds.protocol.models import Card, Source
+from ipt_cds.storage.store import database_url
 
 from .conftest import AppFactory, Json, full_prefetch, hook_request, hypertension
 from .rules import CountingRule

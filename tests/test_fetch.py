@@ -215,9 +215,9 @@ def test_open_fhir_server_is_read_without_a_token(make_client: AppFactory) -> No
 
 
 def test_templates_fill_context_and_user_tokens() -> None:
-    from service.fhir.prefetch import render
-    from service.protocol.errors import PrefetchUnavailable
-    from service.protocol.models import PatientViewRequest
+    from ipt_cds.fhir.prefetch import render
+    from ipt_cds.protocol.errors import PrefetchUnavailable
+    from ipt_cds.protocol.models import PatientViewRequest
 
     request = PatientViewRequest.model_validate(hook_request("patient-view"))
     assert render("Patient/{{context.patientId}}", request) == "Patient/pat-1"

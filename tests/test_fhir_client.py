@@ -1,4 +1,4 @@
-"""service/fhir/client.py on its own, against a FHIR server faked with respx.
+"""ipt_cds/fhir/client.py on its own, against a FHIR server faked with respx.
 
 tests/test_fetch.py drives the client through the hook endpoints with ``FakeFhir``; these tests
 call ``FhirClient.fetch_all`` directly on the real ``httpx.AsyncClient`` that ``make_http``
@@ -20,11 +20,11 @@ import orjson
 import pytest
 import respx
 
-from service.fhir import decoding, refusals
-from service.fhir.client import Fetched, FhirClient
-from service.ops.config import Settings
-from service.ops.metrics import Metrics
-from service.protocol.errors import PrefetchUnavailable
+from ipt_cds.fhir import decoding, refusals
+from ipt_cds.fhir.client import Fetched, FhirClient
+from ipt_cds.ops.config import Settings
+from ipt_cds.ops.metrics import Metrics
+from ipt_cds.protocol.errors import PrefetchUnavailable
 
 from .conftest import FHIR_BASE, TOKEN, Json, StreamedBody, hypertension, patient
 from .misbehaving_fhir import MIB, MisbehavingFhir, big_bundle, gzip_bomb, gzip_compress

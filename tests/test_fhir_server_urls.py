@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.http.trust import allowed_base, normal_base
+from ipt_cds.http.trust import allowed_base, normal_base
 
 from .conftest import FHIR_BASE, hook_request
 

@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from service.devtools.fixtures import Case, load_cases
+from ipt_cds.devtools.fixtures import Case, load_cases
 
 from .conftest import FHIR_BASE, NOW, AppFactory, FakeFhir, Json
 from .personality_fhir import outcome, us_core_statement

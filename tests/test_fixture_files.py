@@ -10,9 +10,9 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 
-from service.devtools.fixture_labels import UCUM
-from service.devtools.fixtures import FIXTURES, generated_files, load_cases
-from service.protocol.models import REQUEST_MODELS
+from ipt_cds.devtools.fixture_labels import UCUM
+from ipt_cds.devtools.fixtures import FIXTURES, generated_files, load_cases
+from ipt_cds.protocol.models import REQUEST_MODELS
 
 from .conftest import DATA
 

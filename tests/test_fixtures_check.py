@@ -13,10 +13,10 @@ import httpx
 import pytest
 import respx
 
-from service.cli import main
-from service.devtools import fixture_check, integrator
-from service.devtools.fixtures import load_cases
-from service.replay.search import compile_searches
+from ipt_cds.cli import main
+from ipt_cds.devtools import fixture_check, integrator
+from ipt_cds.devtools.fixtures import load_cases
+from ipt_cds.replay.search import compile_searches
 
 from .conftest import NOW
 

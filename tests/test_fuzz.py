@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.config import PositiveDataAcceptanceConfig
 
-from service.http.app import create_app
-from service.ops.config import Settings
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
 
 from .conftest import SERVICE_OF_HOOK
 

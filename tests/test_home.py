@@ -6,7 +6,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from pathlib import Path
 
-from service.http.evidence import CONTENT_SECURITY_POLICY
+from ipt_cds.http.evidence import CONTENT_SECURITY_POLICY
 
 from .conftest import AppFactory
 

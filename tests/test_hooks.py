@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from service.fhir.prefetch import resources_of
+from ipt_cds.fhir.prefetch import resources_of
 
 from .conftest import (
     SERVICE_OF_HOOK,

@@ -115,7 +115,7 @@ def test_an_essential_answer_that_does_not_fit_is_busy_and_fits_later(
 def test_too_small_a_budget_for_one_call_is_refused_at_start_up() -> None:
     from pydantic import ValidationError
 
-    from service.ops.config import Settings
+    from ipt_cds.ops.config import Settings
 
     with pytest.raises(ValidationError, match="max_bytes_in_flight"):
         Settings(max_bytes_in_flight=MIB, max_body_bytes=2 * MIB)

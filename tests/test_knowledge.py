@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.knowledge.base import Knowledge
-from service.knowledge.errors import KnowledgeError
-from service.ops.config import Settings
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.ops.config import Settings
 
 BROKEN = Path(__file__).parent / "broken_knowledge"
 
@@ -47,7 +47,7 @@ def test_broken_knowledge_stops_start_up_with_the_exact_error(cards: Path, case:
     assert str(caught.value) == expected
 
 
-# Mistakes the fact model (service/clinical/fact_model.py) catches, each of which would
+# Mistakes the fact model (ipt_cds/clinical/fact_model.py) catches, each of which would
 # otherwise leave a rule silently never (or always) firing, or a card failing as it renders:
 # the case, the file and the field the error must name.
 AGAINST_THE_FACT_MODEL = [
@@ -67,7 +67,7 @@ AGAINST_THE_FACT_MODEL = [
 def test_a_mistake_against_the_fact_model_stops_the_app_naming_file_and_field(
     cards: Path, case: str, file: str, field: str
 ) -> None:
-    from service.http.app import create_app
+    from ipt_cds.http.app import create_app
 
     expected = _break(cards, case)
     with pytest.raises(KnowledgeError) as caught:
@@ -139,7 +139,7 @@ def test_a_missing_knowledge_file_names_it(cards: Path) -> None:
 
 
 def test_the_app_refuses_to_start_on_broken_knowledge(cards: Path) -> None:
-    from service.http.app import create_app
+    from ipt_cds.http.app import create_app
 
     (cards / "facts.yaml").write_text("valuesets: {}\nfacts: {}\n")
     with pytest.raises(KnowledgeError, match=r"facts\.yaml: valuesets: 'mdd' is needed"):
@@ -147,7 +147,7 @@ def test_the_app_refuses_to_start_on_broken_knowledge(cards: Path) -> None:
 
 
 def test_rules_doc_is_current_with_cards() -> None:
-    from service.cli import rules_doc
+    from ipt_cds.cli import rules_doc
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
     assert doc.read_text() == rules_doc(), (

@@ -1,4 +1,4 @@
-"""service/ops/memory.py, and the FHIR client letting go of what a FHIR server sent.
+"""ipt_cds/ops/memory.py, and the FHIR client letting go of what a FHIR server sent.
 
 benchmarks/fuzz.py measures the effect (a worker's memory after 20,000 hostile calls); these
 tests pin the mechanisms: the client reports every byte it read, dropped answers included; the
@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from service.fhir.client import FhirClient
-from service.ops.config import Settings
-from service.ops.memory import HeapTrimmer, libc_malloc_trim
-from service.protocol.errors import PrefetchUnavailable
+from ipt_cds.fhir.client import FhirClient
+from ipt_cds.ops.config import Settings
+from ipt_cds.ops.memory import HeapTrimmer, libc_malloc_trim
+from ipt_cds.protocol.errors import PrefetchUnavailable
 
 from .conftest import TOKEN
 from .misbehaving_fhir import MIB, MisbehavingFhir

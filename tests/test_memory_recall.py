@@ -1,4 +1,4 @@
-"""The card memory's lookup on its own connection (service/storage/recall.py) answers exactly
+"""The card memory's lookup on its own connection (ipt_cds/storage/recall.py) answers exactly
 what the store's SQLAlchemy query answers, at every boundary of the window and the snooze, on
 SQLite and PostgreSQL; a lookup that fails leaves the call to show every card, and a broken
 PostgreSQL connection is made again."""
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy
 
-from service.storage import recall as recall_module
-from service.storage.memory import CardMemory
-from service.storage.recall import PostgresRecall, SqliteRecall
-from service.storage.store import Remembered, Store
+from ipt_cds.storage import recall as recall_module
+from ipt_cds.storage.memory import CardMemory
+from ipt_cds.storage.recall import PostgresRecall, SqliteRecall
+from ipt_cds.storage.store import Remembered, Store
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(hours=12)

@@ -1,4 +1,4 @@
-"""The card memory is state, not a log (service/storage/memory.py): however often a patient is
+"""The card memory is state, not a log (ipt_cds/storage/memory.py): however often a patient is
 called, or one call retried, the rows kept for the patient and the rows a lookup answers stay
 within a bound set by the rules, drafts, services and clinicians. On SQLite and PostgreSQL;
 rows are counted, never timed. Also: migration 6 carries the old log over as its latest rows.
@@ -18,11 +18,11 @@ import sqlalchemy
 import yaml
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import load_cases
-from service.storage import migrations
-from service.storage.memory import CardMemory, Marks, Overridden, Recall
-from service.storage.store import Remembered, Store, card_memory
-from service.storage.store import database_url as driver_url
+from ipt_cds.devtools.fixtures import load_cases
+from ipt_cds.storage import migrations
+from ipt_cds.storage.memory import CardMemory, Marks, Overridden, Recall
+from ipt_cds.storage.store import Remembered, Store, card_memory
+from ipt_cds.storage.store import database_url as driver_url
 
 from .conftest import FHIR_BASE, NOW, AppFactory, Json
 

@@ -17,9 +17,9 @@ import sqlalchemy
 import yaml
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import Case, load_cases
-from service.protocol.vocabulary import OVERRIDE_SYSTEM
-from service.storage.store import Remembered
+from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.protocol.vocabulary import OVERRIDE_SYSTEM
+from ipt_cds.storage.store import Remembered
 
 from .conftest import FHIR_BASE, NOW, AppFactory, Json
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.protocol.models import (
+from ipt_cds.protocol.models import (
     REQUEST_MODELS,
     Action,
     Card,
@@ -13,7 +13,7 @@ from service.protocol.models import (
     Source,
     Suggestion,
 )
-from service.protocol.vocabulary import HOOKS
+from ipt_cds.protocol.vocabulary import HOOKS
 
 
 def _card(**kw: object) -> Card:

@@ -36,8 +36,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.devtools.fixtures import FIXTURES, load_cases
-from service.protocol.models import CdsResponse, FeedbackAck
+from ipt_cds.devtools.fixtures import FIXTURES, load_cases
+from ipt_cds.protocol.models import CdsResponse, FeedbackAck
 
 from .conftest import NOW, AppFactory, FakeFhir, Json
 

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.http.app import create_app
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
 
 from .conftest import AppFactory
 

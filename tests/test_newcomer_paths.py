@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.cli import main
-from service.devtools import integrator
+from ipt_cds.cli import main
+from ipt_cds.devtools import integrator
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = "in-psychosis-schizophrenia-ipt"

@@ -9,10 +9,10 @@ import yaml
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
 
-from service.cli import openapi_yaml
-from service.http.openapi import FHIR_ID, NO_NUL, REFERENCE
-from service.knowledge.base import Knowledge
-from service.protocol.models import REQUEST_MODELS, FeedbackItem, PatientViewContext
+from ipt_cds.cli import openapi_yaml
+from ipt_cds.http.openapi import FHIR_ID, NO_NUL, REFERENCE
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import REQUEST_MODELS, FeedbackItem, PatientViewContext
 
 OPENAPI = Path(__file__).resolve().parents[1] / "openapi.yaml"
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from service.ops.logs import JsonFormatter
+from ipt_cds.ops.logs import JsonFormatter
 
 from .conftest import TOKEN, AppFactory, FakeFhir, condition, full_prefetch, hook_request, ipt_order
 

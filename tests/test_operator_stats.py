@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.http.app import create_app
-from service.knowledge.errors import KnowledgeError
-from service.ops.config import Settings
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.ops.config import Settings
 
 from .conftest import NOW, AppFactory, Json, full_prefetch, hook_request, hypertension
 from .rules import CountingRule

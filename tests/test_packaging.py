@@ -57,7 +57,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("service", "cards"):  # cards/ with valuesets/sources/, which must stay out
+    for name in ("ipt_cds", "cards"):  # cards/ with valuesets/sources/, which must stay out
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     out = tmp_path_factory.mktemp("dist")
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out)]
@@ -85,20 +85,20 @@ def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None
     assert rules, "the checkout has rules"
     assert examples, "the checkout has the evidence pages' example cards"
     assert valuesets, "the checkout has value sets"
-    modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.py")]
-    templates = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.html")]
+    modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "ipt_cds").rglob("*.py")]
+    templates = [p.relative_to(ROOT).as_posix() for p in (ROOT / "ipt_cds").rglob("*.html")]
     assert templates, "the checkout has the evidence pages' templates"
     expected = {
-        "service/py.typed",
-        "service/cards/__init__.py",
-        "service/cards/services.yaml",
-        "service/cards/parameters.yaml",
-        "service/cards/facts.yaml",
-        *(f"service/cards/rules/{name}" for name in rules),
-        *(f"service/cards/valuesets/{name}" for name in valuesets),
-        *(f"service/cards/examples/{name}" for name in examples),
+        "ipt_cds/py.typed",
+        "ipt_cds/cards/__init__.py",
+        "ipt_cds/cards/services.yaml",
+        "ipt_cds/cards/parameters.yaml",
+        "ipt_cds/cards/facts.yaml",
+        *(f"ipt_cds/cards/rules/{name}" for name in rules),
+        *(f"ipt_cds/cards/valuesets/{name}" for name in valuesets),
+        *(f"ipt_cds/cards/examples/{name}" for name in examples),
         *modules,  # every subpackage is listed in [tool.setuptools] packages
-        *templates,  # package data of service.http
+        *templates,  # package data of ipt_cds.http
     }
     assert sorted(expected - names) == []
 
@@ -109,12 +109,12 @@ def test_the_wheel_leaves_out_build_inputs_tests_and_fixtures(wheel: Path) -> No
     assert [n for n in names if "valuesets/sources/" in n] == []
     assert [n for n in names if "__pycache__" in n or n.endswith(".pyc")] == []
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"service", DIST_INFO}, "no tests/, fhir_fixtures/, cards/ at the top"
+    assert tops == {"ipt_cds", DIST_INFO}, "no tests/, fhir_fixtures/, cards/ at the top"
 
 
 def test_the_wheel_declares_the_command(wheel: Path) -> None:
     entry_points = zipfile.ZipFile(wheel).read(f"{DIST_INFO}/entry_points.txt")
-    assert re.search(r"^ipt-cds = service\.cli:main$", entry_points.decode(), re.M)
+    assert re.search(r"^ipt-cds = ipt_cds\.cli:main$", entry_points.decode(), re.M)
 
 
 # Run in a fresh interpreter, in a folder outside the checkout, with the installed wheel first on
@@ -130,11 +130,11 @@ sys.path.insert(0, target)
 
 import httpx
 
-import service
-from service.fhir.client import FhirClient
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
-from service.pipeline import Pipeline
+import ipt_cds
+from ipt_cds.fhir.client import FhirClient
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
+from ipt_cds.pipeline import Pipeline
 
 settings = Settings()
 knowledge = Knowledge.load(settings.knowledge_dir)
@@ -161,10 +161,10 @@ cards = [card.model_dump(mode="json") for card in result.cards]
 modules = sorted(
     m.__file__
     for name, m in sys.modules.items()
-    if name.split(".")[0] == "service" and getattr(m, "__file__", None)
+    if name.split(".")[0] == "ipt_cds" and getattr(m, "__file__", None)
 )
 Path(report).write_text(json.dumps({
-    "service": service.__file__,
+    "package": ipt_cds.__file__,
     "knowledge_dir": str(settings.knowledge_dir),
     "modules": modules,
     "cards": {c["source"]["topic"]["code"]: c["indicator"] for c in cards},
@@ -185,8 +185,8 @@ def test_the_installed_wheel_answers_cards_from_another_folder(
     assert done.returncode == 0, done.stderr
     found: dict[str, Any] = json.loads(report.read_text())
     site = installed.resolve()
-    assert Path(found["service"]).resolve().is_relative_to(site), found["service"]
-    assert Path(found["knowledge_dir"]).resolve() == site / "service" / "cards"
+    assert Path(found["package"]).resolve().is_relative_to(site), found["package"]
+    assert Path(found["knowledge_dir"]).resolve() == site / "ipt_cds" / "cards"
     assert [m for m in found["modules"] if not Path(m).resolve().is_relative_to(site)] == []
     assert found["cards"] == expected["cards"]
     assert len(expected["cards"]) >= 2
@@ -215,15 +215,15 @@ logging.root.setLevel(logging.NOTSET)
 
 import importlib, pkgutil
 
-import service
+import ipt_cds
 
 
 def fail(name):
     raise ImportError(name)
 
 
-names = ["service"] + [
-    m.name for m in pkgutil.walk_packages(service.__path__, "service.", onerror=fail)
+names = ["ipt_cds"] + [
+    m.name for m in pkgutil.walk_packages(ipt_cds.__path__, "ipt_cds.", onerror=fail)
 ]
 for name in names:
     importlib.import_module(name)
@@ -256,7 +256,7 @@ def test_importing_the_package_has_no_side_effects(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (done.stdout, done.stderr) == ("", "")
     found: dict[str, Any] = json.loads(report.read_text())
-    assert {"service.cli", "service.http.app", "service.pipeline"} <= set(found["modules"])
+    assert {"ipt_cds.cli", "ipt_cds.http.app", "ipt_cds.pipeline"} <= set(found["modules"])
     assert found["apps"] == 0, "an app was built at import"
     before, after = found["threshold"]
     assert after == before, "the garbage collector was tuned at import"
@@ -275,8 +275,8 @@ def test_serve_hands_uvicorn_the_factory(monkeypatch: pytest.MonkeyPatch) -> Non
     by an import string that resolves (workers import it themselves)."""
     import uvicorn
 
-    from service import cli
-    from service.http.app import served_app
+    from ipt_cds import cli
+    from ipt_cds.http.app import served_app
 
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))

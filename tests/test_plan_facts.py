@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from service.clinical.extractors import Evidence
-from service.clinical.plan import course_start
-from service.clinical.record import PatientRecord
-from service.knowledge.base import Knowledge
-from service.protocol.models import REQUEST_MODELS
+from ipt_cds.clinical.extractors import Evidence
+from ipt_cds.clinical.plan import course_start
+from ipt_cds.clinical.record import PatientRecord
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import REQUEST_MODELS
 
 from .conftest import NOW, Json, condition, hook_request, patient
 from .test_facts import RXNORM, facts_of, med

@@ -1,4 +1,4 @@
-"""The synthetic population export (service/devtools/population.py): a well-formed Bulk Data
+"""The synthetic population export (ipt_cds/devtools/population.py): a well-formed Bulk Data
 folder, reproducible, varied, and readable by replay without a problem."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 import pytest
 
-from service.devtools import population_records
-from service.devtools.population import SYNTHETIC, synthesize
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
-from service.replay.search import compile_searches, types_read
-from service.replay.source import Kinds, Reader
+from ipt_cds.devtools import population_records
+from ipt_cds.devtools.population import SYNTHETIC, synthesize
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
+from ipt_cds.replay.search import compile_searches, types_read
+from ipt_cds.replay.source import Kinds, Reader
 
 TODAY = date(2026, 11, 25)
 N = 300

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.http.card_html import markdown
+from ipt_cds.http.card_html import markdown
 
 from .conftest import AppFactory
 

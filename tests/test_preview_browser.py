@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.http.app import create_app
-from service.ops.config import Settings
+from ipt_cds.http.app import create_app
+from ipt_cds.ops.config import Settings
 
 from .serving import serving
 

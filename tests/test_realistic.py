@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.clinical.record import PatientRecord
-from service.devtools.fixtures import prefetch_of
-from service.knowledge.base import Knowledge
-from service.protocol.models import REQUEST_MODELS
+from ipt_cds.clinical.record import PatientRecord
+from ipt_cds.devtools.fixtures import prefetch_of
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import REQUEST_MODELS
 
 from .conftest import DATA, FHIR_BASE, NOW, AppFactory, FakeFhir, Json, ipt_order, load_json
 

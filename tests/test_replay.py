@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from service.cli import main
-from service.knowledge.base import Knowledge
-from service.protocol.models import Service
-from service.replay.scenarios import SERTRALINE_DRAFT
-from service.replay.search import ReplayQueryError, compile_searches
-from service.replay.source import ReplayInputError
+from ipt_cds.cli import main
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.models import Service
+from ipt_cds.replay.scenarios import SERTRALINE_DRAFT
+from ipt_cds.replay.search import ReplayQueryError, compile_searches
+from ipt_cds.replay.source import ReplayInputError
 
 from .replaying import run_replay
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from service.replay.charts import number, ticks
-from service.replay.report import render
-from service.replay.source import Problems
-from service.replay.tally import InputFacts, Tally
-from service.replay.tally import summary as summarise
+from ipt_cds.replay.charts import number, ticks
+from ipt_cds.replay.report import render
+from ipt_cds.replay.source import Problems
+from ipt_cds.replay.tally import InputFacts, Tally
+from ipt_cds.replay.tally import summary as summarise
 
 RUN = {"Engine": "local", "Input": "export/", "Duration": "12.3 s", "Site profile": "none"}
 TITLES = {"ipt-suicide-risk": "Suicide risk: assess before IPT", "ipt-anxiety": "Anxiety"}

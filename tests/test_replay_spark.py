@@ -38,7 +38,7 @@ def session() -> Iterator[object]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from service.replay import spark as engine
+    from ipt_cds.replay import spark as engine
 
     started, ours = engine._session(2)
     yield started
@@ -131,7 +131,7 @@ def _both(source: Path, out: Path) -> tuple[dict[str, Any], str, str, Path, Path
 def test_the_spark_engine_summarises_an_ndjson_export_as_the_local_one(
     session: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.replay import spark as engine
+    from ipt_cds.replay import spark as engine
 
     export = tmp_path / "export"
     export.mkdir()

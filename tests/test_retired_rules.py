@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from service.knowledge.base import Knowledge
-from service.protocol import card_ids
-from service.protocol.card_ids import CardIds
-from service.storage.store import IssuedCard
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol import card_ids
+from ipt_cds.protocol.card_ids import CardIds
+from ipt_cds.storage.store import IssuedCard
 
 from .conftest import AppFactory
 

@@ -10,9 +10,9 @@ from collections import defaultdict
 import pytest
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import COULD_NOT_READ, Case, load_cases
-from service.knowledge.base import Knowledge
-from service.replay.search import compile_searches
+from ipt_cds.devtools.fixtures import COULD_NOT_READ, Case, load_cases
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.replay.search import compile_searches
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.devtools.fixtures import Case, load_cases
+from ipt_cds.devtools.fixtures import Case, load_cases
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir
 

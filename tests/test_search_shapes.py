@@ -1,4 +1,4 @@
-"""A search as it is asked of one server (service/fhir/capabilities.py, searches.py), the filters
+"""A search as it is asked of one server (ipt_cds/fhir/capabilities.py, searches.py), the filters
 applied to what it answers (filters.py), and the references read by id (references.py)."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from service.fhir.capabilities import Capabilities, CapabilityCache
-from service.fhir.filters import SearchFilter
-from service.fhir.references import missing
-from service.fhir.searches import Plan
+from ipt_cds.fhir.capabilities import Capabilities, CapabilityCache
+from ipt_cds.fhir.filters import SearchFilter
+from ipt_cds.fhir.references import missing
+from ipt_cds.fhir.searches import Plan
 
 from .test_fhir_servers import capability_statement
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from service import cli
-from service.http.app import create_app
-from service.http.server import MAX_HEAD_BYTES, MAX_TARGET_BYTES, JsonHttpProtocol
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
+from ipt_cds import cli
+from ipt_cds.http.app import create_app
+from ipt_cds.http.server import MAX_HEAD_BYTES, MAX_TARGET_BYTES, JsonHttpProtocol
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
 
 from .conftest import NOW
 from .fhir_server import free_port

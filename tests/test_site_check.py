@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
-from service.http.app import create_app
-from service.knowledge.base import Knowledge
-from service.knowledge.errors import KnowledgeError
-from service.knowledge.site import SAFETY_RULES
-from service.ops.config import Settings
+from ipt_cds.cli import main
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.knowledge.site import SAFETY_RULES
+from ipt_cds.ops.config import Settings
 
 
 def _write(tmp_path: Path, text: str) -> Path:

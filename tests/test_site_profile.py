@@ -17,9 +17,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.knowledge.base import Knowledge
-from service.knowledge.errors import KnowledgeError
-from service.ops.config import Settings
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.ops.config import Settings
 
 from .conftest import AppFactory, Json
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from service.storage.drain import Drainer
-from service.storage.entries import CARDS, FEEDBACK, decode_cards, encode_cards
-from service.storage.spool import Spool, SpoolUnavailable
-from service.storage.store import IssuedCard, Remembered, Store
+from ipt_cds.storage.drain import Drainer
+from ipt_cds.storage.entries import CARDS, FEEDBACK, decode_cards, encode_cards
+from ipt_cds.storage.spool import Spool, SpoolUnavailable
+from ipt_cds.storage.store import IssuedCard, Remembered, Store
 
 DB = "postgresql+psycopg://ipt:secret@db.example.org/ipt"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -83,7 +83,7 @@ def test_an_empty_spool_leaves_no_file_and_a_full_one_is_kept(tmp_path: Path) ->
 _KILLED_WORKER = """
 import os, signal, sys
 from pathlib import Path
-from service.storage.spool import Spool
+from ipt_cds.storage.spool import Spool
 spool = Spool.open(Path(sys.argv[1]), sys.argv[2], 1 << 20)
 spool.append("cards", b"first", durable=True)
 spool.append("feedback", b"second", durable=True)
@@ -192,7 +192,7 @@ def test_an_entry_the_database_refuses_is_set_aside_not_blocking(tmp_path: Path)
 def test_the_spool_folder_defaults_beside_an_sqlite_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.ops.config import SPOOL_FOLDER, Settings
+    from ipt_cds.ops.config import SPOOL_FOLDER, Settings
 
     monkeypatch.delenv("IPT_CDS_SPOOL_DIR", raising=False)
     beside = Settings(database_url=f"sqlite:///{tmp_path / 'store.sqlite3'}")
@@ -206,9 +206,9 @@ def test_the_spool_folder_defaults_beside_an_sqlite_file(
 def test_a_backlog_of_feedback_drains_together_each_post_answered(tmp_path: Path) -> None:
     """Posts spooled during an outage are written a step at a time, each still told how many
     of its items were new; one the drain cannot read is set aside, not holding the rest."""
-    from service.protocol.models import FeedbackItem
-    from service.storage.entries import SpooledFeedback, encode_feedback
-    from service.storage.store import feedback_rows
+    from ipt_cds.protocol.models import FeedbackItem
+    from ipt_cds.storage.entries import SpooledFeedback, encode_feedback
+    from ipt_cds.storage.store import feedback_rows
 
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     spool = Spool.open(tmp_path / "spool", "sqlite:///store", 1 << 20)

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine.interfaces import ExecuteStyle
 
-from service.storage import store as store_tables
-from service.storage.migrations import MIGRATIONS, migrate
-from service.storage.recorder import CardRecorder
-from service.storage.store import IssuedCard, Remembered, Store
-from service.storage.store import database_url as driver_url
+from ipt_cds.storage import store as store_tables
+from ipt_cds.storage.migrations import MIGRATIONS, migrate
+from ipt_cds.storage.recorder import CardRecorder
+from ipt_cds.storage.store import IssuedCard, Remembered, Store
+from ipt_cds.storage.store import database_url as driver_url
 
 
 def test_migrations_run_once_and_are_recorded(database_url: str) -> None:

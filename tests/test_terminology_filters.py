@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from service.clinical.terminology import CodeFilter, Concept, Terminology
-from service.knowledge.base import Knowledge
-from service.knowledge.errors import KnowledgeError
-from service.knowledge.valuesets import load_terminology
-from service.ops.config import Settings
+from ipt_cds.clinical.terminology import CodeFilter, Concept, Terminology
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.knowledge.valuesets import load_terminology
+from ipt_cds.ops.config import Settings
 
 BASE = "https://fhir.ipt-cds.org/ValueSet/"
 ATTEMPT = BASE + "suicide-attempt"
@@ -221,7 +221,7 @@ def test_codings_looked_up_once_answer_the_same_and_the_table_stays_bounded(
     """The per-process table of codings met in records: the second lookup of a coding (with
     its display, or as an integer code) answers as the first did, and a flood of new codes
     (a hostile record) never holds more than its bound."""
-    import service.clinical.terminology as terminology
+    import ipt_cds.clinical.terminology as terminology
 
     terms = knowledge.terms
     first = terms.memberships(_condition(ICD10CM, "T43.222A"))

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from service.clinical.fact_model import Facts
-from service.fhir.prefetch import Prefetched, could_not_prefetch, kind_of
-from service.knowledge.base import Knowledge
-from service.pipeline import HookResult, Pipeline
+from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.fhir.prefetch import Prefetched, could_not_prefetch, kind_of
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.pipeline import HookResult, Pipeline
 
 from .conftest import (
     NOW,

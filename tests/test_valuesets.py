@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.valueset import ValueSet
 
-from service.knowledge.base import Knowledge
+from ipt_cds.knowledge.base import Knowledge
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "cards" / "valuesets").glob("*.json"))

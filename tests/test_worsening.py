@@ -1,4 +1,4 @@
-"""service/clinical/worsening.py: when a held card's trigger is worse (the spec 7.1)."""
+"""ipt_cds/clinical/worsening.py: when a held card's trigger is worse (the spec 7.1)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from service.clinical.fact_model import Facts
-from service.clinical.worsening import RecordState, worse
+from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.clinical.worsening import RecordState, worse
 
 
 def _state(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from service.devtools.fixtures import Case, load_cases
+from ipt_cds.devtools.fixtures import Case, load_cases
 
 DRUG_TYPES = ("MedicationRequest", "MedicationStatement")
 

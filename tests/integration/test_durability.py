@@ -5,7 +5,7 @@ card must lead to its service and rule, on SQLite and PostgreSQL. Killed while P
 away, it keeps what it acknowledged too: counted once the database and the service are back.
 
 The "card shown" rows are spooled in batches, so the kill loses the last of them; the card's
-uuid itself names its service and rule (service/protocol/card_ids.py), which is what keeps that
+uuid itself names its service and rule (ipt_cds/protocol/card_ids.py), which is what keeps that
 feedback attributable."""
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import sqlalchemy
 
-from service.knowledge.base import Knowledge
-from service.protocol.card_ids import CardIds
-from service.storage.store import database_url as driver_url
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.protocol.card_ids import CardIds
+from ipt_cds.storage.store import database_url as driver_url
 
 from ..fhir_server import free_port, wait_until_up
 from ..tcp_proxy import TcpProxy
@@ -111,7 +111,7 @@ def _serve(database_url: str, spool: Path) -> tuple[subprocess.Popen[bytes], str
             "-m",
             "uvicorn",
             "--factory",
-            "service.http.app:served_app",
+            "ipt_cds.http.app:served_app",
             "--port",
             str(port),
         ],

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.devtools import integrator
-from service.devtools.fixtures import Case, authorization, load_cases, service_of_hook
-from service.http.app import create_app
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
+from ipt_cds.devtools import integrator
+from ipt_cds.devtools.fixtures import Case, authorization, load_cases, service_of_hook
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
 
 from ..conftest import NOW
 from ..personality_fhir import PERSONALITIES, REFUSED, PersonalityFhir

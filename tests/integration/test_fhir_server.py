@@ -12,12 +12,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.devtools import integrator
-from service.devtools.fixtures import Case, authorization, load_cases, service_of_hook
-from service.http.app import create_app
-from service.knowledge.base import Knowledge
-from service.ops.config import Settings
-from service.replay.scenarios import SCENARIOS
+from ipt_cds.devtools import integrator
+from ipt_cds.devtools.fixtures import Case, authorization, load_cases, service_of_hook
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
+from ipt_cds.replay.scenarios import SCENARIOS
 
 from ..conftest import NOW
 from ..replaying import FIXTURE_BUNDLES, CardsByCall, cards_by_call, run_replay, scenario_request

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.cli import main
-from service.devtools.fixtures import load_cases
+from ipt_cds.cli import main
+from ipt_cds.devtools.fixtures import load_cases
 
 from .conftest import FhirServer
 

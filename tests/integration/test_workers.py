@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from service.devtools.fixtures import load_cases
+from ipt_cds.devtools.fixtures import load_cases
 
 from ..conftest import FHIR_BASE, NOW
 from ..fhir_server import free_port, wait_until_up
@@ -47,7 +47,7 @@ def test_two_workers_share_their_metrics_and_log_json(tmp_path: Path) -> None:
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
         server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)],
+            [sys.executable, "-m", "ipt_cds.cli", "serve", "--workers", "2", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,

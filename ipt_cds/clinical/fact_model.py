@@ -1,0 +1,377 @@
+"""What a hook call knows about the patient: the facts, by name, with why each holds.
+
+``FACTS`` is the single list of the facts rules and card templates may name, each with its type
+and meaning; ipt_cds/clinical/facts.py computes them, ipt_cds/knowledge/ checks every rule and
+template against this model at start-up (a misspelt attribute or a word outside a fact's values
+stops the service), and tests/test_facts.py checks that the computed values honour it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from ipt_cds.clinical.extractors import Evidence
+from ipt_cds.protocol.vocabulary import Hook
+
+# The closed vocabularies of the string-valued facts: mypy holds facts.py and verdict.py to
+# them, and the rule compiler refuses a literal outside them (``severity == 'moderat'``).
+Severity = Literal["minimal", "mild", "moderate", "moderately-severe", "severe"]
+Episode = Literal["single", "recurrent"]
+Remission = Literal["full", "partial", "unspecified"]
+SuicidalIdeation = Literal["low", "high", "history"]
+# What set the suicidal-ideation level: the PHQ-9 item 9 answer, or a diagnosis of ideation, of
+# a suicide attempt or self-harm, or an 'at risk for suicide' finding.
+SuicideSource = Literal["item9", "ideation", "attempt", "at-risk"]
+Domain = Literal["sleep", "energy", "appetite", "libido"]
+Trait = Literal["avoidant", "obsessive-compulsive"]
+FocusArea = Literal["grief", "role-transition", "role-dispute", "interpersonal-deficits"]
+Verdict = Literal[
+    "not-applicable",
+    "not-recommended",
+    "specialist",
+    "not-adult",
+    "combine",
+    "antidepressant-preferred",
+    "suitable",
+]
+
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """An observation value for templates: ``PHQ-9 {{ phq9.value }} on {{ phq9.date }}``."""
+
+    value: int | float
+    date: str
+    ref: str
+    answer: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FactSpec:
+    """One fact's declared type (a typing form such as ``int | None``, ``Severity | None``,
+    ``list[Domain]`` or ``Reading | None``) and what it means, in a clinician's words.
+
+    ``explained``: the call keeps the evidence of the fact when it holds, so templates may
+    name ``why.NAME`` (and actions its references); the other facts never have a why.
+
+    The rest is derived from the type: the Python types a value may have (None aside), whether
+    it may be None, the closed set of words a string (or a list's items) is drawn from, and
+    the attributes rules may read with ``fact.attribute``.
+    """
+
+    declared: object
+    meaning: str = ""
+    explained: bool = False
+    kinds: tuple[type, ...] = field(init=False)
+    optional: bool = field(init=False)
+    values: tuple[str, ...] | None = field(init=False)
+    attributes: Mapping[str, FactSpec] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        members = list(get_args(self.declared)) if _is_union(self.declared) else [self.declared]
+        optional = type(None) in members
+        members = [m for m in members if m is not type(None)]
+        kinds: list[type] = []
+        values: tuple[str, ...] | None = None
+        for m in members:
+            if get_origin(m) is Literal:
+                kinds.append(str)
+                values = get_args(m)
+            elif get_origin(m) is list:
+                # Lists of strings only: rules test them with ``'word' in fact``.
+                (inner,) = get_args(m)
+                if inner is not str and get_origin(inner) is not Literal:
+                    raise TypeError(f"fact type {self.declared!r}: lists hold strings")
+                kinds.append(list)
+                values = get_args(inner) if inner is not str else None
+            elif isinstance(m, type):
+                kinds.append(m)
+            elif isinstance(get_origin(m), type):
+                kinds.append(typing.cast(type, get_origin(m)))
+            else:
+                raise TypeError(f"fact type {self.declared!r}: {m!r} is not supported")
+        if len(kinds) > 1 and (values is not None or list in kinds):
+            raise TypeError(f"fact type {self.declared!r}: a closed set or a list stands alone")
+        attributes: dict[str, FactSpec] = {}
+        if len(kinds) == 1 and dataclasses.is_dataclass(kinds[0]):
+            hints = typing.get_type_hints(kinds[0])
+            for f in dataclasses.fields(kinds[0]):
+                attributes[f.name] = FactSpec(hints[f.name])
+        # Derived once, at import; the dataclass stays frozen for everyone else.
+        put = object.__setattr__
+        put(self, "kinds", tuple(kinds))
+        put(self, "optional", optional)
+        put(self, "values", values)
+        put(self, "attributes", attributes)
+
+    def describe(self) -> str:
+        """The type in words, for error messages: ``a whole number or None``."""
+        words = ", ".join(repr(v) for v in self.values or ())
+        if self.kinds == (list,):
+            text = f"a list drawn from {words}" if self.values else "a list of strings"
+        elif self.values is not None:
+            text = f"one of {words}"
+        elif self.kinds == (int, float):
+            text = "a number"
+        else:
+            text = " or ".join(_KIND_WORDS.get(k, f"a {k.__name__}") for k in self.kinds)
+        return f"{text} or None" if self.optional else text
+
+    def or_none(self) -> FactSpec:
+        """This type, or None: ``phq9.value`` is None when there is no ``phq9``."""
+        return (
+            self
+            if self.optional
+            else FactSpec(typing.cast(Any, self.declared) | None, self.meaning, self.explained)
+        )
+
+    def accepts(self, value: Any) -> bool:
+        """Does ``value`` honour the declared type? For tests: a call never pays for this."""
+        if value is None:
+            return self.optional
+        if isinstance(value, list):
+            return list in self.kinds and all(
+                isinstance(v, str) and (self.values is None or v in self.values) for v in value
+            )
+        if self.values is not None:
+            return isinstance(value, str) and value in self.values
+        if isinstance(value, bool):
+            return bool in self.kinds
+        return any(isinstance(value, k) for k in self.kinds if k is not bool)
+
+
+_KIND_WORDS = {
+    bool: "True or False",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    Evidence: "an Evidence",
+}
+
+
+def _is_union(tp: object) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType)
+
+
+# The vocabulary rules and templates may use: every fact a call computes, and nothing else.
+FACTS: Mapping[str, FactSpec] = {
+    "hook": FactSpec(Hook, "the CDS hook called"),
+    "patient_id": FactSpec(str, "the id of the Patient the call is about"),
+    "age": FactSpec(
+        int | None,
+        "age in whole years on the day of the call; None: no birth date, or an impossible one",
+    ),
+    "adult": FactSpec(bool, "age at or above adult_age, or unknown (unknown counts as adult)"),
+    "depression": FactSpec(
+        bool,
+        "an active depressive disorder on record (major depression, depression NOS, postpartum "
+        "depression or dysthymia), bipolar disorder excluded",
+        explained=True,
+    ),
+    "dysthymia": FactSpec(bool, "dysthymia on record, bipolar disorder excluded", explained=True),
+    "episode": FactSpec(
+        Episode | None, "the current episode's course; None: no episode, or its code does not say"
+    ),
+    "remission": FactSpec(
+        Remission | None,
+        "the current episode's remission, from its code; None: not in remission, no episode, "
+        "or a PHQ-9 at or above recurrence_phq9 dated on or after the remission was recorded",
+    ),
+    "probable_recurrence": FactSpec(
+        bool,
+        "a remission code superseded by a later PHQ-9 at or above recurrence_phq9",
+    ),
+    "probable_recurrence_basis": FactSpec(
+        str | None, "the PHQ-9 and the remission date behind probable_recurrence, in words"
+    ),
+    "current_episode": FactSpec(
+        Evidence | None,
+        "the current depressive episode's Condition: the most recently recorded, then one not "
+        "in remission, then the most severe code",
+    ),
+    "phq9": FactSpec(Reading | None, "the latest PHQ-9 total in the window", explained=True),
+    "severity": FactSpec(
+        Severity | None,
+        "the band of the PHQ-9 total (parameters phq9_bands), else of the current episode's "
+        "code or Condition.severity",
+    ),
+    "severity_basis": FactSpec(str | None, "what the severity comes from, in words"),
+    "item9": FactSpec(
+        Reading | None, "the latest answer to PHQ-9 item 9 in the window", explained=True
+    ),
+    "suicidal_ideation": FactSpec(
+        SuicidalIdeation | None,
+        "high: item 9 at or above item_score_counts, or an active diagnosis of suicidal "
+        "ideation, a suicide attempt or self-harm, or 'at risk for suicide' recorded within "
+        "suicidal_ideation_dx_days; low: item 9 answered 1; history: only older, inactive or "
+        "since-denied diagnoses, or a personal history of suicidal behaviour",
+        explained=True,
+    ),
+    "suicidal_ideation_basis": FactSpec(
+        str | None, "what set the suicidal-ideation level, with dates; never an answer of 0"
+    ),
+    "suicidal_ideation_sources": FactSpec(
+        list[SuicideSource], "what set a high or low level: item9, ideation, attempt, at-risk"
+    ),
+    "ideation_basis": FactSpec(
+        str | None,
+        "when suicidal ideation is high because of item 9 or an ideation diagnosis (not an "
+        "attempt or an 'at risk' finding alone): that evidence, with dates; else None",
+    ),
+    "suicidal_ideation_dated": FactSpec(
+        str | None, "the day (ISO) of the newest evidence that set a high or low level"
+    ),
+    "suicide_behaviour": FactSpec(
+        str | None,
+        "suicidal behaviour at any time, whatever its status: a suicide attempt or self-harm, or "
+        "a personal history of suicidal behaviour, each with its date, newest first",
+        explained=True,
+    ),
+    "suicide_behaviour_summary": FactSpec(
+        str | None, "the newest suicidal behaviour in a summary's words, with its date"
+    ),
+    "suicide_basis_in_course": FactSpec(
+        bool,
+        "on a renewal: suicidal ideation is high, or low with its basis dated on or after the "
+        "drug's course began (an unknown start counts as new)",
+    ),
+    "neurovegetative": FactSpec(
+        int, "how many neurovegetative domains are present (0 to 4)", explained=True
+    ),
+    "neurovegetative_domains": FactSpec(
+        list[Domain],
+        "the neurovegetative domains present, by a PHQ item that counts or a condition",
+    ),
+    "psychosis": FactSpec(bool, "psychotic features on record", explained=True),
+    "psychosis_diagnosis": FactSpec(
+        str | None,
+        "the psychotic disorder on record by its name and code (what it is and its code when the "
+        "name is long), for a summary line",
+    ),
+    "bipolar": FactSpec(bool, "bipolar disorder on record", explained=True),
+    "cognitive_impairment": FactSpec(bool, "cognitive impairment on record", explained=True),
+    "anxiety": FactSpec(bool, "an anxiety disorder on record", explained=True),
+    "chd": FactSpec(bool, "coronary heart disease on record", explained=True),
+    "hiv": FactSpec(bool, "HIV infection on record", explained=True),
+    "personality_disorder": FactSpec(bool, "a personality disorder on record", explained=True),
+    "personality_traits": FactSpec(list[Trait], "personality traits on record"),
+    "pregnant": FactSpec(
+        bool,
+        "a recent pregnancy condition, or a pregnancy status observed as pregnant",
+        explained=True,
+    ),
+    "postpartum": FactSpec(
+        bool, "a postpartum condition within postpartum_window_days", explained=True
+    ),
+    "bereavement": FactSpec(
+        bool, "a bereavement active or within bereavement_window_days", explained=True
+    ),
+    "focus_areas": FactSpec(list[FocusArea], "the IPT focus areas the record suggests"),
+    "on_antidepressant": FactSpec(bool, "an antidepressant is current", explained=True),
+    "on_psychotherapy": FactSpec(
+        bool, "psychotherapy is current (an order or a procedure)", explained=True
+    ),
+    "draft_ipt": FactSpec(bool, "an IPT order is drafted and selected", explained=True),
+    "draft_psychotherapy": FactSpec(
+        bool, "a psychotherapy order (IPT included) is drafted and selected", explained=True
+    ),
+    "draft_antidepressant": FactSpec(
+        bool, "an antidepressant is drafted and selected", explained=True
+    ),
+    "new_antidepressant": FactSpec(
+        bool,
+        "a selected antidepressant draft is a new start: no current prescription of the same "
+        "ingredient at the same daily dose (a dose change is a new start; a renewal is not)",
+        explained=True,
+    ),
+    "renewed_antidepressant": FactSpec(
+        bool,
+        "a selected antidepressant draft renews a current prescription: same ingredient, same "
+        "daily dose (never when the medications could not be read)",
+        explained=True,
+    ),
+    "course_start": FactSpec(
+        str | None,
+        "the day (ISO) the renewed drug's continuous course began; None: unknown or no renewal",
+    ),
+    "boxed_warning_due": FactSpec(
+        bool, "a new antidepressant start for a patient under boxed_warning_age (or unknown age)"
+    ),
+    "ipt_draft_refs": FactSpec(list[str], "the references of the selected IPT drafts"),
+    "antidepressant_in_plan": FactSpec(
+        bool, "an antidepressant is current or drafted (selected or not)"
+    ),
+    "psychotherapy_in_plan": FactSpec(
+        bool, "psychotherapy is current or drafted (selected or not)"
+    ),
+    "ipt_in_plan": FactSpec(
+        bool, "IPT is current, done in the last 90 days, or drafted (selected or not)"
+    ),
+    "psychiatry_in_plan": FactSpec(
+        bool, "a referral to psychiatry is current or drafted", explained=True
+    ),
+    "unreadable": FactSpec(
+        list[str],
+        "what the EHR could not give this call (e.g. 'medications'), in words: facts read from "
+        "it are unknown, never absent",
+    ),
+    "medications_unknown": FactSpec(
+        bool, "medication orders or statements could not be read: the plan's drugs are unknown"
+    ),
+    "therapy_unknown": FactSpec(
+        bool, "service requests or procedures could not be read: current therapy is unknown"
+    ),
+    "observations_unknown": FactSpec(
+        bool, "observations could not be read: PHQ-9 scores and item 9 are unknown"
+    ),
+    "psychiatric_care": FactSpec(
+        bool,
+        "psychiatric care received within psychiatric_care_window_days: a completed psychiatry "
+        "referral, a psychiatric diagnostic evaluation or a psychiatric follow-up",
+        explained=True,
+    ),
+    "acute": FactSpec(bool, "depression with the current episode not in remission"),
+    "phq9_due": FactSpec(bool, "depression and no PHQ-9 total in the window"),
+    "unipolar_scope": FactSpec(
+        bool, "depression in an adult without bipolar disorder: whom the IPT evidence covers"
+    ),
+    "ipt_candidate": FactSpec(
+        bool, "unipolar_scope without psychotic features: IPT itself is on the table"
+    ),
+    "needs_combination": FactSpec(bool, "IPT alone is not enough: an antidepressant is needed"),
+    "combination_reasons": FactSpec(list[str], "why an antidepressant is needed, in words"),
+    "verdict": FactSpec(
+        Verdict, "is IPT suitable for this patient now (the clinical spec section 2)"
+    ),
+    "verdict_reasons": FactSpec(list[str], "why the verdict, in words"),
+    "cautions": FactSpec(list[str], "conditions that temper the verdict, in words"),
+    "supports": FactSpec(list[str], "conditions in favour of IPT, in words"),
+}
+FACT_NAMES = frozenset(FACTS)
+
+
+@dataclass
+class Facts:
+    params: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+    refs: dict[str, list[str]] = field(default_factory=dict)
+    # The evidence itself, for what a suggested order cites as its reason.
+    found: dict[str, list[Evidence]] = field(default_factory=dict)
+
+    def set(self, name: str, value: Any, evidence: list[Evidence] | None = None) -> None:
+        self.values[name] = value
+        if evidence:
+            self.found[name] = evidence
+            self.refs[name] = sorted({e.ref for e in evidence})
+            self.why[name] = "; ".join(dict.fromkeys(e.describe() for e in evidence))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]

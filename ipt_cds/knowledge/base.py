@@ -1,0 +1,187 @@
+"""Load and validate the knowledge base in ``cards/`` once, at start-up.
+
+    services.yaml      the CDS Services offered (discovery)
+    parameters.yaml    named thresholds and windows
+    valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
+    facts.yaml         simple facts over generic extractors; value sets the Python facts read
+    links.yaml         links cards may show (crisis line, risk assessment, safety plan)
+    rules/             one file per rule; _index.yaml gives their order and families
+
+Anything wrong stops the service with the file's name: a CDS service that starts with half its
+knowledge would give advice that looks complete and is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ipt_cds.clinical import extractors
+from ipt_cds.clinical.fact_model import FACTS, SEVERITIES
+from ipt_cds.clinical.fact_sources import FACT_READS
+from ipt_cds.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
+from ipt_cds.clinical.terminology import Terminology
+from ipt_cds.knowledge.datafiles import parse
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.knowledge.rules import RuleBook
+from ipt_cds.knowledge.site import DEFAULT_SITE, SiteProfile, load_site
+from ipt_cds.knowledge.valuesets import load_terminology
+from ipt_cds.protocol.models import (
+    PREFETCH_TOKEN,
+    PREFETCH_USER_TOKENS,
+    REQUEST_MODELS,
+    Link,
+    Service,
+)
+
+
+class _LinksFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    links: dict[str, Link]
+
+
+class _ServicesFile(BaseModel):
+    services: list[Service]
+    prefetch: dict[str, str] | None = None
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phq9_bands: dict[str, int]
+    phq9_max: int = Field(gt=0)
+    combination_severities: list[str]
+    item_score_counts: int = Field(ge=1, le=3)
+    neurovegetative_min_domains: int = Field(ge=1)
+    recurrence_phq9: int = Field(ge=0)
+    phq9_window_days: int = Field(gt=0)
+    new_diagnosis_window_days: int = Field(gt=0)
+    pregnancy_window_days: int = Field(gt=0)
+    postpartum_window_days: int = Field(gt=0)
+    bereavement_window_days: int = Field(gt=0)
+    psychotherapy_procedure_window_days: int = Field(gt=0)
+    suicidal_ideation_dx_days: int = Field(gt=0)
+    risk_assessed_hold_hours: int = Field(gt=0, le=24)
+    psychotic_features_window_days: int = Field(gt=0)
+    symptom_condition_window_days: int = Field(gt=0)
+    psychiatric_care_window_days: int = Field(gt=0)
+    boxed_warning_age: int = Field(gt=0)
+    adult_age: int = Field(gt=0)
+    older_adult_age: int = Field(gt=0)
+    bereavement_min_age: int = Field(gt=0)
+    partial_response_age: int = Field(gt=0)
+    adolescent_min_age: int = Field(gt=0)
+    adolescent_max_age: int = Field(gt=0)
+    amitriptyline_low_dose_max_mg: float = Field(gt=0)
+    trazodone_sleep_dose_max_mg: float = Field(gt=0)
+
+
+class _FactsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valuesets: dict[str, str]
+    facts: dict[str, extractors.Declaration]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    services: dict[str, Service]
+    params: dict[str, Any]
+    terms: Terminology
+    factbook: FactBook
+    rulebook: RuleBook
+    site: SiteProfile = DEFAULT_SITE
+
+    @classmethod
+    def load(cls, root: Path, site_file: Path | None = None) -> Knowledge:
+        services = _load_services(root / "services.yaml")
+        params = _load_parameters(root / "parameters.yaml")
+        terms = load_terminology(root / "valuesets")
+        factbook = _load_facts(root / "facts.yaml", terms, params)
+        links = parse(root / "links.yaml", _LinksFile).links
+        rulebook = RuleBook.load(root / "rules", FACTS, params, links)
+        site = load_site(site_file, {rule.id for rule in rulebook.rules}, rulebook.retired)
+        return cls(services, params, terms, factbook, rulebook.for_site(site), site)
+
+
+def _load_parameters(path: Path) -> dict[str, Any]:
+    params = parse(path, Parameters).model_dump()
+    # The bands name the severity fact's values: a band outside them would give rules a
+    # severity they cannot test for (and the rule checker refuses to compare with).
+    for field in ("phq9_bands", "combination_severities"):
+        for band in params[field]:
+            if band not in SEVERITIES:
+                allowed = ", ".join(repr(s) for s in SEVERITIES)
+                raise KnowledgeError(
+                    f"{path}: {field}: {band!r} is not a severity (one of {allowed})"
+                )
+    return params
+
+
+def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactBook:
+    spec = parse(path, _FactsFile)
+    for alias in PYTHON_VALUESETS:
+        if alias not in spec.valuesets:
+            raise KnowledgeError(
+                f"{path}: valuesets: {alias!r} is needed by ipt_cds/clinical/facts.py"
+            )
+    for alias, url in spec.valuesets.items():
+        if url not in terms:
+            raise KnowledgeError(f"{path}: valuesets.{alias}: no value set {url}")
+    for name in EXTRACTS:
+        if name not in spec.facts:
+            raise KnowledgeError(f"{path}: facts: {name!r} is needed by ipt_cds/clinical/facts.py")
+    for fact, reads in FACT_READS.items():
+        for name in reads:
+            if name not in spec.facts and name not in spec.valuesets:
+                raise KnowledgeError(
+                    f"{path}: {name!r}, which fact {fact!r} reads "
+                    "(ipt_cds/clinical/fact_sources.py), is neither under facts nor valuesets"
+                )
+    built = {}
+    for name, decl in spec.facts.items():
+        for field in ("valueset", "ingredients", "unless_coded", "sum_of"):
+            ref = getattr(decl, field, None)
+            if ref is not None and ref not in terms:
+                raise KnowledgeError(f"{path}: facts.{name}.{field}: no value set {ref}")
+        for field in ("days", "max"):
+            param = getattr(decl, field, None)
+            if param is not None and param not in params:
+                raise KnowledgeError(f"{path}: facts.{name}.{field}: no parameter {param!r}")
+        for i, x in enumerate(getattr(decl, "not_when", [])):
+            where = f"{path}: facts.{name}.not_when[{i}]"
+            for url in (x.valueset, x.reason):
+                if url is not None and url not in terms:
+                    raise KnowledgeError(f"{where}: no value set {url}")
+            if x.daily_mg_at_most is not None and x.daily_mg_at_most not in params:
+                raise KnowledgeError(f"{where}: no parameter {x.daily_mg_at_most!r}")
+        built[name] = extractors.build(decl, terms, params)
+    # A PHQ item answered with a code scores its concept's ordinalValue in the value set.
+    scores = terms.ordinals(spec.valuesets["phq_answers"])
+    unscored = sorted(code for code, score in scores.items() if score is None or score % 1)
+    if unscored:
+        raise KnowledgeError(
+            f"{path}: valuesets.phq_answers: {unscored[0]} needs a whole-number ordinalValue "
+            "(its score)"
+        )
+    answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
+    return FactBook(built, spec.valuesets, terms, params, answer_scores, spec.facts)
+
+
+def _load_services(path: Path) -> dict[str, Service]:
+    parsed = parse(path, _ServicesFile)
+    services: dict[str, Service] = {}
+    for svc in parsed.services:
+        if svc.id in services:
+            raise KnowledgeError(f"{path}: duplicate service id {svc.id!r}")
+        if svc.hook not in REQUEST_MODELS:
+            raise KnowledgeError(f"{path}: service {svc.id!r}: unsupported hook {svc.hook!r}")
+        for key, template in (svc.prefetch or {}).items():
+            for token in PREFETCH_TOKEN.findall(template):
+                if not (token.startswith("context.") or token in PREFETCH_USER_TOKENS):
+                    raise KnowledgeError(
+                        f"{path}: service {svc.id!r}: prefetch {key!r}: unknown token {token!r}"
+                    )
+        services[svc.id] = svc
+    return dict(sorted(services.items()))

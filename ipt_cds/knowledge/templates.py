@@ -1,0 +1,134 @@
+"""Card templates (Jinja2): compiled once at start-up, and checked against the fact model.
+
+StrictUndefined would find ``{{ phq9.valeu }}`` only when a card renders, and that card would
+be lost; here the same mistakes stop start-up instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ipt_cds.knowledge.expressions import (
+    ExpressionError,
+    FactTypes,
+    attribute_of,
+    check_comparison,
+)
+
+_jinja = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+)
+# Templates may name facts only (checked at start-up), so Jinja's globals (range, lipsum, …)
+# are never used; without them each render builds its context ~5 µs faster.
+_jinja.globals.clear()
+
+# What a template may name besides the facts: the facts' evidence sentences, the other reasons
+# of a rule family, the parameters, and the rule ids of the cards in the response.
+_CONTEXT = ("why", "also", "params", "shown")
+_LIST_ITEM = re.compile(r"^(?:[-*+] |\d+[.)] |#|>|\|)")
+
+
+def tidy_markdown(text: str) -> str:
+    """Rendered card text as short paragraphs: lines of one paragraph joined (a template wraps
+    its source lines; a card must not break a sentence), list items and headings kept on their
+    own lines, and the blank runs that omitted sections leave collapsed."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines: list[str] = []
+        for raw in block.splitlines():
+            line = " ".join(raw.split())
+            if not line:
+                continue
+            if lines and not _LIST_ITEM.match(line):
+                lines[-1] += " " + line  # a wrapped sentence, or a wrapped list item
+            else:
+                lines.append(line)
+        if lines:
+            paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def compile_template(text: str, facts: FactTypes, params: Mapping[str, Any]) -> Template:
+    """The compiled template; ExpressionError when it names something that does not exist."""
+    try:
+        tree = _jinja.parse(text)
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(f"template error: {exc.message}") from None
+    unknown = meta.find_undeclared_variables(tree) - {*facts, *_CONTEXT}
+    if unknown:
+        raise ExpressionError(f"unknown template field {sorted(unknown)[0]!r}")
+    _check_template(tree, facts, params)
+    return _jinja.from_string(text)
+
+
+# Jinja's comparison operators, as the expression checker knows them.
+_JINJA_OPS: dict[str, type[ast.cmpop]] = {
+    "eq": ast.Eq,
+    "ne": ast.NotEq,
+    "lt": ast.Lt,
+    "lteq": ast.LtE,
+    "gt": ast.Gt,
+    "gteq": ast.GtE,
+    "in": ast.In,
+    "notin": ast.NotIn,
+}
+
+
+def _check_template(tree: nodes.Template, facts: FactTypes, params: Mapping[str, Any]) -> None:
+    """What StrictUndefined would only find when a card renders (and the card is lost):
+    ``{{ phq9.valeu }}``, ``why.NAME`` of a fact that keeps no evidence, ``params.NAME`` that
+    does not exist, and comparisons that can never hold (``verdict == 'suitabel'``)."""
+    # A name the template binds itself ({% for r in ... %}) is not the fact of that name.
+    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            named.append((item.node, item.arg.value))
+    for target, attr in named:
+        if not isinstance(target, nodes.Name) or target.name in local:
+            continue
+        if target.name == "why":
+            if attr not in facts:
+                raise ExpressionError(f"unknown fact {attr!r} in why.{attr}")
+            if not facts[attr].explained:
+                raise ExpressionError(f"why.{attr}: the fact {attr!r} never has a why")
+        elif target.name == "params":
+            if attr not in params:
+                raise ExpressionError(f"unknown parameter params.{attr}")
+        elif target.name in facts:
+            attribute_of(target.name, attr, facts)
+    for compare in tree.find_all(nodes.Compare):
+        left = compare.expr
+        for operand in compare.ops:
+            op = _JINJA_OPS.get(operand.op)
+            if op is not None:
+                check_comparison(
+                    _as_python(left, local), op(), _as_python(operand.expr, local), facts, params
+                )
+            left = operand.expr
+
+
+def _as_python(node: nodes.Node, local: set[str]) -> ast.expr:
+    """The expression checker's view of a Jinja operand: facts, their attributes, parameters
+    and literals; anything else becomes a name no fact has, which the checker passes over."""
+    match node:
+        case nodes.Name(name=name) if name not in local:
+            return ast.Name(id=name)
+        case nodes.Getattr(node=nodes.Name(name=name), attr=attr) if name not in local:
+            return ast.Attribute(value=ast.Name(id=name), attr=attr)
+        case nodes.Const(value=tuple() | list() as values):
+            # Jinja folds a literal tuple into one constant.
+            return ast.Tuple(elts=[ast.Constant(value=v) for v in values])
+        case nodes.Const(value=value):
+            return ast.Constant(value=value)
+        case nodes.Tuple(items=items) | nodes.List(items=items):
+            consts = [i.value for i in items if isinstance(i, nodes.Const)]
+            if len(consts) == len(items):
+                return ast.Tuple(elts=[ast.Constant(value=v) for v in consts])
+    return ast.Name(id="<template expression>")
