@@ -1,49 +1,75 @@
-"""Every case of fhir_fixtures/cases/ through the service: the cards must be exactly the expected
+"""Every case of fhir_fixtures/cases/ through the pipeline (request -> record -> facts ->
+rules -> cards, as a hook call runs it, without HTTP): the cards must be exactly the expected
 rules with the expected indicators, with full prefetch, with the prefetch a FHIR server answers
 to the discovery templates (their code and status filters applied), and through the FHIR fetch
-path alike."""
+path alike. The HTTP layer around the pipeline is tested once per hook elsewhere
+(tests/test_server.py, tests/test_fixture_files.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from ipt_cds.devtools.fixtures import COULD_NOT_READ, Case, load_cases
+from ipt_cds.fhir.client import FhirClient
 from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
+from ipt_cds.pipeline import Pipeline
 from ipt_cds.replay.search import compile_searches
 
-from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir
+from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, FakeFhir
 
 CASES = load_cases()
+SETTINGS = Settings(database_url="sqlite://", fhir_retries=0, fhir_allowlist=[FHIR_BASE])
 
 
-def _cards(client: TestClient, case: Case, prefetch: bool) -> dict[str, str]:
-    body = case.request(NOW, FHIR_BASE, prefetch=prefetch)
-    response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
-    assert response.status_code == 200, response.text
-    cards = response.json()["cards"]
-    found = {c["source"]["topic"]["code"]: c["indicator"] for c in cards}
-    assert len(found) == len(cards), "one card per rule"
-    return found
+@pytest.fixture(scope="module")
+def pipeline(knowledge: Knowledge) -> Pipeline:
+    return Pipeline(knowledge)
+
+
+def _cards(pipeline: Pipeline, case: Case, body: dict[str, Any], fhir: FakeFhir) -> dict[str, str]:
+    service = pipeline.knowledge.services[SERVICE_OF_HOOK[case.hook]]
+
+    async def run() -> dict[str, str]:
+        async with FhirClient.make_http(SETTINGS, fhir.transport()) as http:
+            result = await pipeline.run(
+                service,
+                body,
+                fhir=FhirClient(http, SETTINGS),
+                fhir_allowed=lambda base: base == FHIR_BASE,
+                now=NOW,
+            )
+        codes = [card.source.topic.code for _, card in result.fired if card.source.topic]
+        assert len(set(codes)) == len(result.fired), "one card per rule"
+        return {
+            card.source.topic.code: card.indicator
+            for _, card in result.fired
+            if card.source.topic is not None
+        }
+
+    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
-def test_case_with_full_prefetch(case: Case, make_client: AppFactory) -> None:
+def test_case_with_full_prefetch(case: Case, pipeline: Pipeline) -> None:
     fhir = FakeFhir()
-    assert _cards(make_client(fhir), case, prefetch=True) == case.expect, case.describe
+    body = case.request(NOW, FHIR_BASE, prefetch=True)
+    assert _cards(pipeline, case, body, fhir) == case.expect, case.describe
     assert fhir.requests == []
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
 def test_case_with_prefetch_as_a_server_answers_the_templates(
-    case: Case, make_client: AppFactory, knowledge: Knowledge
+    case: Case, pipeline: Pipeline
 ) -> None:
     """The full prefetch holds every resource; an EHR answers the templates with only what their
     filters select (e.g. no stopped order, no Observation of another code): no card may depend
     on what the templates do not ask for."""
-    service = knowledge.services[SERVICE_OF_HOOK[case.hook]]
+    service = pipeline.knowledge.services[SERVICE_OF_HOOK[case.hook]]
     own: dict[str, list[dict[str, object]]] = defaultdict(list)
     for resource in case.resources(NOW):
         own[str(resource["resourceType"])].append(resource)
@@ -56,19 +82,16 @@ def test_case_with_prefetch_as_a_server_answers_the_templates(
         for search in compile_searches(service)
     }
     fhir = FakeFhir()
-    client = make_client(fhir)
-    response = client.post(f"/cds-services/{service.id}", json=body)
-    assert response.status_code == 200, response.text
-    found = {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
-    assert found == case.expect, case.describe
+    assert _cards(pipeline, case, body, fhir) == case.expect, case.describe
     assert fhir.requests == []
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
-def test_case_through_the_fetch_path(case: Case, make_client: AppFactory) -> None:
+def test_case_through_the_fetch_path(case: Case, pipeline: Pipeline) -> None:
     """A server that refuses what the case cannot read (403, as for a scope not granted)."""
     fhir = FakeFhir(resources=case.resources(NOW), fail=dict.fromkeys(case.refused_types, 403))
-    assert _cards(make_client(fhir), case, prefetch=False) == case.expect, case.describe
+    body = case.request(NOW, FHIR_BASE, prefetch=False)
+    assert _cards(pipeline, case, body, fhir) == case.expect, case.describe
     assert "Patient" in fhir.paths()
 
 
