@@ -2,11 +2,12 @@
 the schema calls valid is accepted, and data it calls invalid is refused.
 
 The document names the service ids as an enum and the constraints on a context and on prefetch,
-so generated calls reach the hook code rather than a 404; a last test checks they did. Two
+so generated calls reach the hook code rather than a 404; a last test checks they did. Three
 constraints the schema states only in words are met here, for data generated as valid: a hook
-call goes to the service of its body's hook, and an order-select's selections are among its
-draftOrders. A 412 (the data cannot be had: no FHIR server is allowed here) is an answer to
-valid data, as CDS Hooks defines it.
+call goes to the service of its body's hook, an order-select's selections are among its
+draftOrders, and a statistics window is made of real dates, since before until. A 412 (the
+data cannot be had: no FHIR server is allowed here) is an answer to valid data, as CDS Hooks
+defines it.
 
 A fixed, derandomised example budget keeps CI fast and repeatable; docs/security.md shows how
 to run a larger one (IPT_CDS_FUZZ_EXAMPLES).
@@ -18,6 +19,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ DB = Path(tempfile.mkdtemp(prefix="ipt-fuzz-")) / "store.sqlite3"
 APP = create_app(Settings(database_url=f"sqlite:///{DB}", fhir_allowlist=[]))
 HOOK_CALL = "POST /cds-services/{service_id}"
 FEEDBACK = "POST /cds-services/{service_id}/feedback"
+STATS = "GET /stats/cards"
 # (operation, generation mode, status, code) of every generated call.
 ANSWERS: Counter[tuple[str, str, int, str]] = Counter()
 
@@ -50,11 +53,36 @@ schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
 )
 
 
+def _a_real_window(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
+    """The statistics' window in words: each bound a real date or time (the pattern allows
+    2026-99-99), since before until."""
+    query = dict(case.query or {})
+    bounds = {}
+    for name in ("since", "until"):
+        try:
+            bounds[name] = _instant(str(query[name]))
+        except (KeyError, ValueError):
+            query.pop(name, None)
+    if len(bounds) == 2 and bounds["since"] >= bounds["until"]:
+        query.pop("until")
+    case.query = query
+
+
+def _instant(text: str) -> datetime:
+    if len(text) == len("2026-12-01"):
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
 def _positive(case: schemathesis.Case) -> bool:  # type: ignore[type-arg]
     return case.meta is None or case.meta.generation.mode.is_positive
 
 
 def _meet_what_the_schema_says_in_words(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
+    if case.operation.label == STATS and _positive(case):
+        _a_real_window(case)
     body = case.body
     if case.operation.label != HOOK_CALL or not _positive(case) or not isinstance(body, dict):
         return

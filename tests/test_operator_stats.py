@@ -199,3 +199,13 @@ def test_an_unusable_operator_token_file_stops_the_start(
     settings: Any = Settings(database_url="sqlite://", operator_token_file=path)
     with pytest.raises(KnowledgeError, match=problem):
         create_app(settings)
+
+
+def test_the_page_takes_its_form_sent_empty_and_the_json_refuses_a_blank(
+    two_days: TestClient,
+) -> None:
+    assert two_days.get("/stats?since=&until=").status_code == 200, "both dates left empty"
+    blank = two_days.get("/stats/cards?until=")
+    assert blank.status_code == 400
+    assert blank.json()["field"] == "until"
+    assert two_days.get("/stats/cards?since=2026-11-25T12").status_code == 400, "hour alone"

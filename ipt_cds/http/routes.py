@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,15 @@ log = logging.getLogger("ipt_cds")
 # How long a feedback post, once spooled, waits for the database to say how many of its items
 # were new; past it (the database is slow or away) they are answered as pending.
 FEEDBACK_WAIT_SECONDS = 2.0
+# The statistics' window bounds as the OpenAPI document describes them (a real date and since
+# before until are checked on the request).
+WINDOW_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
+
+
+_WINDOW = re.compile(WINDOW_PATTERN)
 # How long /stats/cards waits for the spool to drain before it reads the database.
 STATS_DRAIN_SECONDS = 10.0
 # How long /ready waits for the database to answer.
@@ -467,7 +477,13 @@ def _assessed_at(
     responses={200: {"model": CardStats}, **_errors(400, 401, 503)},
     openapi_extra={
         "parameters": [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": "A date, or a date and time (ISO 8601); since before until.",
+                "schema": {"type": "string", "pattern": WINDOW_PATTERN},
+            }
             for name in ("since", "until")
         ]
     },
@@ -479,20 +495,26 @@ async def card_stats(request: Request) -> Response:
     return JsonResponse(stats.model_dump(mode="json"))
 
 
-def stats_window(request: Request) -> tuple[datetime | None, datetime | None]:
+def stats_window(
+    request: Request, blank_is_absent: bool = False
+) -> tuple[datetime | None, datetime | None]:
     """``?since=`` (included) and ``?until=`` (excluded): a date (UTC midnight) or a date and
-    time (without an offset, UTC)."""
-    since, until = _instant(request, "since"), _instant(request, "until")
+    time (without an offset, UTC). ``blank_is_absent``: an empty one (a form's date left empty)
+    is no bound, not a 400."""
+    since = _instant(request, "since", blank_is_absent)
+    until = _instant(request, "until", blank_is_absent)
     if since is not None and until is not None and since >= until:
         raise BadRequest("since must be before until.", field="since")
     return since, until
 
 
-def _instant(request: Request, name: str) -> datetime | None:
-    text = request.query_params.get(name, "").strip()
-    if not text:
+def _instant(request: Request, name: str, blank_is_absent: bool) -> datetime | None:
+    text = request.query_params.get(name)
+    if text is None or (blank_is_absent and not text.strip()):
         return None
     try:
+        if not _WINDOW.fullmatch(text):
+            raise ValueError(text)
         if len(text) == len("2026-12-01"):
             day = date.fromisoformat(text)
             return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -49,7 +49,7 @@ router = APIRouter()
 )
 async def stats_page(request: Request) -> Response:
     await authenticate_operator(request)
-    since, until = stats_window(request)
+    since, until = stats_window(request, blank_is_absent=True)
     state: AppState = request.app.state.ipt
     stats, days = await read_statistics(state, since, until, days=True)
     rules = rule_rows(stats)
