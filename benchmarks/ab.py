@@ -75,7 +75,7 @@ def main() -> None:
     )
     servers: dict[str, tuple[str, Path]] = {
         "bare": ("benchmarks.bare:app", ROOT),
-        f"before ({args.against})": ("ipt_cds.http.app:served_app()", before),
+        f"before ({args.against})": (f"{_package(before)}.http.app:served_app()", before),
         "after (this tree)": ("ipt_cds.http.app:served_app()", ROOT),
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
@@ -101,6 +101,11 @@ def main() -> None:
     _table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def _package(tree: Path) -> str:
+    """The import package of a tree (named ``service`` before 2026-12-07)."""
+    return "ipt_cds" if (tree / "ipt_cds").is_dir() else "service"
 
 
 def _table(results: dict[str, list[dict[str, Any]]]) -> None:
