@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ipt_cds.devtools import glossary
 from ipt_cds.knowledge.base import Knowledge
-from ipt_cds.knowledge.rules import CompiledRule
+from ipt_cds.knowledge.rule_compiler import CompiledRule
 
 HEADER = """# The IPT rules, for clinical review
 

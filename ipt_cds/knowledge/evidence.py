@@ -29,7 +29,9 @@ from ipt_cds.clinical.fact_model import FACT_NAMES
 from ipt_cds.clinical.fact_sources import declared_parameters, fact_parameters
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
-from ipt_cds.knowledge.rules import SOURCE_LABEL, TOPIC_TITLE, CompiledRule, RuleFile
+from ipt_cds.knowledge.rule_compiler import CompiledRule
+from ipt_cds.knowledge.rule_files import RuleFile
+from ipt_cds.knowledge.rules import SOURCE_LABEL, TOPIC_TITLE
 from ipt_cds.protocol.models import Card, Link
 from ipt_cds.protocol.vocabulary import Indicator
 

@@ -1,9 +1,11 @@
-"""Rules as data: load ``cards/rules/``, check every file, and turn facts into cards.
+"""The rule book: which rules fire for a call's facts, which of their cards are returned,
+silent or held back, and each card rendered (a site's links, codes and EHR shape included).
 
-A rule file says when it applies (an expression over facts), which indicator it gives, and its
-card: summary and detail templates (Jinja2), suggestions, override reasons and evidence.
-``_index.yaml`` fixes the evaluation order and the families of rules of which only the first
-that fires stands; the standing card names the others' reasons.
+A rule file (ipt_cds/knowledge/rule_files.py) says when it applies (an expression over facts),
+which indicator it gives, and its card: summary and detail templates (Jinja2), suggestions,
+override reasons and evidence; ipt_cds/knowledge/rule_compiler.py checks and compiles them at
+start-up. ``_index.yaml`` fixes the evaluation order and the families of rules of which only
+the first that fires stands; the standing card names the others' reasons.
 """
 
 from __future__ import annotations
@@ -13,33 +15,24 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from jinja2 import Template
-from pydantic import BaseModel, ConfigDict, Field
 
 from ipt_cds.clinical.fact_model import Facts
-from ipt_cds.clinical.suggestions import ACTIONS, ORDERABLE_OF, build_actions
-from ipt_cds.knowledge.datafiles import parse
-from ipt_cds.knowledge.ehr_profile import check_topic_codes, shape
-from ipt_cds.knowledge.errors import KnowledgeError
-from ipt_cds.knowledge.expressions import (
-    Compiled,
-    ExpressionError,
-    FactTypes,
-    Fired,
-    compile_expression,
-)
+from ipt_cds.clinical.suggestions import ORDERABLE_OF, build_actions
+from ipt_cds.knowledge.ehr_profile import shape
+from ipt_cds.knowledge.expressions import Compiled, FactTypes, Fired
+from ipt_cds.knowledge.rule_compiler import CompiledRule, compile_rules
+from ipt_cds.knowledge.rule_files import EvidenceDef
 from ipt_cds.knowledge.site import DEFAULT_SITE, SiteProfile
-from ipt_cds.knowledge.templates import compile_template, tidy_markdown
+from ipt_cds.knowledge.templates import tidy_markdown
 from ipt_cds.protocol.models import Card, Coding, Link, Source, Suggestion
 from ipt_cds.protocol.vocabulary import (
     INDICATOR_RANK,
-    INDICATORS,
     OVERRIDE_SYSTEM,
     RULE_SYSTEM,
     SUMMARY_MAX_CHARS,
-    Hook,
 )
 
 SOURCE_LABEL = "IPT decision support (UpToDate: IPT for depressed adults, 2023)"
@@ -52,88 +45,6 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _CardText(_Strict):
-    summary: str = Field(min_length=1)
-    detail: str = Field(min_length=1)
-
-
-class _SuggestionDef(_Strict):
-    label: str = Field(min_length=1)
-    action: str
-    note: str | None = None
-    when: str | None = None
-    # The fact whose evidence the order is for (its reasonReference or reasonCode), e.g.
-    # psychosis for a psychiatry referral; by default the depression episode.
-    reason: str | None = None
-
-
-class _LinkDef(_Strict):
-    """A link of cards/links.yaml shown only when its condition holds."""
-
-    key: str
-    when: str
-
-
-class _NoticeDef(_Strict):
-    """A line the engine adds once per response, to the first card returned (most urgent
-    first) whose rule lists the notice, when its condition holds: e.g. the boxed warning on
-    antidepressants under 25, which no card fires for alone."""
-
-    when: str
-    text: str = Field(min_length=1)
-
-
-class NoticesFile(_Strict):
-    notices: dict[str, _NoticeDef] = Field(default_factory=dict)
-
-
-class _Reason(_Strict):
-    code: str = Field(pattern=r"^[a-z0-9-]+$")
-    display: str = Field(min_length=1)
-
-
-class _Evidence(_Strict):
-    section: str = Field(min_length=1)
-    refs: list[int]
-    figures: str = ""
-    # False when the card's text cites its sources itself (a card whose evidence depends on
-    # which reasons it shows): no evidence line is added.
-    cite: bool = True
-
-
-class RuleFile(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9-]+$")
-    title: str = Field(min_length=1, max_length=100)
-    hooks: list[Hook] = Field(min_length=1)
-    when: str = Field(min_length=1)
-    then: str = Field(min_length=1)
-    applies: str
-    indicator: str | dict[str, str]
-    reason: str | None = None
-    card: _CardText
-    suggestions: list[_SuggestionDef] = Field(default_factory=list)
-    # "any" when the suggestions go together (remove the IPT draft and refer to psychiatry).
-    selectionBehavior: Literal["at-most-one", "any"] = "at-most-one"
-    overrideReasons: list[_Reason] = Field(default_factory=list)
-    # Keys of cards/links.yaml, shown on the card in this order (a key with ``when``: only then).
-    links: list[str | _LinkDef] = Field(default_factory=list)
-    # Notices of _notices.yaml this card may carry (the first card returned that lists one).
-    notices: list[str] = Field(default_factory=list)
-    evidence: _Evidence
-
-
-class IndexFile(_Strict):
-    order: list[str] = Field(min_length=1)
-    families: dict[str, list[str]] = Field(default_factory=dict)
-    # Old rule id -> the rule that replaced it. Cards once made under an old id stay
-    # attributable (card uuids, statistics) and a site profile naming one still loads.
-    retired: dict[str, str] = Field(default_factory=dict)
-
-
 @dataclass
 class Outcome:
     """A call's cards, each with its rule id: those returned, those a site made silent
@@ -144,23 +55,6 @@ class Outcome:
     # Cards kept away because the patient saw them this visit ("repeat") or overrode them
     # ("snooze"): recorded and counted, never returned.
     held: list[tuple[str, Card, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class CompiledRule:
-    spec: RuleFile
-    path: Path
-    summary: Template
-    detail: Template
-    reason: Template | None
-    applies: Compiled
-    indicator: tuple[tuple[str, Compiled | None], ...]
-    suggestions: tuple[tuple[_SuggestionDef, Compiled | None], ...]
-    links: tuple[tuple[str, Compiled | None], ...] = ()
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
 
 
 class RuleBook:
@@ -193,50 +87,8 @@ class RuleBook:
         params: Mapping[str, Any],
         links: Mapping[str, Link] | None = None,
     ) -> RuleBook:
-        index_path = folder / "_index.yaml"
-        index = parse(index_path, IndexFile)
-        files = {p.stem: p for p in folder.glob("*.yaml") if not p.name.startswith("_")}
-        for rid in index.order:
-            if rid not in files:
-                raise KnowledgeError(f"{index_path}: rule {rid!r} has no file {rid}.yaml")
-        if len(set(index.order)) != len(index.order):
-            raise KnowledgeError(f"{index_path}: a rule is listed twice in order")
-        unlisted = sorted(set(files) - set(index.order))
-        if unlisted:
-            raise KnowledgeError(f"{files[unlisted[0]]}: rule is not listed in {index_path.name}")
-        compiled: list[CompiledRule] = []
-        notices = _notices(folder / "_notices.yaml", facts, params)
-        for rid in index.order:
-            compiled.append(_compile(files[rid], facts, params, [r.id for r in compiled]))
-            unknown = [k for k, _ in compiled[-1].links if k not in (links or {})]
-            if unknown:
-                raise KnowledgeError(f"{files[rid]}: links: no link {unknown[0]!r} in links.yaml")
-            missing = [n for n in compiled[-1].spec.notices if n not in notices]
-            if missing:
-                raise KnowledgeError(
-                    f"{files[rid]}: notices: no notice {missing[0]!r} in _notices.yaml"
-                )
-        by_id = {r.id: r for r in compiled}
-        try:
-            check_topic_codes(by_id)
-        except ValueError as exc:
-            raise KnowledgeError(f"{index_path}: {exc}") from None
-        for name, members in index.families.items():
-            for rid in members:
-                if rid not in by_id:
-                    raise KnowledgeError(f"{index_path}: family {name!r}: unknown rule {rid!r}")
-                if by_id[rid].spec.reason is None:
-                    raise KnowledgeError(
-                        f"{by_id[rid].path}: a member of family {name!r} needs a reason"
-                    )
-        for old, new in index.retired.items():
-            if old in by_id:
-                raise KnowledgeError(f"{index_path}: retired: {old!r} is also a rule")
-            if new not in by_id:
-                raise KnowledgeError(
-                    f"{index_path}: retired.{old}: its replacement {new!r} is not a rule"
-                )
-        return cls(compiled, index.families, links, notices, index.retired)
+        made = compile_rules(folder, facts, params, links)
+        return cls(made.rules, made.families, links, made.notices, made.retired)
 
     def for_site(self, site: SiteProfile) -> RuleBook:
         """This rule book as a health system set it up: its links, codes and rule controls."""
@@ -442,7 +294,7 @@ def _indicator(rule: CompiledRule, env: Mapping[str, Any], fired: Collection[str
     return next(ind for ind, cond in rule.indicator if cond is None or cond(env, fired))
 
 
-def _evidence_line(ev: _Evidence) -> str:
+def _evidence_line(ev: EvidenceDef) -> str:
     word = "ref" if len(ev.refs) == 1 else "refs"
     refs = f", {word} {', '.join(str(r) for r in ev.refs)}" if ev.refs else ""
     return f"**Evidence:** {TOPIC}, section {ev.section}{refs}."
@@ -470,90 +322,3 @@ def _render(template: Template | None, facts: Facts, also: list[str], shown: fro
         "shown": shown,
     }
     return template.render(context)
-
-
-def _compile(
-    path: Path, facts: FactTypes, params: Mapping[str, Any], earlier: list[str]
-) -> CompiledRule:
-    spec: RuleFile = parse(path, RuleFile)
-    if spec.id != path.stem:
-        raise KnowledgeError(f"{path}: id {spec.id!r} differs from the file name")
-
-    def expr(text: str, where: str) -> Compiled:
-        try:
-            return compile_expression(text, facts, params, earlier)[0]
-        except ExpressionError as exc:
-            raise KnowledgeError(f"{path}: {where}: {exc}") from None
-
-    if isinstance(spec.indicator, str):
-        if spec.indicator not in INDICATORS:
-            raise KnowledgeError(
-                f"{path}: indicator: {spec.indicator!r} is not one of {INDICATORS}"
-            )
-        indicator: tuple[tuple[str, Compiled | None], ...] = ((spec.indicator, None),)
-    else:
-        items = list(spec.indicator.items())
-        if (
-            not items
-            or items[-1][0] != "otherwise"
-            or any(k not in INDICATORS for k, _ in items[:-1])
-        ):
-            raise KnowledgeError(
-                f"{path}: indicator: map indicators to conditions, ending with 'otherwise'"
-            )
-        if items[-1][1] not in INDICATORS:
-            raise KnowledgeError(f"{path}: indicator.otherwise: not an indicator: {items[-1][1]!r}")
-        indicator = (
-            *tuple((k, expr(v, f"indicator.{k}")) for k, v in items[:-1]),
-            (items[-1][1], None),
-        )
-    if any(ind != "info" for ind, _ in indicator) and not spec.overrideReasons:
-        raise KnowledgeError(f"{path}: a warning or critical card needs overrideReasons")
-
-    def template(text: str, where: str) -> Template:
-        try:
-            return compile_template(text, facts, params)
-        except ExpressionError as exc:
-            raise KnowledgeError(f"{path}: {where}: {exc}") from None
-
-    suggestions = []
-    for i, sug in enumerate(spec.suggestions):
-        if sug.action not in ACTIONS:
-            raise KnowledgeError(f"{path}: suggestions[{i}].action: unknown action {sug.action!r}")
-        if sug.reason is not None and not (sug.reason in facts and facts[sug.reason].explained):
-            raise KnowledgeError(
-                f"{path}: suggestions[{i}].reason: {sug.reason!r} is not a fact that keeps its "
-                "evidence"
-            )
-        suggestions.append((sug, expr(sug.when, f"suggestions[{i}].when") if sug.when else None))
-    links = tuple(
-        (item, None) if isinstance(item, str) else (item.key, expr(item.when, f"links[{i}].when"))
-        for i, item in enumerate(spec.links)
-    )
-    return CompiledRule(
-        spec,
-        path,
-        template(spec.card.summary, "card.summary"),
-        template(spec.card.detail, "card.detail"),
-        template(spec.reason, "reason") if spec.reason else None,
-        expr(spec.applies, "applies"),
-        indicator,
-        tuple(suggestions),
-        links,
-    )
-
-
-def _notices(
-    path: Path, facts: FactTypes, params: Mapping[str, Any]
-) -> dict[str, tuple[Compiled, Template]]:
-    if not path.exists():
-        return {}
-    out = {}
-    for name, notice in parse(path, NoticesFile).notices.items():
-        try:
-            when = compile_expression(notice.when, facts, params, [])[0]
-            text = compile_template(notice.text, facts, params)
-        except ExpressionError as exc:
-            raise KnowledgeError(f"{path}: notices.{name}: {exc}") from None
-        out[name] = (when, text)
-    return out

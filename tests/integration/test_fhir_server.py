@@ -129,7 +129,9 @@ def _service(
         yield client
 
 
-@pytest.fixture
+# One app per server for the module, as a service runs: every test calls another patient, so
+# what the card memory keeps of one never holds back another's cards.
+@pytest.fixture(scope="module")
 def client(
     knowledge: Knowledge, loaded: Holding, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
@@ -137,7 +139,7 @@ def client(
         yield client
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sekmet_client(
     knowledge: Knowledge, sekmet_loaded: Holding, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
