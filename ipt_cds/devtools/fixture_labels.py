@@ -17,18 +17,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ipt_cds.clinical.suggestions import PHQ9, PHQ9_TEEN
 from ipt_cds.clinical.terminology import Terminology
+from ipt_cds.knowledge.datafiles import parse
+from ipt_cds.knowledge.orders import OrdersFile
 from ipt_cds.knowledge.valuesets import load_terminology
 from ipt_cds.protocol.vocabulary import CONDITION_CLINICAL, CONDITION_VERIFICATION, ICD10CM
 
 UCUM = "http://unitsofmeasure.org"  # a Quantity's unit code: it has a unit, not a display
 
-# HL7 terminology displays, the one ICD-10-CM code of a case that no value set holds, and the two
-# PHQ-9 panels (the orders our suggestions create; a panel Observation of a case is coded so).
+# HL7 terminology displays and the one ICD-10-CM code of a case that no value set holds (the
+# PHQ-9 panels' come from cards/orders.yaml).
 EXTRA_DISPLAYS = {
-    (PHQ9["system"], PHQ9["code"]): PHQ9["display"],
-    (PHQ9_TEEN["system"], PHQ9_TEEN["code"]): PHQ9_TEEN["display"],
     (CONDITION_CLINICAL, "active"): "Active",
     (CONDITION_CLINICAL, "recurrence"): "Recurrence",
     (CONDITION_CLINICAL, "relapse"): "Relapse",
@@ -76,7 +75,7 @@ def label(resource: dict[str, Any], knowledge_dir: Path) -> dict[str, Any]:
     for a Condition's code."""
     if resource.get("resourceType") == "Patient" and "name" not in resource:
         resource["name"] = [_name(str(resource["id"]), str(resource.get("gender", "other")))]
-    _display(resource, _terminology(knowledge_dir))
+    _display(resource, _terminology(knowledge_dir), _ordered(knowledge_dir))
     code = resource.get("code")
     if resource.get("resourceType") == "Condition" and isinstance(code, dict):
         shown = next((c["display"] for c in code.get("coding", []) if c.get("display")), None)
@@ -92,20 +91,37 @@ def _name(patient_id: str, gender: str) -> dict[str, Any]:
     return {"use": "official", "family": family, "given": [first], "text": f"{first} {family}"}
 
 
-def _display(value: Any, terms: Terminology) -> None:
+def _display(value: Any, terms: Terminology, ordered: dict[tuple[str, str], str]) -> None:
     if isinstance(value, list):
         for item in value:
-            _display(item, terms)
+            _display(item, terms, ordered)
         return
     if not isinstance(value, dict):
         return
     system, code = value.get("system"), value.get("code")
     if isinstance(system, str) and isinstance(code, str) and system != UCUM:
-        display = EXTRA_DISPLAYS.get((system, code)) or terms.display(system, code)
+        display = (
+            EXTRA_DISPLAYS.get((system, code))
+            or terms.display(system, code)
+            or ordered.get((system, code))
+        )
         if display is not None:
             value.setdefault("display", display)
     for item in value.values():
-        _display(item, terms)
+        _display(item, terms, ordered)
+
+
+@cache
+def _ordered(knowledge_dir: Path) -> dict[tuple[str, str], str]:
+    """The displays of what our suggestions order (cards/orders.yaml): the PHQ-9 panels, which
+    a case's panel Observation is coded as."""
+    spec = parse(knowledge_dir / "orders.yaml", OrdersFile)
+    return {
+        (coding["system"], coding["code"]): coding["display"]
+        for order in spec.orders.values()
+        if order.create is not None
+        for coding in order.create["code"]["coding"]
+    }
 
 
 @cache

@@ -5,6 +5,7 @@
     valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
     facts.yaml         simple facts over generic extractors; value sets the Python facts read
     links.yaml         links cards may show (crisis line, risk assessment, safety plan)
+    orders.yaml        the orders a card's suggestion can make (ServiceRequest templates)
     rules/             one file per rule; _index.yaml gives their order and families
 
 Anything wrong stops the service with the file's name: a CDS service that starts with half its
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,8 +27,9 @@ from ipt_cds.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
 from ipt_cds.clinical.terminology import Terminology
 from ipt_cds.knowledge.datafiles import parse
 from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rules import RuleBook
-from ipt_cds.knowledge.site import DEFAULT_SITE, SiteProfile, load_site
+from ipt_cds.knowledge.site import DEFAULT_SITE, LinkKey, Orderable, SiteProfile, load_site
 from ipt_cds.knowledge.valuesets import load_terminology
 from ipt_cds.protocol.models import (
     PREFETCH_TOKEN,
@@ -100,7 +102,10 @@ class Knowledge:
         terms = load_terminology(root / "valuesets")
         factbook = _load_facts(root / "facts.yaml", terms, params)
         links = parse(root / "links.yaml", _LinksFile).links
-        rulebook = RuleBook.load(root / "rules", FACTS, params, links)
+        orders = Orders.load(
+            root / "orders.yaml", FACTS, set(get_args(LinkKey)), set(get_args(Orderable))
+        )
+        rulebook = RuleBook.load(root / "rules", FACTS, params, links, orders)
         site = load_site(site_file, {rule.id for rule in rulebook.rules}, rulebook.retired)
         return cls(services, params, terms, factbook, rulebook.for_site(site), site)
 

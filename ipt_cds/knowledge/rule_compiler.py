@@ -11,11 +11,11 @@ from typing import Any
 
 from jinja2 import Template
 
-from ipt_cds.clinical.suggestions import ACTIONS
 from ipt_cds.knowledge.datafiles import parse
 from ipt_cds.knowledge.ehr_profile import check_topic_codes
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.knowledge.expressions import Compiled, ExpressionError, FactTypes, compile_expression
+from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rule_files import IndexFile, NoticesFile, RuleFile, SuggestionDef
 from ipt_cds.knowledge.templates import compile_template
 from ipt_cds.protocol.models import Link
@@ -55,6 +55,7 @@ def compile_rules(
     facts: FactTypes,
     params: Mapping[str, Any],
     links: Mapping[str, Link] | None = None,
+    orders: Orders | None = None,
 ) -> CompiledRules:
     """Every rule file of ``folder`` in the index's order, checked and compiled: each
     expression against the facts' types, each template, links and notices by name, the
@@ -73,7 +74,7 @@ def compile_rules(
     compiled: list[CompiledRule] = []
     notices = _notices(folder / "_notices.yaml", facts, params)
     for rid in index.order:
-        compiled.append(_compile(files[rid], facts, params, [r.id for r in compiled]))
+        compiled.append(_compile(files[rid], facts, params, [r.id for r in compiled], orders))
         unknown = [k for k, _ in compiled[-1].links if k not in (links or {})]
         if unknown:
             raise KnowledgeError(f"{files[rid]}: links: no link {unknown[0]!r} in links.yaml")
@@ -106,7 +107,11 @@ def compile_rules(
 
 
 def _compile(
-    path: Path, facts: FactTypes, params: Mapping[str, Any], earlier: list[str]
+    path: Path,
+    facts: FactTypes,
+    params: Mapping[str, Any],
+    earlier: list[str],
+    orders: Orders | None,
 ) -> CompiledRule:
     spec: RuleFile = parse(path, RuleFile)
     if spec.id != path.stem:
@@ -151,8 +156,10 @@ def _compile(
 
     suggestions = []
     for i, sug in enumerate(spec.suggestions):
-        if sug.action not in ACTIONS:
-            raise KnowledgeError(f"{path}: suggestions[{i}].action: unknown action {sug.action!r}")
+        if orders is None or sug.action not in orders:
+            raise KnowledgeError(
+                f"{path}: suggestions[{i}].action: no order {sug.action!r} in orders.yaml"
+            )
         if sug.reason is not None and not (sug.reason in facts and facts[sug.reason].explained):
             raise KnowledgeError(
                 f"{path}: suggestions[{i}].reason: {sug.reason!r} is not a fact that keeps its "

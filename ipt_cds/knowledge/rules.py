@@ -20,9 +20,9 @@ from typing import Any, ParamSpec, TypeVar
 from jinja2 import Template
 
 from ipt_cds.clinical.fact_model import Facts
-from ipt_cds.clinical.suggestions import ORDERABLE_OF, build_actions
 from ipt_cds.knowledge.ehr_profile import shape
 from ipt_cds.knowledge.expressions import Compiled, FactTypes, Fired
+from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rule_compiler import CompiledRule, compile_rules
 from ipt_cds.knowledge.rule_files import EvidenceDef
 from ipt_cds.knowledge.site import DEFAULT_SITE, SiteProfile
@@ -65,8 +65,11 @@ class RuleBook:
         links: Mapping[str, Link] | None = None,
         notices: Mapping[str, tuple[Compiled, Template]] | None = None,
         retired: Mapping[str, str] | None = None,
+        orders: Orders | None = None,
     ) -> None:
         self.rules = rules
+        # What the suggestions order (cards/orders.yaml); None: rules with no suggestions.
+        self.orders = orders
         self.families = families
         self.notices = dict(notices or {})
         self.retired = dict(retired or {})
@@ -86,13 +89,16 @@ class RuleBook:
         facts: FactTypes,
         params: Mapping[str, Any],
         links: Mapping[str, Link] | None = None,
+        orders: Orders | None = None,
     ) -> RuleBook:
-        made = compile_rules(folder, facts, params, links)
-        return cls(made.rules, made.families, links, made.notices, made.retired)
+        made = compile_rules(folder, facts, params, links, orders)
+        return cls(made.rules, made.families, links, made.notices, made.retired, orders)
 
     def for_site(self, site: SiteProfile) -> RuleBook:
         """This rule book as a health system set it up: its links, codes and rule controls."""
-        book = RuleBook(self.rules, self.families, self.default_links, self.notices, self.retired)
+        book = RuleBook(
+            self.rules, self.families, self.default_links, self.notices, self.retired, self.orders
+        )
         book.links.update({key: link.as_link() for key, link in site.links.items()})
         book.site = site
         book._codes = {
@@ -241,24 +247,24 @@ class RuleBook:
             paragraphs.append(_evidence_line(spec.evidence))
         detail = "\n\n".join(p for p in paragraphs if p)
         suggestions = []
-        orderables: set[str] = set()
+        ordered: set[str] = set()
         for sug, cond in rule.suggestions:
-            if cond is None or cond(facts.values, shown):
-                actions = build_actions(
+            if self.orders is not None and (cond is None or cond(facts.values, shown)):
+                actions = self.orders.build(
                     sug.action, sug.label, sug.note, facts, self._codes, sug.reason
                 )
                 if actions:
                     suggestions.append(
                         Suggestion(label=sug.label, uuid=str(uuid.uuid4()), actions=actions)
                     )
-                    orderables.add(ORDERABLE_OF.get(sug.action, ""))
+                    ordered.add(self.orders.orderable_of(sug.action) or "")
         links = [
             self.links[k] for k, cond in rule.links if cond is None or cond(facts.values, shown)
         ]
-        # A site's PHQ-9 app beside a PHQ-9 order, its patient material beside an IPT order.
-        for key, orderable in (("phq9_app", "phq9"), ("patient_material", "ipt")):
-            if orderable in orderables and key in self.links:
-                links.append(self.links[key])
+        # A site's links that sit beside an order (cards/orders.yaml ``orderables``: its PHQ-9
+        # app beside a PHQ-9 order, its patient material beside an IPT order).
+        if self.orders is not None:
+            links += [self.links[k] for k in self.orders.links_beside(ordered) if k in self.links]
         card = Card(
             summary=summary,
             detail=detail,
@@ -281,13 +287,15 @@ class RuleBook:
 
     def suggested_orders(self) -> set[str]:
         """The orders the suggestions of the rules switched on can create, by orderable name."""
-        return {
-            ORDERABLE_OF[sug.action]
+        if self.orders is None:
+            return set()
+        found = {
+            self.orders.orderable_of(sug.action)
             for rule in self.rules
             if self.site.control(rule.id).enabled
             for sug, _ in rule.suggestions
-            if sug.action in ORDERABLE_OF
         }
+        return {name for name in found if name is not None}
 
 
 def _indicator(rule: CompiledRule, env: Mapping[str, Any], fired: Collection[str]) -> str:

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ipt_cds.clinical.suggestions import IPT_CODE
 from ipt_cds.protocol.models import Resource, Service
-from ipt_cds.protocol.vocabulary import RXNORM
+from ipt_cds.protocol.vocabulary import RXNORM, SNOMED
 from ipt_cds.replay.search import Search, Shared, compile_searches
 
 _UCUM = "http://unitsofmeasure.org"
@@ -27,7 +26,13 @@ IPT_DRAFT: dict[str, Any] = {
     "resourceType": "ServiceRequest",
     "status": "draft",
     "intent": "order",
-    "code": {"coding": [IPT_CODE], "text": "Interpersonal psychotherapy (IPT)"},
+    # A clinician's draft as an EHR would send it (the scenario's input, not our order).
+    "code": {
+        "coding": [
+            {"system": SNOMED, "code": "443730003", "display": "Interpersonal psychotherapy"}
+        ],
+        "text": "Interpersonal psychotherapy (IPT)",
+    },
 }
 SERTRALINE_DRAFT: dict[str, Any] = {
     "resourceType": "MedicationRequest",
