@@ -172,16 +172,10 @@ class Engine:
         return Outcome(_stamped(call, outcome.shown), _stamped(call, outcome.silent), held)
 
 
-def draft_keys(hook: str, facts: Facts) -> tuple[str, ...]:
-    """What "the same draft order" means for once per visit: the references of the drafts the
-    call is about (IPT, psychotherapy, antidepressant); the chart ("") on patient-view."""
-    if hook == "patient-view":
-        return ("",)
-    refs = {
-        ref
-        for name in ("draft_ipt", "draft_psychotherapy", "draft_antidepressant")
-        for ref in facts.refs.get(name, [])
-    }
+def draft_keys(same_draft: Iterable[str], facts: Facts) -> tuple[str, ...]:
+    """What "the same draft order" means for once per visit: the references the facts named in
+    ``same_draft`` keep (cards/facts.yaml); the chart ("") for a call about no draft."""
+    refs = {ref for name in same_draft for ref in facts.refs.get(name, [])}
     return tuple(sorted(refs)) or ("",)
 
 
@@ -322,7 +316,7 @@ class Pipeline:
         )
         call = HookCall(service.id, service.hook, request.hookInstance, record, now)
         facts = self.engine.facts(call)
-        keys = draft_keys(service.hook, facts)
+        keys = draft_keys(self.knowledge.same_draft, facts)
         recalled = await pending if pending is not None else None
         state = RecordState.of(facts, recalled.keyed) if recalled is not None else None
         memo = (

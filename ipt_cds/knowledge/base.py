@@ -84,6 +84,7 @@ class _FactsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     valuesets: dict[str, str]
     facts: dict[str, extractors.Declaration]
+    same_draft: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,22 @@ class Knowledge:
     factbook: FactBook
     rulebook: RuleBook
     site: SiteProfile = DEFAULT_SITE
+    # Facts whose references key "the same draft" for once per visit (facts.yaml same_draft).
+    same_draft: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, root: Path, site_file: Path | None = None) -> Knowledge:
         services = _load_services(root / "services.yaml")
         params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
-        factbook = _load_facts(root / "facts.yaml", terms, params)
+        factbook, same_draft = _load_facts(root / "facts.yaml", terms, params)
         links = parse(root / "links.yaml", _LinksFile).links
         orders = Orders.load(
             root / "orders.yaml", FACTS, set(get_args(LinkKey)), set(get_args(Orderable))
         )
         rulebook = RuleBook.load(root / "rules", FACTS, params, links, orders)
         site = load_site(site_file, {rule.id for rule in rulebook.rules}, rulebook.retired)
-        return cls(services, params, terms, factbook, rulebook.for_site(site), site)
+        return cls(services, params, terms, factbook, rulebook.for_site(site), site, same_draft)
 
 
 def _load_parameters(path: Path) -> dict[str, Any]:
@@ -124,8 +127,15 @@ def _load_parameters(path: Path) -> dict[str, Any]:
     return params
 
 
-def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactBook:
+def _load_facts(
+    path: Path, terms: Terminology, params: dict[str, Any]
+) -> tuple[FactBook, tuple[str, ...]]:
     spec = parse(path, _FactsFile)
+    for name in spec.same_draft:
+        if name not in FACTS or not FACTS[name].explained:
+            raise KnowledgeError(
+                f"{path}: same_draft: {name!r} is not a fact that keeps its references"
+            )
     for alias in PYTHON_VALUESETS:
         if alias not in spec.valuesets:
             raise KnowledgeError(
@@ -171,7 +181,8 @@ def _load_facts(path: Path, terms: Terminology, params: dict[str, Any]) -> FactB
             "(its score)"
         )
     answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
-    return FactBook(built, spec.valuesets, terms, params, answer_scores, spec.facts)
+    factbook = FactBook(built, spec.valuesets, terms, params, answer_scores, spec.facts)
+    return factbook, tuple(spec.same_draft)
 
 
 def _load_services(path: Path) -> dict[str, Service]:
