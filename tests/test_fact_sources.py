@@ -14,7 +14,7 @@ from ipt_cds.clinical.fact_sources import (
 )
 from ipt_cds.knowledge.base import Knowledge
 
-CLINICAL = Path(__file__).resolve().parents[1] / "service" / "clinical"
+CLINICAL = Path(__file__).resolve().parents[1] / "ipt_cds" / "clinical"
 # A parameter read by name in the Python: params["NAME"], params.get("NAME"), since("NAME").
 _READ = re.compile(r"""(?:params\[|params\.get\(|since\()\s*["']([A-Za-z_]\w*)["']""")
 

@@ -98,7 +98,7 @@ def test_docs_install_extras_editable() -> None:
     """`pip install '.[spark]'` in a checkout set up with `pip install -e .` replaces the
     editable install with a copy: later edits stop taking effect."""
     texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    texts.append(ROOT / "service" / "replay" / "run.py")
+    texts.append(ROOT / "ipt_cds" / "replay" / "run.py")
     plain = re.compile(r"pip install (?!-e )'?\.\[")
     found = [
         f"{path.name}: {m.group(0)}" for path in texts for m in plain.finditer(path.read_text())
