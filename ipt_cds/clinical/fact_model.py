@@ -352,7 +352,9 @@ FACTS: Mapping[str, FactSpec] = {
     ),
     "verdict_reasons": FactSpec(list[str], "why the verdict, in words"),
     "cautions": FactSpec(list[str], "conditions that temper the verdict, in words"),
-    "supports": FactSpec(list[str], "conditions in favour of IPT, in words"),
+    "supports": FactSpec(
+        list[str], "conditions in favour of IPT, in words: pregnancy, postpartum period, HIV"
+    ),
 }
 FACT_NAMES = frozenset(FACTS)
 

@@ -148,7 +148,7 @@ FACT_BUILT_FROM: Mapping[str, tuple[str, ...]] = {
         "chd",
         "suicidal_ideation",
     ),
-    "supports": ("pregnant", "postpartum", "hiv", "episode"),
+    "supports": ("pregnant", "postpartum", "hiv"),
 }
 
 

@@ -71,7 +71,6 @@ def verdict(f: Facts, params: dict[str, Any]) -> None:
     if f["suicidal_ideation"] == "history" and f["suicide_behaviour"] is None:
         cautions.append(f"past suicidal ideation ({f['suicidal_ideation_basis']})")
     f.set("cautions", cautions)
-    supports = [text for name, text in SUPPORTS.items() if f[name]]
-    if f["episode"] == "recurrent":
-        supports.append("recurrent depression: maintenance IPT helps prevent recurrence")
-    f.set("supports", supports)
+    # What favours IPT whatever the card: each card that lists it adds, in its own words, what
+    # a recurrent episode means for the order it speaks about.
+    f.set("supports", [text for name, text in SUPPORTS.items() if f[name]])
