@@ -8,13 +8,17 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.http.app import create_app
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.ops.config import Settings
 from ipt_cds.protocol.vocabulary import INDICATOR_RANK, RULE_SYSTEM, SUMMARY_MAX_CHARS
 
-from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, Json
+from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, Json
 
 CASES = [c for c in load_cases() if c.name.startswith("in-")]
 EMPTY: tuple[Any, ...] = (None, "", [], {})
@@ -30,18 +34,34 @@ def _walk_no_empty(value: Any, where: str) -> None:
             _walk_no_empty(v, f"{where}[{i}]")
 
 
-def _call(make_client: AppFactory, case: Case) -> list[Json]:
-    client = make_client()
-    body = case.request(NOW, FHIR_BASE)
-    response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
-    assert response.status_code == 200, response.text
-    cards: list[Json] = response.json()["cards"]
-    return cards
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Json]]:
+    """Every case's cards, as one service answers them over HTTP (each case is another
+    patient); once per visit off, so that no case's cards depend on the cases before it."""
+    folder = tmp_path_factory.mktemp("cards")
+    site = folder / "site.yaml"
+    site.write_text("repeat_window_hours: 0\n")
+    settings = Settings(
+        database_url=f"sqlite:///{folder / 'store.sqlite3'}",
+        fhir_retries=0,
+        fhir_allowlist=[FHIR_BASE],
+    )
+    knowledge = Knowledge.load(settings.knowledge_dir, site)
+    out: dict[str, list[Json]] = {}
+    with TestClient(create_app(settings, clock=lambda: NOW, knowledge=knowledge)) as client:
+        for case in load_cases():
+            body = case.request(NOW, FHIR_BASE)
+            response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
+            assert response.status_code == 200, response.text
+            out[case.name] = response.json()["cards"]
+    return out
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_cards_conform_to_cds_hooks_and_cite_evidence(make_client: AppFactory, case: Case) -> None:
-    cards = _call(make_client, case)
+def test_cards_conform_to_cds_hooks_and_cite_evidence(
+    answered: dict[str, list[Json]], case: Case
+) -> None:
+    cards = answered[case.name]
     order = INDICATOR_RANK
     assert [order[c["indicator"]] for c in cards] == sorted(order[c["indicator"]] for c in cards)
     for card in cards:
@@ -137,15 +157,13 @@ def _check_action(action: Json, case: Case) -> None:
             raise AssertionError(f"an order the service does not suggest: {other}")
 
 
-def test_no_response_has_more_than_three_cards_or_two_referrals(make_client: AppFactory) -> None:
+def test_no_response_has_more_than_three_cards_or_two_referrals(
+    answered: dict[str, list[Json]],
+) -> None:
     """the spec section 3: aim for at most three cards; at most one card suggests a
     psychiatry referral."""
-    client = make_client()
-    for case in load_cases():
-        body = case.request(NOW, FHIR_BASE)
-        cards = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body).json()
-        cards = cards["cards"]
-        assert len(cards) <= 3, case.name
+    for name, cards in answered.items():
+        assert len(cards) <= 3, name
         referring = [
             card["source"]["topic"]["code"]
             for card in cards
@@ -153,29 +171,27 @@ def test_no_response_has_more_than_three_cards_or_two_referrals(make_client: App
             for action in suggestion["actions"]
             if "308477009" in str(action.get("resource", ""))
         ]
-        assert len(referring) <= 1, (case.name, referring)
+        assert len(referring) <= 1, (name, referring)
 
 
-def test_there_are_cases_with_each_kind_of_action(make_client: AppFactory) -> None:
+def test_there_are_cases_with_each_kind_of_action(answered: dict[str, list[Json]]) -> None:
     kinds: set[str] = set()
     for case in CASES:
-        for card in _call(make_client, case):
+        for card in answered[case.name]:
             for suggestion in card.get("suggestions", []):
                 kinds.update(a["type"] for a in suggestion["actions"])
     assert kinds == {"create", "delete"}
 
 
-def test_every_suggested_resource_of_every_case_is_valid_fhir_r4(make_client: AppFactory) -> None:
+def test_every_suggested_resource_of_every_case_is_valid_fhir_r4(
+    answered: dict[str, list[Json]],
+) -> None:
     """Over all the cases, in- and out- alike (an out- case stays outside one rule, and others
     may suggest): each resource an action carries validates as its R4B model, and between them
     they show every order the service builds."""
-    client = make_client()
     built: Counter[str] = Counter()
-    for case in load_cases():
-        body = case.request(NOW, FHIR_BASE)
-        response = client.post(f"/cds-services/{SERVICE_OF_HOOK[case.hook]}", json=body)
-        assert response.status_code == 200, response.text
-        for card in response.json()["cards"]:
+    for cards in answered.values():
+        for card in cards:
             for suggestion in card.get("suggestions", []):
                 for action in suggestion["actions"]:
                     if "resource" not in action:

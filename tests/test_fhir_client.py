@@ -758,6 +758,7 @@ QUICK_FAULTS = [
 FAULTS = QUICK_FAULTS * 2 + ["stall", "slow"]
 
 
+@pytest.mark.slow  # 5-8 s each: a stalling server is waited for
 @pytest.mark.parametrize("pool", [2, 6])
 async def test_faulty_servers_never_leak_the_connection_pool(pool: int) -> None:
     """A real server on 127.0.0.1 (MockTransport and respx have no pool), a pool of 2 or 6

@@ -34,6 +34,9 @@ from ipt_cds.ops.config import Settings
 
 from .conftest import SERVICE_OF_HOOK
 
+# Left out of scripts/test --quick: Schema fuzzing of every operation: about two minutes.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("IPT_CDS_FUZZ_EXAMPLES", "60"))
 DB = Path(tempfile.mkdtemp(prefix="ipt-fuzz-")) / "store.sqlite3"

@@ -19,6 +19,9 @@ from ipt_cds.ops.config import Settings
 
 from .serving import serving
 
+# Left out of scripts/test --quick: A headless browser starts.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "preview"
 # One fixture per kind of answer: a critical card, a warning with links, an info card with an

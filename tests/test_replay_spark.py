@@ -22,6 +22,9 @@ import pytest
 
 from .replaying import FIXTURE_BUNDLES, run_replay
 
+# Left out of scripts/test --quick: A JVM starts: Spark local mode.
+pytestmark = pytest.mark.slow
+
 UNPARSABLE = [b"not json", b"{", b"[1, 2]", b'{"resourceType": 7}', b"}{", b"\x00", b'"Patient"']
 Row = tuple[str, ...]
 
