@@ -33,13 +33,13 @@ def test_the_home_page_lists_the_services_and_every_link_works(make_client: AppF
         assert f"<code>{service}</code>" in page
     links = _Links()
     links.feed(page)
-    assert {"cds-services", "evidence", "openapi.json", "stats/cards", "preview"} <= set(
+    assert {"cds-services", "evidence", "openapi.json", "stats", "stats/cards", "preview"} <= set(
         links.hrefs
     )
     for href in links.hrefs:
         assert not href.startswith(("/", "http")), f"{href}: relative, to hold behind a prefix"
         assert client.get(f"/{href}").status_code == 200, href
-    assert "needs a client token" not in page
+    assert "the operator's token or a client token" not in page
 
 
 def test_the_home_page_is_public_when_auth_is_required(
@@ -52,6 +52,6 @@ def test_the_home_page_is_public_when_auth_is_required(
     client = make_client(auth_mode="required", trust_file=trust)
     response = client.get("/")
     assert response.status_code == 200
-    assert "needs a client token" in response.text
+    assert "need the operator's token or a client token" in response.text
     assert 'href="preview"' not in response.text, "the preview is off when auth is required"
     assert client.get("/cds-services").status_code == 401
