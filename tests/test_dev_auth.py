@@ -91,8 +91,25 @@ def test_invoke_signs_its_own_calls(
     args = ["invoke", "ipt-order-sign", "--fixture", FIXTURE, "--service-url", base]
     assert main([*args, "--signing-key", str(keys)]) == 0
     assert "ipt-psychosis" in capsys.readouterr().out
+    # The key file itself, as a newcomer passes it, signs as well.
+    assert main([*args, "--signing-key", str(keys / dev_auth.KEY_FILE)]) == 0
+    assert "ipt-psychosis" in capsys.readouterr().out
     assert main(args) == 1, "unsigned: the service refuses"
     assert "HTTP 401" in capsys.readouterr().out
+
+
+def test_a_signing_key_that_is_no_key_is_one_line(
+    kit: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, base = kit
+    args = ["invoke", "ipt-order-sign", "--fixture", FIXTURE, "--service-url", base]
+    not_a_key = tmp_path / "notes.txt"
+    not_a_key.write_text("hello")
+    for given in (not_a_key, tmp_path / "missing-folder", not_a_key / "nested"):
+        assert main([*args, "--signing-key", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert "Traceback" not in err
 
 
 def test_a_pinned_issuer_ignores_the_tokens_jku_and_another_key_fails(

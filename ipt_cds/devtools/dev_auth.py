@@ -73,12 +73,18 @@ def init(folder: Path, out: TextIO, fhir_server: str = SANDBOX_FHIR) -> int:
 
 
 def token(folder: Path, audience: str, now: float | None = None) -> str:
-    """A client JWT for ``audience`` (the URL called, e.g. .../cds-services/ipt-order-sign)."""
+    """A client JWT for ``audience`` (the URL called, e.g. .../cds-services/ipt-order-sign).
+    ``folder``: the one ``dev-auth init`` wrote, or its private key file itself."""
+    key_file = folder if folder.is_file() else folder / KEY_FILE
     try:
-        key = serialization.load_pem_private_key((folder / KEY_FILE).read_bytes(), None)
-    except FileNotFoundError:
+        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+    except (FileNotFoundError, NotADirectoryError):
         raise DevAuthError(
             f"no {KEY_FILE} in {folder}: run `ipt-cds dev-auth init {folder}` first"
+        ) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise DevAuthError(
+            f"{key_file}: not a private key `ipt-cds dev-auth init` wrote ({type(exc).__name__})"
         ) from None
     issued = int(now if now is not None else time.time())
     claims = {
