@@ -58,14 +58,24 @@ class FakeFhir:
     fail: dict[str, int | type[Exception]] = field(default_factory=dict)
     outcomes: dict[str, Json] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
+    # Answers made by hand, by resource type: each search of the type gets the next one, then
+    # the server answers as usual (an odd answer for one call, and the next call served).
+    answers: dict[str, list[Callable[[], httpx.Response]]] = field(default_factory=dict)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+    def answering(self, kind: str, *answers: Callable[[], httpx.Response]) -> FakeFhir:
+        """This server, with ``answers`` for the next searches of ``kind``."""
+        self.answers.setdefault(kind, []).extend(answers)
+        return self
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path.strip("/").removeprefix("fhir/")
         kind, _, rid = path.partition("/")
+        if not rid and self.answers.get(kind):
+            return self.answers[kind].pop(0)()
         failure = self.fail.get(kind)
         if isinstance(failure, type):
             raise failure("simulated", request=request)  # type: ignore[call-arg]

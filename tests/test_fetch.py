@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import httpx
 import pytest
@@ -231,20 +231,6 @@ def test_templates_fill_context_and_user_tokens() -> None:
 # --- what a FHIR server may not do to the service -------------------------------------------
 
 
-def _conditions_answered_with(fhir: FakeFhir, *answers: Callable[[], httpx.Response]) -> FakeFhir:
-    """``fhir``, but the Condition searches get ``answers``, one each, before it serves them."""
-    serve, waiting = fhir.handle, list(answers)
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/Condition") and waiting:
-            fhir.requests.append(request)
-            return waiting.pop(0)()
-        return serve(request)
-
-    fhir.handle = handle  # type: ignore[method-assign]
-    return fhir
-
-
 @pytest.mark.parametrize(
     ("encoding", "body", "code"),
     [
@@ -261,9 +247,8 @@ def test_an_answer_the_service_cannot_take_is_a_412_and_the_next_call_is_served(
 ) -> None:
     streamed = StreamedBody(body)
     headers = {"Content-Encoding": encoding} if encoding else {}
-    fhir = _conditions_answered_with(
-        FakeFhir(resources=[patient(), *_conditions(2)]),
-        lambda: httpx.Response(200, headers=headers, stream=streamed),
+    fhir = FakeFhir(resources=[patient(), *_conditions(2)]).answering(
+        "Condition", lambda: httpx.Response(200, headers=headers, stream=streamed)
     )
     client = make_client(fhir, rules=RULES, fhir_max_answer_bytes=256 * 1024)
     response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
@@ -315,7 +300,7 @@ def test_a_search_answered_with_something_else_than_a_bundle_is_a_412(
     """Before, a search answered with a Patient or an OperationOutcome was taken as no data:
     200 and no card, where the Conditions might have held a contraindication. A Patient is
     wrong data; an OperationOutcome is the server declining the (essential) search."""
-    fhir = _conditions_answered_with(FakeFhir(), lambda: httpx.Response(200, json=answer))
+    fhir = FakeFhir().answering("Condition", lambda: httpx.Response(200, json=answer))
     client = make_client(fhir, rules=RULES)
     response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
     assert response.status_code == 412

@@ -37,20 +37,6 @@ def _hold(client: TestClient, nbytes: int) -> None:
     client.app.state.ipt.in_flight.hold(nbytes)  # type: ignore[attr-defined]
 
 
-def _answering(fhir: FakeFhir, kind: str, answer: Callable[[], httpx.Response]) -> FakeFhir:
-    """``fhir``, but searches of ``kind`` get ``answer``."""
-    serve = fhir.handle
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith(f"/{kind}"):
-            fhir.requests.append(request)
-            return answer()
-        return serve(request)
-
-    fhir.handle = handle  # type: ignore[method-assign]
-    return fhir
-
-
 def _big(size: int) -> Callable[[], httpx.Response]:
     return lambda: httpx.Response(200, stream=StreamedBody(big_bundle(size)))
 
@@ -83,8 +69,8 @@ def test_a_body_that_does_not_fit_is_refused_busy_and_taken_once_there_is_room(
 def test_an_optional_answer_that_does_not_fit_is_unknown_not_a_failed_call(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fhir = _answering(
-        FakeFhir(resources=[patient(), hypertension("c1")]), "Observation", _big(600 * KIB)
+    fhir = FakeFhir(resources=[patient(), hypertension("c1")]).answering(
+        "Observation", _big(600 * KIB)
     )
     client = make_client(fhir, rules=RULES, **SMALL)
     _hold(client, 512 * KIB)
@@ -98,7 +84,8 @@ def test_an_optional_answer_that_does_not_fit_is_unknown_not_a_failed_call(
 def test_an_essential_answer_that_does_not_fit_is_busy_and_fits_later(
     make_client: AppFactory,
 ) -> None:
-    fhir = _answering(FakeFhir(resources=[patient()]), "Condition", _big(600 * KIB))
+    # The same large answer twice: refused while the budget is held, read once it is free.
+    fhir = FakeFhir(resources=[patient()]).answering("Condition", _big(600 * KIB), _big(600 * KIB))
     client = make_client(fhir, rules=RULES, **SMALL)
     _hold(client, 512 * KIB)
     response = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
@@ -110,6 +97,7 @@ def test_an_essential_answer_that_does_not_fit_is_busy_and_fits_later(
     again = client.post("/cds-services/ipt-patient-view", json=hook_request("patient-view"))
     assert again.status_code == 200, again.text
     assert _in_flight(client) == 0
+    assert fhir.answers["Condition"] == [], "the second call read the large answer"
 
 
 def test_too_small_a_budget_for_one_call_is_refused_at_start_up() -> None:

@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ipt_cds.http.card_html import view
 from ipt_cds.http.evidence import templates
 from ipt_cds.http.jsonio import read_body
-from ipt_cds.http.routes import AppState, checked_json, store_feedback
+from ipt_cds.http.routes import AppState, checked_json, state_of, store_feedback
 from ipt_cds.protocol.card_ids import PREVIEW_SERVICE, mint
 from ipt_cds.protocol.errors import NotFound, ServiceError
 from ipt_cds.protocol.models import FeedbackItem
@@ -50,7 +50,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.ipt
+    state = state_of(request)
     if not state.settings.preview_served:
         raise NotFound("The preview is off (IPT_CDS_PREVIEW).", code="not_found")
     return state

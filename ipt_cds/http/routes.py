@@ -151,14 +151,15 @@ class AppState:
 
 # The handlers call _state and _authenticate themselves rather than declare them as FastAPI
 # dependencies: solving the dependencies took ~0.3 ms of every hook call, an eighth of it.
-def _state(request: Request) -> AppState:
+def state_of(request: Request) -> AppState:
+    """The app's state (ipt_cds/http/app.py sets it), for every route module."""
     state: AppState = request.app.state.ipt
     return state
 
 
 async def _authenticate(request: Request) -> Client | None:
     """The authenticated EHR, or None when authentication is off."""
-    state = _state(request)
+    state = state_of(request)
     if state.authenticator is None:
         return None
     audience = _base_url(request) + request.url.path
@@ -177,7 +178,7 @@ async def _authenticate(request: Request) -> Client | None:
 
 async def authenticate_operator(request: Request) -> None:
     """The operator's token, or else what a hook call needs (a client JWT when required)."""
-    if _state(request).operator.allows(request.headers.get("authorization")):
+    if state_of(request).operator.allows(request.headers.get("authorization")):
         return
     await _authenticate(request)
 
@@ -185,7 +186,7 @@ async def authenticate_operator(request: Request) -> None:
 def _base_url(request: Request) -> str:
     """The service's URL as EHRs reach it, without a trailing slash: IPT_CDS_PUBLIC_BASE_URL,
     else the request's own (with the root path)."""
-    base = _state(request).settings.public_base_url or str(request.base_url)
+    base = state_of(request).settings.public_base_url or str(request.base_url)
     return base.rstrip("/")
 
 
@@ -207,7 +208,7 @@ def _json_body(schema: str) -> dict[str, Any]:
     responses={200: {"model": DiscoveryResponse}, **_errors(401)},
 )
 async def discovery(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     await _authenticate(request)
     return Response(state.discovery, media_type="application/json")
 
@@ -220,7 +221,7 @@ async def discovery(request: Request) -> Response:
 )
 async def call_service(service_id: str, request: Request) -> Response:
     started = time.perf_counter()
-    state = _state(request)
+    state = state_of(request)
     client = await _authenticate(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
@@ -362,7 +363,7 @@ def held_back(
     openapi_extra=_json_body("FeedbackRequest"),
 )
 async def post_feedback(service_id: str, request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     await _authenticate(request)
     service = state.service(service_id)
     body = await _read_json(request, state.settings)
@@ -491,7 +492,7 @@ def _assessed_at(
 async def card_stats(request: Request) -> Response:
     await authenticate_operator(request)
     since, until = stats_window(request)
-    stats, _ = await read_statistics(_state(request), since, until)
+    stats, _ = await read_statistics(state_of(request), since, until)
     return JsonResponse(stats.model_dump(mode="json"))
 
 
@@ -590,7 +591,7 @@ async def ready(request: Request) -> Response:
     # 200 "ready"; 200 "degraded" while the database is away or the spool fills (hook calls are
     # answered, feedback is spooled: the instance should stay in the load balancer); 503 only
     # without a knowledge base.
-    state = _state(request)
+    state = state_of(request)
     if not state.knowledge.rulebook.rules:
         return JsonResponse({"status": "unavailable", "reason": "knowledge"}, status_code=503)
     drainer, degraded, why = state.drainer, [], []
@@ -626,7 +627,7 @@ async def ready(request: Request) -> Response:
     responses=_errors(401),
 )
 async def metrics(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     try:
         state.operator.require(request.headers.get("authorization"))
     except Unauthorized as exc:

@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, Response
 
 from ipt_cds.http.evidence import templates
-from ipt_cds.http.routes import AppState, authenticate_operator, read_statistics, stats_window
+from ipt_cds.http.routes import authenticate_operator, read_statistics, state_of, stats_window
 from ipt_cds.protocol.models import CardStats
 
 # (what, colour): colours that stay apart for the common colour-vision deficiencies.
@@ -50,8 +50,7 @@ router = APIRouter()
 async def stats_page(request: Request) -> Response:
     await authenticate_operator(request)
     since, until = stats_window(request, blank_is_absent=True)
-    state: AppState = request.app.state.ipt
-    stats, days = await read_statistics(state, since, until, days=True)
+    stats, days = await read_statistics(state_of(request), since, until, days=True)
     rules = rule_rows(stats)
     reasons = reason_rows(stats)
     by_day = day_rows(days)
