@@ -127,18 +127,18 @@ def test_the_facts_a_rule_reads_are_its_names_not_words_of_its_text(
     knowledge: Knowledge,
 ) -> None:
     suicide = knowledge.rulebook.by_id["ipt-suicide-risk"].spec
-    facts, params = names_read(suicide)
+    facts, params = names_read(suicide, knowledge.facts)
     assert {"suicidal_ideation", "item9", "psychiatry_in_plan", "ipt_candidate"} <= facts
     assert not {"shown", "why", "params", "ad_card"} & facts
     # Past suicidal behaviour speaks for patients no chart-open card covers (from age 12 one does).
     assert params == {"adolescent_min_age"}
     # "depression" and "features" are words of its text, not names it reads.
     capacity = knowledge.rulebook.by_id["ipt-cognitive-capacity"].spec
-    facts, _ = names_read(capacity)
+    facts, _ = names_read(capacity, knowledge.facts)
     assert {"draft_ipt", "cognitive_impairment"} <= facts
     assert not {"depression", "features", "capacity"} & facts
     severity = knowledge.rulebook.by_id["ipt-measure-severity"].spec
-    assert "phq9_window_days" in names_read(severity)[1]
+    assert "phq9_window_days" in names_read(severity, knowledge.facts)[1]
 
 
 def _example_cards(page: str) -> list[str]:

@@ -55,6 +55,12 @@ def run(text: str) -> Any:
         ("draft_ipt is True and depression", True),
         ("hook == 'patient-view' or draft_ipt", True),
         ("not depression", False),
+        # A list fact against a literal list compares its items, whichever side it is on.
+        ("personality_traits == ['avoidant']", True),
+        ("['avoidant'] == personality_traits", True),
+        ("personality_traits != []", True),
+        ("personality_traits == []", False),
+        ("personality_traits == ('avoidant', 'obsessive-compulsive')", False),
     ],
 )
 def test_well_typed_expressions_keep_their_meaning(text: str, value: Any) -> None:
@@ -125,9 +131,8 @@ def test_well_typed_expressions_keep_their_meaning(text: str, value: Any) -> Non
             "'in' needs a list on its right, not 'moderately-severe'",
         ),
         (
-            "verdict == 3",
-            "verdict is one of 'not-applicable', 'not-recommended', 'specialist', 'not-adult', "
-            "'combine', 'antidepressant-preferred', 'suitable', never the number 3",
+            "episode == 3",
+            "episode is one of 'single', 'recurrent' or None, never the number 3",
         ),
         ("heart_disease", "unknown fact 'heart_disease'"),
         ("params.elderly_age", "unknown parameter params.elderly_age"),

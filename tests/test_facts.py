@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 
 from ipt_cds.clinical import facts as fact_logic
 from ipt_cds.clinical.extractors import condition_is_active
-from ipt_cds.clinical.fact_model import FACT_NAMES, FACTS, Facts
+from ipt_cds.clinical.fact_model import Facts, FactSpec
 from ipt_cds.clinical.reader import number, parse_date
 from ipt_cds.clinical.record import PatientRecord
 from ipt_cds.devtools.fixtures import Case, load_cases
@@ -71,7 +71,7 @@ def med(mid: str, status: str = "active", **drug: Any) -> Json:
 
 
 def test_every_fact_of_the_vocabulary_is_computed(knowledge: Knowledge) -> None:
-    assert set(facts_of(knowledge).values) == FACT_NAMES
+    assert set(facts_of(knowledge).values) == set(knowledge.facts)
 
 
 # --- depression codes --------------------------------------------------------------------
@@ -742,7 +742,7 @@ def test_a_resource_that_cannot_be_read_is_left_out_of_every_fact(
     assert [r.getMessage() for r in caplog.records] == [
         "Condition/odd skipped: it cannot be read (TypeError)"
     ]
-    assert _dishonest(f) == []
+    assert _dishonest(f, knowledge.facts) == []
 
 
 def test_what_is_not_a_resource_is_skipped_when_the_record_is_built(
@@ -836,11 +836,11 @@ AWKWARD: dict[str, Callable[[Knowledge], Facts]] = {
 }
 
 
-def _dishonest(f: Facts) -> list[str]:
+def _dishonest(f: Facts, model: Mapping[str, FactSpec]) -> list[str]:
     """Every way ``f`` departs from the model, in words (empty when it honours it)."""
-    wrong = [f"missing {n}" for n in FACTS if n not in f.values]
+    wrong = [f"missing {n}" for n in model if n not in f.values]
     for name, value in f.values.items():
-        spec = FACTS.get(name)
+        spec = model.get(name)
         if spec is None:
             wrong.append(f"{name} is not in the model")
         elif not spec.accepts(value):
@@ -850,19 +850,19 @@ def _dishonest(f: Facts) -> list[str]:
                 if not attr_spec.accepts(getattr(value, attr)):
                     wrong.append(f"{name}.{attr} = {getattr(value, attr)!r}")
     for name in sorted({*f.why, *f.refs}):
-        if name not in FACTS or not FACTS[name].explained:
+        if name not in model or not model[name].explained:
             wrong.append(f"why.{name}: the model says it never has one")
     return wrong
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_the_facts_of_every_fixture_case_honour_the_model(knowledge: Knowledge, case: Case) -> None:
-    assert _dishonest(_case_facts(knowledge, case)) == []
+    assert _dishonest(_case_facts(knowledge, case), knowledge.facts) == []
 
 
 @pytest.mark.parametrize("name", sorted(AWKWARD))
 def test_the_facts_of_awkward_records_honour_the_model(knowledge: Knowledge, name: str) -> None:
-    assert _dishonest(AWKWARD[name](knowledge)) == []
+    assert _dishonest(AWKWARD[name](knowledge), knowledge.facts) == []
 
 
 def test_no_fact_or_value_of_the_model_is_never_computed(knowledge: Knowledge) -> None:
@@ -872,7 +872,7 @@ def test_no_fact_or_value_of_the_model_is_never_computed(knowledge: Knowledge) -
     everything = [_case_facts(knowledge, c) for c in CASES]
     everything += [facts(knowledge) for facts in AWKWARD.values()]
     unseen: list[str] = []
-    for name, spec in FACTS.items():
+    for name, spec in knowledge.facts.items():
         values = [f.values[name] for f in everything]
         words = {w for v in values for w in (v if isinstance(v, list) else [v])}
         unseen += [f"{name} = {w!r}" for w in spec.values or () if w not in words]

@@ -1,9 +1,10 @@
 """What a hook call knows about the patient: the facts, by name, with why each holds.
 
-``FACTS`` is the single list of the facts rules and card templates may name, each with its type
-and meaning; ipt_cds/clinical/facts.py computes them, ipt_cds/knowledge/ checks every rule and
-template against this model at start-up (a misspelt attribute or a word outside a fact's values
-stops the service), and tests/test_facts.py checks that the computed values honour it.
+``FACTS`` lists the facts read from the record, each with its type and meaning;
+ipt_cds/clinical/facts.py computes them. The facts derived from them are declared in
+cards/derived.yaml, which gives their types too; ipt_cds/knowledge/ checks every rule and
+template against both at start-up (a misspelt attribute or a word outside a fact's values
+stops the service), and tests/test_facts.py checks that the computed values honour them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any, Literal, get_args, get_origin
 from ipt_cds.clinical.extractors import Evidence
 from ipt_cds.protocol.vocabulary import Hook
 
-# The closed vocabularies of the string-valued facts: mypy holds facts.py and verdict.py to
-# them, and the rule compiler refuses a literal outside them (``severity == 'moderat'``).
+# The closed vocabularies of the string-valued facts: mypy holds facts.py to them, and the
+# rule compiler refuses a literal outside them (``severity == 'moderat'``).
 Severity = Literal["minimal", "mild", "moderate", "moderately-severe", "severe"]
 Episode = Literal["single", "recurrent"]
 Remission = Literal["full", "partial", "unspecified"]
@@ -30,15 +31,6 @@ SuicideSource = Literal["item9", "ideation", "attempt", "at-risk"]
 Domain = Literal["sleep", "energy", "appetite", "libido"]
 Trait = Literal["avoidant", "obsessive-compulsive"]
 FocusArea = Literal["grief", "role-transition", "role-dispute", "interpersonal-deficits"]
-Verdict = Literal[
-    "not-applicable",
-    "not-recommended",
-    "specialist",
-    "not-adult",
-    "combine",
-    "antidepressant-preferred",
-    "suitable",
-]
 
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
@@ -160,7 +152,7 @@ def _is_union(tp: object) -> bool:
     return get_origin(tp) in (typing.Union, types.UnionType)
 
 
-# The vocabulary rules and templates may use: every fact a call computes, and nothing else.
+# The facts read from the record (cards/derived.yaml adds those derived from them).
 FACTS: Mapping[str, FactSpec] = {
     "hook": FactSpec(Hook, "the CDS hook called"),
     "patient_id": FactSpec(str, "the id of the Patient the call is about"),
@@ -168,7 +160,6 @@ FACTS: Mapping[str, FactSpec] = {
         int | None,
         "age in whole years on the day of the call; None: no birth date, or an impossible one",
     ),
-    "adult": FactSpec(bool, "age at or above adult_age, or unknown (unknown counts as adult)"),
     "depression": FactSpec(
         bool,
         "an active depressive disorder on record (major depression, depression NOS, postpartum "
@@ -301,9 +292,6 @@ FACTS: Mapping[str, FactSpec] = {
         str | None,
         "the day (ISO) the renewed drug's continuous course began; None: unknown or no renewal",
     ),
-    "boxed_warning_due": FactSpec(
-        bool, "a new antidepressant start for a patient under boxed_warning_age (or unknown age)"
-    ),
     "ipt_draft_refs": FactSpec(list[str], "the references of the selected IPT drafts"),
     "antidepressant_in_plan": FactSpec(
         bool, "an antidepressant is current or drafted (selected or not)"
@@ -337,26 +325,7 @@ FACTS: Mapping[str, FactSpec] = {
         "referral, a psychiatric diagnostic evaluation or a psychiatric follow-up",
         explained=True,
     ),
-    "acute": FactSpec(bool, "depression with the current episode not in remission"),
-    "phq9_due": FactSpec(bool, "depression and no PHQ-9 total in the window"),
-    "unipolar_scope": FactSpec(
-        bool, "depression in an adult without bipolar disorder: whom the IPT evidence covers"
-    ),
-    "ipt_candidate": FactSpec(
-        bool, "unipolar_scope without psychotic features: IPT itself is on the table"
-    ),
-    "needs_combination": FactSpec(bool, "IPT alone is not enough: an antidepressant is needed"),
-    "combination_reasons": FactSpec(list[str], "why an antidepressant is needed, in words"),
-    "verdict": FactSpec(
-        Verdict, "is IPT suitable for this patient now (the clinical spec section 2)"
-    ),
-    "verdict_reasons": FactSpec(list[str], "why the verdict, in words"),
-    "cautions": FactSpec(list[str], "conditions that temper the verdict, in words"),
-    "supports": FactSpec(
-        list[str], "conditions in favour of IPT, in words: pregnancy, postpartum period, HIV"
-    ),
 }
-FACT_NAMES = frozenset(FACTS)
 
 
 @dataclass

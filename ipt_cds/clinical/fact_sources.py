@@ -3,9 +3,10 @@
 
 It is what the glossary of docs/rules.md shows a clinician ("from these codes, within that
 window"), and start-up checks every name exists, so the glossary cannot drift from the data.
-Facts derived only from other facts read nothing here; their meaning in ``FACTS`` says how,
-and ``FACT_BUILT_FROM`` which. ``FACT_PARAMS`` and ``fact_parameters`` say which parameters
-(windows, thresholds) a fact reads, for the evidence pages.
+Facts the Python derives from other facts read nothing here: ``FACT_BUILT_FROM`` says which;
+those of cards/derived.yaml say it themselves (``DerivedFacts.facts_read``). ``FACT_PARAMS``
+and ``fact_parameters`` say which parameters (windows, thresholds) a fact reads, for the
+evidence pages.
 """
 
 from __future__ import annotations
@@ -78,11 +79,10 @@ FACT_READS: Mapping[str, tuple[str, ...]] = {
 }
 
 # The parameters of cards/parameters.yaml each Python fact reads itself (``params["..."]``,
-# ``scope.since("...")`` in facts.py, suicide.py, verdict.py): what an evidence page lists as
+# ``scope.since("...")`` in facts.py, suicide.py, plan.py): what an evidence page lists as
 # the windows and thresholds behind a rule. A test greps the Python for those reads, so a new
 # one cannot go unlisted here. The facts of cards/facts.yaml name theirs in their declaration.
 FACT_PARAMS: Mapping[str, tuple[str, ...]] = {
-    "adult": ("adult_age",),
     "severity": ("phq9_bands",),
     "neurovegetative": ("item_score_counts",),
     "neurovegetative_domains": ("item_score_counts",),
@@ -95,18 +95,11 @@ FACT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "suicidal_ideation_sources": ("item_score_counts", "suicidal_ideation_dx_days"),
     "ideation_basis": ("item_score_counts", "suicidal_ideation_dx_days"),
     "psychosis": ("psychotic_features_window_days",),
-    "needs_combination": ("combination_severities", "neurovegetative_min_domains"),
-    "combination_reasons": ("combination_severities", "neurovegetative_min_domains"),
-    "verdict": ("older_adult_age",),
-    "verdict_reasons": ("older_adult_age",),
-    # Version 3: the boxed-warning age.
-    "boxed_warning_due": ("boxed_warning_age",),
 }
 
-# Facts computed from other facts (facts.py, verdict.py): they read what those read, windows
-# included. Only what the code takes from those facts is listed.
+# Facts the Python computes from other facts (facts.py, plan.py): they read what those read,
+# windows included. Only what the code takes from those facts is listed.
 FACT_BUILT_FROM: Mapping[str, tuple[str, ...]] = {
-    "adult": ("age",),
     "severity": ("phq9",),
     "severity_basis": ("severity",),
     "probable_recurrence": ("phq9", "remission"),
@@ -118,37 +111,11 @@ FACT_BUILT_FROM: Mapping[str, tuple[str, ...]] = {
     "suicidal_ideation_dated": ("suicidal_ideation",),
     "suicide_behaviour_summary": ("suicide_behaviour",),
     "suicide_basis_in_course": ("suicidal_ideation", "course_start"),
-    "boxed_warning_due": ("new_antidepressant", "age"),
     "psychosis_diagnosis": ("psychosis",),
     "neurovegetative_domains": ("neurovegetative",),
     "focus_areas": ("bereavement", "pregnant", "postpartum"),
     "antidepressant_in_plan": ("on_antidepressant", "draft_antidepressant"),
     "psychotherapy_in_plan": ("on_psychotherapy", "draft_psychotherapy"),
-    "acute": ("depression", "remission"),
-    "phq9_due": ("depression", "phq9"),
-    "unipolar_scope": ("depression", "adult", "bipolar"),
-    "ipt_candidate": ("unipolar_scope", "psychosis"),
-    "needs_combination": ("severity", "ideation_basis", "neurovegetative"),
-    "combination_reasons": ("needs_combination",),
-    "verdict": (
-        "depression",
-        "psychosis",
-        "bipolar",
-        "adult",
-        "needs_combination",
-        "dysthymia",
-        "acute",
-        "severity",
-    ),
-    "verdict_reasons": ("verdict",),
-    "cautions": (
-        "cognitive_impairment",
-        "anxiety",
-        "personality_disorder",
-        "chd",
-        "suicidal_ideation",
-    ),
-    "supports": ("pregnant", "postpartum", "hiv"),
 }
 
 
@@ -160,10 +127,15 @@ def declared_parameters(declaration: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in named if isinstance(n, str)))
 
 
-def fact_parameters(fact: str, declared: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """Every parameter ``fact`` reads: its own (FACT_PARAMS), its extractions' (``declared``:
-    a cards/facts.yaml name -> its declared parameters), and those of the facts it is built
-    from, transitively."""
+def fact_parameters(
+    fact: str,
+    declared: Mapping[str, tuple[str, ...]],
+    built_from: Mapping[str, tuple[str, ...]] | None = None,
+    own: Mapping[str, tuple[str, ...]] | None = None,
+) -> tuple[str, ...]:
+    """Every parameter ``fact`` reads: its own (FACT_PARAMS, or ``own`` for a derived fact),
+    its extractions' (``declared``: a cards/facts.yaml name -> its declared parameters), and
+    those of the facts it is built from (FACT_BUILT_FROM, or ``built_from``), transitively."""
     found: dict[str, None] = {}
     seen: set[str] = set()
     todo = [fact]
@@ -173,7 +145,9 @@ def fact_parameters(fact: str, declared: Mapping[str, tuple[str, ...]]) -> tuple
             continue
         seen.add(name)
         found.update(dict.fromkeys(FACT_PARAMS.get(name, ())))
+        found.update(dict.fromkeys((own or {}).get(name, ())))
         for source in FACT_READS.get(name, ()):
             found.update(dict.fromkeys(declared.get(source, ())))
         todo += FACT_BUILT_FROM.get(name, ())
+        todo += (built_from or {}).get(name, ())
     return tuple(found)

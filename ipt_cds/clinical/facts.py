@@ -7,7 +7,7 @@ sentence a clinician can read (``why``), so a card can say why it fired.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -38,7 +38,6 @@ from ipt_cds.clinical.reader import age_on, first_date, markdown_text, reference
 from ipt_cds.clinical.record import PatientRecord
 from ipt_cds.clinical.suicide import suicidal_ideation
 from ipt_cds.clinical.terminology import Terminology
-from ipt_cds.clinical.verdict import verdict
 
 # The values each fact may take are declared in fact_model.py; the annotations below let mypy
 # hold this module to them.
@@ -167,11 +166,14 @@ class FactBook:
         params: dict[str, Any],
         answer_scores: dict[str, int],
         declarations: Mapping[str, Declaration] | None = None,
+        derive: Callable[[Facts], None] | None = None,
     ) -> None:
         self.extractors, self.vs, self.terms, self.params = extractors, valuesets, terms, params
         self.answer_scores = answer_scores
         # As cards/facts.yaml declares them: for the glossary of docs/rules.md.
         self.declarations = dict(declarations or {})
+        # The facts of cards/derived.yaml, computed from these (ipt_cds/knowledge/derived.py).
+        self.derive = derive
 
     def evaluate(self, record: PatientRecord, hook: str, now: datetime) -> Facts:
         scope = Scope(record, self.terms, now.date(), self.params, self.answer_scores)
@@ -194,7 +196,6 @@ class FactBook:
         f.set("patient_id", record.patient_id)
         age = _age(record, scope)
         f.set("age", age)
-        f.set("adult", age is None or age >= self.params["adult_age"])
         current = self._depression(f, scope, raw)
         self._scores(f, raw, current)
         self._recurrence(f)
@@ -214,12 +215,8 @@ class FactBook:
         self._unreadable(f, record)
         plan_facts(f, raw)
         self._renewal_alert(f)
-        f.set("acute", f["depression"] and f["remission"] is None)
-        f.set("phq9_due", f["depression"] and f["phq9"] is None)
-        f.set("unipolar_scope", f["depression"] and f["adult"] and not f["bipolar"])
-        f.set("ipt_candidate", f["unipolar_scope"] and not f["psychosis"])
-        self._combination(f)
-        verdict(f, self.params)
+        if self.derive is not None:
+            self.derive(f)
         return f
 
     # --- depression and the current episode ------------------------------------------------
@@ -443,25 +440,6 @@ class FactBook:
         f.set("medications_unknown", bool(kinds & medications) or drugs > 0)
         f.set("therapy_unknown", bool(kinds & therapy))
         f.set("observations_unknown", bool(kinds & observations))
-
-    def _combination(self, f: Facts) -> None:
-        """the clinical spec ``needs_combination``: moderately severe or severe depression; high
-        suicidal ideation with an ideation basis (an attempt or an 'at risk' finding alone asks
-        for the suicide card, not by itself for medication); or neurovegetative symptoms with
-        moderate severity (with severity unknown, it is measured first, not guessed)."""
-        reasons = []
-        if f["severity"] in self.params["combination_severities"]:
-            reasons.append(f"{f['severity_basis']} ({f['severity'].replace('-', ' ')})")
-        if f["ideation_basis"]:
-            reasons.append(f"suicidal ideation ({f['ideation_basis']})")
-        if (
-            f["neurovegetative"] >= self.params["neurovegetative_min_domains"]
-            and f["severity"] == "moderate"
-        ):
-            domains = ", ".join(f["neurovegetative_domains"])
-            reasons.append(f"neurovegetative symptoms ({domains}) with moderate depression")
-        f.set("needs_combination", bool(reasons))
-        f.set("combination_reasons", reasons)
 
 
 # Ages outside this range come from placeholder or mistyped birth dates (0001-01-01, a year in

@@ -42,8 +42,6 @@ def plan_facts(f: Facts, raw: dict[str, list[Evidence]]) -> None:
     known_starts = [d for d in starts if d is not None]
     whole = known_starts and len(known_starts) == len(starts)
     f.set("course_start", min(known_starts).isoformat() if whole else None)
-    age = f["age"]
-    f.set("boxed_warning_due", bool(new) and (age is None or age < f.params["boxed_warning_age"]))
     f.set("ipt_draft_refs", sorted({e.ref for e in ipt if e.selected}))
     ipt_current = raw["ipt_orders"] + raw["ipt_procedures"] + raw["ipt_record_drafts"]
     f.set("antidepressant_in_plan", bool(current_ad or ad))

@@ -14,9 +14,9 @@ from ipt_cds.clinical.extractors import (
     LatestObservation,
     RecentProcedure,
 )
-from ipt_cds.clinical.fact_model import FACTS
 from ipt_cds.clinical.fact_sources import FACT_READS
 from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.derived import Derivation, Sentence
 
 
 def render(knowledge: Knowledge) -> list[str]:
@@ -27,12 +27,43 @@ def render(knowledge: Knowledge) -> list[str]:
         "abatement) and not refuted or entered in error, unless a window is named; windows "
         "count back from the day of the call.\n",
     ]
-    for name, spec in FACTS.items():
+    derived = knowledge.derived.declarations
+    for name, spec in knowledge.facts.items():
         out.append(f"- **`{name}`** ({spec.describe()}): {spec.meaning}.")
         for source in FACT_READS.get(name, ()):
             out.append(f"  - {_source(knowledge, source)}")
+        if name in derived:
+            out += _derivation(derived[name])
+        elif name.endswith("_reasons") and name.removesuffix("_reasons") in derived:
+            out.append(
+                f"  - the reasons of the case of `{name.removesuffix('_reasons')}` that holds"
+            )
     out.append("")
     return out
+
+
+def _derivation(d: Derivation) -> list[str]:
+    """How cards/derived.yaml derives the fact, as it declares it."""
+    if d.is_ is not None:
+        return [f"  - derived: `{_one_line(d.is_)}`"]
+    if d.says is not None:
+        return ["  - derived: each sentence whose condition holds, in this order:"] + [
+            f"    - {_sentence(s)}" for s in d.says
+        ]
+    lines = ["  - derived: the first case that holds:"]
+    for case in d.first_of or []:
+        condition = "otherwise" if case.when.strip() == "True" else f"`{_one_line(case.when)}`"
+        lines.append(f"    - {condition}: **{case.then}**")
+    return lines
+
+
+def _sentence(s: Sentence) -> str:
+    text = f"every sentence of `{s.each}`" if s.each is not None else f"“{_one_line(s.says or '')}”"
+    return f"`{_one_line(s.when)}`: {text}" if s.when is not None else text
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _source(knowledge: Knowledge, name: str) -> str:

@@ -4,6 +4,7 @@
     parameters.yaml    named thresholds and windows
     valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
     facts.yaml         simple facts over generic extractors; value sets the Python facts read
+    derived.yaml       facts derived from those: expressions, sentences, the verdict's cases
     links.yaml         links cards may show (crisis line, risk assessment, safety plan)
     orders.yaml        the orders a card's suggestion can make (ServiceRequest templates)
     rules/             one file per rule; _index.yaml gives their order and families
@@ -14,6 +15,7 @@ knowledge would give advice that looks complete and is not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -21,11 +23,12 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipt_cds.clinical import extractors
-from ipt_cds.clinical.fact_model import FACTS, SEVERITIES
+from ipt_cds.clinical.fact_model import FACTS, SEVERITIES, FactSpec
 from ipt_cds.clinical.fact_sources import FACT_READS
 from ipt_cds.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
 from ipt_cds.clinical.terminology import Terminology
 from ipt_cds.knowledge.datafiles import parse
+from ipt_cds.knowledge.derived import DerivedFacts, load_derived
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rules import RuleBook
@@ -94,6 +97,9 @@ class Knowledge:
     terms: Terminology
     factbook: FactBook
     rulebook: RuleBook
+    # Every fact a rule may name: those read from the record, then the derived ones.
+    facts: Mapping[str, FactSpec]
+    derived: DerivedFacts
     site: SiteProfile = DEFAULT_SITE
     # Facts whose references key "the same draft" for once per visit (facts.yaml same_draft).
     same_draft: tuple[str, ...] = ()
@@ -103,14 +109,26 @@ class Knowledge:
         services = _load_services(root / "services.yaml")
         params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
-        factbook, same_draft = _load_facts(root / "facts.yaml", terms, params)
+        derived = load_derived(root / "derived.yaml", FACTS, params)
+        facts = {**FACTS, **derived.types}
+        factbook, same_draft = _load_facts(root / "facts.yaml", terms, params, derived)
         links = parse(root / "links.yaml", _LinksFile).links
         orders = Orders.load(
-            root / "orders.yaml", FACTS, set(get_args(LinkKey)), set(get_args(Orderable))
+            root / "orders.yaml", facts, set(get_args(LinkKey)), set(get_args(Orderable))
         )
-        rulebook = RuleBook.load(root / "rules", FACTS, params, links, orders)
+        rulebook = RuleBook.load(root / "rules", facts, params, links, orders)
         site = load_site(site_file, {rule.id for rule in rulebook.rules}, rulebook.retired)
-        return cls(services, params, terms, factbook, rulebook.for_site(site), site, same_draft)
+        return cls(
+            services,
+            params,
+            terms,
+            factbook,
+            rulebook.for_site(site),
+            facts,
+            derived,
+            site,
+            same_draft,
+        )
 
 
 def _load_parameters(path: Path) -> dict[str, Any]:
@@ -128,11 +146,11 @@ def _load_parameters(path: Path) -> dict[str, Any]:
 
 
 def _load_facts(
-    path: Path, terms: Terminology, params: dict[str, Any]
+    path: Path, terms: Terminology, params: dict[str, Any], derived: DerivedFacts
 ) -> tuple[FactBook, tuple[str, ...]]:
     spec = parse(path, _FactsFile)
     for name in spec.same_draft:
-        if name not in FACTS or not FACTS[name].explained:
+        if name not in FACTS or not FACTS[name].explained:  # a derived fact keeps none
             raise KnowledgeError(
                 f"{path}: same_draft: {name!r} is not a fact that keeps its references"
             )
@@ -181,7 +199,9 @@ def _load_facts(
             "(its score)"
         )
     answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
-    factbook = FactBook(built, spec.valuesets, terms, params, answer_scores, spec.facts)
+    factbook = FactBook(
+        built, spec.valuesets, terms, params, answer_scores, spec.facts, derived.apply
+    )
     return factbook, tuple(spec.same_draft)
 
 

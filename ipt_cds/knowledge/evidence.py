@@ -13,25 +13,24 @@ rule ids from ``retired:`` in ``rules/_index.yaml``, when it has one.
 
 from __future__ import annotations
 
-import ast
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, TemplateSyntaxError, nodes
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ipt_cds.clinical.fact_model import FACT_NAMES
 from ipt_cds.clinical.fact_sources import declared_parameters, fact_parameters
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.knowledge.expressions import expression_names
 from ipt_cds.knowledge.rule_compiler import CompiledRule
 from ipt_cds.knowledge.rule_files import RuleFile
 from ipt_cds.knowledge.rules import SOURCE_LABEL, TOPIC_TITLE
+from ipt_cds.knowledge.templates import template_names
 from ipt_cds.protocol.models import Card, Link
 from ipt_cds.protocol.vocabulary import Indicator
 
@@ -41,9 +40,6 @@ PATH = "/evidence"
 TOPIC = TOPIC_TITLE
 # The folder of the example cards, in the knowledge base beside rules/.
 EXAMPLES = "examples"
-
-# Parses templates only to find the names they read; nothing is rendered with it.
-_PARSER = Environment(autoescape=True)
 
 
 class Example(BaseModel):
@@ -113,15 +109,13 @@ def pages(knowledge: Knowledge) -> list[EvidencePage]:
     if not book.rules:
         return []
     folder = book.rules[0].path.parent.parent
-    declared = {
-        name: declared_parameters(decl) for name, decl in knowledge.factbook.declarations.items()
-    }
+    reads = FactReads.of(knowledge)
     retired = book.retired
     organization = knowledge.site.organization
     label = f"{organization}: {SOURCE_LABEL}" if organization else SOURCE_LABEL
     out = []
     for rule in book.rules:
-        page = rule_page(rule, knowledge.params, book.links, declared)
+        page = rule_page(rule, knowledge.params, book.links, reads)
         found = examples(folder / EXAMPLES, rule.id)
         cases = tuple(
             replace(
@@ -148,7 +142,7 @@ def rule_page(
     rule: CompiledRule,
     params: Mapping[str, Any],
     links: Mapping[str, Link] | None = None,
-    declared: Mapping[str, tuple[str, ...]] | None = None,
+    reads: FactReads | None = None,
 ) -> EvidencePage:
     spec = rule.spec
     ev = spec.evidence
@@ -171,7 +165,7 @@ def rule_page(
         sections=tuple(part.strip() for part in ev.section.split(";") if part.strip()),
         refs=tuple(ev.refs),
         figures=" ".join(ev.figures.split()),
-        parameters=parameters_read(spec, params, declared or {}),
+        parameters=parameters_read(spec, params, reads) if reads else (),
     )
 
 
@@ -193,58 +187,52 @@ def python_rule_page(rule_id: str, hooks: Iterable[str]) -> EvidencePage:
 # --- what a rule reads -----------------------------------------------------------------------
 
 
-def names_read(spec: RuleFile) -> tuple[set[str], set[str]]:
-    """The facts and the parameters the rule's conditions and card texts name."""
+@dataclass(frozen=True)
+class FactReads:
+    """What each fact reads, for the parameters an evidence page lists: the windows and limits
+    of the extractions of cards/facts.yaml, and the facts and parameters each derived fact of
+    cards/derived.yaml names."""
+
+    names: Collection[str]
+    declared: Mapping[str, tuple[str, ...]]
+    built_from: Mapping[str, tuple[str, ...]]
+    own: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, knowledge: Knowledge) -> FactReads:
+        declarations = knowledge.factbook.declarations
+        declared = {name: declared_parameters(decl) for name, decl in declarations.items()}
+        derived = knowledge.derived
+        return cls(knowledge.facts, declared, derived.facts_read, derived.params_read)
+
+    def parameters(self, fact: str) -> tuple[str, ...]:
+        return fact_parameters(fact, self.declared, self.built_from, self.own)
+
+
+def names_read(spec: RuleFile, names: Collection[str]) -> tuple[set[str], set[str]]:
+    """The facts (of ``names``) and the parameters the rule's conditions and card texts name."""
     facts: set[str] = set()
     params: set[str] = set()
     expressions = [spec.applies, *(s.when for s in spec.suggestions if s.when)]
     if isinstance(spec.indicator, dict):
         expressions += list(spec.indicator.values())[:-1]
     for text in expressions:
-        _expression_names(text, facts, params)
+        expression_names(text, facts, params)
     for template in (spec.card.summary, spec.card.detail, spec.reason):
         if template:
-            _template_names(template, facts, params)
-    return facts & FACT_NAMES, params
-
-
-def _expression_names(text: str, facts: set[str], params: set[str]) -> None:
-    for node in ast.walk(ast.parse(text.strip(), mode="eval")):
-        match node:
-            case ast.Attribute(value=ast.Name(id="params"), attr=attr):
-                params.add(attr)
-            case ast.Name(id=name):
-                facts.add(name)
-
-
-def _template_names(text: str, facts: set[str], params: set[str]) -> None:
-    try:
-        tree = _PARSER.parse(text)
-    except TemplateSyntaxError:  # start-up refused such a rule already
-        return
-    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    facts.update(n.name for n in tree.find_all(nodes.Name) if n.name not in local)
-    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
-    for item in tree.find_all(nodes.Getitem):
-        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
-            named.append((item.node, item.arg.value))
-    for target, attr in named:
-        if isinstance(target, nodes.Name) and target.name not in local:
-            if target.name == "params":
-                params.add(attr)
-            elif target.name == "why":  # the evidence of that fact: it is read
-                facts.add(attr)
+            template_names(template, facts, params)
+    return {f for f in facts if f in names}, params
 
 
 def parameters_read(
-    spec: RuleFile, params: Mapping[str, Any], declared: Mapping[str, tuple[str, ...]]
+    spec: RuleFile, params: Mapping[str, Any], reads: FactReads
 ) -> tuple[Parameter, ...]:
     """Every parameter the rule reads, in the order of parameters.yaml: those it names itself,
     and the windows and thresholds of the facts it names (``fact_parameters``)."""
-    facts, direct = names_read(spec)
+    facts, direct = names_read(spec, reads.names)
     via: dict[str, list[str]] = {}
     for fact in sorted(facts):
-        for name in fact_parameters(fact, declared):
+        for name in reads.parameters(fact):
             via.setdefault(name, []).append(fact)
     return tuple(
         Parameter(name, _shown(value), name in direct, tuple(via.get(name, ())))
@@ -257,7 +245,7 @@ def used_parameters(texts: Iterable[str], params: Mapping[str, Any]) -> tuple[Pa
     """The parameters named as ``params.NAME`` in condition ``texts``, in file order."""
     named: set[str] = set()
     for text in texts:
-        _expression_names(text, set(), named)
+        expression_names(text, set(), named)
     return tuple(Parameter(n, _shown(v), True) for n, v in params.items() if n in named)
 
 

@@ -86,7 +86,12 @@ def compile_expression(
                 inner = build(operand)
                 return lambda env, f: not inner(env, f)
             case ast.Compare(left=left, ops=[op], comparators=[right]):
-                built = _compare(build(left), op, build(right))
+                a, b = build(left), build(right)
+                if isinstance(op, ast.Eq | ast.NotEq) and (_is_list(left) or _is_list(right)):
+                    # A list fact against a literal list: literals are tuples, so compare
+                    # the fact as one (``combination_reasons != []``).
+                    a, b = _as_tuple(a), _as_tuple(b)
+                built = _compare(a, op, b)
                 check_comparison(left, op, right, facts, params)
                 return built
             case ast.Compare():
@@ -126,6 +131,18 @@ def compile_expression(
         raise ExpressionError(f"not allowed here: {ast.unparse(node)!r}")
 
     return build(tree.body), fired
+
+
+def _is_list(node: ast.AST) -> bool:
+    return isinstance(node, ast.Tuple | ast.List)
+
+
+def _as_tuple(value: Compiled) -> Compiled:
+    def tupled(env: Env, f: Collection[str]) -> Any:
+        found = value(env, f)
+        return tuple(found) if isinstance(found, list) else found
+
+    return tupled
 
 
 def _literal(node: ast.AST) -> Any:
@@ -307,3 +324,13 @@ def _orderable(spec: FactSpec) -> bool:
     # Free strings order as ISO dates do (phq9.date); a word from a closed set has no order
     # that means anything (``'severe' < 'mild'``).
     return spec.values is None and all(k in (int, float, str, date) for k in spec.kinds)
+
+
+def expression_names(text: str, facts: set[str], params: set[str]) -> None:
+    """Add the facts and the parameters (``params.NAME``) that ``text`` names."""
+    for node in ast.walk(ast.parse(text.strip(), mode="eval")):
+        match node:
+            case ast.Attribute(value=ast.Name(id="params"), attr=attr):
+                params.add(attr)
+            case ast.Name(id=name):
+                facts.add(name)

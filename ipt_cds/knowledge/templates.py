@@ -132,3 +132,23 @@ def _as_python(node: nodes.Node, local: set[str]) -> ast.expr:
             if len(consts) == len(items):
                 return ast.Tuple(elts=[ast.Constant(value=v) for v in consts])
     return ast.Name(id="<template expression>")
+
+
+def template_names(text: str, facts: set[str], params: set[str]) -> None:
+    """Add the facts (``why.NAME`` reads that fact too) and the parameters a template names."""
+    try:
+        tree = _jinja.parse(text)
+    except TemplateSyntaxError:  # start-up refuses such a template
+        return
+    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    facts.update(n.name for n in tree.find_all(nodes.Name) if n.name not in local)
+    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            named.append((item.node, item.arg.value))
+    for target, attr in named:
+        if isinstance(target, nodes.Name) and target.name not in local:
+            if target.name == "params":
+                params.add(attr)
+            elif target.name == "why":
+                facts.add(attr)

@@ -1,0 +1,80 @@
+"""cards/derived.yaml: facts derived from other facts, declared once as data. The verdict's case
+table, sentences with their conditions, the types the declarations give the fact model, and
+that a new derived fact is one entry in one file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ipt_cds.devtools.glossary import render
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.knowledge.expressions import ExpressionError, compile_expression
+from ipt_cds.ops.config import Settings
+
+from .conftest import condition
+from .test_facts import facts_of, observation
+
+
+def test_the_first_case_that_holds_gives_the_verdict_and_its_reasons(
+    knowledge: Knowledge,
+) -> None:
+    # Psychosis comes before bipolar disorder in the table: one verdict, its own reason.
+    f = facts_of(knowledge, condition("d", "F32.1"), condition("p", "F29"), condition("b", "F31.9"))
+    assert f["verdict"] == "not-recommended"
+    assert len(f["verdict_reasons"]) == 1
+    assert f["verdict_reasons"][0].startswith("psychotic features (")
+
+
+def test_a_case_may_take_every_sentence_of_a_list_fact(knowledge: Knowledge) -> None:
+    f = facts_of(knowledge, condition("d", "F32.2"), observation("o", "44261-6", valueInteger=22))
+    assert f["verdict"] == "combine"
+    assert f["combination_reasons"]
+    assert f["verdict_reasons"] == f["combination_reasons"]
+    assert f["needs_combination"] is True
+
+
+def test_only_the_sentences_whose_conditions_hold_are_said(knowledge: Knowledge) -> None:
+    f = facts_of(knowledge, condition("d", "F32.1"), condition("a", "F41.1"))
+    assert f["cautions"] == ["comorbid anxiety disorder"]
+    assert f["supports"] == []
+    assert facts_of(knowledge, condition("d", "F32.1"))["cautions"] == []
+
+
+def test_the_declarations_give_the_fact_model_its_words(knowledge: Knowledge) -> None:
+    spec = knowledge.facts["verdict"]
+    assert spec.values is not None
+    assert "suitable" in spec.values
+    with pytest.raises(ExpressionError, match="never 'suitabel'"):
+        compile_expression("verdict == 'suitabel'", knowledge.facts, knowledge.params, [])
+    assert knowledge.facts["verdict_reasons"].describe() == "a list of strings"
+    assert knowledge.facts["acute"].describe() == "True or False"
+
+
+ADDED = """
+recurrent_acute:
+  meaning: a recurrent episode, not in remission
+  is: acute and episode == 'recurrent'
+"""
+
+
+def test_a_new_derived_fact_is_one_entry_in_one_file(tmp_path: Path) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(Settings().knowledge_dir, cards)
+    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
+        out.write(ADDED)
+    knowledge = Knowledge.load(cards)
+    assert knowledge.facts["recurrent_acute"].meaning == "a recurrent episode, not in remission"
+    assert facts_of(knowledge, condition("d", "F33.1"))["recurrent_acute"] is True
+    assert facts_of(knowledge, condition("d", "F32.1"))["recurrent_acute"] is False
+    glossary = "\n".join(render(knowledge))
+    assert "**`recurrent_acute`** (True or False)" in glossary
+    assert "derived: `acute and episode == 'recurrent'`" in glossary
+    # A rule may name it at once; a misspelt word in it stops start-up.
+    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
+        out.write("typo:\n  meaning: x\n  is: episode == 'recurent'\n")
+    with pytest.raises(KnowledgeError, match=r"derived.yaml: typo: is: episode is one of"):
+        Knowledge.load(cards)
