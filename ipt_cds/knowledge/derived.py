@@ -182,19 +182,35 @@ def _sentences(
             continue
         assert s.says is not None
         try:
-            out.append((test, _text(compile_template(s.says, known, params)), None))
+            out.append((test, _text(compile_template(s.says, known, params), s.says, known), None))
         except ExpressionError as exc:
             raise ExpressionError(f"{at}.says: {exc}") from None
     return out
 
 
-def _text(template: Template) -> Text:
+def _text(template: Template, text: str, known: Mapping[str, FactSpec]) -> Text:
     # A sentence without a field is the same every call: no render.
     try:
         fixed = template.render({})
     except UndefinedError:
-        return lambda f: template.render({**f.values, "why": f.why, "params": f.params})
-    return lambda f: fixed
+        pass
+    else:
+        return lambda f: fixed
+    # The context holds only what the sentence names: Jinja copies it on every render.
+    named: set[str] = set()
+    template_names(text, named, set())
+    facts = tuple(n for n in named if n in known)
+    why, params = "why" in named, "params" in named
+
+    def render(f: Facts) -> str:
+        context = {n: f.values[n] for n in facts}
+        if why:
+            context["why"] = f.why
+        if params:
+            context["params"] = f.params
+        return template.render(context)
+
+    return render
 
 
 def _applying(sentences: Sentences, f: Facts) -> list[str]:

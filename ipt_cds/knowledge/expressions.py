@@ -19,6 +19,7 @@ not fail loudly, it would silently never (or always) fire.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Collection, Mapping
 from datetime import date
@@ -77,11 +78,9 @@ def compile_expression(
     def build(node: ast.AST) -> Compiled:
         match node:
             case ast.BoolOp(op=ast.And(), values=values):
-                parts = [build(v) for v in values]
-                return lambda env, f: all(p(env, f) for p in parts)
+                return functools.reduce(_both, [build(v) for v in values])
             case ast.BoolOp(op=ast.Or(), values=values):
-                parts = [build(v) for v in values]
-                return lambda env, f: any(p(env, f) for p in parts)
+                return functools.reduce(_either, [build(v) for v in values])
             case ast.UnaryOp(op=ast.Not(), operand=operand):
                 inner = build(operand)
                 return lambda env, f: not inner(env, f)
@@ -131,6 +130,16 @@ def compile_expression(
         raise ExpressionError(f"not allowed here: {ast.unparse(node)!r}")
 
     return build(tree.body), fired
+
+
+# Nested two-operand closures: a rule's conditions run on every call, and a generator over the
+# operands costs more than the tests themselves.
+def _both(a: Compiled, b: Compiled) -> Compiled:
+    return lambda env, f: bool(a(env, f)) and bool(b(env, f))
+
+
+def _either(a: Compiled, b: Compiled) -> Compiled:
+    return lambda env, f: bool(a(env, f)) or bool(b(env, f))
 
 
 def _is_list(node: ast.AST) -> bool:
