@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,18 @@ def test_the_page_charts_and_tabulates_rules_reasons_and_days(two_days: TestClie
     only = two_days.get("/stats?since=2026-11-27").text
     assert "2026-11-25" not in only
     assert "2026-11-27" in only
+
+
+def test_feedback_stamped_years_away_adds_a_row_not_every_day_between(
+    two_days: TestClient,
+) -> None:
+    """Found by the schema fuzzer: feedback carries the EHR's outcomeTimestamp, and the page
+    drew every day from the oldest to the newest (700,000 rows, 2 s a page, for year 1)."""
+    card = _call(two_days, "call-odd")["counts-conditions"]
+    _override(two_days, card, datetime(1, 1, 1, tzinfo=UTC))
+    html = two_days.get("/stats").text
+    days = re.findall(r"<tr><td>(\d{4}-\d{2}-\d{2})</td>", html)
+    assert sorted(days) == ["0001-01-01", "2026-11-25", "2026-11-26", "2026-11-27"]
 
 
 # --- the operator's token -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from fastapi import APIRouter, Request
 from markupsafe import Markup, escape
@@ -102,7 +102,9 @@ def reason_rows(stats: CardStats) -> list[tuple[str, int]]:
 
 
 def day_rows(days: Sequence[tuple[str, str, int]]) -> list[tuple[str, list[int]]]:
-    """(day, counts in SERIES order), every day from the first to the last, empty ones too."""
+    """(day, counts in SERIES order): each day with something, and the empty days between
+    those of the MAX_DAYS the chart draws (ending at the latest). Only there: feedback is dated
+    by the EHR's outcomeTimestamp, and one stamped in year 1 must add a row, not 700,000."""
     if not days:
         return []
     index = {name: i for i, (name, _) in enumerate(SERIES)}
@@ -110,14 +112,16 @@ def day_rows(days: Sequence[tuple[str, str, int]]) -> list[tuple[str, list[int]]
     for day, kind, n in days:
         if kind in index:
             counts.setdefault(day, [0] * len(SERIES))[index[kind]] += n
-    first = datetime.fromisoformat(min(counts)).date()
-    last = datetime.fromisoformat(max(counts)).date()
-    out = []
+    if not counts:
+        return []
+    last = date.fromisoformat(max(counts))
+    drawn = (last - timedelta(days=MAX_DAYS - 1)).isoformat()
+    first = date.fromisoformat(min(day for day in counts if day >= drawn))
+    shown = set(counts)
     while first <= last:
-        key = first.isoformat()
-        out.append((key, counts.get(key, [0] * len(SERIES))))
+        shown.add(first.isoformat())
         first += timedelta(days=1)
-    return out
+    return [(day, counts.get(day, [0] * len(SERIES))) for day in sorted(shown)]
 
 
 def horizontal_bars(rows: Sequence[tuple[str, Sequence[int]]]) -> Markup:
