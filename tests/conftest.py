@@ -336,3 +336,14 @@ class StreamedBody(httpx.AsyncByteStream):
         for chunk in self._chunks:
             self.sent += len(chunk)
             yield chunk
+
+
+# The fixtures that serve a whole app: a test that uses one (even through another fixture) is
+# an HTTP test, which scripts/test --quick leaves to CI.
+APP_FIXTURES = frozenset({"make_client", "client"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if APP_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.app)

@@ -9,6 +9,7 @@ prefetch. The test suite runs every case; integrators load the same patients int
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -147,7 +148,7 @@ COULD_NOT_READ = {
 
 
 class _Case(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     # The name is the patient's id, and its resources' ids extend it: FHIR ids hold 64.
     name: str = Field(pattern=r"^(in|out)-[a-z0-9-]+$", max_length=56)
     describe: str
@@ -287,15 +288,32 @@ def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load_cases(folder: Path = FIXTURES / "cases") -> list[Case]:
+    # A dozen test modules ask at import: read once while the files stay as they are. Cases
+    # are frozen, so sharing them is safe.
+    files = tuple(
+        (path, path.stat().st_mtime_ns, path.stat().st_size)
+        for path in sorted(folder.glob("*.yaml"))
+    )
+    return list(_cases_of(files))
+
+
+@cache
+def _cases_of(files: tuple[tuple[Path, int, int], ...]) -> tuple[Case, ...]:
     cases: list[Case] = []
-    for path in sorted(folder.glob("*.yaml")):
+    for path, _, _ in files:
         data = read_yaml(path) or {}
         for raw in data.get("cases", []):
             cases.append(Case.model_validate({**raw, "rule": path.stem}))
-    return cases
+    return tuple(cases)
 
 
 def _knowledge_dir() -> Path:
+    # Asked for every resource of every case: building Settings each time cost seconds.
+    return _knowledge_dir_named(os.environ.get("IPT_CDS_KNOWLEDGE_DIR"))
+
+
+@cache
+def _knowledge_dir_named(_setting: str | None) -> Path:
     return Settings().knowledge_dir
 
 

@@ -7,6 +7,7 @@ be lost; here the same mistakes stop start-up instead.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -56,15 +57,25 @@ def tidy_markdown(text: str) -> str:
 
 def compile_template(text: str, facts: FactTypes, params: Mapping[str, Any]) -> Template:
     """The compiled template; ExpressionError when it names something that does not exist."""
+    tree, template, named = _compiled(text)
+    unknown = named - {*facts, *_CONTEXT}
+    if unknown:
+        raise ExpressionError(f"unknown template field {sorted(unknown)[0]!r}")
+    _check_template(tree, facts, params)
+    return template
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> tuple[nodes.Template, Template, frozenset[str]]:
+    """Parsed and compiled once per process, whatever the facts: compiling is nearly all of
+    what loading the knowledge costs, and tests and site checks load it many times. The tree
+    is only read; a Template does not change once made."""
     try:
         tree = _jinja.parse(text)
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"template error: {exc.message}") from None
-    unknown = meta.find_undeclared_variables(tree) - {*facts, *_CONTEXT}
-    if unknown:
-        raise ExpressionError(f"unknown template field {sorted(unknown)[0]!r}")
-    _check_template(tree, facts, params)
-    return _jinja.from_string(text)
+    named = frozenset(meta.find_undeclared_variables(tree))
+    return tree, _jinja.from_string(text), named
 
 
 # Jinja's comparison operators, as the expression checker knows them.
