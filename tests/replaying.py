@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ipt_cds.devtools.fixtures import Case
 from ipt_cds.ops.config import Settings
 from ipt_cds.replay.run import Finished, Options, replay
 from ipt_cds.replay.scenarios import SCENARIOS
@@ -56,3 +58,16 @@ def scenario_request(scenario: str, patient_id: str, service_hook: str) -> dict[
         "hookInstance": "6a1c8a0e-92f4-4c4c-9d0f-2f7f3b8f7d10",
         "context": context,
     }
+
+
+def one_per_rule_and_outcome(cases: Iterable[Case]) -> list[Case]:
+    """The first ``in-`` and the first ``out-`` case of each rule: a case of every rule either
+    way, for the checks that vary a path every case takes alike."""
+    seen: set[tuple[str, str]] = set()
+    chosen = []
+    for case in cases:
+        key = (case.rule, case.name.split("-", 1)[0])
+        if key not in seen:
+            seen.add(key)
+            chosen.append(case)
+    return chosen
