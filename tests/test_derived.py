@@ -1,6 +1,7 @@
-"""cards/derived.yaml: facts derived from other facts, declared once as data. The verdict's case
-table, sentences with their conditions, the types the declarations give the fact model, and
-that a new derived fact is one entry in one file."""
+"""Facts declared once, as data: cards/derived.yaml (facts derived from other facts: the verdict's
+case table, sentences with their conditions, the types the declarations give the fact model)
+and the extractions of cards/facts.yaml with a meaning. A new fact of either kind is one entry
+in one file."""
 
 from __future__ import annotations
 
@@ -78,3 +79,27 @@ def test_a_new_derived_fact_is_one_entry_in_one_file(tmp_path: Path) -> None:
         out.write("typo:\n  meaning: x\n  is: episode == 'recurent'\n")
     with pytest.raises(KnowledgeError, match=r"derived.yaml: typo: is: episode is one of"):
         Knowledge.load(cards)
+
+
+SIMPLE = """
+  heart_failure:
+    extractor: active_condition
+    valueset: https://fhir.ipt-cds.org/ValueSet/coronary-heart-disease
+    meaning: heart disease on record, for the test
+"""
+
+
+def test_a_new_simple_fact_is_one_entry_in_the_facts_file(tmp_path: Path) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(Settings().knowledge_dir, cards)
+    text = (cards / "facts.yaml").read_text()
+    (cards / "facts.yaml").write_text(text.replace("\nfacts:\n", "\nfacts:\n" + SIMPLE, 1))
+    knowledge = Knowledge.load(cards)
+    spec = knowledge.facts["heart_failure"]
+    assert (spec.describe(), spec.explained) == ("True or False", True)
+    f = facts_of(knowledge, condition("d", "F32.1"), condition("h", "I25.10"))
+    assert f["heart_failure"] is True
+    assert f.refs["heart_failure"] == ["Condition/h"]
+    assert facts_of(knowledge, condition("d", "F32.1"))["heart_failure"] is False
+    glossary = "\n".join(render(knowledge))
+    assert "**`heart_failure`** (True or False): heart disease on record, for the test." in glossary

@@ -34,7 +34,7 @@ def test_the_maps_name_real_facts_and_parameters(knowledge: Knowledge) -> None:
         assert all(p in knowledge.params for p in params), fact
     for fact, sources in FACT_BUILT_FROM.items():
         assert fact in FACTS, fact
-        assert all(s in FACTS for s in sources), fact
+        assert all(s in knowledge.facts for s in sources), fact
     # The derived facts name real facts and parameters (start-up checked their expressions).
     for fact, sources in knowledge.derived.facts_read.items():
         assert sources, fact

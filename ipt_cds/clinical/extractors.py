@@ -146,6 +146,9 @@ class Scope:
 class _Decl(BaseModel):
     model_config = ConfigDict(extra="forbid")
     valueset: str
+    # With a meaning, the extraction is also a fact of its name that rules may name: True when
+    # the record holds any, with that evidence (``why.NAME``).
+    meaning: str | None = Field(None, min_length=1)
 
 
 class ActiveCondition(_Decl):

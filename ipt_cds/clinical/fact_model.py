@@ -246,23 +246,11 @@ FACTS: Mapping[str, FactSpec] = {
         "the psychotic disorder on record by its name and code (what it is and its code when the "
         "name is long), for a summary line",
     ),
-    "bipolar": FactSpec(bool, "bipolar disorder on record", explained=True),
-    "cognitive_impairment": FactSpec(bool, "cognitive impairment on record", explained=True),
-    "anxiety": FactSpec(bool, "an anxiety disorder on record", explained=True),
-    "chd": FactSpec(bool, "coronary heart disease on record", explained=True),
-    "hiv": FactSpec(bool, "HIV infection on record", explained=True),
-    "personality_disorder": FactSpec(bool, "a personality disorder on record", explained=True),
     "personality_traits": FactSpec(list[Trait], "personality traits on record"),
     "pregnant": FactSpec(
         bool,
         "a recent pregnancy condition, or a pregnancy status observed as pregnant",
         explained=True,
-    ),
-    "postpartum": FactSpec(
-        bool, "a postpartum condition within postpartum_window_days", explained=True
-    ),
-    "bereavement": FactSpec(
-        bool, "a bereavement active or within bereavement_window_days", explained=True
     ),
     "focus_areas": FactSpec(list[FocusArea], "the IPT focus areas the record suggests"),
     "on_antidepressant": FactSpec(bool, "an antidepressant is current", explained=True),

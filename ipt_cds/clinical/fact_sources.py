@@ -45,19 +45,8 @@ FACT_READS: Mapping[str, tuple[str, ...]] = {
         "decreased_libido",
     ),
     "psychosis": ("psychotic_disorders", "psychotic_features"),
-    "bipolar": ("bipolar",),
-    "cognitive_impairment": ("cognitive_impairment",),
-    "anxiety": ("anxiety",),
-    "chd": ("chd",),
-    "hiv": ("hiv",),
-    "personality_disorder": (
-        "personality_disorder",
-        "personality_avoidant",
-        "personality_obsessive_compulsive",
-    ),
     "pregnant": ("pregnancy_conditions", "pregnancy_status", "pregnant_answer"),
-    "postpartum": ("postpartum",),
-    "bereavement": ("bereavement",),
+    "personality_traits": ("personality_avoidant", "personality_obsessive_compulsive"),
     "focus_areas": (
         "bereavement",
         "pregnancy_conditions",
@@ -146,7 +135,8 @@ def fact_parameters(
         seen.add(name)
         found.update(dict.fromkeys(FACT_PARAMS.get(name, ())))
         found.update(dict.fromkeys((own or {}).get(name, ())))
-        for source in FACT_READS.get(name, ()):
+        # A fact of cards/facts.yaml is the extraction of its name.
+        for source in (*FACT_READS.get(name, ()), name):
             found.update(dict.fromkeys(declared.get(source, ())))
         todo += FACT_BUILT_FROM.get(name, ())
         todo += (built_from or {}).get(name, ())

@@ -114,13 +114,8 @@ EXTRACTS = [
     "dysthymia_conditions",
     "psychotic_disorders",
     "bipolar",
-    "cognitive_impairment",
-    "anxiety",
-    "personality_disorder",
     "personality_avoidant",
     "personality_obsessive_compulsive",
-    "chd",
-    "hiv",
     "insomnia",
     "appetite_loss",
     "fatigue",
@@ -129,8 +124,6 @@ EXTRACTS = [
     "role_dispute_conditions",
     "interpersonal_deficit_conditions",
     "pregnancy_conditions",
-    "postpartum",
-    "bereavement",
     "new_hiv",
     "new_chd",
     "phq9_total",
@@ -172,6 +165,8 @@ class FactBook:
         self.answer_scores = answer_scores
         # As cards/facts.yaml declares them: for the glossary of docs/rules.md.
         self.declarations = dict(declarations or {})
+        # The extractions that are facts themselves (a meaning in cards/facts.yaml).
+        self.declared_facts = tuple(n for n, d in self.declarations.items() if d.meaning)
         # The facts of cards/derived.yaml, computed from these (ipt_cds/knowledge/derived.py).
         self.derive = derive
 
@@ -192,6 +187,8 @@ class FactBook:
         record = scope.record
         raw = {name: run(scope) for name, run in self.extractors.items()}
         f = Facts(params=self.params)
+        for name in self.declared_facts:
+            f.set(name, bool(raw[name]), raw[name])
         f.set("hook", hook)
         f.set("patient_id", record.patient_id)
         age = _age(record, scope)
@@ -201,11 +198,6 @@ class FactBook:
         self._recurrence(f)
         self._suicidal_ideation(f, scope, raw["phq9_item9"])
         self._psychosis(f, scope, raw, current)
-        for name in ("bipolar", "cognitive_impairment", "anxiety", "chd", "hiv"):
-            f.set(name, bool(raw[name]), raw[name])
-        f.set(
-            "personality_disorder", bool(raw["personality_disorder"]), raw["personality_disorder"]
-        )
         traits: list[tuple[Trait, str]] = [
             ("avoidant", "personality_avoidant"),
             ("obsessive-compulsive", "personality_obsessive_compulsive"),
@@ -391,8 +383,6 @@ class FactBook:
         ]
         pregnant = raw["pregnancy_conditions"] + by_observation
         f.set("pregnant", bool(pregnant), pregnant)
-        f.set("postpartum", bool(raw["postpartum"]), raw["postpartum"])
-        f.set("bereavement", bool(raw["bereavement"]), raw["bereavement"])
         areas: list[FocusArea] = []
         if f["bereavement"]:
             areas.append("grief")

@@ -30,7 +30,8 @@ def render(knowledge: Knowledge) -> list[str]:
     derived = knowledge.derived.declarations
     for name, spec in knowledge.facts.items():
         out.append(f"- **`{name}`** ({spec.describe()}): {spec.meaning}.")
-        for source in FACT_READS.get(name, ()):
+        own = (name,) if name in knowledge.factbook.declared_facts else ()
+        for source in FACT_READS.get(name, own):
             out.append(f"  - {_source(knowledge, source)}")
         if name in derived:
             out += _derivation(derived[name])

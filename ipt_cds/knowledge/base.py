@@ -109,9 +109,14 @@ class Knowledge:
         services = _load_services(root / "services.yaml")
         params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
-        derived = load_derived(root / "derived.yaml", FACTS, params)
-        facts = {**FACTS, **derived.types}
-        factbook, same_draft = _load_facts(root / "facts.yaml", terms, params, derived)
+        spec = parse(root / "facts.yaml", _FactsFile)
+        read = {**FACTS, **_declared_facts(root / "facts.yaml", spec)}
+        built, answer_scores = _load_facts(root / "facts.yaml", spec, read, terms, params)
+        derived = load_derived(root / "derived.yaml", read, params)
+        facts = {**read, **derived.types}
+        factbook = FactBook(
+            built, spec.valuesets, terms, params, answer_scores, spec.facts, derived.apply
+        )
         links = parse(root / "links.yaml", _LinksFile).links
         orders = Orders.load(
             root / "orders.yaml", facts, set(get_args(LinkKey)), set(get_args(Orderable))
@@ -127,7 +132,7 @@ class Knowledge:
             facts,
             derived,
             site,
-            same_draft,
+            tuple(spec.same_draft),
         )
 
 
@@ -145,12 +150,28 @@ def _load_parameters(path: Path) -> dict[str, Any]:
     return params
 
 
+def _declared_facts(path: Path, spec: _FactsFile) -> dict[str, FactSpec]:
+    """The extractions of facts.yaml that are facts themselves: those with a meaning."""
+    found = {}
+    for name, decl in spec.facts.items():
+        if decl.meaning is None:
+            continue
+        if name in FACTS:
+            raise KnowledgeError(f"{path}: facts.{name}: {name!r} is already a fact")
+        found[name] = FactSpec(bool, decl.meaning, explained=True)
+    return found
+
+
 def _load_facts(
-    path: Path, terms: Terminology, params: dict[str, Any], derived: DerivedFacts
-) -> tuple[FactBook, tuple[str, ...]]:
-    spec = parse(path, _FactsFile)
+    path: Path,
+    spec: _FactsFile,
+    read: Mapping[str, FactSpec],
+    terms: Terminology,
+    params: dict[str, Any],
+) -> tuple[dict[str, extractors.Extractor], dict[str, int]]:
+    """The facts file checked: its extractors built, and the scores of coded PHQ answers."""
     for name in spec.same_draft:
-        if name not in FACTS or not FACTS[name].explained:  # a derived fact keeps none
+        if name not in read or not read[name].explained:  # a derived fact keeps none
             raise KnowledgeError(
                 f"{path}: same_draft: {name!r} is not a fact that keeps its references"
             )
@@ -199,10 +220,7 @@ def _load_facts(
             "(its score)"
         )
     answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
-    factbook = FactBook(
-        built, spec.valuesets, terms, params, answer_scores, spec.facts, derived.apply
-    )
-    return factbook, tuple(spec.same_draft)
+    return built, answer_scores
 
 
 def _load_services(path: Path) -> dict[str, Service]:
