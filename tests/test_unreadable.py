@@ -175,3 +175,55 @@ def test_the_fetch_path_sets_the_same_field_with_its_reason() -> None:
 )
 def test_could_not_prefetch_is_total_over_json(value: Any, failed: bool) -> None:
     assert could_not_prefetch(value) is failed
+
+
+# --- one page of a search ---------------------------------------------------------------------
+
+PHQ9_SEVERE = {
+    "resourceType": "Observation",
+    "id": "phq9-late",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+    "effectiveDateTime": "2026-11-20T09:00:00Z",
+    "valueInteger": 22,
+}
+
+
+def _first_page(*resources: Json) -> Json:
+    """A searchset that links to a next page, as the CDS Hooks sandbox prefetches (20 a key)."""
+    first = bundle(*resources)
+    first["link"] = [{"relation": "next", "url": "https://ehr.example.org/fhir/Observation?p=2"}]
+    return first
+
+
+def test_one_page_of_a_search_without_a_server_is_unknown_not_all(knowledge: Knowledge) -> None:
+    result, f = _run(knowledge, _prefetch(observations=_first_page()))
+    assert result.record.unreadable == {"Observation"}
+    assert f["observations_unknown"] is True
+    assert f["phq9"] is None
+    # The same empty page, complete, is no data: known.
+    result, f = _run(knowledge, _prefetch(observations=bundle()))
+    assert (result.record.unreadable, f["observations_unknown"]) == (frozenset(), False)
+
+
+def test_one_page_of_a_search_is_fetched_whole_from_the_server(make_client: AppFactory) -> None:
+    fhir = FakeFhir(resources=[patient(), condition("c1", "F32.1"), PHQ9_SEVERE])
+    client = make_client(fhir)
+    body = hook_request("patient-view", _prefetch(observations=_first_page()))
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 200, response.text
+    assert fhir.paths() == ["metadata", "Observation"]
+    summaries = " ".join(c["summary"] for c in response.json()["cards"])
+    assert "PHQ-9 22" in summaries, "the score the first page did not hold is read"
+
+
+def test_one_page_of_the_conditions_without_a_server_is_a_412(make_client: AppFactory) -> None:
+    fhir = FakeFhir()
+    client = make_client(fhir, rules=RULES)
+    body = hook_request("patient-view", _prefetch(conditions=_first_page()), with_auth=False)
+    del body["fhirServer"]
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 412, response.text
+    assert response.json()["code"] == "prefetch_failed"
+    assert "conditions" in response.json()["message"]
+    assert fhir.requests == []

@@ -4,8 +4,10 @@ CDS Hooks 2.0 distinguishes a *missing* key (the client did not prefetch: we fet
 *null* key (the client looked and found nothing: no data). A client reports that it could not
 prefetch a key with an OperationOutcome: in place of the data, or as a Bundle entry with an
 error or fatal issue. What that key's template reads (its resource type) is then *unreadable*:
-unknown, never absent (the clinical spec version 3, s.7.1). For the types no fact can do without
-(the Patient, the Conditions) the key is fetched as a missing one is, or the call is a 412.
+unknown, never absent (the clinical spec version 3, s.7.1). A searchset that links to a next
+page is one page of the answer: the key is fetched whole when the service may read the
+fhirServer, else it is unreadable too. For the types no fact can do without (the Patient, the
+Conditions) the key is fetched as a missing one is, or the call is a 412.
 """
 
 from __future__ import annotations
@@ -75,6 +77,18 @@ def could_not_prefetch(value: Any) -> bool:
                 if isinstance(issue, dict) and issue.get("severity") in _FAILED:
                     return True
     return False
+
+
+def one_page(value: Any) -> bool:
+    """A searchset Bundle with a ``next`` link: the first page of the search, not all of it (the
+    CDS Hooks sandbox prefetches 20 resources a key this way). What the other pages hold is not
+    absent."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return False
+    links = value.get("link")
+    return isinstance(links, list) and any(
+        isinstance(link, dict) and link.get("relation") == "next" for link in links
+    )
 
 
 def render(template: str, request: HookRequest) -> str:
@@ -155,6 +169,17 @@ async def gather(
     for key, template in (service.prefetch or {}).items():
         if key not in given:
             missing[key] = render(template, request)
+        elif one_page(given[key]):
+            if request.fhirServer and fhir is not None and allowed(request.fhirServer):
+                log.warning("prefetch %s: one page of the search; fetching all of it", key)
+                missing[key] = render(template, request)
+            elif kind_of(template) in ESSENTIAL:
+                failed.append(key)
+                missing[key] = render(template, request)
+            else:
+                log.warning("prefetch %s: one page of the search, the rest not readable", key)
+                data.could_not_read(key, template, "one-page")
+                data.resources[key] = resources_of(key, given[key])
         elif not could_not_prefetch(given[key]):
             data.resources[key] = resources_of(key, given[key])
         elif kind_of(template) in ESSENTIAL:
@@ -199,9 +224,10 @@ def _check_server(
     if not request.fhirServer or fhir is None:
         if failed:
             raise PrefetchUnavailable(
-                f"The client could not prefetch {', '.join(sorted(failed))} (an "
-                "OperationOutcome in place of the data), which the service cannot do without, "
-                "and the request names no fhirServer to read it from.",
+                f"The client could not prefetch {', '.join(sorted(failed))} whole (an "
+                "OperationOutcome in place of the data, or one page of a search whose Bundle "
+                "links to the next), which the service cannot do without, and the request "
+                "names no fhirServer to read it from.",
                 code="prefetch_failed",
             )
         raise PrefetchUnavailable(
