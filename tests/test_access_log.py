@@ -109,3 +109,45 @@ def test_serve_turns_uvicorns_access_log_off(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
     assert cli.main(["serve"]) == 0
     assert seen["access_log"] is False
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "field"),
+    [
+        # The CDS Hooks sandbox sends this when its Rx View tab is clicked twice, and shows no
+        # error body: the log must say why.
+        (
+            "/cds-services/ipt-order-select",
+            {
+                "hook": "order-select",
+                "hookInstance": "h1",
+                "context": {"userId": "Practitioner/x7"},
+            },
+            400,
+            "invalid_request",
+            "context.patientId",
+        ),
+        ("/cds-services/ipt-order-sign", {"hook": "patient-view"}, 400, "hook_mismatch", "hook"),
+        ("/cds-services/no-such-service", {}, 404, "unknown_service", None),
+    ],
+)
+def test_a_refusal_logs_its_code_and_field_never_a_value(
+    make_client: AppFactory,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    code: str,
+    field: str | None,
+) -> None:
+    client = make_client()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    (access,) = [r for r in _lines(caplog) if getattr(r, "event", "") == "access"]
+    assert access.code == code  # type: ignore[attr-defined]
+    assert f"code={code}" in access.getMessage()
+    assert getattr(access, "field", None) == field
+    assert "Practitioner/x7" not in caplog.text

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ipt_cds.ops.logs import mark_call_logged
+from ipt_cds.ops.logs import mark_call_logged, note_refusal
 from ipt_cds.protocol.errors import MAX_PROBLEMS_SHOWN, ServiceError, location
 
 log = logging.getLogger("ipt_cds")
@@ -27,12 +27,14 @@ log = logging.getLogger("ipt_cds")
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        note_refusal(exc.code, exc.field)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()[:MAX_PROBLEMS_SHOWN]
         problems = [f"{location(tuple(e['loc']))}: {e['msg']}" for e in errors]
+        note_refusal("invalid_request", location(tuple(errors[0]["loc"])) if errors else None)
         return JSONResponse(
             {"code": "invalid_request", "message": "; ".join(problems)}, status_code=400
         )
@@ -45,6 +47,7 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
             # Routes never redirect (redirect_slashes=False); say what the near miss was.
             message = f"Not Found: no path ends with '/' (did you mean {path.rstrip('/')}?)"
+        note_refusal(code)
         # Keep the exception's headers: a 405 must say which methods are Allowed.
         body = {"code": code, "message": message}
         return JSONResponse(body, exc.status_code, headers=exc.headers)

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ipt_cds.ops.inflight import BytesInFlight
-from ipt_cds.ops.logs import REQUEST_ID, SANE_REQUEST_ID, start_request_log
+from ipt_cds.ops.logs import REQUEST_ID, SANE_REQUEST_ID, CallLog, start_request_log
 from ipt_cds.ops.memory import HeapTrimmer
 from ipt_cds.ops.metrics import Metrics
 from ipt_cds.protocol.errors import Busy
@@ -56,22 +56,37 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if not logged[0]:
-                _access(scope, status, started)
+            if not logged.logged:
+                _access(scope, status, started, logged)
             REQUEST_ID.reset(token)
 
 
-def _access(scope: Scope, status: int, started: float) -> None:
+def _access(scope: Scope, status: int, started: float, call: CallLog) -> None:
     path, method = scope["path"], scope["method"]
     ms = round((time.perf_counter() - started) * 1000, 1)
+    extra: dict[str, object] = {
+        "event": "access",
+        "method": method,
+        "path": path,
+        "status": status,
+        "ms": ms,
+    }
+    why = ""
+    if call.code is not None and status >= 400:
+        extra["code"] = call.code
+        why = f" code={call.code}"
+        if call.field:
+            extra["field"] = call.field
+            why += f" field={call.field}"
     log.log(
         logging.DEBUG if path in _PROBES and status < 400 else logging.INFO,
-        "%s %s %d ms=%.1f",
+        "%s %s %d ms=%.1f%s",
         method,
         path,
         status,
         ms,
-        extra={"event": "access", "method": method, "path": path, "status": status, "ms": ms},
+        why,
+        extra=extra,
     )
 
 

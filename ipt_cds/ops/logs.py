@@ -11,26 +11,47 @@ import contextvars
 import json
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-# Whether the request's handler wrote its own INFO line (a hook call, a feedback): the access
-# line is then left out, so that a call logs one INFO line. A holder, set per request, so that
-# the handler's mark reaches the middleware whatever context it ran in.
-_CALL_LOGGED: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("call_logged")
 
 
-def start_request_log() -> list[bool]:
-    holder = [False]
-    _CALL_LOGGED.set(holder)
+@dataclass
+class CallLog:
+    """What the request's access line needs from its handler: whether the handler wrote its own
+    INFO line (a hook call, a feedback; the access line is then left out, so that a call logs
+    one INFO line), and the stable code and field of a refusal (an operator reads why a client
+    was refused from the log: some clients, the CDS Hooks sandbox among them, show no error
+    body). A holder, set per request, so that the handler's marks reach the middleware whatever
+    context it ran in."""
+
+    logged: bool = False
+    code: str | None = None
+    field: str | None = None
+
+
+_CALL_LOG: contextvars.ContextVar[CallLog] = contextvars.ContextVar("call_log")
+
+
+def start_request_log() -> CallLog:
+    holder = CallLog()
+    _CALL_LOG.set(holder)
     return holder
 
 
 def mark_call_logged() -> None:
-    holder = _CALL_LOGGED.get(None)
+    holder = _CALL_LOG.get(None)
     if holder is not None:
-        holder[0] = True
+        holder.logged = True
+
+
+def note_refusal(code: str, field: str | None = None) -> None:
+    """The stable code (and the field, a path: never a value) the request is answered with."""
+    holder = _CALL_LOG.get(None)
+    if holder is not None:
+        holder.code, holder.field = code, field
 
 
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -57,6 +78,8 @@ FIELDS = (
     "reason",
     "path",
     "method",
+    "code",
+    "field",
 )
 
 
