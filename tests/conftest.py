@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -149,6 +150,17 @@ def postgres_schema(via: int | None = None) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _log_level_restored() -> Iterator[None]:
+    """The ipt_cds logger as each test found it: a command run in-process (``ipt-cds invoke``,
+    ``openapi``, a replay) sets it to ERROR, and a later test of the same worker (which tests
+    share one depends on how the files are spread) would never see the warning it asserts."""
+    logger = logging.getLogger("ipt_cds")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
