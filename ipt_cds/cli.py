@@ -167,6 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--as-of", type=_day, help="the day the records are dated from (default: today)"
     )
 
+    valuesets = commands.add_parser("valuesets", help="the value sets of cards/valuesets/")
+    vs_action = valuesets.add_subparsers(dest="action", required=True)
+    expand = vs_action.add_parser(
+        "expand",
+        help="write each value set's expansion from its compose and cards/valuesets/sources/",
+    )
+    expand.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if an expansion is stale"
+    )
+
     commands.add_parser("openapi", help="print the OpenAPI document as YAML")
     commands.add_parser("rules-doc", help="print docs/rules.md, generated from cards/")
     commands.add_parser("config-doc", help="print docs/configuration.md, from the settings")
@@ -216,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(args)
     if args.command == "population":
         return _synth(args)
+    if args.command == "valuesets":
+        from ipt_cds.devtools.valueset_expander import FOLDER, run
+
+        return run(FOLDER, FOLDER / "sources", sys.stdout, check=args.check)
     if args.command == "site":
         from ipt_cds.devtools.site_check import check as check_site_file
 

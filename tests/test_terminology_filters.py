@@ -167,19 +167,19 @@ def test_a_broken_regex_stops_start_up_naming_the_file(valuesets: Path) -> None:
     with pytest.raises(KnowledgeError) as caught:
         load_terminology(valuesets)
     message = str(caught.value)
-    assert message.startswith(f"{path}: compose.include[1].filter[0].value: not a valid regex")
+    assert message.startswith(f"{path}: compose.include[3].filter[0].value: not a valid regex")
     assert "X(7[1-9]|8[0-3].*" in message
 
 
 def test_an_unknown_op_stops_start_up(valuesets: Path) -> None:
     path = _rewrite_family(valuesets, op="is-a")
-    with pytest.raises(KnowledgeError, match=r"compose\.include\[1\]\.filter\[0\]\.op") as caught:
+    with pytest.raises(KnowledgeError, match=r"compose\.include\[3\]\.filter\[0\]\.op") as caught:
         load_terminology(valuesets)
     assert str(caught.value).startswith(f"{path}: ")
 
 
 def test_an_unknown_property_stops_start_up(valuesets: Path) -> None:
-    path = _rewrite_family(valuesets, property="display")
+    path = _rewrite_family(valuesets, property="parent")
     with pytest.raises(KnowledgeError, match=r"filter\[0\]\.property") as caught:
         load_terminology(valuesets)
     assert str(caught.value).startswith(f"{path}: ")
@@ -189,20 +189,20 @@ def test_an_icd_regex_with_a_literal_dot_stops_start_up(valuesets: Path) -> None
     path = _rewrite_family(valuesets, value=r"X7[1-9]\..*")
     with pytest.raises(KnowledgeError, match="without dots") as caught:
         load_terminology(valuesets)
-    assert str(caught.value).startswith(f"{path}: compose.include[1]: ")
+    assert str(caught.value).startswith(f"{path}: compose.include[3]: ")
 
 
 def test_an_include_with_both_or_neither_stops_start_up(valuesets: Path) -> None:
     path = valuesets / "suicide-attempt.json"
     data = json.loads(path.read_text())
-    data["compose"]["include"][1]["concept"] = [{"code": "X71.0XXA"}]
+    data["compose"]["include"][3]["concept"] = [{"code": "X71.0XXA"}]
     path.write_text(json.dumps(data))
-    with pytest.raises(KnowledgeError, match=r"include\[1\]: needs either concept or filter"):
+    with pytest.raises(KnowledgeError, match=r"include\[3\]: a code family is code regex filters"):
         load_terminology(valuesets)
-    del data["compose"]["include"][1]["concept"]
-    del data["compose"]["include"][1]["filter"]
+    del data["compose"]["include"][3]["concept"]
+    del data["compose"]["include"][3]["filter"]
     path.write_text(json.dumps(data))
-    with pytest.raises(KnowledgeError, match=r"include\[1\]: needs either concept or filter"):
+    with pytest.raises(KnowledgeError, match=r"include\[3\]: needs either concept or filter"):
         load_terminology(valuesets)
 
 
@@ -238,3 +238,27 @@ def test_codings_looked_up_once_answer_the_same_and_the_table_stays_bounded(
         terms.memberships(_condition(ICD10CM, f"Z{n:04d}"))
     assert len(terms._seen) <= 50
     assert ATTEMPT in terms.memberships(_condition(ICD10CM, "t43.222a"))
+
+
+def test_a_value_set_without_its_expansion_stops_start_up(valuesets: Path) -> None:
+    path = valuesets / "mdd.json"
+    data = json.loads(path.read_text())
+    del data["expansion"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(KnowledgeError, match=r"expansion: Field required") as caught:
+        load_terminology(valuesets)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_the_service_reads_the_expansion_not_the_definition(valuesets: Path) -> None:
+    """How the expansion was made (source value sets, groups, exclusions) is build-time only."""
+    path = valuesets / "mdd.json"
+    data = json.loads(path.read_text())
+    data["compose"]["include"] = [{"valueSet": ["http://cts.nlm.nih.gov/fhir/ValueSet/none"]}]
+    data["expansion"]["contains"] = [
+        {"system": ICD10CM, "code": "F33.1", "display": "Moderate recurrent"}
+    ]
+    path.write_text(json.dumps(data))
+    terms = load_terminology(valuesets)
+    assert terms.contains(BASE + "mdd", ICD10CM, "F33.1")
+    assert not terms.contains(BASE + "mdd", ICD10CM, "F32.0")

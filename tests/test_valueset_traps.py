@@ -41,15 +41,22 @@ def value_set(vs_id: str) -> dict[str, Any]:
 
 def listed(vs_id: str) -> set[Key]:
     """The codes the value set enumerates (not those of its code families)."""
-    return {
-        (inc["system"], c["code"])
-        for inc in value_set(vs_id)["compose"]["include"]
-        for c in inc.get("concept", [])
-    }
+    return {(c["system"], c["code"]) for c in contains(vs_id)}
+
+
+def contains(vs_id: str) -> list[dict[str, Any]]:
+    """The expansion: the codes its definition (``compose``) takes in, with their displays."""
+    found: list[dict[str, Any]] = value_set(vs_id)["expansion"]["contains"]
+    return found
 
 
 def has_family(vs_id: str) -> bool:
-    return any(inc.get("filter") for inc in value_set(vs_id)["compose"]["include"])
+    """A code family: a code system with code regexes, matched by the service at run time."""
+    return any(
+        "valueSet" not in inc
+        and any(f["property"] == "code" and f["op"] == "regex" for f in inc.get("filter", []))
+        for inc in value_set(vs_id)["compose"]["include"]
+    )
 
 
 @cache
@@ -288,11 +295,7 @@ def test_the_antidepressant_drugs_are_the_list_less_what_is_no_antidepressant(se
 
 def test_the_antidepressant_ingredients_are_those_of_the_drugs(sets: Sets) -> None:
     drugs = TRAPS["drugs"]
-    names = {
-        c["display"]
-        for inc in value_set(drugs["ingredients_set"])["compose"]["include"]
-        for c in inc.get("concept", [])
-    }
+    names = {c["display"] for c in contains(drugs["ingredients_set"])}
     assert all(name == name.lower() for name in names)
     assert not names & set(drugs["ingredients_never"])
     rows = _drug_rows()
@@ -305,19 +308,13 @@ def test_the_antidepressant_ingredients_are_those_of_the_drugs(sets: Sets) -> No
 @pytest.mark.parametrize("vs_id", sorted(TRAPS["drugs"]["of_ingredient"]))
 def test_an_ingredient_value_set_holds_it_and_all_its_drugs(vs_id: str) -> None:
     _system, ingredient = key(TRAPS["drugs"]["of_ingredient"][vs_id])
-    display = next(
-        c["display"]
-        for inc in value_set(vs_id)["compose"]["include"]
-        for c in inc.get("concept", [])
-        if c["code"] == ingredient
-    )
+    display = next(c["display"] for c in contains(vs_id) if c["code"] == ingredient)
     rows = _drug_rows()
     want = {c for c, row in rows.items() if display in row["ingredients"].split(";")}
     assert {c for _s, c in listed(vs_id)} == want | {ingredient}
-    for inc in value_set(vs_id)["compose"]["include"]:
-        for c in inc.get("concept", []):
-            if c["code"] in rows:
-                assert c["display"] == rows[c["code"]]["display (VSAC, RxNorm 2024-01)"]
+    for c in contains(vs_id):
+        if c["code"] in rows:
+            assert c["display"] == rows[c["code"]]["display (VSAC, RxNorm 2024-01)"]
 
 
 def test_phq_answers_score_as_their_value_sets_say(knowledge: Knowledge) -> None:

@@ -1,7 +1,9 @@
-"""Read ``cards/valuesets/``: one FHIR R4 ValueSet per file, its concepts enumerated in
-``compose.include``, or a family of codes given by a ``filter`` (``property: code``,
-``op: regex``; see ipt_cds/clinical/terminology.py); anything wrong stops start-up naming the
-file and the field."""
+"""Read ``cards/valuesets/``: one FHIR R4 ValueSet per file, its concepts in
+``expansion.contains`` (written by ``ipt-cds valuesets expand`` from the definition in
+``compose``) and its code families in ``compose.include`` (a code system whose ``filter``s are
+``property: code``, ``op: regex``; see ipt_cds/clinical/terminology.py). The rest of
+``compose`` is how the expansion was made and is not read here. Anything wrong stops start-up
+naming the file and the field."""
 
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ipt_cds.clinical.terminology import CodeFilter, Concept, Terminology
 from ipt_cds.knowledge.errors import KnowledgeError
@@ -38,35 +48,61 @@ class _Concept(BaseModel):
 
 
 class _Filter(BaseModel):
-    """One FHIR ``compose.include.filter``. Only the regex on the code is supported; the
-    regex is matched in full against the normalised code (ICD-10-CM: upper case, no dots)."""
+    """One FHIR ``compose.include.filter``. The service matches only the regex on the code, in
+    full against the normalised code (ICD-10-CM: upper case, no dots); the other kinds
+    (an ICD-10-CM group, an RxNorm ingredient, a display regex) were used by the expander."""
 
     model_config = ConfigDict(extra="ignore")
-    property: Literal["code"]
-    op: Literal["regex"]
+    property: Literal["code", "display", "group", "ingredient"]
+    op: Literal["regex", "="]
     value: str = Field(min_length=1)
 
     @field_validator("value")
     @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regex ({exc}): {value!r}") from None
+    def _compiles(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("op") == "regex":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regex ({exc}): {value!r}") from None
         return value
+
+    # A method, not a property: the field ``property`` shadows the builtin in this class.
+    def is_code_regex(self) -> bool:
+        return (self.property, self.op) == ("code", "regex")
 
 
 class _Include(BaseModel):
+    """One ``compose.include``. The service reads only the code families: a code system with
+    code regexes alone. The other includes say how the expansion was made, which is the
+    expander's business (ipt_cds/devtools/valueset_expander.py)."""
+
     model_config = ConfigDict(extra="ignore")
-    system: str = Field(min_length=1)
+    system: str | None = None
+    valueSet: list[str] = []
     concept: list[_Concept] = []
     filter: list[_Filter] = []
 
+    @property
+    def is_family(self) -> bool:
+        return not self.valueSet and any(f.is_code_regex() for f in self.filter)
+
     @model_validator(mode="after")
-    def _concepts_or_filters(self) -> _Include:
-        # FHIR vsd-3: an include enumerates concepts or filters, not both; we need one.
-        if bool(self.concept) == bool(self.filter):
-            raise ValueError("needs either concept or filter (exactly one of them, not empty)")
+    def _one_kind(self) -> _Include:
+        if self.valueSet:
+            return self
+        if self.system is None:
+            raise ValueError("needs a system or a valueSet")
+        if not self.is_family:
+            if bool(self.concept) == bool(self.filter):
+                raise ValueError("needs either concept or filter (exactly one of them, not empty)")
+            if self.filter and not any(f.property in ("group", "ingredient") for f in self.filter):
+                raise ValueError("a filter on a code system needs a group or an ingredient")
+            return self
+        # A family mixed with another filter or with concepts would not mean what the service
+        # matches (FHIR vsd-3: concepts or filters, not both).
+        if self.concept or not all(f.is_code_regex() for f in self.filter):
+            raise ValueError("a code family is code regex filters alone, without concept")
         if self.system == ICD10CM:
             for f in self.filter:
                 if "\\." in f.value:
@@ -82,6 +118,15 @@ class _Compose(BaseModel):
     include: list[_Include] = Field(min_length=1)
 
 
+class _Contains(_Concept):
+    system: str = Field(min_length=1)
+
+
+class _Expansion(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    contains: list[_Contains] = []
+
+
 class _ValueSetFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
     resourceType: str = Field(pattern="^ValueSet$")
@@ -90,6 +135,13 @@ class _ValueSetFile(BaseModel):
     version: str
     title: str
     compose: _Compose
+    expansion: _Expansion
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> _ValueSetFile:
+        if not self.expansion.contains and not any(i.is_family for i in self.compose.include):
+            raise ValueError("holds no code: neither expansion.contains nor a code family")
+        return self
 
 
 def load_terminology(folder: Path) -> Terminology:
@@ -112,11 +164,7 @@ def load_terminology(folder: Path) -> Terminology:
     return Terminology(
         {url: vs.title for url, vs in found.items()},
         {
-            url: [
-                Concept(inc.system, c.code, c.display, c.ordinal)
-                for inc in vs.compose.include
-                for c in inc.concept
-            ]
+            url: [Concept(c.system, c.code, c.display, c.ordinal) for c in vs.expansion.contains]
             for url, vs in found.items()
         },
         {
@@ -124,6 +172,8 @@ def load_terminology(folder: Path) -> Terminology:
                 # Compiled once here; fullmatch in Terminology anchors it at both ends.
                 CodeFilter(inc.system, re.compile(f.value))
                 for inc in vs.compose.include
+                if inc.system is not None
+                if inc.is_family
                 for f in inc.filter
             ]
             for url, vs in found.items()
