@@ -208,7 +208,7 @@ def test_a_backlog_of_feedback_drains_together_each_post_answered(tmp_path: Path
     of its items were new; one the drain cannot read is set aside, not holding the rest."""
     from ipt_cds.protocol.models import FeedbackItem
     from ipt_cds.storage.entries import SpooledFeedback, encode_feedback
-    from ipt_cds.storage.store import feedback_rows
+    from ipt_cds.storage.feedback_rows import feedback_rows
 
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     spool = Spool.open(tmp_path / "spool", "sqlite:///store", 1 << 20)

@@ -35,6 +35,7 @@ from ipt_cds.http.openapi import schema
 from ipt_cds.http.operator import OperatorAccess
 from ipt_cds.http.preview import router as preview_router
 from ipt_cds.http.routes import AppState, discovery_document, operations, router
+from ipt_cds.http.statistics import router as statistics_router
 from ipt_cds.http.stats_page import router as stats_router
 from ipt_cds.http.trust import Trust, global_allowlist
 from ipt_cds.knowledge.base import Knowledge
@@ -200,6 +201,7 @@ def create_app(
         allow_private_network=settings.sandbox,  # Chrome: a public page calling this machine
     )
     app.include_router(router)
+    app.include_router(statistics_router)
     app.include_router(operations)
     app.include_router(evidence_router)
     app.include_router(home_router)

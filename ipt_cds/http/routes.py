@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
 
@@ -36,10 +34,9 @@ from ipt_cds.ops.logs import mark_call_logged
 from ipt_cds.ops.memory import HeapTrimmer
 from ipt_cds.ops.metrics import Metrics
 from ipt_cds.pipeline import Pipeline
-from ipt_cds.protocol.errors import BadRequest, NotFound, from_validation_error
+from ipt_cds.protocol.errors import NotFound, from_validation_error
 from ipt_cds.protocol.models import (
     Card,
-    CardStats,
     CdsResponse,
     DiscoveryResponse,
     ErrorBody,
@@ -53,27 +50,17 @@ from ipt_cds.protocol.models import (
 from ipt_cds.protocol.vocabulary import HELD_BACK_HEADER, OVERRIDE_SYSTEM
 from ipt_cds.storage.drain import Drainer
 from ipt_cds.storage.entries import SpooledFeedback
+from ipt_cds.storage.feedback_rows import feedback_rows
 from ipt_cds.storage.memory import CardMemory, Marks, Overridden, Recall
 from ipt_cds.storage.recorder import CardRecorder
-from ipt_cds.storage.spool import DatabaseUnavailable, SpoolUnavailable
-from ipt_cds.storage.store import IssuedCard, Store, feedback_rows
+from ipt_cds.storage.spool import SpoolUnavailable
+from ipt_cds.storage.store import IssuedCard, Store
 
 log = logging.getLogger("ipt_cds")
 
 # How long a feedback post, once spooled, waits for the database to say how many of its items
 # were new; past it (the database is slow or away) they are answered as pending.
 FEEDBACK_WAIT_SECONDS = 2.0
-# The statistics' window bounds as the OpenAPI document describes them (a real date and since
-# before until are checked on the request).
-WINDOW_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
-)
-
-
-_WINDOW = re.compile(WINDOW_PATTERN)
-# How long /stats/cards waits for the spool to drain before it reads the database.
-STATS_DRAIN_SECONDS = 10.0
 # How long /ready waits for the database to answer.
 READY_PING_SECONDS = 2.0
 # /ready says the spool is backing up once it holds this share of its bound.
@@ -193,7 +180,7 @@ def _base_url(request: Request) -> str:
 router = APIRouter()
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def errors_of(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
@@ -205,7 +192,7 @@ def _json_body(schema: str) -> dict[str, Any]:
 @router.get(
     "/cds-services",
     summary="Discovery: the CDS Services offered",
-    responses={200: {"model": DiscoveryResponse}, **_errors(401)},
+    responses={200: {"model": DiscoveryResponse}, **errors_of(401)},
 )
 async def discovery(request: Request) -> Response:
     state = state_of(request)
@@ -216,7 +203,7 @@ async def discovery(request: Request) -> Response:
 @router.post(
     "/cds-services/{service_id}",
     summary="Call a CDS Service for a hook",
-    responses={200: {"model": CdsResponse}, **_errors(400, 401, 404, 412, 413, 503)},
+    responses={200: {"model": CdsResponse}, **errors_of(400, 401, 404, 412, 413, 503)},
     openapi_extra=_json_body("HookRequest"),
 )
 async def call_service(service_id: str, request: Request) -> Response:
@@ -359,7 +346,7 @@ def held_back(
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="Feedback on cards: accepted suggestions and overrides",
-    responses={200: {"model": FeedbackAck}, **_errors(400, 401, 404, 413, 503)},
+    responses={200: {"model": FeedbackAck}, **errors_of(400, 401, 404, 413, 503)},
     openapi_extra=_json_body("FeedbackRequest"),
 )
 async def post_feedback(service_id: str, request: Request) -> Response:
@@ -469,93 +456,6 @@ def _assessed_at(
     return min(at, now)
 
 
-@router.get(
-    "/stats/cards",
-    summary="Cards shown, accepted and overridden, per service and rule",
-    description="Cards issued from `since` (included) to `until` (excluded), and feedback "
-    "whose outcome falls between them; each a date (UTC midnight) or a date and time. A call "
-    "retried (same service and hookInstance) counts once.",
-    responses={200: {"model": CardStats}, **_errors(400, 401, 503)},
-    openapi_extra={
-        "parameters": [
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "description": "A date, or a date and time (ISO 8601); since before until.",
-                "schema": {"type": "string", "pattern": WINDOW_PATTERN},
-            }
-            for name in ("since", "until")
-        ]
-    },
-)
-async def card_stats(request: Request) -> Response:
-    await authenticate_operator(request)
-    since, until = stats_window(request)
-    stats, _ = await read_statistics(state_of(request), since, until)
-    return JsonResponse(stats.model_dump(mode="json"))
-
-
-def stats_window(
-    request: Request, blank_is_absent: bool = False
-) -> tuple[datetime | None, datetime | None]:
-    """``?since=`` (included) and ``?until=`` (excluded): a date (UTC midnight) or a date and
-    time (without an offset, UTC). ``blank_is_absent``: an empty one (a form's date left empty)
-    is no bound, not a 400."""
-    since = _instant(request, "since", blank_is_absent)
-    until = _instant(request, "until", blank_is_absent)
-    if since is not None and until is not None and since >= until:
-        raise BadRequest("since must be before until.", field="since")
-    return since, until
-
-
-def _instant(request: Request, name: str, blank_is_absent: bool) -> datetime | None:
-    text = request.query_params.get(name)
-    if text is None or (blank_is_absent and not text.strip()):
-        return None
-    try:
-        if not _WINDOW.fullmatch(text):
-            raise ValueError(text)
-        if len(text) == len("2026-12-01"):
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(
-            f"{name} must be a date (2026-12-01) or a date and time "
-            "(2026-12-01T08:00:00Z, 2026-12-01T09:00:00+01:00).",
-            field=name,
-        ) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-async def read_statistics(
-    state: AppState, since: datetime | None, until: datetime | None, days: bool = False
-) -> tuple[CardStats, list[tuple[str, str, int]]]:
-    """What the database holds, once this worker's recorder and spool are written to it (as
-    far as the database takes them within STATS_DRAIN_SECONDS); with ``days``, the counts
-    per day too."""
-    try:
-        await state.recorder.flush()
-    except Exception as exc:  # those rows are counted as unrecorded; the rest still counts
-        log.warning("cards shown not spooled before statistics: %s", type(exc).__name__)
-    await state.drainer.drain(STATS_DRAIN_SECONDS)
-    store = state.store
-    try:
-        # Feedback on a card whose "shown" row a crash lost is attributed by its uuid.
-        stats = await run_in_threadpool(
-            store.card_stats, state.pipeline.card_ids.decode, since, until
-        )
-        by_day = await run_in_threadpool(store.card_days, since, until) if days else []
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("statistics unavailable: database %s", type(exc).__name__)
-        raise DatabaseUnavailable(
-            "The statistics are read from the database, which is unavailable; cards shown and "
-            "feedback wait in the spool meanwhile. Try again later."
-        ) from None
-    return stats, by_day
-
-
 async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:
     return checked_json(await read_body(request, settings.max_body_bytes), settings)
 
@@ -624,7 +524,7 @@ async def ready(request: Request) -> Response:
     "/metrics",
     summary="Prometheus metrics",
     response_class=PlainTextResponse,
-    responses=_errors(401),
+    responses=errors_of(401),
 )
 async def metrics(request: Request) -> Response:
     state = state_of(request)

@@ -16,7 +16,8 @@ from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, Response
 
 from ipt_cds.http.evidence import templates
-from ipt_cds.http.routes import authenticate_operator, read_statistics, state_of, stats_window
+from ipt_cds.http.routes import authenticate_operator, state_of
+from ipt_cds.http.statistics import read_statistics, stats_window
 from ipt_cds.protocol.models import CardStats
 
 # (what, colour): colours that stay apart for the common colour-vision deficiencies.

@@ -16,7 +16,6 @@ decoder.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +55,7 @@ from ipt_cds.protocol.models import (
     RuleStats,
     ServiceStats,
 )
+from ipt_cds.storage.feedback_rows import feedback_rows
 from ipt_cds.storage.migrations import migrate
 
 metadata = MetaData()
@@ -513,34 +513,6 @@ def _window(column: Any, since: datetime | None, until: datetime | None) -> list
         *([column >= since] if since is not None else []),
         *([column < until] if until is not None else []),
     ]
-
-
-def feedback_rows(
-    service_id: str, items: Iterable[FeedbackItem], received_at: datetime
-) -> list[dict[str, Any]]:
-    """The feedback table's rows of the items: keyed by their meaning, without the free-text
-    comments."""
-    return [_feedback_row(service_id, item, received_at) for item in items]
-
-
-def _feedback_row(service_id: str, item: FeedbackItem, now: datetime) -> dict[str, Any]:
-    at = item.outcomeTimestamp
-    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    suggestions = sorted(s.id for s in item.acceptedSuggestions or [])
-    reasons = [r.model_dump(exclude_none=True) for r in item.reasons()]
-    meaning = [service_id, item.card, item.outcome, at.isoformat(), suggestions, reasons]
-    return {
-        "dedupe_key": hashlib.sha256(
-            orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)
-        ).hexdigest(),
-        "service_id": service_id,
-        "card_uuid": item.card,
-        "outcome": item.outcome,
-        "outcome_at": at,
-        "accepted_suggestions": orjson.dumps(suggestions).decode() if suggestions else None,
-        "override_reasons": orjson.dumps(reasons).decode() if reasons else None,
-        "received_at": now,
-    }
 
 
 def _attributed(
