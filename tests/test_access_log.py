@@ -151,3 +151,34 @@ def test_a_refusal_logs_its_code_and_field_never_a_value(
     assert f"code={code}" in access.getMessage()
     assert getattr(access, "field", None) == field
     assert "Practitioner/x7" not in caplog.text
+
+
+def test_a_field_the_client_named_is_logged_only_as_a_plain_path(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prefetch key is the client's own text: a newline in it must not forge a log line."""
+    client = make_client()
+    body = hook_request("patient-view", full_prefetch())
+    body["prefetch"]["k\nINFO forged"] = 5
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 400, response.text
+    (access,) = [r for r in _lines(caplog) if getattr(r, "event", "") == "access"]
+    assert access.field == "-"  # type: ignore[attr-defined]
+    assert "forged" not in access.getMessage()
+
+
+def test_a_refused_cors_preflight_logs_its_code(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ipt_cds"):
+        response = client.options(
+            "/cds-services",
+            headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"},
+        )
+    assert response.status_code == 400
+    (access,) = [r for r in _lines(caplog) if getattr(r, "event", "") == "access"]
+    assert access.code == "cors_refused"  # type: ignore[attr-defined]

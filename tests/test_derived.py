@@ -103,3 +103,55 @@ def test_a_new_simple_fact_is_one_entry_in_the_facts_file(tmp_path: Path) -> Non
     assert facts_of(knowledge, condition("d", "F32.1"))["heart_failure"] is False
     glossary = "\n".join(render(knowledge))
     assert "**`heart_failure`** (True or False): heart disease on record, for the test." in glossary
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        # A sentence that names `shown` would pass for a rule's card and fail on every call.
+        (
+            "t:\n  meaning: x\n  says:\n    - says: '{{ shown }}'\n",
+            "t: says[0].says: unknown template field 'shown'",
+        ),
+        (
+            "t:\n  meaning: x\n  says:\n    - each: focus_areas\n",
+            "t: says[0].each: 'focus_areas' is not a fact that lists sentences",
+        ),
+        (
+            "t:\n  meaning: x\n  first_of:\n    - {when: 'True', then: a}\n"
+            "    - {when: 'True', then: b}\n",
+            "t: first_of[0]: 'True' always holds: the cases after it never",
+        ),
+    ],
+)
+def test_a_declaration_that_would_fail_on_calls_stops_start_up(
+    tmp_path: Path, entry: str, error: str
+) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(Settings().knowledge_dir, cards)
+    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
+        out.write("\n" + entry)
+    with pytest.raises(KnowledgeError) as caught:
+        Knowledge.load(cards)
+    assert str(caught.value) == f"{cards / 'derived.yaml'}: {error}"
+
+
+TESTED = """
+severity_said:
+  meaning: the severity in words, for the test
+  says:
+    - says: "{{ 'severity unknown' if severity is none else 'severity known' }}"
+"""
+
+
+def test_a_sentence_with_a_test_on_a_fact_is_rendered_on_each_call(tmp_path: Path) -> None:
+    cards = tmp_path / "cards"
+    shutil.copytree(Settings().knowledge_dir, cards)
+    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
+        out.write(TESTED)
+    knowledge = Knowledge.load(cards)
+    unknown = facts_of(knowledge, condition("d", "F32.9"))
+    known = facts_of(knowledge, condition("d", "F32.2"))
+    assert (unknown["severity"], known["severity"]) == (None, "severe")
+    assert unknown["severity_said"] == ["severity unknown"]
+    assert known["severity_said"] == ["severity known"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ipt_cds.devtools.fixture_labels import UCUM
 from ipt_cds.devtools.fixtures import FIXTURES, generated_files, load_cases
 from ipt_cds.protocol.models import REQUEST_MODELS
 
-from .conftest import DATA
+from .conftest import DATA, NOW
 
 CASES = load_cases()
 FILES = generated_files(CASES)
@@ -145,3 +146,14 @@ def _resources(value: object) -> list[dict[str, object]]:
         return []
     own = [value] if "resourceType" in value else []
     return own + [r for item in value.values() for r in _resources(item)]
+
+
+def test_building_requests_leaves_the_shared_cases_as_they_were(tmp_path: Path) -> None:
+    """load_cases answers the same Case objects to every module of a process: what a request
+    is built from must not be written into (the labels go on copies). The cases read afresh,
+    from a copy of the folder, are what they must still be."""
+    for case in load_cases():
+        case.request(NOW, "https://ehr.example.org/fhir", prefetch=True)
+    shutil.copytree(FIXTURES / "cases", tmp_path / "cases")
+    fresh = [c.model_dump(mode="json") for c in load_cases(tmp_path / "cases")]
+    assert [c.model_dump(mode="json") for c in load_cases()] == fresh

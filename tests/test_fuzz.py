@@ -34,7 +34,7 @@ from ipt_cds.ops.config import Settings
 
 from .conftest import SERVICE_OF_HOOK
 
-# Left out of scripts/test --quick (fuzzing), and run in one process after the parallel workers:
+# Left out of scripts/test --quick (fuzzing), and run in a process of its own beside the workers:
 # schemathesis's tests of one function share a node id, which pytest-xdist cannot tell apart.
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ipt_cds.http.app import create_app
+from ipt_cds.http.stats_page import day_rows
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.ops.config import Settings
 
@@ -145,6 +146,32 @@ def test_feedback_stamped_years_away_adds_a_row_not_every_day_between(
     html = two_days.get("/stats").text
     days = re.findall(r"<tr><td>(\d{4}-\d{2}-\d{2})</td>", html)
     assert sorted(days) == ["0001-01-01", "2026-11-25", "2026-11-26", "2026-11-27"]
+
+
+@pytest.mark.parametrize(
+    ("days", "rows"),
+    [
+        # A day at the end of the calendar neither breaks the page nor moves the chart away
+        # from the recent days, whose empty days between are still drawn.
+        (
+            [
+                ("2026-11-23", "shown", 1),
+                ("2026-11-25", "shown", 1),
+                ("9999-12-31", "overridden", 1),
+            ],
+            ["2026-11-23", "2026-11-24", "2026-11-25", "9999-12-31"],
+        ),
+        # Days in the first weeks of year 1: no step before the calendar's first day.
+        (
+            [("0001-01-01", "shown", 1), ("0001-01-03", "shown", 1)],
+            ["0001-01-01", "0001-01-02", "0001-01-03"],
+        ),
+    ],
+)
+def test_the_days_at_the_ends_of_the_calendar_are_drawn(
+    days: list[tuple[str, str, int]], rows: list[str]
+) -> None:
+    assert [day for day, _ in day_rows(days, today=date(2026, 11, 27))] == rows
 
 
 # --- the operator's token -------------------------------------------------------------------

@@ -227,3 +227,19 @@ def test_one_page_of_the_conditions_without_a_server_is_a_412(make_client: AppFa
     assert response.json()["code"] == "prefetch_failed"
     assert "conditions" in response.json()["message"]
     assert fhir.requests == []
+
+
+def test_one_page_of_the_conditions_from_a_server_not_allowed_is_a_412_saying_so(
+    make_client: AppFactory,
+) -> None:
+    fhir = FakeFhir()
+    client = make_client(fhir, rules=RULES)
+    body = hook_request("patient-view", _prefetch(conditions=_first_page()))
+    body["fhirServer"] = "https://not-allowed.example.org/fhir"
+    response = client.post("/cds-services/ipt-patient-view", json=body)
+    assert response.status_code == 412, response.text
+    assert response.json()["code"] == "fhir_server_not_allowed"
+    message = response.json()["message"]
+    assert "conditions came as one page of its search" in message
+    assert "missing" not in message
+    assert fhir.requests == []

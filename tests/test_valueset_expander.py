@@ -228,3 +228,27 @@ def test_check_reports_a_stale_expansion_and_write_fixes_it(tmp_path: Path) -> N
     assert run(folder, sources, io.StringIO()) == 0
     assert run(folder, sources, io.StringIO(), check=True) == 0
     assert codes(json.loads(path.read_text())) == [(ICD, "F33.1", "NCHS wording")]
+
+
+def test_a_code_family_the_service_could_not_read_as_defined_is_refused(tmp_path: Path) -> None:
+    family = {"system": ICD, "filter": [{"property": "code", "op": "regex", "value": "X7[1-9].*"}]}
+    excluded = definition(
+        "fam-ex",
+        [family, {"system": SCT, "concept": [{"code": "5", "display": "five"}]}],
+        [{"system": SCT, "concept": [{"code": "5"}], "extension": reason("not this one")}],
+    )
+    # The service matches a family at run time and applies no exclusion to it.
+    (tmp_path / "a").mkdir()
+    with pytest.raises(DefinitionError, match="a code family in a value set with exclusions"):
+        expand(tmp_path / "a", excluded)
+    group_and_regex = {
+        "system": ICD,
+        "filter": [
+            {"property": "group", "op": "=", "value": "G"},
+            {"property": "code", "op": "regex", "value": "F3.*"},
+        ],
+    }
+    mixed = definition("mixed-family", [group_and_regex])
+    (tmp_path / "b").mkdir()
+    with pytest.raises(DefinitionError, match="a code regex with other filters"):
+        expand(tmp_path / "b", mixed)

@@ -127,6 +127,30 @@ def sets(knowledge: Knowledge) -> Sets:
     return Sets(knowledge.terms)
 
 
+SECTIONS = (
+    "holds",
+    "never",
+    "exactly",
+    "disjoint",
+    "within",
+    "families",
+    "family_cases",
+    "icd_groups",
+    "recommended",
+    "recommended_excepted",
+    "recommended_moved",
+    "recommended_categories",
+    "recommended_never",
+    "drugs",
+)
+
+
+def test_every_section_of_the_traps_is_there() -> None:
+    """A misspelt or missing section would leave its tests with no cases: skipped, not failed."""
+    assert sorted(k for k in TRAPS if k != "systems") == sorted(SECTIONS)
+    assert all(TRAPS[section] for section in SECTIONS)
+
+
 def _ids(section: str) -> list[Any]:
     return list(TRAPS.get(section) or [])
 

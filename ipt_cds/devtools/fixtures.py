@@ -8,6 +8,7 @@ prefetch. The test suite runs every case; integrators load the same patients int
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import uuid
@@ -202,7 +203,9 @@ class Case(_Case):
         for i, p in enumerate(self.procedures):
             out.append(_procedure(pid, f"{pid}-p{i}", p, today))
         knowledge = _knowledge_dir()
-        return [label(r, knowledge) for r in out]
+        # Labelling writes into the resources, which share parts with the case's own specs:
+        # the case is cached for the whole process (load_cases) and must not change.
+        return [label(copy.deepcopy(r), knowledge) for r in out]
 
     def transaction(self, now: datetime) -> dict[str, Any]:
         """The patient as a transaction Bundle of PUTs: loadable into any FHIR server, and
@@ -222,7 +225,10 @@ class Case(_Case):
     def draft_orders(self) -> list[dict[str, Any]]:
         knowledge = _knowledge_dir()
         return [
-            label(_order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft"), knowledge)
+            label(
+                copy.deepcopy(_order(self.patient_id, f"{self.patient_id}-d{i}", d, "draft")),
+                knowledge,
+            )
             for i, d in enumerate(self.drafts)
         ]
 
@@ -289,7 +295,7 @@ def prefetch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 def load_cases(folder: Path = FIXTURES / "cases") -> list[Case]:
     # A dozen test modules ask at import: read once while the files stay as they are. Cases
-    # are frozen, so sharing them is safe.
+    # are frozen, and what they build is a copy, so sharing them is safe.
     files = tuple(
         (path, path.stat().st_mtime_ns, path.stat().st_size)
         for path in sorted(folder.glob("*.yaml"))

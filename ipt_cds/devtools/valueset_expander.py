@@ -79,7 +79,21 @@ class Expander:
         compose = self.definitions[url].get("compose", {})
         where = f"{url}: compose"
         found: Members = {}
-        for i, part in enumerate(compose.get("include", [])):
+        includes = compose.get("include", [])
+        families = [i for i, part in enumerate(includes) if is_family(part)]
+        if families and compose.get("exclude"):
+            # The service matches a family at run time and applies no exclusion to it.
+            raise DefinitionError(
+                f"{where}.include[{families[0]}]: a code family in a value set with exclusions"
+            )
+        for i, part in enumerate(includes):
+            mixed = "valueSet" not in part and any(
+                (f.get("property"), f.get("op")) == ("code", "regex")
+                for f in part.get("filter", [])
+            )
+            if mixed and not is_family(part):
+                # The service reads any code regex of its own as a family: alone, or not at all.
+                raise DefinitionError(f"{where}.include[{i}]: a code regex with other filters")
             if is_family(part):
                 _check_family(part, f"{where}.include[{i}]")
                 continue

@@ -166,6 +166,8 @@ async def gather(
     data = Prefetched()
     missing: dict[str, str] = {}
     failed: list[str] = []
+    # Essential keys sent as one page of their search: to be fetched whole, like failed ones.
+    partial: list[str] = []
     for key, template in (service.prefetch or {}).items():
         if key not in given:
             missing[key] = render(template, request)
@@ -175,6 +177,7 @@ async def gather(
                 missing[key] = render(template, request)
             elif kind_of(template) in ESSENTIAL:
                 failed.append(key)
+                partial.append(key)
                 missing[key] = render(template, request)
             else:
                 log.warning("prefetch %s: one page of the search, the rest not readable", key)
@@ -195,7 +198,7 @@ async def gather(
     # most calls come with their prefetch whole).
     deadline: float | None = None
     if missing:
-        fhir, server = _check_server(request, fhir, allowed, missing, failed)
+        fhir, server = _check_server(request, fhir, allowed, missing, failed, partial)
         deadline = fhir.deadline()
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         templates = service.prefetch or {}
@@ -218,6 +221,7 @@ def _check_server(
     allowed: Callable[[str], bool],
     missing: dict[str, str],
     failed: list[str],
+    partial: list[str],
 ) -> tuple[FhirClient, str]:
     """The client and the request's FHIR server, if this service may read the keys from it;
     else a 412."""
@@ -237,9 +241,13 @@ def _check_server(
     if not allowed(request.fhirServer):
         # Never contact a server nobody vouched for: the request names it, so an attacker could.
         log.warning("fhirServer not on the allowlist; %d keys not fetched", len(missing))
+        absent = sorted(set(missing) - set(partial))
+        said = [f"{', '.join(absent)} is missing"] if absent else []
+        if partial:
+            said.append(f"{', '.join(sorted(partial))} came as one page of its search")
         raise PrefetchUnavailable(
             f"The fhirServer {request.fhirServer[:200]!r} is not one this service may contact, "
-            f"and prefetch {', '.join(sorted(missing))} is missing. Prefetch the data, or have "
+            f"and prefetch {'; '.join(said)}. Prefetch the data whole, or have "
             "the operator allow the server: IPT_CDS_FHIR_ALLOWLIST, or with client "
             "authentication on, the issuer's fhir_servers in the trust file "
             "(docs/configuration.md).",

@@ -15,7 +15,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ipt_cds.ops.inflight import BytesInFlight
-from ipt_cds.ops.logs import REQUEST_ID, SANE_REQUEST_ID, CallLog, start_request_log
+from ipt_cds.ops.logs import (
+    REQUEST_ID,
+    SANE_REQUEST_ID,
+    CallLog,
+    note_refusal,
+    start_request_log,
+)
 from ipt_cds.ops.memory import HeapTrimmer
 from ipt_cds.ops.metrics import Metrics
 from ipt_cds.protocol.errors import Busy
@@ -200,6 +206,7 @@ class JsonCORSMiddleware(CORSMiddleware):
             return JSONResponse({"status": "ok"}, headers=headers)
         message = bytes(plain.body).decode()  # "Disallowed CORS origin, method"
         self._log_refusal(request_headers.get("origin", "")[:200], message)
+        note_refusal("cors_refused")
         return JSONResponse(
             {"code": "cors_refused", "message": message}, plain.status_code, headers=headers
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from fastapi import APIRouter, Request
 from markupsafe import Markup, escape
@@ -102,12 +102,13 @@ def reason_rows(stats: CardStats) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def day_rows(days: Sequence[tuple[str, str, int]]) -> list[tuple[str, list[int]]]:
-    """(day, counts in SERIES order): each day with something, and the empty days between
-    those of the MAX_DAYS the chart draws (ending at the latest). Only there: feedback is dated
-    by the EHR's outcomeTimestamp, and one stamped in year 1 must add a row, not 700,000."""
-    if not days:
-        return []
+def day_rows(
+    days: Sequence[tuple[str, str, int]], today: date | None = None
+) -> list[tuple[str, list[int]]]:
+    """(day, counts in SERIES order): each day with something, and the empty days between those
+    of the MAX_DAYS the chart draws, which end at the latest day not after ``today``. Only
+    there: feedback is dated by the EHR's outcomeTimestamp, and one stamped in year 1 (or 9999)
+    must add a row, not 700,000, nor move the chart away from the days that matter."""
     index = {name: i for i, (name, _) in enumerate(SERIES)}
     counts: dict[str, list[int]] = {}
     for day, kind, n in days:
@@ -115,13 +116,14 @@ def day_rows(days: Sequence[tuple[str, str, int]]) -> list[tuple[str, list[int]]
             counts.setdefault(day, [0] * len(SERIES))[index[kind]] += n
     if not counts:
         return []
-    last = date.fromisoformat(max(counts))
-    drawn = (last - timedelta(days=MAX_DAYS - 1)).isoformat()
-    first = date.fromisoformat(min(day for day in counts if day >= drawn))
+    until = (today or datetime.now(UTC).date()).isoformat()
+    recent = [day for day in counts if day <= until] or list(counts)
+    last = date.fromisoformat(max(recent))
+    # date.min + MAX_DAYS: the window of a day in year 1 must not step before the calendar.
+    start = last - timedelta(days=MAX_DAYS - 1) if last.toordinal() > MAX_DAYS else date.min
+    first = date.fromisoformat(min(day for day in recent if day >= start.isoformat()))
     shown = set(counts)
-    while first <= last:
-        shown.add(first.isoformat())
-        first += timedelta(days=1)
+    shown.update((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
     return [(day, counts.get(day, [0] * len(SERIES))) for day in sorted(shown)]
 
 

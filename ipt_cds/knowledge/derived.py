@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import Template, UndefinedError
+from jinja2 import Template
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from ipt_cds.clinical.fact_model import Facts, FactSpec
@@ -150,6 +150,9 @@ def _compile(
     assert d.first_of is not None
     if d.first_of[-1].when.strip() != "True":
         raise ExpressionError("first_of: the last case needs when: 'True', so one always holds")
+    for i, case in enumerate(d.first_of[:-1]):
+        if case.when.strip() == "True":
+            raise ExpressionError(f"first_of[{i}]: 'True' always holds: the cases after it never")
     cases = []
     for i, case in enumerate(d.first_of):
         test = when(case.when, f"first_of[{i}].when")
@@ -176,29 +179,32 @@ def _sentences(
         test = when(s.when, f"{at}.when")
         if s.each is not None:
             spec = known.get(s.each)
-            if spec is None or spec.kinds != (list,):
+            if spec is None or spec.kinds != (list,) or spec.values is not None:
                 raise ExpressionError(f"{at}.each: {s.each!r} is not a fact that lists sentences")
             out.append((test, None, s.each))
             continue
         assert s.says is not None
         try:
-            out.append((test, _text(compile_template(s.says, known, params), s.says, known), None))
+            template = compile_template(s.says, known, params, SENTENCE_CONTEXT)
+            out.append((test, _text(template, s.says, known), None))
         except ExpressionError as exc:
             raise ExpressionError(f"{at}.says: {exc}") from None
     return out
 
 
+# What a sentence's render gives besides the facts.
+SENTENCE_CONTEXT = ("why", "params")
+
+
 def _text(template: Template, text: str, known: Mapping[str, FactSpec]) -> Text:
-    # A sentence without a field is the same every call: no render.
-    try:
-        fixed = template.render({})
-    except UndefinedError:
-        pass
-    else:
-        return lambda f: fixed
-    # The context holds only what the sentence names: Jinja copies it on every render.
     named: set[str] = set()
     template_names(text, named, set())
+    if not named:
+        # Names nothing: the same every call, rendered once. (A test such as ``is none`` never
+        # raises on a missing name, so rendering without the facts cannot tell.)
+        fixed = template.render({})
+        return lambda f: fixed
+    # The context holds only what the sentence names: Jinja copies it on every render.
     facts = tuple(n for n in named if n in known)
     why, params = "why" in named, "params" in named
 

@@ -165,7 +165,7 @@ def rule_page(
         sections=tuple(part.strip() for part in ev.section.split(";") if part.strip()),
         refs=tuple(ev.refs),
         figures=" ".join(ev.figures.split()),
-        parameters=parameters_read(spec, params, reads) if reads else (),
+        parameters=parameters_read(spec, params, reads or FactReads((), {}, {}, {})),
     )
 
 

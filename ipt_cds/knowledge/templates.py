@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
@@ -55,10 +55,13 @@ def tidy_markdown(text: str) -> str:
     return "\n\n".join(paragraphs)
 
 
-def compile_template(text: str, facts: FactTypes, params: Mapping[str, Any]) -> Template:
-    """The compiled template; ExpressionError when it names something that does not exist."""
+def compile_template(
+    text: str, facts: FactTypes, params: Mapping[str, Any], context: Collection[str] = _CONTEXT
+) -> Template:
+    """The compiled template; ExpressionError when it names something that does not exist.
+    ``context``: what its renders give besides the facts (a rule's card gets all of _CONTEXT)."""
     tree, template, named = _compiled(text)
-    unknown = named - {*facts, *_CONTEXT}
+    unknown = named - {*facts, *context}
     if unknown:
         raise ExpressionError(f"unknown template field {sorted(unknown)[0]!r}")
     _check_template(tree, facts, params)

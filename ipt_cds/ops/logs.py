@@ -47,11 +47,18 @@ def mark_call_logged() -> None:
         holder.logged = True
 
 
+# A field as the service names one (``context.draftOrders``, ``prefetch.observations.entry[3]``).
+# A path can carry a client's own key (a prefetch key), so anything else is logged as "-": a
+# newline would forge a log line, a long one fill the log.
+_FIELD = re.compile(r"[A-Za-z0-9_.\[\]-]{1,100}")
+
+
 def note_refusal(code: str, field: str | None = None) -> None:
     """The stable code (and the field, a path: never a value) the request is answered with."""
     holder = _CALL_LOG.get(None)
     if holder is not None:
-        holder.code, holder.field = code, field
+        holder.code = code
+        holder.field = field if field is None or _FIELD.fullmatch(field) else "-"
 
 
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
