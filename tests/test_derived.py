@@ -20,6 +20,15 @@ from .conftest import condition
 from .test_facts import facts_of, observation
 
 
+def _cards_with(tmp_path: Path, name: str, text: str, append: bool = True) -> Path:
+    """A copy of cards/ whose file ``name`` has ``text`` added (or is ``text``)."""
+    cards = tmp_path / "cards"
+    shutil.copytree(Settings().knowledge_dir, cards)
+    path = cards / name
+    path.write_text((path.read_text() if append else "") + text, encoding="utf-8")
+    return cards
+
+
 def test_the_first_case_that_holds_gives_the_verdict_and_its_reasons(
     knowledge: Knowledge,
 ) -> None:
@@ -63,10 +72,7 @@ recurrent_acute:
 
 
 def test_a_new_derived_fact_is_one_entry_in_one_file(tmp_path: Path) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, cards)
-    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
-        out.write(ADDED)
+    cards = _cards_with(tmp_path, "derived.yaml", ADDED)
     knowledge = Knowledge.load(cards)
     assert knowledge.facts["recurrent_acute"].meaning == "a recurrent episode, not in remission"
     assert facts_of(knowledge, condition("d", "F33.1"))["recurrent_acute"] is True
@@ -90,11 +96,9 @@ SIMPLE = """
 
 
 def test_a_new_simple_fact_is_one_entry_in_the_facts_file(tmp_path: Path) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, cards)
-    text = (cards / "facts.yaml").read_text()
-    (cards / "facts.yaml").write_text(text.replace("\nfacts:\n", "\nfacts:\n" + SIMPLE, 1))
-    knowledge = Knowledge.load(cards)
+    text = (Settings().knowledge_dir / "facts.yaml").read_text()
+    with_it = text.replace("\nfacts:\n", "\nfacts:\n" + SIMPLE, 1)
+    knowledge = Knowledge.load(_cards_with(tmp_path, "facts.yaml", with_it, append=False))
     spec = knowledge.facts["heart_failure"]
     assert (spec.describe(), spec.explained) == ("True or False", True)
     f = facts_of(knowledge, condition("d", "F32.1"), condition("h", "I25.10"))
@@ -127,10 +131,7 @@ def test_a_new_simple_fact_is_one_entry_in_the_facts_file(tmp_path: Path) -> Non
 def test_a_declaration_that_would_fail_on_calls_stops_start_up(
     tmp_path: Path, entry: str, error: str
 ) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, cards)
-    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
-        out.write("\n" + entry)
+    cards = _cards_with(tmp_path, "derived.yaml", "\n" + entry)
     with pytest.raises(KnowledgeError) as caught:
         Knowledge.load(cards)
     assert str(caught.value) == f"{cards / 'derived.yaml'}: {error}"
@@ -145,11 +146,7 @@ severity_said:
 
 
 def test_a_sentence_with_a_test_on_a_fact_is_rendered_on_each_call(tmp_path: Path) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, cards)
-    with (cards / "derived.yaml").open("a", encoding="utf-8") as out:
-        out.write(TESTED)
-    knowledge = Knowledge.load(cards)
+    knowledge = Knowledge.load(_cards_with(tmp_path, "derived.yaml", TESTED))
     unknown = facts_of(knowledge, condition("d", "F32.9"))
     known = facts_of(knowledge, condition("d", "F32.2"))
     assert (unknown["severity"], known["severity"]) == (None, "severe")
