@@ -468,7 +468,7 @@ def _serve(args: argparse.Namespace) -> int:
         from ipt_cds.devtools.sandbox import print_links
 
         discovery = f"{_local_service_url(args.host, args.port)}/cds-services"
-        print_links(discovery, settings.fhir_allowlist, sys.stderr)
+        print_links(discovery, settings.fhir_allowlist, sys.stderr, settings.sandbox_url)
     from ipt_cds.ops.logs import uvicorn_log_config
 
     workers = args.workers or settings.workers

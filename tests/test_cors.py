@@ -156,3 +156,27 @@ def test_the_sandbox_link_names_the_docs_fhir_server_when_none_is_allowed(
     err = capsys.readouterr().err
     assert "open FHIR server http://127.0.0.1:8091/fhir first" in err
     assert err.count("fhirServiceUrl=http://127.0.0.1:8091/fhir&") == 2
+
+
+def test_a_sandbox_copy_elsewhere_is_allowed_and_linked(
+    make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A health system's own copy of the sandbox (IPT_CDS_SANDBOX_URL): its origin may call the
+    service with --sandbox, and the printed links open it."""
+    copy = "https://cds-sandbox.hospital.example/tools/"
+    client = make_client(sandbox=True, sandbox_url=copy)
+    assert _preflight(client, "https://cds-sandbox.hospital.example") == (
+        200,
+        "https://cds-sandbox.hospital.example",
+    )
+    assert _preflight(client, SANDBOX)[0] == 200, "the public sandbox still may"
+    assert (
+        _preflight(make_client(sandbox_url=copy), "https://cds-sandbox.hospital.example")[0] == 400
+    )
+    monkeypatch.setenv("IPT_CDS_SANDBOX", "false")
+    monkeypatch.setenv("IPT_CDS_SANDBOX_URL", copy)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    assert cli.main(["serve", "--sandbox", "--port", "8124"]) == 0
+    links = re.findall(r"https://\S+\?\S+", capsys.readouterr().err)
+    assert len(links) == 2
+    assert all(link.startswith(copy + "?serviceDiscoveryURL=") for link in links)

@@ -26,8 +26,8 @@ def fhir_server(fhir_allowlist: list[str]) -> str:
     return fhir_allowlist[0] if fhir_allowlist else DOCS_FHIR_SERVER
 
 
-def sandbox_links(discovery_url: str, fhir: str) -> list[tuple[str, str]]:
-    """(what, URL) for the Patient View and the Rx View."""
+def sandbox_links(discovery_url: str, fhir: str, page: str = SANDBOX) -> list[tuple[str, str]]:
+    """(what, URL) for the Patient View and the Rx View of the sandbox at ``page``."""
     common = {"serviceDiscoveryURL": discovery_url, "fhirServiceUrl": fhir, "patientId": PATIENT}
     views = [
         ("Patient View (ipt-patient-view)", {"hook": "patient-view", "screen": "patient-view"}),
@@ -37,16 +37,17 @@ def sandbox_links(discovery_url: str, fhir: str) -> list[tuple[str, str]]:
         ),
     ]
     # ':' and '/' left as they are: the link stays readable, and the sandbox decodes either.
-    return [
-        (what, SANDBOX + "?" + urlencode({**common, **view}, safe=":/")) for what, view in views
-    ]
+    return [(what, page + "?" + urlencode({**common, **view}, safe=":/")) for what, view in views]
 
 
-def print_links(discovery_url: str, fhir_allowlist: list[str], out: TextIO) -> None:
+def print_links(
+    discovery_url: str, fhir_allowlist: list[str], out: TextIO, page: str = SANDBOX
+) -> None:
     """What ``ipt-cds serve --sandbox`` prints before the server starts."""
     fhir = fhir_server(fhir_allowlist)
     out.write(
         "ipt-cds: the CDS Hooks sandbox may call this service. Load the fixtures into the open "
         f"FHIR server {fhir} first (docs/integration.md section 7), then open\n"
     )
-    out.writelines(f"  {what}: {url}\n" for what, url in sandbox_links(discovery_url, fhir))
+    links = sandbox_links(discovery_url, fhir, page)
+    out.writelines(f"  {what}: {url}\n" for what, url in links)

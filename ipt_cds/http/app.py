@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI
@@ -194,7 +195,10 @@ def create_app(
     # why.
     app.add_middleware(
         JsonCORSMiddleware,
-        allow_origins=[*settings.cors_origins, *([SANDBOX_ORIGIN] if settings.sandbox else [])],
+        allow_origins=[
+            *settings.cors_origins,
+            *(_sandbox_origins(settings) if settings.sandbox else []),
+        ],
         allow_origin_regex=LOOPBACK_ORIGINS if settings.sandbox else None,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type"],
@@ -270,3 +274,9 @@ def _trust(settings: Settings) -> Trust | None:
 def served_app() -> FastAPI:
     """The factory uvicorn calls in each worker process (``--factory``)."""
     return create_app(tune_process=True)
+
+
+def _sandbox_origins(settings: Settings) -> list[str]:
+    """The public sandbox's origin, and that of the copy IPT_CDS_SANDBOX_URL names."""
+    parts = urlsplit(settings.sandbox_url)
+    return list(dict.fromkeys([SANDBOX_ORIGIN, f"{parts.scheme}://{parts.netloc}"]))

@@ -143,9 +143,16 @@ class Settings(BaseSettings):
     )
     sandbox: bool = Field(
         False,
-        description="Allow the public CDS Hooks sandbox (https://sandbox.cds-hooks.org) and "
-        "pages on this machine (http://localhost, 127.0.0.1 or [::1], any port) as CORS "
-        "origins, beside IPT_CDS_CORS_ORIGINS; `ipt-cds serve --sandbox` sets it.",
+        description="Allow the public CDS Hooks sandbox (https://sandbox.cds-hooks.org), the "
+        "page of IPT_CDS_SANDBOX_URL and pages on this machine (http://localhost, 127.0.0.1 or "
+        "[::1], any port) as CORS origins, beside IPT_CDS_CORS_ORIGINS; `ipt-cds serve "
+        "--sandbox` sets it.",
+    )
+    sandbox_url: str = Field(
+        "https://sandbox.cds-hooks.org/",
+        pattern=r"^https?://[^/?#\s]+/",
+        description="The CDS Hooks sandbox page the links of `ipt-cds serve --sandbox` open: the "
+        "public one, or a copy you serve (docs/integration.md section 7).",
     )
     fhir_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one FHIR request.")
     fhir_total_timeout_seconds: float = Field(
