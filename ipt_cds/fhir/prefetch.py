@@ -28,6 +28,8 @@ log = logging.getLogger("ipt_cds")
 # reads as no depression, no bipolar disorder, no psychosis): never answered as unreadable.
 ESSENTIAL = frozenset({"Patient", "Condition"})
 _FAILED = frozenset({"error", "fatal"})
+# Why a prefetch key is not whole, for the log line.
+_GAPS = {"one-page": "one page of the search", "client": "the client could not prefetch it"}
 
 
 @dataclass
@@ -61,22 +63,7 @@ def could_not_prefetch(value: Any) -> bool:
     data, or a Bundle with an OperationOutcome entry whose issue is an error or fatal (other
     entries then are at best part of the answer). Warnings and information in a searchset are
     notes on an answer, not a failure."""
-    if not isinstance(value, dict):
-        return False
-    kind = value.get("resourceType")
-    if kind == "OperationOutcome":
-        return True
-    if kind != "Bundle":
-        return False
-    entries = value.get("entry")
-    for entry in entries if isinstance(entries, list) else [entries]:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
-            issues = resource.get("issue")
-            for issue in issues if isinstance(issues, list) else [issues]:
-                if isinstance(issue, dict) and issue.get("severity") in _FAILED:
-                    return True
-    return False
+    return _scan(value)[1]
 
 
 def one_page(value: Any) -> bool:
@@ -118,39 +105,54 @@ def resources_of(key: str, value: Any) -> list[Resource]:
     Total over JSON: a value that is not a resource, a Bundle whose ``entry`` is not an array
     (one entry object is read as an array of one), entries without a resource object.
     """
+    resources, _, problems = _scan(value)
+    for problem in problems:
+        log.warning("prefetch %s: %s", key, problem)
+    return resources
+
+
+def _scan(value: Any) -> tuple[list[Resource], bool, list[str]]:
+    """One pass over a prefetch value: its resources, whether the client said it could not
+    prefetch it (``could_not_prefetch``), and what was skipped, in words for the log."""
     if value is None:
-        return []
+        return [], False, []
     kind = value.get("resourceType") if isinstance(value, dict) else None
     if not isinstance(kind, str):
-        log.warning("prefetch %s: not a FHIR resource; treated as no data", key)
-        return []
+        return [], False, ["not a FHIR resource; treated as no data"]
     if kind == "OperationOutcome":
-        log.warning("prefetch %s: OperationOutcome instead of data; treated as no data", key)
-        return []
+        return [], True, ["OperationOutcome instead of data; treated as no data"]
     if kind != "Bundle":
-        return [value]
+        return [value], False, []
     entries = value.get("entry")
     if isinstance(entries, dict):
         entries = [entries]
     elif not isinstance(entries, list):
-        if entries is not None:
-            log.warning("prefetch %s: Bundle.entry is not an array; treated as no data", key)
-        return []
+        problem = [] if entries is None else ["Bundle.entry is not an array; treated as no data"]
+        return [], False, problem
     out: list[Resource] = []
     skipped = outcomes = 0
+    failed = False
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             skipped += 1
         elif resource["resourceType"] == "OperationOutcome":
             outcomes += 1
+            failed = failed or _an_error(resource)
         else:
             out.append(resource)
-    if outcomes:
-        log.warning("prefetch %s: %d OperationOutcome entries skipped", key, outcomes)
+    problems = [f"{outcomes} OperationOutcome entries skipped"] if outcomes else []
     if skipped:
-        log.warning("prefetch %s: %d entries without a resource skipped", key, skipped)
-    return out
+        problems.append(f"{skipped} entries without a resource skipped")
+    return out, failed, problems
+
+
+def _an_error(outcome: Resource) -> bool:
+    issues = outcome.get("issue")
+    return any(
+        isinstance(issue, dict) and issue.get("severity") in _FAILED
+        for issue in (issues if isinstance(issues, list) else [issues])
+    )
 
 
 async def gather(
@@ -171,29 +173,28 @@ async def gather(
     for key, template in (service.prefetch or {}).items():
         if key not in given:
             missing[key] = render(template, request)
-        elif one_page(given[key]):
-            if request.fhirServer and fhir is not None and allowed(request.fhirServer):
-                log.warning("prefetch %s: one page of the search; fetching all of it", key)
-                missing[key] = render(template, request)
-            elif kind_of(template) in ESSENTIAL:
-                failed.append(key)
-                partial.append(key)
-                missing[key] = render(template, request)
-            else:
-                log.warning("prefetch %s: one page of the search, the rest not readable", key)
-                data.could_not_read(key, template, "one-page")
-                data.resources[key] = resources_of(key, given[key])
-        elif not could_not_prefetch(given[key]):
-            data.resources[key] = resources_of(key, given[key])
+            continue
+        resources, failed_here, problems = _scan(given[key])
+        for problem in problems:
+            log.warning("prefetch %s: %s", key, problem)
+        # A key not prefetched whole: one page of its search, or the client's word that it
+        # could not (an OperationOutcome). What it holds is part of the answer, never all of it.
+        gap = "one-page" if one_page(given[key]) else "client" if failed_here else None
+        if gap is None:
+            data.resources[key] = resources
+        elif gap == "one-page" and _may_fetch(request, fhir, allowed):
+            log.warning("prefetch %s: %s; fetching it", key, _GAPS[gap])
+            missing[key] = render(template, request)
         elif kind_of(template) in ESSENTIAL:
-            log.warning("prefetch %s: the client could not prefetch it; fetching it", key)
+            log.warning("prefetch %s: %s; fetching it", key, _GAPS[gap])
             failed.append(key)
+            if gap == "one-page":
+                partial.append(key)
             missing[key] = render(template, request)
         else:
-            log.warning("prefetch %s: the client could not prefetch it; unknown", key)
-            data.could_not_read(key, template, "client")
-            # What came beside the error is still read (a part of the answer is not nothing).
-            data.resources[key] = resources_of(key, given[key])
+            log.warning("prefetch %s: %s; unknown", key, _GAPS[gap])
+            data.could_not_read(key, template, gap)
+            data.resources[key] = resources
     # One deadline for the fetch and the references read after it (taken when first needed:
     # most calls come with their prefetch whole).
     deadline: float | None = None
@@ -213,6 +214,12 @@ async def gather(
             data.reasons[key] = "not-offered"
     await _read_references(service, request, fhir, allowed, data, deadline)
     return data
+
+
+def _may_fetch(
+    request: HookRequest, fhir: FhirClient | None, allowed: Callable[[str], bool]
+) -> bool:
+    return bool(request.fhirServer) and fhir is not None and allowed(request.fhirServer or "")
 
 
 def _check_server(
