@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
@@ -316,21 +316,53 @@ FACTS: Mapping[str, FactSpec] = {
 }
 
 
+class Why(Mapping[str, str]):
+    """Why each explained fact holds, in a card's words: its evidence described, written out
+    when a card or a sentence first reads it (most calls read a few of the dozens kept)."""
+
+    def __init__(self, found: dict[str, list[Evidence]]) -> None:
+        self._found = found
+        self._said: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        said = self._said.get(name)
+        if said is None:
+            evidence = self._found[name]
+            said = self._said[name] = "; ".join(dict.fromkeys(e.describe() for e in evidence))
+        return said
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._found
+
+    def forget(self, name: str) -> None:
+        """The fact was set again: its words are written anew when next read."""
+        self._said.pop(name, None)
+
+
 @dataclass
 class Facts:
     params: dict[str, Any] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
-    why: dict[str, str] = field(default_factory=dict)
     refs: dict[str, list[str]] = field(default_factory=dict)
     # The evidence itself, for what a suggested order cites as its reason.
     found: dict[str, list[Evidence]] = field(default_factory=dict)
+    why: Why = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.why = Why(self.found)
 
     def set(self, name: str, value: Any, evidence: list[Evidence] | None = None) -> None:
         self.values[name] = value
         if evidence:
             self.found[name] = evidence
             self.refs[name] = sorted({e.ref for e in evidence})
-            self.why[name] = "; ".join(dict.fromkeys(e.describe() for e in evidence))
+            self.why.forget(name)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

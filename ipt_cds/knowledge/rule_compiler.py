@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template
-
 from ipt_cds.knowledge.datafiles import parse
 from ipt_cds.knowledge.ehr_profile import check_topic_codes
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.knowledge.expressions import Compiled, ExpressionError, FactTypes, compile_expression
 from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rule_files import IndexFile, NoticesFile, RuleFile, SuggestionDef
-from ipt_cds.knowledge.templates import compile_template
+from ipt_cds.knowledge.templates import NamedTemplate, compile_template
 from ipt_cds.protocol.models import Link
 from ipt_cds.protocol.vocabulary import INDICATORS
 
@@ -26,9 +24,9 @@ from ipt_cds.protocol.vocabulary import INDICATORS
 class CompiledRule:
     spec: RuleFile
     path: Path
-    summary: Template
-    detail: Template
-    reason: Template | None
+    summary: NamedTemplate
+    detail: NamedTemplate
+    reason: NamedTemplate | None
     applies: Compiled
     indicator: tuple[tuple[str, Compiled | None], ...]
     suggestions: tuple[tuple[SuggestionDef, Compiled | None], ...]
@@ -46,7 +44,7 @@ class CompiledRules:
 
     rules: list[CompiledRule]
     families: dict[str, list[str]]
-    notices: dict[str, tuple[Compiled, Template]]
+    notices: dict[str, tuple[Compiled, NamedTemplate]]
     retired: dict[str, str]
 
 
@@ -148,7 +146,7 @@ def _compile(
     if any(ind != "info" for ind, _ in indicator) and not spec.overrideReasons:
         raise KnowledgeError(f"{path}: a warning or critical card needs overrideReasons")
 
-    def template(text: str, where: str) -> Template:
+    def template(text: str, where: str) -> NamedTemplate:
         try:
             return compile_template(text, facts, params)
         except ExpressionError as exc:
@@ -185,7 +183,7 @@ def _compile(
 
 def _notices(
     path: Path, facts: FactTypes, params: Mapping[str, Any]
-) -> dict[str, tuple[Compiled, Template]]:
+) -> dict[str, tuple[Compiled, NamedTemplate]]:
     if not path.exists():
         return {}
     out = {}

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from jinja2 import Template
-
 from ipt_cds.clinical.fact_model import Facts
 from ipt_cds.knowledge.ehr_profile import shape
 from ipt_cds.knowledge.expressions import Compiled, FactTypes, Fired
@@ -26,7 +24,7 @@ from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rule_compiler import CompiledRule, compile_rules
 from ipt_cds.knowledge.rule_files import EvidenceDef
 from ipt_cds.knowledge.site import DEFAULT_SITE, SiteProfile
-from ipt_cds.knowledge.templates import tidy_markdown
+from ipt_cds.knowledge.templates import NamedTemplate, tidy_markdown
 from ipt_cds.protocol.models import Card, Coding, Link, Source, Suggestion
 from ipt_cds.protocol.vocabulary import (
     INDICATOR_RANK,
@@ -63,7 +61,7 @@ class RuleBook:
         rules: list[CompiledRule],
         families: dict[str, list[str]],
         links: Mapping[str, Link] | None = None,
-        notices: Mapping[str, tuple[Compiled, Template]] | None = None,
+        notices: Mapping[str, tuple[Compiled, NamedTemplate]] | None = None,
         retired: Mapping[str, str] | None = None,
         orders: Orders | None = None,
     ) -> None:
@@ -319,14 +317,10 @@ def guarded(rule_id: str, step: Callable[_P, _T], *args: _P.args, **kwargs: _P.k
         return None
 
 
-def _render(template: Template | None, facts: Facts, also: list[str], shown: frozenset[str]) -> str:
+def _render(
+    template: NamedTemplate | None, facts: Facts, also: list[str], shown: frozenset[str]
+) -> str:
     if template is None:
         return ""
-    context = {
-        **facts.values,
-        "why": facts.why,
-        "also": also,
-        "params": facts.params,
-        "shown": shown,
-    }
-    return template.render(context)
+    extra = {"why": facts.why, "also": also, "params": facts.params, "shown": shown}
+    return template.render_from(facts.values, extra)

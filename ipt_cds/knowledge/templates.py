@@ -22,12 +22,27 @@ from ipt_cds.knowledge.expressions import (
     check_comparison,
 )
 
+
+class NamedTemplate(Template):
+    """A template that knows the names it reads (``named``), so that a render's context holds
+    those few instead of every fact: Jinja copies the context on every render."""
+
+    named: frozenset[str] = frozenset()
+
+    def render_from(self, values: Mapping[str, Any], extra: Mapping[str, Any]) -> str:
+        """Rendered with the facts in ``values`` and the context names in ``extra``."""
+        context = {n: values[n] for n in self.named if n in values}
+        context.update((n, v) for n, v in extra.items() if n in self.named)
+        return self.render(context)
+
+
 _jinja = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
 )
 # Templates may name facts only (checked at start-up), so Jinja's globals (range, lipsum, …)
 # are never used; without them each render builds its context ~5 µs faster.
 _jinja.globals.clear()
+_jinja.template_class = NamedTemplate
 
 # What a template may name besides the facts: the facts' evidence sentences, the other reasons
 # of a rule family, the parameters, and the rule ids of the cards in the response.
@@ -57,7 +72,7 @@ def tidy_markdown(text: str) -> str:
 
 def compile_template(
     text: str, facts: FactTypes, params: Mapping[str, Any], context: Collection[str] = _CONTEXT
-) -> Template:
+) -> NamedTemplate:
     """The compiled template; ExpressionError when it names something that does not exist.
     ``context``: what its renders give besides the facts (a rule's card gets all of _CONTEXT)."""
     tree, template, named = _compiled(text)
@@ -69,7 +84,7 @@ def compile_template(
 
 
 @functools.lru_cache(maxsize=1024)
-def _compiled(text: str) -> tuple[nodes.Template, Template, frozenset[str]]:
+def _compiled(text: str) -> tuple[nodes.Template, NamedTemplate, frozenset[str]]:
     """Parsed and compiled once per process, whatever the facts: compiling is nearly all of
     what loading the knowledge costs, and tests and site checks load it many times. The tree
     is only read; a Template does not change once made."""
@@ -78,7 +93,10 @@ def _compiled(text: str) -> tuple[nodes.Template, Template, frozenset[str]]:
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"template error: {exc.message}") from None
     named = frozenset(meta.find_undeclared_variables(tree))
-    return tree, _jinja.from_string(text), named
+    template = _jinja.from_string(text)
+    assert isinstance(template, NamedTemplate)
+    template.named = named
+    return tree, template, named
 
 
 # Jinja's comparison operators, as the expression checker knows them.
