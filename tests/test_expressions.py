@@ -7,8 +7,17 @@ from typing import Any
 
 import pytest
 
-from ipt_cds.clinical.fact_model import FACTS, Reading
+from ipt_cds.clinical.fact_library import registry
+from ipt_cds.clinical.fact_model import FactSpec, Reading
 from ipt_cds.knowledge.expressions import ExpressionError, compile_expression
+
+# The types of the computed facts, as their Python extractors register them (their meanings,
+# in cards/facts.yaml, the language does not need).
+FACTS = {
+    name: FactSpec(kind.declared, explained=kind.explained)
+    for extractor in registry().values()
+    for name, kind in extractor.sets.items()
+}
 
 PARAMS: dict[str, Any] = {
     "older_adult_age": 70,

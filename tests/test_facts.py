@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ipt_cds.clinical import facts as fact_logic
+from ipt_cds.clinical.computed import episode as episode_logic
 from ipt_cds.clinical.extractors import condition_is_active
 from ipt_cds.clinical.fact_model import Facts, FactSpec
 from ipt_cds.clinical.reader import number, parse_date
@@ -733,7 +733,7 @@ def test_a_resource_that_cannot_be_read_is_left_out_of_every_fact(
             raise TypeError("F41.1 cannot be read")
         return condition_is_active(c)
 
-    monkeypatch.setattr(fact_logic, "condition_is_active", failing)
+    monkeypatch.setattr(episode_logic, "condition_is_active", failing)
     odd = condition("odd", "F33.1")
     odd["code"]["coding"].append({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F41.1"})
     with caplog.at_level(logging.WARNING, logger="ipt_cds"):

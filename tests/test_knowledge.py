@@ -141,8 +141,8 @@ def test_a_missing_knowledge_file_names_it(cards: Path) -> None:
 def test_the_app_refuses_to_start_on_broken_knowledge(cards: Path) -> None:
     from ipt_cds.http.app import create_app
 
-    (cards / "facts.yaml").write_text("valuesets: {}\nfacts: {}\n")
-    with pytest.raises(KnowledgeError, match=r"facts\.yaml: valuesets: 'mdd' is needed"):
+    (cards / "facts.yaml").write_text("valuesets: {}\nfacts: {}\ncomputed: {}\n")
+    with pytest.raises(KnowledgeError, match=r"facts\.yaml: computed: the Python extractor '\w+'"):
         create_app(Settings(knowledge_dir=cards))
 
 

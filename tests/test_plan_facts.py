@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from ipt_cds.clinical.computed.plan import course_start
 from ipt_cds.clinical.extractors import Evidence
-from ipt_cds.clinical.plan import course_start
 from ipt_cds.clinical.record import PatientRecord
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.protocol.models import REQUEST_MODELS

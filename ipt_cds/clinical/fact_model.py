@@ -1,10 +1,11 @@
 """What a hook call knows about the patient: the facts, by name, with why each holds.
 
-``FACTS`` lists the facts read from the record, each with its type and meaning;
-ipt_cds/clinical/facts.py computes them. The facts derived from them are declared in
-cards/derived.yaml, which gives their types too; ipt_cds/knowledge/ checks every rule and
-template against both at start-up (a misspelt attribute or a word outside a fact's values
-stops the service), and tests/test_facts.py checks that the computed values honour them.
+Each fact has a ``FactSpec``: its type and meaning. A computed fact's type is registered with
+its Python extractor (ipt_cds/clinical/computed/), its meaning declared in cards/facts.yaml; an
+extraction with a meaning is True or False; a derived fact's type comes from its declaration in
+cards/derived.yaml. ipt_cds/knowledge/ checks every rule and template against them at start-up
+(a misspelt attribute or a word outside a fact's values stops the service), and
+tests/test_facts.py checks that the computed values honour them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from ipt_cds.clinical.extractors import Evidence
-from ipt_cds.protocol.vocabulary import Hook
 
-# The closed vocabularies of the string-valued facts: mypy holds facts.py to them, and the
+# The closed vocabularies of the string-valued facts: mypy holds the extractors to them, and the
 # rule compiler refuses a literal outside them (``severity == 'moderat'``).
 Severity = Literal["minimal", "mild", "moderate", "moderately-severe", "severe"]
 Episode = Literal["single", "recurrent"]
@@ -150,170 +150,6 @@ _KIND_WORDS = {
 
 def _is_union(tp: object) -> bool:
     return get_origin(tp) in (typing.Union, types.UnionType)
-
-
-# The facts read from the record (cards/derived.yaml adds those derived from them).
-FACTS: Mapping[str, FactSpec] = {
-    "hook": FactSpec(Hook, "the CDS hook called"),
-    "patient_id": FactSpec(str, "the id of the Patient the call is about"),
-    "age": FactSpec(
-        int | None,
-        "age in whole years on the day of the call; None: no birth date, or an impossible one",
-    ),
-    "depression": FactSpec(
-        bool,
-        "an active depressive disorder on record (major depression, depression NOS, postpartum "
-        "depression or dysthymia), bipolar disorder excluded",
-        explained=True,
-    ),
-    "dysthymia": FactSpec(bool, "dysthymia on record, bipolar disorder excluded", explained=True),
-    "episode": FactSpec(
-        Episode | None, "the current episode's course; None: no episode, or its code does not say"
-    ),
-    "remission": FactSpec(
-        Remission | None,
-        "the current episode's remission, from its code; None: not in remission, no episode, "
-        "or a PHQ-9 at or above recurrence_phq9 dated on or after the remission was recorded",
-    ),
-    "probable_recurrence": FactSpec(
-        bool,
-        "a remission code superseded by a later PHQ-9 at or above recurrence_phq9",
-    ),
-    "probable_recurrence_basis": FactSpec(
-        str | None, "the PHQ-9 and the remission date behind probable_recurrence, in words"
-    ),
-    "current_episode": FactSpec(
-        Evidence | None,
-        "the current depressive episode's Condition: the most recently recorded, then one not "
-        "in remission, then the most severe code",
-    ),
-    "phq9": FactSpec(Reading | None, "the latest PHQ-9 total in the window", explained=True),
-    "severity": FactSpec(
-        Severity | None,
-        "the band of the PHQ-9 total (parameters phq9_bands), else of the current episode's "
-        "code or Condition.severity",
-    ),
-    "severity_basis": FactSpec(str | None, "what the severity comes from, in words"),
-    "item9": FactSpec(
-        Reading | None, "the latest answer to PHQ-9 item 9 in the window", explained=True
-    ),
-    "suicidal_ideation": FactSpec(
-        SuicidalIdeation | None,
-        "high: item 9 at or above item_score_counts, or an active diagnosis of suicidal "
-        "ideation, a suicide attempt or self-harm, or 'at risk for suicide' recorded within "
-        "suicidal_ideation_dx_days; low: item 9 answered 1; history: only older, inactive or "
-        "since-denied diagnoses, or a personal history of suicidal behaviour",
-        explained=True,
-    ),
-    "suicidal_ideation_basis": FactSpec(
-        str | None, "what set the suicidal-ideation level, with dates; never an answer of 0"
-    ),
-    "suicidal_ideation_sources": FactSpec(
-        list[SuicideSource], "what set a high or low level: item9, ideation, attempt, at-risk"
-    ),
-    "ideation_basis": FactSpec(
-        str | None,
-        "when suicidal ideation is high because of item 9 or an ideation diagnosis (not an "
-        "attempt or an 'at risk' finding alone): that evidence, with dates; else None",
-    ),
-    "suicidal_ideation_dated": FactSpec(
-        str | None, "the day (ISO) of the newest evidence that set a high or low level"
-    ),
-    "suicide_behaviour": FactSpec(
-        str | None,
-        "suicidal behaviour at any time, whatever its status: a suicide attempt or self-harm, or "
-        "a personal history of suicidal behaviour, each with its date, newest first",
-        explained=True,
-    ),
-    "suicide_behaviour_summary": FactSpec(
-        str | None, "the newest suicidal behaviour in a summary's words, with its date"
-    ),
-    "suicide_basis_in_course": FactSpec(
-        bool,
-        "on a renewal: suicidal ideation is high, or low with its basis dated on or after the "
-        "drug's course began (an unknown start counts as new)",
-    ),
-    "neurovegetative": FactSpec(
-        int, "how many neurovegetative domains are present (0 to 4)", explained=True
-    ),
-    "neurovegetative_domains": FactSpec(
-        list[Domain],
-        "the neurovegetative domains present, by a PHQ item that counts or a condition",
-    ),
-    "psychosis": FactSpec(bool, "psychotic features on record", explained=True),
-    "psychosis_diagnosis": FactSpec(
-        str | None,
-        "the psychotic disorder on record by its name and code (what it is and its code when the "
-        "name is long), for a summary line",
-    ),
-    "personality_traits": FactSpec(list[Trait], "personality traits on record"),
-    "pregnant": FactSpec(
-        bool,
-        "a recent pregnancy condition, or a pregnancy status observed as pregnant",
-        explained=True,
-    ),
-    "focus_areas": FactSpec(list[FocusArea], "the IPT focus areas the record suggests"),
-    "on_antidepressant": FactSpec(bool, "an antidepressant is current", explained=True),
-    "on_psychotherapy": FactSpec(
-        bool, "psychotherapy is current (an order or a procedure)", explained=True
-    ),
-    "draft_ipt": FactSpec(bool, "an IPT order is drafted and selected", explained=True),
-    "draft_psychotherapy": FactSpec(
-        bool, "a psychotherapy order (IPT included) is drafted and selected", explained=True
-    ),
-    "draft_antidepressant": FactSpec(
-        bool, "an antidepressant is drafted and selected", explained=True
-    ),
-    "new_antidepressant": FactSpec(
-        bool,
-        "a selected antidepressant draft is a new start: no current prescription of the same "
-        "ingredient at the same daily dose (a dose change is a new start; a renewal is not)",
-        explained=True,
-    ),
-    "renewed_antidepressant": FactSpec(
-        bool,
-        "a selected antidepressant draft renews a current prescription: same ingredient, same "
-        "daily dose (never when the medications could not be read)",
-        explained=True,
-    ),
-    "course_start": FactSpec(
-        str | None,
-        "the day (ISO) the renewed drug's continuous course began; None: unknown or no renewal",
-    ),
-    "ipt_draft_refs": FactSpec(list[str], "the references of the selected IPT drafts"),
-    "antidepressant_in_plan": FactSpec(
-        bool, "an antidepressant is current or drafted (selected or not)"
-    ),
-    "psychotherapy_in_plan": FactSpec(
-        bool, "psychotherapy is current or drafted (selected or not)"
-    ),
-    "ipt_in_plan": FactSpec(
-        bool, "IPT is current, done in the last 90 days, or drafted (selected or not)"
-    ),
-    "psychiatry_in_plan": FactSpec(
-        bool, "a referral to psychiatry is current or drafted", explained=True
-    ),
-    "unreadable": FactSpec(
-        list[str],
-        "what the EHR could not give this call (e.g. 'medications'), in words: facts read from "
-        "it are unknown, never absent",
-    ),
-    "medications_unknown": FactSpec(
-        bool, "medication orders or statements could not be read: the plan's drugs are unknown"
-    ),
-    "therapy_unknown": FactSpec(
-        bool, "service requests or procedures could not be read: current therapy is unknown"
-    ),
-    "observations_unknown": FactSpec(
-        bool, "observations could not be read: PHQ-9 scores and item 9 are unknown"
-    ),
-    "psychiatric_care": FactSpec(
-        bool,
-        "psychiatric care received within psychiatric_care_window_days: a completed psychiatry "
-        "referral, a psychiatric diagnostic evaluation or a psychiatric follow-up",
-        explained=True,
-    ),
-}
 
 
 class Why(Mapping[str, str]):

@@ -14,7 +14,6 @@ from ipt_cds.clinical.extractors import (
     LatestObservation,
     RecentProcedure,
 )
-from ipt_cds.clinical.fact_sources import FACT_READS
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.derived import Derivation, Sentence
 
@@ -30,9 +29,7 @@ def render(knowledge: Knowledge) -> list[str]:
     derived = knowledge.derived.declarations
     for name, spec in knowledge.facts.items():
         out.append(f"- **`{name}`** ({spec.describe()}): {spec.meaning}.")
-        own = (name,) if name in knowledge.factbook.declared_facts else ()
-        for source in FACT_READS.get(name, own):
-            out.append(f"  - {_source(knowledge, source)}")
+        out += _reads(knowledge, name)
         if name in derived:
             out += _derivation(derived[name])
         elif name.endswith("_reasons") and name.removesuffix("_reasons") in derived:
@@ -67,12 +64,27 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _source(knowledge: Knowledge, name: str) -> str:
-    book = knowledge.factbook
-    decl = book.declarations.get(name)
-    if decl is None:  # a value set the Python facts read
-        return f"codes in {_valueset(knowledge, book.vs[name])}"
-    return f"{_what(decl, knowledge)}: {_valueset(knowledge, decl.valueset)}"
+def _reads(knowledge: Knowledge, name: str) -> list[str]:
+    """What a fact read from the record reads, as cards/facts.yaml declares it: an extraction
+    with a meaning reads itself; a computed fact its extractions, the codes its Python matches
+    itself, its parameters and the facts it is computed from."""
+    book, sources = knowledge.factbook, knowledge.sources
+    own = (name,) if name in book.declared_facts else ()
+    lines = []
+    for source in sources.extractions.get(name, own):
+        decl = book.declarations[source]
+        lines.append(f"{_what(decl, knowledge)}: {_valueset(knowledge, decl.valueset)}")
+    for alias in sources.valuesets.get(name, ()):
+        lines.append(f"codes in {_valueset(knowledge, sources.aliases[alias])}")
+    if params := sources.params.get(name):
+        lines.append(f"parameters {_names(params)}")
+    if facts := sources.built_from.get(name):
+        lines.append(f"computed from {_names(facts)}")
+    return [f"  - {line}" for line in lines]
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
 
 
 def _valueset(knowledge: Knowledge, url: str) -> str:

@@ -3,7 +3,8 @@
     services.yaml      the CDS Services offered (discovery)
     parameters.yaml    named thresholds and windows
     valuesets/*.json   one FHIR ValueSet per concept, referred to by canonical URL
-    facts.yaml         simple facts over generic extractors; value sets the Python facts read
+    facts.yaml         simple facts over generic extractors; the computed facts, what their
+                       Python reads (value sets, extractions, parameters, facts) and means
     derived.yaml       facts derived from those: expressions, sentences, the verdict's cases
     links.yaml         links cards may show (crisis line, risk assessment, safety plan)
     orders.yaml        the orders a card's suggestion can make (ServiceRequest templates)
@@ -23,10 +24,11 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipt_cds.clinical import extractors
-from ipt_cds.clinical.fact_model import FACTS, SEVERITIES, FactSpec
-from ipt_cds.clinical.fact_sources import FACT_READS
-from ipt_cds.clinical.facts import EXTRACTS, PYTHON_VALUESETS, FactBook
+from ipt_cds.clinical.fact_model import SEVERITIES, FactSpec
+from ipt_cds.clinical.fact_sources import FactSources
+from ipt_cds.clinical.facts import FactBook
 from ipt_cds.clinical.terminology import Terminology
+from ipt_cds.knowledge.computed import ComputedGroup, load_computed
 from ipt_cds.knowledge.datafiles import parse
 from ipt_cds.knowledge.derived import DerivedFacts, load_derived
 from ipt_cds.knowledge.errors import KnowledgeError
@@ -87,6 +89,7 @@ class _FactsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     valuesets: dict[str, str]
     facts: dict[str, extractors.Declaration]
+    computed: dict[str, ComputedGroup]
     same_draft: list[str] = []
 
 
@@ -100,6 +103,8 @@ class Knowledge:
     # Every fact a rule may name: those read from the record, then the derived ones.
     facts: Mapping[str, FactSpec]
     derived: DerivedFacts
+    # What each computed fact reads, as facts.yaml declares it (the glossary, evidence pages).
+    sources: FactSources
     site: SiteProfile = DEFAULT_SITE
     # Facts whose references key "the same draft" for once per visit (facts.yaml same_draft).
     same_draft: tuple[str, ...] = ()
@@ -109,13 +114,19 @@ class Knowledge:
         services = _load_services(root / "services.yaml")
         params = _load_parameters(root / "parameters.yaml")
         terms = load_terminology(root / "valuesets")
-        spec = parse(root / "facts.yaml", _FactsFile)
-        read = {**FACTS, **_declared_facts(root / "facts.yaml", spec)}
-        built, answer_scores = _load_facts(root / "facts.yaml", spec, read, terms, params)
+        path = root / "facts.yaml"
+        spec = parse(path, _FactsFile)
+        simple = _declared_facts(path, spec)
+        computed = load_computed(
+            path, spec.computed, simple, spec.valuesets, spec.facts, params, terms
+        )
+        built, answer_scores = _load_facts(path, spec, terms, params)
+        read = {**computed.types, **simple}
+        _check_same_draft(path, spec, read)
         derived = load_derived(root / "derived.yaml", read, params)
         facts = {**read, **derived.types}
         factbook = FactBook(
-            built, spec.valuesets, terms, params, answer_scores, spec.facts, derived.apply
+            built, terms, params, answer_scores, spec.facts, computed.steps, derived.apply
         )
         links = parse(root / "links.yaml", _LinksFile).links
         orders = Orders.load(
@@ -131,6 +142,7 @@ class Knowledge:
             rulebook.for_site(site),
             facts,
             derived,
+            computed.sources,
             site,
             tuple(spec.same_draft),
         )
@@ -152,47 +164,34 @@ def _load_parameters(path: Path) -> dict[str, Any]:
 
 def _declared_facts(path: Path, spec: _FactsFile) -> dict[str, FactSpec]:
     """The extractions of facts.yaml that are facts themselves: those with a meaning."""
+    computed = {fact for group in spec.computed.values() for fact in group.sets}
     found = {}
     for name, decl in spec.facts.items():
         if decl.meaning is None:
             continue
-        if name in FACTS:
+        if name in computed:
             raise KnowledgeError(f"{path}: facts.{name}: {name!r} is already a fact")
         found[name] = FactSpec(bool, decl.meaning, explained=True)
     return found
 
 
-def _load_facts(
-    path: Path,
-    spec: _FactsFile,
-    read: Mapping[str, FactSpec],
-    terms: Terminology,
-    params: dict[str, Any],
-) -> tuple[dict[str, extractors.Extractor], dict[str, int]]:
-    """The facts file checked: its extractors built, and the scores of coded PHQ answers."""
+def _check_same_draft(path: Path, spec: _FactsFile, read: Mapping[str, FactSpec]) -> None:
     for name in spec.same_draft:
         if name not in read or not read[name].explained:  # a derived fact keeps none
             raise KnowledgeError(
                 f"{path}: same_draft: {name!r} is not a fact that keeps its references"
             )
-    for alias in PYTHON_VALUESETS:
-        if alias not in spec.valuesets:
-            raise KnowledgeError(
-                f"{path}: valuesets: {alias!r} is needed by ipt_cds/clinical/facts.py"
-            )
+
+
+def _load_facts(
+    path: Path, spec: _FactsFile, terms: Terminology, params: dict[str, Any]
+) -> tuple[dict[str, extractors.Extractor], dict[str, int]]:
+    """The extractions checked and built, and the scores of coded PHQ answers."""
     for alias, url in spec.valuesets.items():
         if url not in terms:
             raise KnowledgeError(f"{path}: valuesets.{alias}: no value set {url}")
-    for name in EXTRACTS:
-        if name not in spec.facts:
-            raise KnowledgeError(f"{path}: facts: {name!r} is needed by ipt_cds/clinical/facts.py")
-    for fact, reads in FACT_READS.items():
-        for name in reads:
-            if name not in spec.facts and name not in spec.valuesets:
-                raise KnowledgeError(
-                    f"{path}: {name!r}, which fact {fact!r} reads "
-                    "(ipt_cds/clinical/fact_sources.py), is neither under facts nor valuesets"
-                )
+    if "phq_answers" not in spec.valuesets:
+        raise KnowledgeError(f"{path}: valuesets: 'phq_answers' scores the coded PHQ answers")
     built = {}
     for name, decl in spec.facts.items():
         for field in ("valueset", "ingredients", "unless_coded", "sum_of"):

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ipt_cds.clinical.fact_sources import declared_parameters, fact_parameters
+from ipt_cds.clinical.fact_sources import FactSources, declared_parameters, fact_parameters
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.knowledge.expressions import expression_names
@@ -165,7 +165,7 @@ def rule_page(
         sections=tuple(part.strip() for part in ev.section.split(";") if part.strip()),
         refs=tuple(ev.refs),
         figures=" ".join(ev.figures.split()),
-        parameters=parameters_read(spec, params, reads or FactReads((), {}, {}, {})),
+        parameters=parameters_read(spec, params, reads or FactReads((), {}, {}, {}, FactSources())),
     )
 
 
@@ -190,23 +190,26 @@ def python_rule_page(rule_id: str, hooks: Iterable[str]) -> EvidencePage:
 @dataclass(frozen=True)
 class FactReads:
     """What each fact reads, for the parameters an evidence page lists: the windows and limits
-    of the extractions of cards/facts.yaml, and the facts and parameters each derived fact of
-    cards/derived.yaml names."""
+    of the extractions of cards/facts.yaml, what its computed facts declare they read, and the
+    facts and parameters each derived fact of cards/derived.yaml names."""
 
     names: Collection[str]
     declared: Mapping[str, tuple[str, ...]]
     built_from: Mapping[str, tuple[str, ...]]
     own: Mapping[str, tuple[str, ...]]
+    sources: FactSources
 
     @classmethod
     def of(cls, knowledge: Knowledge) -> FactReads:
         declarations = knowledge.factbook.declarations
         declared = {name: declared_parameters(decl) for name, decl in declarations.items()}
         derived = knowledge.derived
-        return cls(knowledge.facts, declared, derived.facts_read, derived.params_read)
+        return cls(
+            knowledge.facts, declared, derived.facts_read, derived.params_read, knowledge.sources
+        )
 
     def parameters(self, fact: str) -> tuple[str, ...]:
-        return fact_parameters(fact, self.declared, self.built_from, self.own)
+        return fact_parameters(fact, self.sources, self.declared, self.built_from, self.own)
 
 
 def names_read(spec: RuleFile, names: Collection[str]) -> tuple[set[str], set[str]]:

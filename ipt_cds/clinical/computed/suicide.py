@@ -12,15 +12,15 @@ evidence of ideation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from ipt_cds.clinical.extractors import (
     Evidence,
-    Scope,
     condition_evidence,
     condition_is_active,
     condition_is_true,
 )
+from ipt_cds.clinical.fact_library import Call, Compute, Needs, computes, typed
 from ipt_cds.clinical.fact_model import Reading, SuicidalIdeation, SuicideSource
 from ipt_cds.clinical.reader import first_date, markdown_text
 
@@ -51,16 +51,62 @@ class Finding:
     behaviour_summary: str | None = None
 
 
+@computes(
+    "suicide",
+    {
+        "suicidal_ideation": typed(SuicidalIdeation | None, explained=True),
+        "suicidal_ideation_basis": typed(str | None),
+        "suicidal_ideation_sources": typed(list[SuicideSource]),
+        "ideation_basis": typed(str | None),
+        "suicidal_ideation_dated": typed(str | None),
+        "suicide_behaviour": typed(str | None, explained=True),
+        "suicide_behaviour_summary": typed(str | None),
+    },
+)
+def suicide(needs: Needs) -> Compute:
+    codes = _Codes(
+        kinds=tuple((needs.valueset(alias), kind, words) for alias, kind, words in KINDS),
+        history=needs.valueset("suicide_history"),
+        counts=int(needs.parameter("item_score_counts")),
+        window=needs.days("suicidal_ideation_dx_days"),
+    )
+    item9, answers = needs.fact("item9"), needs.extraction("phq9_item9")
+
+    def compute(call: Call) -> None:
+        found = suicidal_ideation(call, codes, call.fact(item9), call.evidence(answers))
+        call.set("suicidal_ideation", found.level, found.evidence)
+        call.set("suicidal_ideation_basis", "; ".join(found.basis) or None)
+        call.set("suicidal_ideation_sources", found.sources)
+        high = found.level == "high" and found.ideation
+        call.set("ideation_basis", "; ".join(found.ideation) if high else None)
+        call.set("suicidal_ideation_dated", found.dated.isoformat() if found.dated else None)
+        behaviour = "; ".join(found.behaviour) or None
+        call.set("suicide_behaviour", behaviour, found.behaviour_evidence)
+        call.set("suicide_behaviour_summary", found.behaviour_summary)
+
+    return compute
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """The value sets and parameters the finding reads, resolved at start-up."""
+
+    kinds: tuple[tuple[str, SuicideSource, str], ...]
+    history: str
+    counts: int
+    window: timedelta
+
+
 def suicidal_ideation(
-    scope: Scope, valuesets: dict[str, str], item9: Reading | None, item9_ev: list[Evidence]
+    call: Call, codes: _Codes, item9: Reading | None, item9_ev: list[Evidence]
 ) -> Finding:
-    counts = int(scope.params["item_score_counts"])
-    since = scope.since("suicidal_ideation_dx_days")
+    counts = codes.counts
+    since = call.today - codes.window
     recent: list[tuple[SuicideSource, str, Evidence]] = []
     history: list[tuple[str, Evidence]] = []
     behaviour: list[tuple[str, Evidence]] = []
-    for alias, kind, words in KINDS:
-        for c, match, _ in scope.coded("Condition", valuesets[alias]):
+    for url, kind, words in codes.kinds:
+        for c, match, _ in call.coded("Condition", url):
             try:
                 if not condition_is_true(c):
                     continue
@@ -68,10 +114,10 @@ def suicidal_ideation(
                 recorded = first_date(c, "recordedDate", "onsetDateTime", "onsetPeriod.start")
                 active = condition_is_active(c)
             except Exception as exc:
-                scope.skip(c, exc)
+                call.skip(c, exc)
                 continue
             # An undated active diagnosis cannot be shown to be old: it counts as recent.
-            within = recorded is None or since <= recorded <= scope.today
+            within = recorded is None or since <= recorded <= call.today
             denied_since = (
                 kind == "ideation"
                 and item9 is not None
@@ -85,14 +131,14 @@ def suicidal_ideation(
                 history.append((words, ev))
             if kind == "attempt":
                 behaviour.append((words, ev))
-    for c, match, _ in scope.coded("Condition", valuesets["suicide_history"]):
+    for c, match, _ in call.coded("Condition", codes.history):
         try:
             if condition_is_true(c):
                 words = "personal history of suicidal behaviour"
                 history.append((words, condition_evidence(c, match)))
                 behaviour.append((words, history[-1][1]))
         except Exception as exc:
-            scope.skip(c, exc)
+            call.skip(c, exc)
 
     found = Finding()
     answered = item9 is not None and item9.value >= 1
