@@ -70,6 +70,12 @@ _NAMED = {
     "parameters": "parameter",
     "from_facts": "fact",
 }
+_WHERE = {
+    "valuesets": " under valuesets",
+    "extractions": " under facts",
+    "parameters": " in parameters.yaml",
+    "from_facts": " set before it",
+}
 
 
 @dataclass(frozen=True)
@@ -165,14 +171,6 @@ def _check_names(where: str, group: ComputedGroup, data: _Data, known: set[str])
                     raise KnowledgeError(
                         f"{where}.sets.{fact}.{kind}: no {_NAMED[kind]} {name!r}{_WHERE[kind]}"
                     )
-
-
-_WHERE = {
-    "valuesets": " under valuesets",
-    "extractions": " under facts",
-    "parameters": " in parameters.yaml",
-    "from_facts": " set before it",
-}
 
 
 def _bind(
