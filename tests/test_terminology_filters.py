@@ -138,6 +138,36 @@ def test_codes_without_a_family_stay_one_dict_lookup(knowledge: Knowledge) -> No
     assert not terms.contains(BASE + "mdd", ICD10CM, "T43.222A")
 
 
+@pytest.mark.parametrize(
+    "concept",
+    [
+        _condition(ICD10CM, "F33.1"),  # in several value sets
+        _condition(ICD10CM, "T43.222A"),  # by a regex family
+        _condition(ICD10CM, " f33.1 "),  # padded, lower case
+        _condition("http://loinc.org", "8867-4"),  # in none
+        {"coding": [{"system": ICD10CM, "code": "F33.1", "display": "Recurrent MDD"}]},
+        {"coding": [{"system": ICD10CM, "code": "F33.1", "display": 7}]},
+        {"coding": [{"system": ICD10CM, "code": 331}]},  # a number: the general walk
+        {"coding": [{"system": ICD10CM}]},
+        {"coding": [{"code": "F33.1"}]},
+        {"coding": [None]},
+        {"coding": {"system": ICD10CM, "code": "F33.1"}},  # one coding sent as an object
+        {"coding": [{"system": SNOMED, "code": "x"}, {"system": ICD10CM, "code": "F33.1"}]},
+        [_condition(ICD10CM, "F32.9"), _condition(ICD10CM, "F33.1")],
+        "F33.1",
+    ],
+)
+def test_one_coding_is_answered_as_the_general_walk_answers(
+    knowledge: Knowledge, concept: Any
+) -> None:
+    """Memberships of one well-formed coding take a shortcut; it must agree with the walk
+    over any concept, display and odd shapes included."""
+    terms = knowledge.terms
+    assert terms.memberships(concept) == terms._walk(concept)
+    if concept == _condition(ICD10CM, "F33.1"):
+        assert BASE + "mdd" in terms.memberships(concept)
+
+
 # --- checked at start-up ----------------------------------------------------------------------
 
 

@@ -125,8 +125,27 @@ class Terminology:
 
     def memberships(self, concept: Any) -> dict[str, Match]:
         """Every value set any coding of the concept is in, with the first coding that is."""
-        # The hot loop of every call (each coded resource passes here once): written out
-        # rather than through reader.codings, which costs twice as much.
+        # The hot loop of every call (each coded resource passes here once). Nearly every
+        # concept in a record is one well-formed coding: that case is answered a third faster
+        # on its own; anything else takes the general walk below.
+        if type(concept) is dict:
+            coding_list = concept.get("coding")
+            if type(coding_list) is list and len(coding_list) == 1:
+                coding = coding_list[0]
+                if type(coding) is dict:
+                    system, code = coding.get("system"), coding.get("code")
+                    if type(system) is str and type(code) is str:
+                        seen = self._seen.get((system, code)) or self._look_up(system, code)
+                        system_, code_, urls, name = seen
+                        if not urls:
+                            return {}
+                        display = coding.get("display")
+                        said = display if isinstance(display, str) else name
+                        return dict.fromkeys(urls, Match(system_, code_, said))
+        return self._walk(concept)
+
+    def _walk(self, concept: Any) -> dict[str, Match]:
+        # Written out rather than through reader.codings, which costs twice as much.
         found: dict[str, Match] = {}
         for cc in concept if isinstance(concept, list) else (concept,):
             if not isinstance(cc, dict):
