@@ -18,6 +18,7 @@ from ipt_cds.fhir.client import FhirClient
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.ops.config import Settings
 from ipt_cds.pipeline import Pipeline
+from ipt_cds.protocol.vocabulary import SYSTEM_ALIASES
 from ipt_cds.replay.search import compile_searches
 
 from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, FakeFhir
@@ -93,6 +94,32 @@ def test_case_through_the_fetch_path(case: Case, pipeline: Pipeline) -> None:
     body = case.request(NOW, FHIR_BASE, prefetch=False)
     assert _cards(pipeline, case, body, fhir) == case.expect, case.describe
     assert "Patient" in fhir.paths()
+
+
+# Each code system our value sets are written in, by its OID: some EHRs send those.
+OIDS = {name: oid for oid, name in SYSTEM_ALIASES.items() if oid.startswith("urn:oid:")}
+
+
+def _as_oids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: OIDS.get(v, v) if k == "system" and isinstance(v, str) else _as_oids(v)
+            for k, v in value.items()
+        }
+    return [_as_oids(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.rule}/{c.name}")
+def test_case_with_its_code_systems_sent_as_oids_through_the_fetch_path(
+    case: Case, pipeline: Pipeline
+) -> None:
+    """A server that ignores ``code=`` answers everything; the service filters the answer as
+    the search asked (LOINC codes for the PHQ-9). A PHQ-9 coded with LOINC's OID is still a
+    PHQ-9: the filter reads systems as the facts do, so it is not dropped."""
+    resources = _as_oids(case.resources(NOW))
+    fhir = FakeFhir(resources=resources, fail=dict.fromkeys(case.refused_types, 403))
+    body = case.request(NOW, FHIR_BASE, prefetch=False)
+    assert _cards(pipeline, case, body, fhir) == case.expect, case.describe
 
 
 def test_every_rule_has_cases_inside_and_just_outside(knowledge: Knowledge) -> None:

@@ -97,6 +97,29 @@ def test_the_filters_drop_matches_the_search_did_not_ask_for() -> None:
     assert not search.matches(_obs("o5", "", "", "")), "a server's search would not match it"
 
 
+@pytest.mark.parametrize(
+    "coding",
+    [
+        {"system": "urn:oid:2.16.840.1.113883.6.1", "code": "44261-6"},  # LOINC by its OID
+        {"system": "http://loinc.org", "code": " 44261-6 "},
+    ],
+)
+def test_the_filters_read_a_coding_as_the_facts_do(coding: dict[str, Any]) -> None:
+    """What the facts would count, the filters keep (ipt_cds/clinical/reader.py ``codings``)."""
+    search = SearchFilter.of("code=http://loinc.org|44261-6")
+    observation = {"resourceType": "Observation", "id": "o1", "code": {"coding": [coding]}}
+    assert search.matches(observation)
+    one = {**observation, "code": {"coding": coding}}  # one coding sent as an object
+    assert search.matches(one)
+    assert not search.matches({**observation, "code": {"coding": [{**coding, "code": "x"}]}})
+
+
+def test_a_code_sent_as_a_number_matches_its_digits() -> None:
+    search = SearchFilter.of("code=http://snomed.info/sct|88848003")
+    coding = {"system": "urn:oid:2.16.840.1.113883.6.96", "code": 88848003}
+    assert search.matches({"resourceType": "Procedure", "code": {"coding": [coding]}})
+
+
 def test_a_page_the_filters_keep_whole_is_the_same_page() -> None:
     page = {"resourceType": "Bundle", "entry": [{"resource": _obs("o1", "active", "s", "c")}]}
     assert SearchFilter.of("status=active").apply(page, "Observation") is page

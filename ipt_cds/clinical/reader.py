@@ -16,7 +16,7 @@ from datetime import date
 from typing import Any
 
 from ipt_cds.protocol.models import Resource
-from ipt_cds.protocol.vocabulary import CPT, ICD10CM, LOINC, RXNORM, SNOMED
+from ipt_cds.protocol.vocabulary import SYSTEM_ALIASES
 
 # YYYY, YYYY-MM or YYYY-MM-DD, then the end or a time: not 99999-01-01, 20261125 or 2026-1-5.
 _DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?![\d-])", re.ASCII)
@@ -27,16 +27,6 @@ _FLOAT_MAX = 2**1023
 # What a warning may quote of a resource: its type and id, when they look like a type and an id.
 _TYPE = re.compile(r"[A-Za-z]{1,64}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-# Aliases EHRs use for the code systems our value sets are written in.
-SYSTEM_ALIASES = {
-    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
-    "http://hl7.org/fhir/sid/icd-10": ICD10CM,
-    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
-    "urn:oid:2.16.840.1.113883.6.1": LOINC,
-    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
-    "urn:oid:2.16.840.1.113883.6.12": CPT,
-}
 
 
 def as_list(value: Any) -> list[Any]:

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ipt_cds.clinical.reader import SYSTEM_ALIASES, codings, texts
-from ipt_cds.protocol.vocabulary import ICD10CM
+from ipt_cds.clinical.reader import codings, texts
+from ipt_cds.protocol.vocabulary import ICD10CM, SYSTEM_ALIASES
 
 # How many distinct codings of records ``Terminology`` keeps looked up (a few MB at most).
 SEEN_CODES = 20_000

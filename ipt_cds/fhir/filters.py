@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ipt_cds.protocol.models import Resource
+from ipt_cds.protocol.vocabulary import SYSTEM_ALIASES
 
 # Token parameters read from a code element of the same name.
 PLAIN = frozenset({"status", "intent"})
@@ -87,19 +88,24 @@ def token(value: str) -> Token:
     if "|" not in value:
         return None, value
     system, _, code = value.partition("|")
-    return system, code or None
+    return SYSTEM_ALIASES.get(system, system), code or None
 
 
 def has_coding(concept: Any, codes: frozenset[Token]) -> bool:
+    """Whether a coding of the concept is one of ``codes``, each coding read as the facts read
+    it (ipt_cds/clinical/reader.py ``codings``): a system under another name (an OID), a code
+    with spaces around it or sent as a number, one coding sent as an object. A resource the
+    facts would count is never dropped here."""
     concepts = concept if isinstance(concept, list) else [concept]
     for item in concepts:
         codings = item.get("coding") if isinstance(item, dict) else None
-        for coding in codings if isinstance(codings, list) else []:
+        for coding in codings if isinstance(codings, list) else [codings]:
             if not isinstance(coding, dict):
                 continue
             code, system = coding.get("code"), coding.get("system") or ""
-            if not isinstance(code, str) or not isinstance(system, str):
+            if not isinstance(code, str | int) or not isinstance(system, str):
                 continue  # not a coding a search could match
+            code, system = str(code).strip(), SYSTEM_ALIASES.get(system, system)
             if {(system, code), (None, code), (system, None)} & codes:
                 return True
     return False
