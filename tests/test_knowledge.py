@@ -1,7 +1,10 @@
 """Start-up validation: a broken knowledge file stops the service and names the file.
 
-Each folder of tests/broken_knowledge/ holds files that replace their namesakes in a copy of
-cards/, and ERROR, the exact message the service must refuse to start with.
+Each folder of tests/broken_knowledge/ breaks a copy of cards/: with files that replace their
+namesakes (a rule of its own), or with EDITS.yaml, exact changes to the shipped files (a line
+of a file every change to the knowledge touches, such as rules/_index.yaml or facts.yaml, so
+that a new rule or fact does not have to be copied into the case). ERROR is the exact message
+the service must refuse to start with.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
@@ -26,16 +30,34 @@ def cards(tmp_path: Path) -> Path:
 
 
 def test_the_shipped_knowledge_loads(knowledge: Knowledge) -> None:
-    assert len(knowledge.rulebook.rules) == 21
-    assert len(knowledge.services) == 3
+    """Every rule file, in the order of rules/_index.yaml, and every service: read from the
+    files, so that adding a rule or a hook does not mean editing a count here."""
+    root = Settings().knowledge_dir
+    listed = yaml.safe_load((root / "rules" / "_index.yaml").read_text())["order"]
+    files = {p.stem for p in (root / "rules").glob("*.yaml") if not p.name.startswith("_")}
+    assert [rule.id for rule in knowledge.rulebook.rules] == listed
+    assert set(listed) == files
+    assert len(listed) >= 20
+    services = yaml.safe_load((root / "services.yaml").read_text())["services"]
+    assert sorted(knowledge.services) == sorted(s["id"] for s in services)
+    assert {s.hook for s in knowledge.services.values()} >= {"order-select", "order-sign"}
 
 
 def _break(cards: Path, case: str) -> str:
-    """Lay the case's files over ``cards``; answer the error it must stop start-up with."""
+    """Lay the case's files over ``cards`` and make its edits; answer the error it must stop
+    start-up with."""
     folder = BROKEN / case
     for broken in folder.rglob("*"):
-        if broken.is_file() and broken.name != "ERROR":
+        if broken.is_file() and broken.name not in ("ERROR", "EDITS.yaml"):
             shutil.copy(broken, cards / broken.relative_to(folder))
+    edits = folder / "EDITS.yaml"
+    for edit in yaml.safe_load(edits.read_text()) if edits.exists() else []:
+        path = cards / edit["file"]
+        text = path.read_text()
+        # Once, exactly: an edit whose text the knowledge no longer holds must fail loudly here,
+        # not leave the case testing nothing.
+        assert text.count(edit["replace"]) == 1, f"{case}: not once in {edit['file']}"
+        path.write_text(text.replace(edit["replace"], edit["with"]))
     return (folder / "ERROR").read_text().strip().format(root=cards)
 
 
