@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     invoke = commands.add_parser("invoke", help="call a CDS Service and print its cards")
-    invoke.add_argument("service_id", help="ipt-order-select, ipt-order-sign or ipt-patient-view")
+    invoke.add_argument(
+        "service_id",
+        help="a service of cards/services.yaml, e.g. ipt-order-sign (see GET /cds-services)",
+    )
     source = invoke.add_mutually_exclusive_group(required=True)
     source.add_argument("--fixture", help="a fixture name (see `ipt-cds fixtures list`)")
     source.add_argument("--request", type=Path, help="a CDS Hooks request JSON file")
