@@ -77,6 +77,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.mark.slow  # builds the wheel
 def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     rules = sorted(p.name for p in (CARDS / "rules").glob("*.yaml"))
@@ -103,6 +104,7 @@ def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None
     assert sorted(expected - names) == []
 
 
+@pytest.mark.slow  # builds the wheel
 def test_the_wheel_leaves_out_build_inputs_tests_and_fixtures(wheel: Path) -> None:
     assert any((CARDS / "valuesets" / "sources").rglob("*.*")), "there is something to leave out"
     names = zipfile.ZipFile(wheel).namelist()
@@ -112,6 +114,7 @@ def test_the_wheel_leaves_out_build_inputs_tests_and_fixtures(wheel: Path) -> No
     assert tops == {"ipt_cds", DIST_INFO}, "no tests/, fhir_fixtures/, cards/ at the top"
 
 
+@pytest.mark.slow  # builds the wheel
 def test_the_wheel_declares_the_command(wheel: Path) -> None:
     entry_points = zipfile.ZipFile(wheel).read(f"{DIST_INFO}/entry_points.txt")
     assert re.search(r"^ipt-cds = ipt_cds\.cli:main$", entry_points.decode(), re.M)
@@ -172,6 +175,7 @@ Path(report).write_text(json.dumps({
 """
 
 
+@pytest.mark.slow  # builds the wheel
 def test_the_installed_wheel_answers_cards_from_another_folder(
     installed: Path, tmp_path: Path
 ) -> None:
