@@ -168,12 +168,22 @@ def _as_python(node: nodes.Node, local: set[str]) -> ast.expr:
 
 def template_names(text: str, facts: set[str], params: set[str]) -> None:
     """Add the facts (``why.NAME`` reads that fact too) and the parameters a template names."""
+    read, parameters = _names(text)
+    facts.update(read)
+    params.update(parameters)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The facts and the parameters a template names, found once per process: every app made
+    writes its evidence pages from them (a test suite makes hundreds)."""
     try:
         tree = _jinja.parse(text)
     except TemplateSyntaxError:  # start-up refuses such a template
-        return
+        return frozenset(), frozenset()
     local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    facts.update(n.name for n in tree.find_all(nodes.Name) if n.name not in local)
+    facts = {n.name for n in tree.find_all(nodes.Name) if n.name not in local}
+    params: set[str] = set()
     named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
     for item in tree.find_all(nodes.Getitem):
         if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
@@ -184,3 +194,4 @@ def template_names(text: str, facts: set[str], params: set[str]) -> None:
                 params.add(attr)
             elif target.name == "why":
                 facts.add(attr)
+    return frozenset(facts), frozenset(params)
