@@ -25,7 +25,16 @@ from ipt_cds.http.auth import Authenticator, KeyCache, MemoryReplayCache, Unauth
 from ipt_cds.http.trust import Issuer, Trust
 from ipt_cds.knowledge.errors import KnowledgeError
 
-from .conftest import DATA, FHIR_BASE, NOW, AppFactory, FakeFhir, Json, hook_request
+from .conftest import (
+    DATA,
+    FHIR_BASE,
+    NOW,
+    SERVICE_OF_HOOK,
+    AppFactory,
+    FakeFhir,
+    Json,
+    hook_request,
+)
 
 SPEC = DATA / "cds-hooks" / "spec-v2.0.1"
 ISS = "https://ehr.example.org/"
@@ -176,7 +185,7 @@ def test_discovery_needs_a_token_for_its_own_url(secured: Callable[..., TestClie
         "/cds-services", headers={"Authorization": f"Bearer {token(aud=f'{BASE}/cds-services')}"}
     )
     assert ok.status_code == 200
-    assert len(ok.json()["services"]) == 3
+    assert sorted(s["id"] for s in ok.json()["services"]) == sorted(SERVICE_OF_HOOK.values())
 
 
 # --- attacks ----------------------------------------------------------------------------

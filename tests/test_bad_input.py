@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from ipt_cds.http.jsonio import check_depth
 from ipt_cds.protocol.errors import BadRequest
 
-from .conftest import AppFactory, Json, condition, full_prefetch, hook_request, ipt_order
+from .conftest import (
+    SERVICE_OF_HOOK,
+    AppFactory,
+    Json,
+    condition,
+    full_prefetch,
+    hook_request,
+    ipt_order,
+)
 
 
 def _without(path: str) -> Callable[[Json], None]:
@@ -219,8 +227,8 @@ def test_unknown_service_answers_404(client: TestClient) -> None:
     assert response.status_code == 404
     assert response.json() == {
         "code": "unknown_service",
-        "message": "No CDS Service 'nope'; the services are ipt-order-select, ipt-order-sign, "
-        "ipt-patient-view (GET /cds-services lists them).",
+        "message": "No CDS Service 'nope'; the services are "
+        f"{', '.join(sorted(SERVICE_OF_HOOK.values()))} (GET /cds-services lists them).",
     }
     assert client.post("/cds-services/nope/feedback", json={}).status_code == 404
 
