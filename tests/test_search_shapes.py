@@ -104,20 +104,28 @@ def test_the_filters_drop_matches_the_search_did_not_ask_for() -> None:
         {"system": "http://loinc.org", "code": " 44261-6 "},
     ],
 )
-def test_the_filters_read_a_coding_as_the_facts_do(coding: dict[str, Any]) -> None:
-    """What the facts would count, the filters keep (ipt_cds/clinical/reader.py ``codings``)."""
+def test_an_answer_the_service_filters_is_read_as_the_facts_read_it(
+    coding: dict[str, Any],
+) -> None:
+    """What the facts would count, the service's own filter keeps (ipt_cds/clinical/reader.py
+    ``codings``); replay's answers stay those of a server, which compares as written."""
     search = SearchFilter.of("code=http://loinc.org|44261-6")
     observation = {"resourceType": "Observation", "id": "o1", "code": {"coding": [coding]}}
-    assert search.matches(observation)
+    assert search.matches(observation, lenient=True)
     one = {**observation, "code": {"coding": coding}}  # one coding sent as an object
-    assert search.matches(one)
-    assert not search.matches({**observation, "code": {"coding": [{**coding, "code": "x"}]}})
+    assert search.matches(one, lenient=True)
+    assert not search.matches(observation), "a server's search compares as written"
+    other = {**observation, "code": {"coding": [{**coding, "code": "x"}]}}
+    assert not search.matches(other, lenient=True)
 
 
-def test_a_code_sent_as_a_number_matches_its_digits() -> None:
-    search = SearchFilter.of("code=http://snomed.info/sct|88848003")
+def test_a_code_sent_as_a_number_or_a_status_in_capitals_is_kept() -> None:
+    search = SearchFilter.of("status=active&code=http://snomed.info/sct|88848003")
     coding = {"system": "urn:oid:2.16.840.1.113883.6.96", "code": 88848003}
-    assert search.matches({"resourceType": "Procedure", "code": {"coding": [coding]}})
+    procedure = {"resourceType": "Procedure", "status": "Active", "code": {"coding": [coding]}}
+    assert search.matches(procedure, lenient=True)
+    assert not search.matches(procedure)
+    assert not search.matches({**procedure, "status": "stopped"}, lenient=True)
 
 
 def test_a_page_the_filters_keep_whole_is_the_same_page() -> None:

@@ -47,19 +47,23 @@ class SearchFilter:
         return bool(self.plain or self.coded)
 
     def matches(self, resource: Resource, *, lenient: bool = False) -> bool:
-        """As a server's search would. ``lenient``: a resource without the element, or with
-        something other than a code in it, is kept (non-conformant, but what it records is for
-        the facts to weigh, not a filter)."""
+        """As a server's search would (replay's answers to the templates). ``lenient``, for an
+        answer the service filters itself: a resource without the element, or with something
+        other than a code in it, is kept, and codes and codings are read as the facts read
+        them (a status in capitals, a code system by its OID): what the facts would count is
+        theirs to weigh, not a filter's to drop."""
         for element, codes in self.plain:
             value = resource.get(element)
             if isinstance(value, str):
-                if value not in codes:
+                if value not in codes and not (lenient and value.strip().lower() in codes):
                     return False
             elif not lenient:  # absent, or not a code at all (a list, an object)
                 return False
         for element, tokens in self.coded:
             concept = resource.get(element)
-            if not has_coding(concept, tokens) and not (lenient and concept is None):
+            if lenient and concept is None:
+                continue
+            if not has_coding(concept, tokens, as_read=lenient):
                 return False
         return True
 
@@ -88,24 +92,30 @@ def token(value: str) -> Token:
     if "|" not in value:
         return None, value
     system, _, code = value.partition("|")
-    return SYSTEM_ALIASES.get(system, system), code or None
+    return system, code or None
 
 
-def has_coding(concept: Any, codes: frozenset[Token]) -> bool:
-    """Whether a coding of the concept is one of ``codes``, each coding read as the facts read
-    it (ipt_cds/clinical/reader.py ``codings``): a system under another name (an OID), a code
-    with spaces around it or sent as a number, one coding sent as an object. A resource the
-    facts would count is never dropped here."""
+def has_coding(concept: Any, codes: frozenset[Token], *, as_read: bool = False) -> bool:
+    """Whether a coding of the concept is one of ``codes``, compared as a server compares them
+    (as written). ``as_read``: each coding read as the facts read it (ipt_cds/clinical/reader.py
+    ``codings``): a system under another name (an OID), a code with spaces around it or sent as
+    a number, one coding sent as an object."""
+    if as_read:
+        codes = frozenset((SYSTEM_ALIASES.get(s, s) if s else s, c) for s, c in codes)
     concepts = concept if isinstance(concept, list) else [concept]
     for item in concepts:
         codings = item.get("coding") if isinstance(item, dict) else None
-        for coding in codings if isinstance(codings, list) else [codings]:
+        listed = codings if isinstance(codings, list) else [codings] if as_read else []
+        for coding in listed:
             if not isinstance(coding, dict):
                 continue
             code, system = coding.get("code"), coding.get("system") or ""
-            if not isinstance(code, str | int) or not isinstance(system, str):
+            if as_read and isinstance(code, int) and not isinstance(code, bool):
+                code = str(code)
+            if not isinstance(code, str) or not isinstance(system, str):
                 continue  # not a coding a search could match
-            code, system = str(code).strip(), SYSTEM_ALIASES.get(system, system)
+            if as_read:
+                code, system = code.strip(), SYSTEM_ALIASES.get(system, system)
             if {(system, code), (None, code), (system, None)} & codes:
                 return True
     return False
