@@ -204,3 +204,29 @@ def test_a_bound_extractor_asks_for_nothing_more_on_a_call(knowledge: Knowledge)
     needs.sealed = True
     with pytest.raises(RuntimeError, match="ask while binding"):
         needs.valueset("mdd")
+
+
+@pytest.mark.usefixtures("library")
+def test_two_extractors_of_one_name_stop_start_up_naming_both_modules(tmp_path: Path) -> None:
+    def episode(needs: Needs) -> Compute:
+        return lambda call: None
+
+    episode.__module__ = "ipt_cds.clinical.computed.episode_copy"
+    with pytest.raises(fact_library.DuplicateExtractor) as caught:
+        computes("episode", {})(episode)
+    assert "ipt_cds.clinical.computed.episode and ipt_cds.clinical.computed.episode_copy" in str(
+        caught.value
+    )
+
+
+def test_a_file_no_import_could_name_is_not_a_module_of_the_library(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An editor's backup or a Finder copy ("episode copy.py") beside the modules is skipped."""
+    from ipt_cds.clinical import computed
+
+    folder = tmp_path / "computed"
+    folder.mkdir()
+    (folder / "episode copy.py").write_text("raise AssertionError('imported')\n")
+    monkeypatch.setattr(computed, "__path__", [*computed.__path__, str(folder)])
+    assert "episode" in registry()

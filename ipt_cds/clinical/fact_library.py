@@ -61,6 +61,10 @@ class FactKey:
     name: str
 
 
+class DuplicateExtractor(ValueError):
+    """Two modules register a Python extractor under the same name."""
+
+
 class Undeclared(LookupError):
     """The code reads a name that its declaration in cards/facts.yaml does not give."""
 
@@ -175,8 +179,11 @@ def computes(name: str, sets: Mapping[str, FactType]) -> Callable[[Bind], Bind]:
     """Register the decorated function as the Python extractor ``name``, setting ``sets``."""
 
     def register(bind: Bind) -> Bind:
-        if name in REGISTRY:
-            raise ValueError(f"two Python extractors named {name!r}")
+        known = REGISTRY.get(name)
+        if known is not None and known.module != bind.__module__:
+            raise DuplicateExtractor(
+                f"two Python extractors named {name!r}: {known.module} and {bind.__module__}"
+            )
         REGISTRY[name] = Computed(name, dict(sets), bind, bind.__module__)
         return bind
 
@@ -189,5 +196,8 @@ def registry() -> Mapping[str, Computed]:
     from ipt_cds.clinical import computed
 
     for module in pkgutil.iter_modules(computed.__path__):
-        importlib.import_module(f"{computed.__name__}.{module.name}")
+        # A file no import could name ("episode copy.py", an editor's backup) is not a module
+        # of the library: importing it would register its extractors a second time.
+        if module.name.isidentifier():
+            importlib.import_module(f"{computed.__name__}.{module.name}")
     return REGISTRY

@@ -24,6 +24,7 @@ from ipt_cds.clinical.fact_library import (
     KINDS,
     Compute,
     Computed,
+    DuplicateExtractor,
     Kind,
     Needs,
     Undeclared,
@@ -99,7 +100,10 @@ def load_computed(
 ) -> ComputedFacts:
     """Bind each declared group of ``path`` (facts.yaml) to its registered extractor. ``read``:
     the facts set before any group (the extractions with a meaning)."""
-    library = registry()
+    try:
+        library = registry()
+    except DuplicateExtractor as exc:
+        raise KnowledgeError(f"{path}: computed: {exc}") from None
     for name in declared:
         if name not in library:
             raise KnowledgeError(
