@@ -77,6 +77,18 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    """The wheel holds only the packages pyproject lists by hand: a new folder of Python left out
+    would be missing from every installed service. Checked here without building the wheel."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "ipt_cds").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert on_disk <= listed, f"not listed in pyproject.toml: {sorted(on_disk - listed)}"
+
+
 @pytest.mark.slow  # builds the wheel
 def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
