@@ -152,3 +152,19 @@ def test_a_sentence_with_a_test_on_a_fact_is_rendered_on_each_call(tmp_path: Pat
     assert (unknown["severity"], known["severity"]) == (None, "severe")
     assert unknown["severity_said"] == ["severity unknown"]
     assert known["severity_said"] == ["severity known"]
+
+
+SHADOWED = """
+age_said:
+  meaning: the age in words, for the test
+  says:
+    - says: "{% if depression is none %}{% set age = 0 %}{% endif %}age {{ age }}"
+"""
+
+
+def test_a_name_a_sentence_sets_only_sometimes_is_still_given(tmp_path: Path) -> None:
+    """A fact the sentence reads, though it also sets a local of that name in one branch, is
+    in the context it renders with (as Jinja itself finds the names a template reads)."""
+    knowledge = Knowledge.load(_cards_with(tmp_path, "derived.yaml", SHADOWED))
+    facts = facts_of(knowledge, condition("d", "F32.2"))
+    assert facts["age_said"] == [f"age {facts['age']}"]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import Template
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from ipt_cds.clinical.fact_model import Facts, FactSpec
@@ -27,7 +26,7 @@ from ipt_cds.knowledge.expressions import (
     compile_expression,
     expression_names,
 )
-from ipt_cds.knowledge.templates import compile_template, template_names
+from ipt_cds.knowledge.templates import NamedTemplate, compile_template, template_names
 
 Step = Callable[[Facts], None]
 Text = Callable[[Facts], str]
@@ -186,7 +185,7 @@ def _sentences(
         assert s.says is not None
         try:
             template = compile_template(s.says, known, params, SENTENCE_CONTEXT)
-            out.append((test, _text(template, s.says, known), None))
+            out.append((test, _text(template), None))
         except ExpressionError as exc:
             raise ExpressionError(f"{at}.says: {exc}") from None
     return out
@@ -196,27 +195,15 @@ def _sentences(
 SENTENCE_CONTEXT = ("why", "params")
 
 
-def _text(template: Template, text: str, known: Mapping[str, FactSpec]) -> Text:
-    named: set[str] = set()
-    template_names(text, named, set())
-    if not named:
+def _text(template: NamedTemplate) -> Text:
+    if not template.named:
         # Names nothing: the same every call, rendered once. (A test such as ``is none`` never
         # raises on a missing name, so rendering without the facts cannot tell.)
         fixed = template.render({})
         return lambda f: fixed
-    # The context holds only what the sentence names: Jinja copies it on every render.
-    facts = tuple(n for n in named if n in known)
-    why, params = "why" in named, "params" in named
-
-    def render(f: Facts) -> str:
-        context = {n: f.values[n] for n in facts}
-        if why:
-            context["why"] = f.why
-        if params:
-            context["params"] = f.params
-        return template.render(context)
-
-    return render
+    # The context holds only what the sentence reads, as Jinja finds it: Jinja copies it on
+    # every render.
+    return lambda f: template.render_from(f.values, {"why": f.why, "params": f.params})
 
 
 def _applying(sentences: Sentences, f: Facts) -> list[str]:
