@@ -137,16 +137,15 @@ def test_a_declaration_that_would_fail_on_calls_stops_start_up(
     assert str(caught.value) == f"{cards / 'derived.yaml'}: {error}"
 
 
-TESTED = """
-severity_said:
-  meaning: the severity in words, for the test
-  says:
-    - says: "{{ 'severity unknown' if severity is none else 'severity known' }}"
-"""
+def _with_sentence(tmp_path: Path, name: str, says: str) -> Knowledge:
+    """The shipped knowledge with one more derived fact: a single sentence, ``says``."""
+    entry = f'\n{name}:\n  meaning: {name} in words, for the test\n  says:\n    - says: "{says}"\n'
+    return Knowledge.load(_cards_with(tmp_path, "derived.yaml", entry))
 
 
 def test_a_sentence_with_a_test_on_a_fact_is_rendered_on_each_call(tmp_path: Path) -> None:
-    knowledge = Knowledge.load(_cards_with(tmp_path, "derived.yaml", TESTED))
+    said = "{{ 'severity unknown' if severity is none else 'severity known' }}"
+    knowledge = _with_sentence(tmp_path, "severity_said", said)
     unknown = facts_of(knowledge, condition("d", "F32.9"))
     known = facts_of(knowledge, condition("d", "F32.2"))
     assert (unknown["severity"], known["severity"]) == (None, "severe")
@@ -154,17 +153,10 @@ def test_a_sentence_with_a_test_on_a_fact_is_rendered_on_each_call(tmp_path: Pat
     assert known["severity_said"] == ["severity known"]
 
 
-SHADOWED = """
-age_said:
-  meaning: the age in words, for the test
-  says:
-    - says: "{% if depression is none %}{% set age = 0 %}{% endif %}age {{ age }}"
-"""
-
-
 def test_a_name_a_sentence_sets_only_sometimes_is_still_given(tmp_path: Path) -> None:
     """A fact the sentence reads, though it also sets a local of that name in one branch, is
     in the context it renders with (as Jinja itself finds the names a template reads)."""
-    knowledge = Knowledge.load(_cards_with(tmp_path, "derived.yaml", SHADOWED))
+    said = "{% if depression is none %}{% set age = 0 %}{% endif %}age {{ age }}"
+    knowledge = _with_sentence(tmp_path, "age_said", said)
     facts = facts_of(knowledge, condition("d", "F32.2"))
     assert facts["age_said"] == [f"age {facts['age']}"]
