@@ -230,3 +230,14 @@ def test_a_file_no_import_could_name_is_not_a_module_of_the_library(
     (folder / "episode copy.py").write_text("raise AssertionError('imported')\n")
     monkeypatch.setattr(computed, "__path__", [*computed.__path__, str(folder)])
     assert "episode" in registry()
+
+
+def test_the_library_reads_names_only_through_needs() -> None:
+    """Start-up checks what an extractor asks of its Needs; a key made by hand, or a value set
+    or parameter taken from behind Needs, would escape that check."""
+    from ipt_cds.clinical import computed
+
+    for path in Path(computed.__path__[0]).glob("*.py"):
+        source = path.read_text()
+        for escape in ("Extraction(", "FactKey(", "._valuesets", "._params", "knowledge_dir"):
+            assert escape not in source, f"{path.name} uses {escape}"

@@ -79,8 +79,10 @@ class Needs:
 
     declared: Mapping[Kind, Collection[str]]
     terms: Terminology
-    valuesets: Mapping[str, str]
-    params: Mapping[str, Any]
+    # Private: a value set or a parameter is read through valueset() and parameter(), which
+    # hold the read to the declaration.
+    _valuesets: Mapping[str, str]
+    _params: Mapping[str, Any]
     # What the code asked for, by kind: start-up refuses a declared name left out of it.
     read: dict[Kind, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
     sealed: bool = False
@@ -88,7 +90,7 @@ class Needs:
     def valueset(self, alias: str) -> str:
         """The URL of a value set of facts.yaml's ``valuesets``."""
         self._need("valuesets", alias)
-        return self.valuesets[alias]
+        return self._valuesets[alias]
 
     def extraction(self, name: str) -> Extraction:
         self._need("extractions", name)
@@ -96,7 +98,7 @@ class Needs:
 
     def parameter(self, name: str) -> Any:
         self._need("parameters", name)
-        return self.params[name]
+        return self._params[name]
 
     def days(self, name: str) -> timedelta:
         """A window of parameters.yaml, in days."""
