@@ -38,6 +38,9 @@ from .conftest import SERVICE_OF_HOOK
 # schemathesis's tests of one function share a node id, which pytest-xdist cannot tell apart.
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
+# Only this module generates tests from a schema: the plugin loads here, not in every worker.
+pytest_plugins = ["schemathesis.pytest.plugin"]
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("IPT_CDS_FUZZ_EXAMPLES", "60"))
 DB = Path(tempfile.mkdtemp(prefix="ipt-fuzz-")) / "store.sqlite3"

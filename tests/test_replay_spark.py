@@ -43,7 +43,11 @@ def session() -> Iterator[object]:
         pytest.skip(message)
     from ipt_cds.replay import spark as engine
 
-    started, ours = engine._session(2)
+    with pytest.MonkeyPatch.context() as patch:
+        # A JVM that runs for seconds: its optimising compiler and parallel collector cost
+        # CPU the other test workers need (Spark's start-up here: ~30 s of CPU, ~22 s without).
+        patch.setenv("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        started, ours = engine._session(2)
     yield started
     if ours:
         started.stop()
