@@ -10,7 +10,15 @@ import pytest
 
 from ipt_cds.clinical import fact_library
 from ipt_cds.clinical.extractors import Evidence, condition_evidence
-from ipt_cds.clinical.fact_library import Call, Compute, Needs, computes, registry, typed
+from ipt_cds.clinical.fact_library import (
+    Call,
+    Compute,
+    Needs,
+    ValueSetKey,
+    computes,
+    registry,
+    typed,
+)
 from ipt_cds.devtools.glossary import render
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
@@ -200,7 +208,7 @@ def test_a_declaration_that_does_not_match_stops_start_up(
 def test_a_bound_extractor_asks_for_nothing_more_on_a_call(knowledge: Knowledge) -> None:
     """What it asks for on a call would go unchecked until that call: only binding may ask."""
     needs = Needs({k: {"mdd"} for k in fact_library.KINDS}, knowledge.terms, {"mdd": "u"}, {})
-    assert needs.valueset("mdd") == "u"
+    assert needs.valueset("mdd") == ValueSetKey("u")
     needs.sealed = True
     with pytest.raises(RuntimeError, match="ask while binding"):
         needs.valueset("mdd")
@@ -239,5 +247,7 @@ def test_the_library_reads_names_only_through_needs() -> None:
 
     for path in Path(computed.__path__[0]).glob("*.py"):
         source = path.read_text()
-        for escape in ("Extraction(", "FactKey(", "._valuesets", "._params", "knowledge_dir"):
+        keys = ("Extraction(", "FactKey(", "ValueSetKey(")
+        behind = ("._valuesets", "._params", "._terms", "._scope", "Terminology", "knowledge_dir")
+        for escape in (*keys, *behind):
             assert escape not in source, f"{path.name} uses {escape}"

@@ -8,7 +8,7 @@ sets and their types (``computes``): all the Python says about itself. What thos
 
 The two are held together at start-up, not on a call: the function is *bound* once, handed a
 ``Needs`` that answers only the names its declaration gives. Every name the code reads it
-resolves there and then (a value set's URL, a parameter's value, a key to an extraction or a
+resolves there and then (a parameter's value, a key to a value set, an extraction or a
 fact); a name not declared raises ``Undeclared``, and ipt_cds/knowledge/computed.py also refuses
 a declared name the code never asked for. The per-call function bound reads through those keys
 (``Call``), so it cannot reach a name start-up did not check.
@@ -26,7 +26,7 @@ from typing import Any, Literal
 from ipt_cds.clinical.extractors import Coded, Evidence, Scope
 from ipt_cds.clinical.fact_model import Facts
 from ipt_cds.clinical.record import PatientRecord
-from ipt_cds.clinical.terminology import Terminology
+from ipt_cds.clinical.terminology import Match, Terminology
 from ipt_cds.protocol.models import Resource
 
 # What a computed fact may read, by kind: the keys of its declaration in cards/facts.yaml.
@@ -45,6 +45,14 @@ class FactType:
 
 def typed(declared: object, *, explained: bool = False) -> FactType:
     return FactType(declared, explained)
+
+
+@dataclass(frozen=True)
+class ValueSetKey:
+    """The key, got at start-up, to a value set a fact declares: what ``Call.coded`` and
+    ``Codes`` take, so that an extractor reads no value set by a URL of its own."""
+
+    url: str
 
 
 @dataclass(frozen=True)
@@ -73,24 +81,44 @@ class Undeclared(LookupError):
         self.kind, self.name = kind, name
 
 
+class Codes:
+    """The terminology as an extractor sees it: membership in the value sets it holds keys to."""
+
+    __slots__ = ("_terms",)
+
+    def __init__(self, terms: Terminology) -> None:
+        self._terms = terms
+
+    def match(self, key: ValueSetKey, concept: Any) -> Match | None:
+        """The coding of ``concept`` (a CodeableConcept) in the value set, if any."""
+        return self._terms.match(key.url, concept)
+
+    def contains(self, key: ValueSetKey, system: str, code: str) -> bool:
+        return self._terms.contains(key.url, system, code)
+
+
 @dataclass
 class Needs:
     """What one extractor may read, as its declaration says: answered at start-up only."""
 
     declared: Mapping[Kind, Collection[str]]
-    terms: Terminology
-    # Private: a value set or a parameter is read through valueset() and parameter(), which
-    # hold the read to the declaration.
+    # Private: the terminology is read through codes, a value set or a parameter through
+    # valueset() and parameter(), which hold the read to the declaration.
+    _terms: Terminology
     _valuesets: Mapping[str, str]
     _params: Mapping[str, Any]
     # What the code asked for, by kind: start-up refuses a declared name left out of it.
     read: dict[Kind, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
     sealed: bool = False
 
-    def valueset(self, alias: str) -> str:
-        """The URL of a value set of facts.yaml's ``valuesets``."""
+    @property
+    def codes(self) -> Codes:
+        return Codes(self._terms)
+
+    def valueset(self, alias: str) -> ValueSetKey:
+        """A value set of facts.yaml's ``valuesets``, by its alias."""
         self._need("valuesets", alias)
-        return self._valuesets[alias]
+        return ValueSetKey(self._valuesets[alias])
 
     def extraction(self, name: str) -> Extraction:
         self._need("extractions", name)
@@ -143,8 +171,9 @@ class Call:
     def today(self) -> date:
         return self._scope.today
 
-    def coded(self, kind: str, url: str) -> list[Coded]:
-        return self._scope.coded(kind, url)
+    def coded(self, kind: str, key: ValueSetKey) -> list[Coded]:
+        """The resources of ``kind`` coded in the value set, with the coding that matched."""
+        return self._scope.coded(kind, key.url)
 
     def skip(self, resource: Resource, error: Exception) -> None:
         self._scope.skip(resource, error)

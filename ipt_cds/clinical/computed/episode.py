@@ -15,10 +15,9 @@ from ipt_cds.clinical.extractors import (
     condition_is_active,
     condition_is_true,
 )
-from ipt_cds.clinical.fact_library import Call, Compute, Needs, computes, typed
+from ipt_cds.clinical.fact_library import Call, Compute, Needs, ValueSetKey, computes, typed
 from ipt_cds.clinical.fact_model import SEVERITIES, Episode, Reading, Remission, Severity
 from ipt_cds.clinical.reader import first_date, markdown_text, reference_of
-from ipt_cds.clinical.terminology import Terminology
 from ipt_cds.protocol.models import Resource
 
 SEVERITY_RANK: dict[str, int] = {band: rank for rank, band in enumerate(SEVERITIES)}
@@ -72,8 +71,8 @@ def episode(needs: Needs) -> Compute:
         bipolar_ids = {id(c) for c, _, _ in call.coded("Condition", bipolar_codes)}
         # Each active episode with what ordering and citing it take, read once, guarded.
         episodes: dict[int, tuple[Resource, tuple[Any, ...], Evidence]] = {}
-        for url in codes.episodes:
-            for c, _, _ in call.coded("Condition", url):
+        for valueset in codes.episodes:
+            for c, _, _ in call.coded("Condition", valueset):
                 if id(c) in bipolar_ids or id(c) in episodes:
                     continue
                 try:
@@ -119,10 +118,10 @@ def episode(needs: Needs) -> Compute:
 
 
 class _Codes:
-    """What an episode's Condition says by its codes: resolved to value set URLs at start-up."""
+    """What an episode's Condition says by its codes: its value sets resolved at start-up."""
 
     def __init__(self, needs: Needs) -> None:
-        self.terms: Terminology = needs.terms
+        self.terms = needs.codes
         self.episodes = tuple(
             needs.valueset(a) for a in ("mdd", "depression_nos", "postpartum_depression")
         )
@@ -134,12 +133,12 @@ class _Codes:
         self.coded = tuple((needs.valueset(a), band) for a, band in CODED_SEVERITY)
         self.stated = tuple((needs.valueset(a), band) for a, band in STATED_SEVERITY)
 
-    def _in(self, url: str, c: Resource) -> bool:
-        return self.terms.match(url, c.get("code")) is not None
+    def _in(self, valueset: ValueSetKey, c: Resource) -> bool:
+        return self.terms.match(valueset, c.get("code")) is not None
 
     def evidence(self, c: Resource) -> Evidence:
-        for url in self.cited:
-            m = self.terms.match(url, c.get("code"))
+        for valueset in self.cited:
+            m = self.terms.match(valueset, c.get("code"))
             if m:
                 dates = condition_dates(c)
                 return Evidence(reference_of(c), m.code, m.display, dates[0] if dates else None)
@@ -157,17 +156,17 @@ class _Codes:
         return "single" if self._in(self.single, c) else None
 
     def remission(self, c: Resource) -> Remission | None:
-        for kind, url in self.remissions:
-            if self._in(url, c):
+        for kind, valueset in self.remissions:
+            if self._in(valueset, c):
                 return kind
         return None
 
     def severity(self, c: Resource) -> Severity | None:
-        for url, band in self.coded:
-            if self._in(url, c):
+        for valueset, band in self.coded:
+            if self._in(valueset, c):
                 return band
-        for url, band in self.stated:
-            if self.terms.match(url, c.get("severity")):
+        for valueset, band in self.stated:
+            if self.terms.match(valueset, c.get("severity")):
                 return band
         return None
 
@@ -193,13 +192,17 @@ def _recurrence(
 
 
 def _features(
-    call: Call, url: str, since: date, current: Resource | None, remission: Remission | None
+    call: Call,
+    features: ValueSetKey,
+    since: date,
+    current: Resource | None,
+    remission: Remission | None,
 ) -> list[Evidence]:
     """A major-depression-with-psychotic-features code counts only as the current episode (not
     in remission) or when recorded within the window: an old code from a past episode does not
     block IPT for good. (Psychotic disorders count while active.)"""
     found = []
-    for c, match, _ in call.coded("Condition", url):
+    for c, match, _ in call.coded("Condition", features):
         try:
             if not condition_is_true(c):
                 continue

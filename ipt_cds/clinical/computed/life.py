@@ -31,7 +31,7 @@ def life(needs: Needs) -> Compute:
     conditions = needs.extraction("pregnancy_conditions")
     status = needs.extraction("pregnancy_status")
     pregnant_answer = needs.valueset("pregnant_answer")
-    terms = needs.terms
+    terms = needs.codes
     bereavement, postpartum = needs.fact("bereavement"), needs.fact("postpartum")
     transitions = [
         needs.extraction(name) for name in ("role_transition_conditions", "new_hiv", "new_chd")

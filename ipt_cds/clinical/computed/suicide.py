@@ -20,7 +20,7 @@ from ipt_cds.clinical.extractors import (
     condition_is_active,
     condition_is_true,
 )
-from ipt_cds.clinical.fact_library import Call, Compute, Needs, computes, typed
+from ipt_cds.clinical.fact_library import Call, Compute, Needs, ValueSetKey, computes, typed
 from ipt_cds.clinical.fact_model import Reading, SuicidalIdeation, SuicideSource
 from ipt_cds.clinical.reader import first_date, markdown_text
 
@@ -91,8 +91,8 @@ def suicide(needs: Needs) -> Compute:
 class _Codes:
     """The value sets and parameters the finding reads, resolved at start-up."""
 
-    kinds: tuple[tuple[str, SuicideSource, str], ...]
-    history: str
+    kinds: tuple[tuple[ValueSetKey, SuicideSource, str], ...]
+    history: ValueSetKey
     counts: int
     window: timedelta
 
@@ -105,8 +105,8 @@ def suicidal_ideation(
     recent: list[tuple[SuicideSource, str, Evidence]] = []
     history: list[tuple[str, Evidence]] = []
     behaviour: list[tuple[str, Evidence]] = []
-    for url, kind, words in codes.kinds:
-        for c, match, _ in call.coded("Condition", url):
+    for valueset, kind, words in codes.kinds:
+        for c, match, _ in call.coded("Condition", valueset):
             try:
                 if not condition_is_true(c):
                     continue
