@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ipt_cds.clinical import extractors
 from ipt_cds.clinical.computed import episode as episode_logic
 from ipt_cds.clinical.extractors import condition_is_active
 from ipt_cds.clinical.fact_model import Facts, FactSpec
@@ -200,6 +201,31 @@ def test_item9_as_answer_code_or_number(
     knowledge: Knowledge, value: Json, level: str | None
 ) -> None:
     assert facts_of(knowledge, observation("o1", "44260-8", **value))["suicidal_ideation"] == level
+
+
+def test_a_coded_answer_scores_in_the_answers_value_set_its_extraction_names(
+    knowledge: Knowledge,
+) -> None:
+    """`answers` belongs to the extraction: without it a coded answer is kept for its codes
+    only, unscored."""
+    item9 = knowledge.factbook.declarations["phq9_item9"]
+    assert isinstance(item9, extractors.LatestObservation)
+    assert item9.answers is not None
+    unscored = item9.model_copy(update={"answers": None})
+    answer = {"system": LOINC, "code": "LA6570-1"}  # "More than half the days"
+    o = observation("o1", "44260-8", valueCodeableConcept={"coding": [answer]})
+    body = hook_request("order-sign", {"patient": patient()})
+    request = REQUEST_MODELS["order-sign"].model_validate(body)
+    scope = extractors.Scope(
+        PatientRecord.build([patient(), o], request),
+        knowledge.terms,
+        NOW.date(),
+        knowledge.factbook.params,
+    )
+    scored = extractors.build(item9, knowledge.terms, knowledge.factbook.params)(scope)
+    kept = extractors.build(unscored, knowledge.terms, knowledge.factbook.params)(scope)
+    assert [(e.value, e.answer_codes) for e in scored] == [(2.0, ((LOINC, "LA6570-1"),))]
+    assert [(e.value, e.answer_codes) for e in kept] == [(None, ((LOINC, "LA6570-1"),))]
 
 
 def test_item9_as_a_component_of_the_phq9_panel(knowledge: Knowledge) -> None:

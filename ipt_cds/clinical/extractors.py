@@ -91,7 +91,6 @@ class Scope:
     terms: Terminology
     today: date
     params: dict[str, Any]
-    answer_scores: dict[str, int]
     _index: dict[str, dict[str, list[Coded]]] = field(default_factory=dict)
     # The resources that could not be read in this evaluation, by id(); FactBook.evaluate then
     # computes the facts again from the record without them.
@@ -177,7 +176,9 @@ class LatestObservation(_Decl):
     wherever it sits (two answers to one question: the safer one); with ``separate`` an
     Observation's own value stands over a panel's component, that over a sum, then the higher.
     ``sum_of``: a value set of items; a panel answering every one of them reads as their sum,
-    which any value recorded as such that day outranks (with ``separate``).
+    which any value recorded as such that day outranks (with ``separate``). ``answers``: a value
+    set whose concepts score an answer given as a code (their ordinalValue); without it such an
+    answer is read for its codes only.
     """
 
     extractor: Literal["latest_observation"]
@@ -185,6 +186,7 @@ class LatestObservation(_Decl):
     max: str | None = None
     same_day: Literal["highest", "separate"] = "highest"
     sum_of: str | None = None
+    answers: str | None = None
 
 
 class CurrentMedication(_Decl):
@@ -382,7 +384,16 @@ _WHEN = ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issu
 _OWN, _PART, _SUM = 2, 1, 0
 
 
-def _latest_observation(d: LatestObservation) -> Extractor:
+def answer_scores(terms: Terminology, url: str | None) -> dict[str, int]:
+    """The score of each answer code of the value set: its concept's ordinalValue (start-up
+    checks each is a whole number)."""
+    scores = terms.ordinals(url) if url is not None else {}
+    return {code: int(score) for code, score in scores.items() if score is not None}
+
+
+def _latest_observation(d: LatestObservation, terms: Terminology) -> Extractor:
+    scores = answer_scores(terms, d.answers)
+
     def rank(place: int, value: float | None) -> tuple[float, float]:
         score = -1.0 if value is None else value
         return (place, score) if d.same_day == "separate" else (score, place)
@@ -402,7 +413,7 @@ def _latest_observation(d: LatestObservation) -> Extractor:
                     on = first_date(panel, *_WHEN)
                 if on is None or not since <= on <= s.today:
                     continue
-                value, answer, answer_codes = _value(holder, s.answer_scores)
+                value, answer, answer_codes = _value(holder, scores)
             except Exception as exc:
                 s.skip(o, exc)
                 continue
@@ -417,7 +428,7 @@ def _latest_observation(d: LatestObservation) -> Extractor:
                 )
                 best = (key, ev)
         if d.sum_of is not None:
-            for ev in _sums(s, d.sum_of, since):
+            for ev in _sums(s, d.sum_of, since, scores):
                 if ev.value is not None and ev.value <= ceiling and ev.on is not None:
                     key = (ev.on, *rank(_SUM, ev.value))
                     if best is None or key > best[0]:
@@ -427,11 +438,11 @@ def _latest_observation(d: LatestObservation) -> Extractor:
     return run
 
 
-def _sums(s: Scope, url: str, since: date) -> list[Evidence]:
+def _sums(s: Scope, url: str, since: date, scores: dict[str, int]) -> list[Evidence]:
     """Each panel in the window that answers every item of the value set (as components,
     contained or ``hasMember`` observations), as the sum of its answers."""
     items = len(s.terms.ordinals(url))
-    top = max(s.answer_scores.values(), default=0)
+    top = max(scores.values(), default=0)
     panels: dict[int, tuple[Resource, dict[str, float]]] = {}
     for o, match, holder in s.coded("Observation", url):
         panel = o if holder is not o else s.panel_of(o)
@@ -440,7 +451,7 @@ def _sums(s: Scope, url: str, since: date) -> list[Evidence]:
         try:
             if status(o, "final") in _VOID or status(panel, "final") in _VOID:
                 continue
-            value = _value(holder, s.answer_scores)[0]
+            value = _value(holder, scores)[0]
         except Exception as exc:
             s.skip(o, exc)
             continue
@@ -587,7 +598,7 @@ def build(decl: Declaration, terms: Terminology, params: Params) -> Extractor:
         case ConditionWithin():
             return _condition_within(decl)
         case LatestObservation():
-            return _latest_observation(decl)
+            return _latest_observation(decl, terms)
         case CurrentMedication():
             return _current_medication(decl, terms, params)
         case CurrentOrder():

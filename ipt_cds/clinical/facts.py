@@ -32,13 +32,11 @@ class FactBook:
         extractors: dict[str, Extractor],
         terms: Terminology,
         params: dict[str, Any],
-        answer_scores: dict[str, int],
         declarations: Mapping[str, Declaration] | None = None,
         computed: Sequence[Step] = (),
         derive: Callable[[Facts], None] | None = None,
     ) -> None:
         self.extractors, self.terms, self.params = extractors, terms, params
-        self.answer_scores = answer_scores
         # As cards/facts.yaml declares them: for the glossary of docs/rules.md.
         self.declarations = dict(declarations or {})
         # The extractions that are facts themselves (a meaning in cards/facts.yaml).
@@ -48,14 +46,14 @@ class FactBook:
         self.derive = derive
 
     def evaluate(self, record: PatientRecord, hook: str, now: datetime) -> Facts:
-        scope = Scope(record, self.terms, now.date(), self.params, self.answer_scores)
+        scope = Scope(record, self.terms, now.date(), self.params)
         facts = self._evaluate(scope, hook)
         if scope.skipped:
             # A resource that could not be read was skipped where it failed, but other facts
             # may have read it before: compute them all again without it (once; the resources
             # that fail fail in the first pass, each loop going on past them).
             again = record.without(scope.skipped)
-            retry = Scope(again, self.terms, scope.today, self.params, self.answer_scores)
+            retry = Scope(again, self.terms, scope.today, self.params)
             retry.skipped.update(scope.skipped)  # warned about once, not twice
             facts = self._evaluate(retry, hook)
         return facts

@@ -120,14 +120,12 @@ class Knowledge:
         computed = load_computed(
             path, spec.computed, simple, spec.valuesets, spec.facts, params, terms
         )
-        built, answer_scores = _load_facts(path, spec, terms, params)
+        built = _load_facts(path, spec, terms, params)
         read = {**computed.types, **simple}
         _check_same_draft(path, spec, read)
         derived = load_derived(root / "derived.yaml", read, params)
         facts = {**read, **derived.types}
-        factbook = FactBook(
-            built, terms, params, answer_scores, spec.facts, computed.steps, derived.apply
-        )
+        factbook = FactBook(built, terms, params, spec.facts, computed.steps, derived.apply)
         links = parse(root / "links.yaml", _LinksFile).links
         orders = Orders.load(
             root / "orders.yaml", facts, set(get_args(LinkKey)), set(get_args(Orderable))
@@ -185,16 +183,14 @@ def _check_same_draft(path: Path, spec: _FactsFile, read: Mapping[str, FactSpec]
 
 def _load_facts(
     path: Path, spec: _FactsFile, terms: Terminology, params: dict[str, Any]
-) -> tuple[dict[str, extractors.Extractor], dict[str, int]]:
-    """The extractions checked and built, and the scores of coded PHQ answers."""
+) -> dict[str, extractors.Extractor]:
+    """The extractions, checked and built."""
     for alias, url in spec.valuesets.items():
         if url not in terms:
             raise KnowledgeError(f"{path}: valuesets.{alias}: no value set {url}")
-    if "phq_answers" not in spec.valuesets:
-        raise KnowledgeError(f"{path}: valuesets: 'phq_answers' scores the coded PHQ answers")
     built = {}
     for name, decl in spec.facts.items():
-        for field in ("valueset", "ingredients", "unless_coded", "sum_of"):
+        for field in ("valueset", "ingredients", "unless_coded", "sum_of", "answers"):
             ref = getattr(decl, field, None)
             if ref is not None and ref not in terms:
                 raise KnowledgeError(f"{path}: facts.{name}.{field}: no value set {ref}")
@@ -209,17 +205,18 @@ def _load_facts(
                     raise KnowledgeError(f"{where}: no value set {url}")
             if x.daily_mg_at_most is not None and x.daily_mg_at_most not in params:
                 raise KnowledgeError(f"{where}: no parameter {x.daily_mg_at_most!r}")
+        answers = getattr(decl, "answers", None)
+        if answers is not None:
+            # An item answered with a code scores its concept's ordinalValue in the value set.
+            scores = terms.ordinals(answers)
+            unscored = sorted(c for c, score in scores.items() if score is None or score % 1)
+            if unscored:
+                raise KnowledgeError(
+                    f"{path}: facts.{name}.answers: {unscored[0]} needs a whole-number "
+                    "ordinalValue (its score)"
+                )
         built[name] = extractors.build(decl, terms, params)
-    # A PHQ item answered with a code scores its concept's ordinalValue in the value set.
-    scores = terms.ordinals(spec.valuesets["phq_answers"])
-    unscored = sorted(code for code, score in scores.items() if score is None or score % 1)
-    if unscored:
-        raise KnowledgeError(
-            f"{path}: valuesets.phq_answers: {unscored[0]} needs a whole-number ordinalValue "
-            "(its score)"
-        )
-    answer_scores = {code: int(score) for code, score in scores.items() if score is not None}
-    return built, answer_scores
+    return built
 
 
 def _load_services(path: Path) -> dict[str, Service]:
