@@ -103,6 +103,10 @@ def test_a_mistake_against_the_fact_model_stops_the_app_naming_file_and_field(
     [
         ("{{ phq9['valeu'] }}", "unknown attribute phq9.valeu: phq9 is a Reading or None, with "),
         ("{{ why['chd_date'] }}", "unknown fact 'chd_date' in why.chd_date"),
+        ("{{ why }}", "why is read one fact at a time"),
+        ("{{ why|tojson }}", "why is read one fact at a time"),
+        ("{% for f in focus_areas %}{{ why[f] }}{% endfor %}", "why is read one fact at a time"),
+        ("{{ why.bipolar }} {{ why['pregnant'] }}", None),
         ("{{ params.elderly_age }}", "unknown parameter params.elderly_age"),
         ("{% if hook == 'order-sing' %}x{% endif %}", "hook is one of 'order-select', "),
         ("{% if age > '70' %}x{% endif %}", "age is a whole number or None, never the string"),

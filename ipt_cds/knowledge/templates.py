@@ -114,14 +114,21 @@ _JINJA_OPS: dict[str, type[ast.cmpop]] = {
 
 def _check_template(tree: nodes.Template, facts: FactTypes, params: Mapping[str, Any]) -> None:
     """What StrictUndefined would only find when a card renders (and the card is lost):
-    ``{{ phq9.valeu }}``, ``why.NAME`` of a fact that keeps no evidence, ``params.NAME`` that
-    does not exist, and comparisons that can never hold (``verdict == 'suitabel'``)."""
+    ``{{ phq9.valeu }}``, ``why.NAME`` of a fact that keeps no evidence, ``why`` as a whole,
+    ``params.NAME`` that does not exist, and comparisons that can never hold
+    (``verdict == 'suitabel'``)."""
     # A name the template binds itself ({% for r in ... %}) is not the fact of that name.
     local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
     for item in tree.find_all(nodes.Getitem):
         if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
             named.append((item.node, item.arg.value))
+    # why is a lazy view of one fact's evidence at a time: as a whole ({{ why }}, why|tojson,
+    # why[name_of_a_variable]) it would print an object's name or fail as the card renders.
+    fact_by_fact = {id(target) for target, _ in named}
+    for name in tree.find_all(nodes.Name):
+        if name.name == "why" and name.name not in local and id(name) not in fact_by_fact:
+            raise ExpressionError("why is read one fact at a time: why.NAME, why['NAME']")
     for target, attr in named:
         if not isinstance(target, nodes.Name) or target.name in local:
             continue
