@@ -193,6 +193,13 @@ BROKEN = [
         "computed.patient: valuesets: ipt_cds.clinical.computed.patient does not read the "
         "value set alias 'mdd'",
     ),
+    # An alias no fact reads would look like a code list that decides something.
+    (
+        "  mdd: https://fhir.ipt-cds.org/ValueSet/mdd\n",
+        "  mdd: https://fhir.ipt-cds.org/ValueSet/mdd\n"
+        "  hiv: https://fhir.ipt-cds.org/ValueSet/hiv\n",
+        "valuesets.hiv: no computed fact reads it",
+    ),
 ]
 
 

@@ -7,8 +7,8 @@ means and what it reads by kind: ``valuesets`` (aliases under ``valuesets:``), `
 the declaration to the data and to the code, and stops with the file's name on any gap: an
 extractor that is not registered (or registered and not declared), a fact the code does not set
 (or sets undeclared), a name that does not exist, a name the code reads that is not declared,
-or one declared that it never reads. The groups run in the order they are declared, so a fact
-may be built only from facts read before it.
+one declared that it never reads, or a value set alias that no fact reads. The groups run in
+the order they are declared, so a fact may be built only from facts read before it.
 """
 
 from __future__ import annotations
@@ -132,6 +132,12 @@ def load_computed(
             kind = extractor.sets[fact]
             types[fact] = FactSpec(kind.declared, spec.meaning, kind.explained)
     facts = [(fact, spec) for group in declared.values() for fact, spec in group.sets.items()]
+    # An alias no fact reads is a code list that decides nothing, which a reviewer would
+    # take for one that does.
+    read_sets = {alias for _, spec in facts for alias in spec.valuesets}
+    for alias in valuesets:
+        if alias not in read_sets:
+            raise KnowledgeError(f"{path}: valuesets.{alias}: no computed fact reads it")
     sources = FactSources(
         valuesets={f: tuple(s.valuesets) for f, s in facts if s.valuesets},
         extractions={f: tuple(s.extractions) for f, s in facts if s.extractions},
