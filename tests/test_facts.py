@@ -12,6 +12,7 @@ import pytest
 
 from ipt_cds.clinical import extractors
 from ipt_cds.clinical.computed import episode as episode_logic
+from ipt_cds.clinical.declarations import LatestObservation
 from ipt_cds.clinical.extractors import condition_is_active
 from ipt_cds.clinical.fact_model import Facts, FactSpec
 from ipt_cds.clinical.reader import number, parse_date
@@ -209,7 +210,7 @@ def test_a_coded_answer_scores_in_the_answers_value_set_its_extraction_names(
     """`answers` belongs to the extraction: without it a coded answer is kept for its codes
     only, unscored."""
     item9 = knowledge.factbook.declarations["phq9_item9"]
-    assert isinstance(item9, extractors.LatestObservation)
+    assert isinstance(item9, LatestObservation)
     assert item9.answers is not None
     unscored = item9.model_copy(update={"answers": None})
     answer = {"system": LOINC, "code": "LA6570-1"}  # "More than half the days"

@@ -13,7 +13,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ipt_cds.clinical.extractors import Declaration, Extractor, Scope
+from ipt_cds.clinical.declarations import Declaration
+from ipt_cds.clinical.extractors import Extractor, Scope
 from ipt_cds.clinical.fact_library import Call, Compute
 from ipt_cds.clinical.fact_model import Facts
 from ipt_cds.clinical.record import PatientRecord

@@ -4,7 +4,7 @@ rule never needs the Python."""
 
 from __future__ import annotations
 
-from ipt_cds.clinical.extractors import (
+from ipt_cds.clinical.declarations import (
     ActiveCondition,
     ConditionWithin,
     CurrentMedication,

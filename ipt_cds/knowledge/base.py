@@ -24,6 +24,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipt_cds.clinical import extractors
+from ipt_cds.clinical.declarations import Declaration
 from ipt_cds.clinical.fact_model import SEVERITIES, FactSpec
 from ipt_cds.clinical.fact_sources import FactSources
 from ipt_cds.clinical.facts import FactBook
@@ -88,7 +89,7 @@ class Parameters(BaseModel):
 class _FactsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     valuesets: dict[str, str]
-    facts: dict[str, extractors.Declaration]
+    facts: dict[str, Declaration]
     computed: dict[str, ComputedGroup]
     same_draft: list[str] = []
 
