@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 import sqlalchemy
 import sqlalchemy.exc
 import yaml
@@ -227,6 +228,16 @@ def make_client(settings: Settings, knowledge: Knowledge) -> Iterator[AppFactory
 @pytest.fixture
 def client(make_client: AppFactory) -> TestClient:
     return make_client()
+
+
+@pytest.fixture
+def fhir() -> Iterator[respx.MockRouter]:
+    """The EHR's FHIR server faked with respx, for the FHIR client on its own; a request no
+    route matches fails the test."""
+    with respx.mock(base_url=FHIR_BASE, assert_all_called=False) as router:
+        # A server without a CapabilityStatement: every search is sent as written.
+        router.get("/metadata").respond(404)
+        yield router
 
 
 # --- FHIR and CDS Hooks builders -----------------------------------------------------------

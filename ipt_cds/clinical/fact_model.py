@@ -5,7 +5,7 @@ its Python extractor (ipt_cds/clinical/computed/), its meaning declared in cards
 extraction with a meaning is True or False; a derived fact's type comes from its declaration in
 cards/derived.yaml. ipt_cds/knowledge/ checks every rule and template against them at start-up
 (a misspelt attribute or a word outside a fact's values stops the service), and
-tests/test_facts.py checks that the computed values honour them.
+tests/test_fact_model.py checks that the computed values honour them.
 """
 
 from __future__ import annotations
