@@ -89,6 +89,21 @@ def test_every_subpackage_is_listed_for_the_wheel() -> None:
     assert on_disk <= listed, f"not listed in pyproject.toml: {sorted(on_disk - listed)}"
 
 
+# A module holds one subject (docs/architecture.md, Checks): a file past this holds more.
+MOST_LINES = 600
+
+
+def test_no_python_file_of_the_repository_is_over_600_lines() -> None:
+    folders = ("ipt_cds", "tests", "benchmarks", "scripts")
+    long = {
+        path.relative_to(ROOT).as_posix(): lines
+        for folder in folders
+        for path in (ROOT / folder).rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MOST_LINES
+    }
+    assert long == {}, "split these by subject"
+
+
 @pytest.mark.slow  # builds the wheel
 def test_the_wheel_holds_the_package_and_the_knowledge_base(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
