@@ -3,8 +3,8 @@ a new start or a renewal (the clinical spec section 1, and version 3 section 7.1
 
 A renewal is the same ingredient at the same daily dose as a current prescription; a changed
 dose is a new start for every rule. When the medications could not be read, no draft is a
-renewal: unknown never counts as "already taking it". On a renewal, suicidal ideation alerts
-when it is high, or low and dated within the drug's course.
+renewal: unknown never counts as "already taking it". The day the renewed drug's course began
+(``course_start``) decides, in cards/derived.yaml, whether suicidal ideation arose in it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ _SAME_DOSE = 1e-6
         "ipt_in_plan": typed(bool),
         "psychiatry_in_plan": typed(bool, explained=True),
         "psychiatric_care": typed(bool, explained=True),
-        "suicide_basis_in_course": typed(bool),
     },
 )
 def plan(needs: Needs) -> Compute:
@@ -47,13 +46,12 @@ def plan(needs: Needs) -> Compute:
     referrals = (read("psychiatry_referrals"), read("psychiatry_referral_drafts"))
     care = (read("psychiatry_referrals_completed"), read("psychiatric_care_procedures"))
     medications_unknown = needs.fact("medications_unknown")
-    ideation, dated = needs.fact("suicidal_ideation"), needs.fact("suicidal_ideation_dated")
 
     def all_of(call: Call, keys: tuple[Extraction, ...]) -> list[Evidence]:
         return [e for key in keys for e in call.evidence(key)]
 
     def compute(call: Call) -> None:
-        start = treatment(
+        treatment(
             call,
             call.evidence(current_ad),
             all_of(call, therapy),
@@ -65,7 +63,6 @@ def plan(needs: Needs) -> Compute:
         call.set("psychiatry_in_plan", bool(found), found)
         received = all_of(call, care)
         call.set("psychiatric_care", bool(received), received)
-        renewal_alert(call, call.fact(ideation), call.fact(dated), start)
 
     return compute
 
@@ -76,9 +73,9 @@ def treatment(
     therapy: list[Evidence],
     drafts: tuple[list[Evidence], list[Evidence], list[Evidence]],
     known: bool,
-) -> str | None:
-    """What is current, what is drafted, and which drafted antidepressant is new; answer the
-    day the renewed drug's course began."""
+) -> None:
+    """What is current, what is drafted, which drafted antidepressant is new, and the day the
+    renewed drug's course began."""
     ipt, psy, ad = drafts
     call.set("on_antidepressant", bool(current_ad), current_ad)
     call.set("on_psychotherapy", bool(therapy), therapy)
@@ -100,16 +97,6 @@ def treatment(
     call.set("ipt_draft_refs", sorted({e.ref for e in ipt if e.selected}))
     call.set("antidepressant_in_plan", bool(current_ad or ad))
     call.set("psychotherapy_in_plan", bool(therapy or psy))
-    return start
-
-
-def renewal_alert(call: Call, level: str | None, dated: str | None, start: str | None) -> None:
-    """On a renewal, a high level always alerts; a low one only when its basis is dated on or
-    after the course of the drug began (an unknown start counts as new)."""
-    call.set(
-        "suicide_basis_in_course",
-        level == "high" or (level == "low" and (start is None or dated is None or dated >= start)),
-    )
 
 
 def _same_drug(draft: Evidence, current: Evidence) -> bool:
