@@ -47,8 +47,10 @@ class LatestObservation(_Decl):
     Observation's own value stands over a panel's component, that over a sum, then the higher.
     ``sum_of``: a value set of items; a panel answering every one of them reads as their sum,
     which any value recorded as such that day outranks (with ``separate``). ``answers``: a value
-    set whose concepts score an answer given as a code (their ordinalValue); without it such an
-    answer is read for its codes only.
+    set whose concepts score an answer given as a code (their ordinalValue), or null for a
+    reading whose coded answers are read for their codes only (pregnancy status). It must be
+    written either way: a score question left without it would read "More than half the days"
+    as no score at all.
     """
 
     extractor: Literal["latest_observation"]
@@ -56,7 +58,7 @@ class LatestObservation(_Decl):
     max: str | None = None
     same_day: Literal["highest", "separate"] = "highest"
     sum_of: str | None = None
-    answers: str | None = None
+    answers: str | None
 
 
 class CurrentMedication(_Decl):

@@ -207,14 +207,20 @@ def _load_facts(
             if x.daily_mg_at_most is not None and x.daily_mg_at_most not in params:
                 raise KnowledgeError(f"{where}: no parameter {x.daily_mg_at_most!r}")
         answers = getattr(decl, "answers", None)
+        if getattr(decl, "sum_of", None) is not None and answers is None:
+            raise KnowledgeError(
+                f"{path}: facts.{name}.sum_of: a sum of items needs the answers value set that "
+                "scores them"
+            )
         if answers is not None:
             # An item answered with a code scores its concept's ordinalValue in the value set.
             scores = terms.ordinals(answers)
             unscored = sorted(c for c, score in scores.items() if score is None or score % 1)
-            if unscored:
+            if unscored or not scores:
                 raise KnowledgeError(
-                    f"{path}: facts.{name}.answers: {unscored[0]} needs a whole-number "
-                    "ordinalValue (its score)"
+                    f"{path}: facts.{name}.answers: "
+                    + (f"{unscored[0]} needs" if unscored else "its concepts need")
+                    + " a whole-number ordinalValue (its score)"
                 )
         built[name] = extractors.build(decl, terms, params)
     return built
