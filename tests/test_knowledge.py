@@ -107,6 +107,8 @@ def test_a_mistake_against_the_fact_model_stops_the_app_naming_file_and_field(
         ("{{ why|tojson }}", "why is read one fact at a time"),
         ("{% for f in focus_areas %}{{ why[f] }}{% endfor %}", "why is read one fact at a time"),
         ("{{ why.bipolar }} {{ why['pregnant'] }}", None),
+        ("{% for why in focus_areas %}{% endfor %}{{ why }}", "why names the service's own"),
+        ("{% set params = 1 %}{{ params.nothing }}", "params names the service's own"),
         ("{{ params.elderly_age }}", "unknown parameter params.elderly_age"),
         ("{% if hook == 'order-sing' %}x{% endif %}", "hook is one of 'order-select', "),
         ("{% if age > '70' %}x{% endif %}", "age is a whole number or None, never the string"),

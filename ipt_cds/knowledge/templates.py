@@ -123,6 +123,10 @@ def _check_template(tree: nodes.Template, facts: FactTypes, params: Mapping[str,
     for item in tree.find_all(nodes.Getitem):
         if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
             named.append((item.node, item.arg.value))
+    for own in ("why", "params"):
+        if own in local:
+            # Rebound, it would turn off the checks below for the whole template.
+            raise ExpressionError(f"{own} names the service's own; bind another name")
     # why is a lazy view of one fact's evidence at a time: as a whole ({{ why }}, why|tojson,
     # why[name_of_a_variable]) it would print an object's name or fail as the card renders.
     fact_by_fact = {id(target) for target, _ in named}
