@@ -9,7 +9,6 @@ how many, to where, with which headers, and what comes back.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import httpx
 import pytest
@@ -21,48 +20,10 @@ from ipt_cds.ops.config import Settings
 from ipt_cds.ops.metrics import Metrics
 from ipt_cds.protocol.errors import PrefetchUnavailable
 
-from .conftest import FHIR_BASE, TOKEN, Json, hypertension, patient
+from .conftest import FHIR_BASE, TOKEN, hypertension, patient
+from .fhir_client_kit import CONDITIONS, fetch_failure, fetch_resources, ids_of, search_page
 
 pytestmark = pytest.mark.anyio
-
-CONDITIONS = "Condition?patient=pat-1"
-
-
-def _searchset(*resources: Json, next_url: str | None = None) -> Json:
-    page: Json = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
-    }
-    if next_url is not None:
-        page["link"] = [{"relation": "next", "url": next_url}]
-    return page
-
-
-def _ids(pages: list[Json]) -> list[str]:
-    return [e["resource"]["id"] for page in pages for e in page.get("entry", [])]
-
-
-async def _fetch(
-    queries: dict[str, str],
-    token: str | None = TOKEN,
-    metrics: Metrics | None = None,
-    base: str = FHIR_BASE,
-    **overrides: Any,
-) -> dict[str, list[Json]]:
-    """One fetch through the client the service builds: no transport given, so respx's patch
-    of httpcore answers (nothing leaves the process)."""
-    settings = Settings(fhir_retries=0).model_copy(update=overrides)
-    async with FhirClient.make_http(settings) as http:
-        fetched = await FhirClient(http, settings, metrics).fetch_all(base, queries, token)
-        return fetched.resources
-
-
-async def _failure(queries: dict[str, str], **overrides: Any) -> PrefetchUnavailable:
-    with pytest.raises(PrefetchUnavailable) as raised:
-        await _fetch(queries, **overrides)
-    return raised.value
-
 
 # --- retries ------------------------------------------------------------------------------
 
@@ -82,9 +43,9 @@ async def test_a_transient_failure_is_retried_and_the_retry_answers(
     fhir: respx.MockRouter, transient: httpx.Response | Exception
 ) -> None:
     route = fhir.get(f"/{CONDITIONS}")
-    route.side_effect = [transient, httpx.Response(200, json=_searchset(hypertension("c1")))]
-    fetched = await _fetch({"conditions": CONDITIONS}, fhir_retries=1)
-    assert _ids(fetched["conditions"]) == ["c1"]
+    route.side_effect = [transient, httpx.Response(200, json=search_page(hypertension("c1")))]
+    fetched = await fetch_resources({"conditions": CONDITIONS}, fhir_retries=1)
+    assert ids_of(fetched["conditions"]) == ["c1"]
     assert route.call_count == 2
     for call in route.calls:
         assert call.request.headers["authorization"] == f"Bearer {TOKEN}"
@@ -94,7 +55,7 @@ async def test_connection_errors_are_retried_a_bounded_number_of_times(
     fhir: respx.MockRouter,
 ) -> None:
     route = fhir.get(f"/{CONDITIONS}").mock(side_effect=httpx.ConnectError("refused"))
-    failure = await _failure({"conditions": CONDITIONS}, fhir_retries=3)
+    failure = await fetch_failure({"conditions": CONDITIONS}, fhir_retries=3)
     assert failure.code == "fhir_unavailable"
     assert route.call_count == 4
 
@@ -116,7 +77,7 @@ async def test_other_failures_are_not_retried(
     """Only connection errors and 502/503/504 say "try again"; a timeout has spent the time a
     retry would need, and the rest would answer the same."""
     route = fhir.get(f"/{CONDITIONS}").mock(side_effect=[answer, httpx.Response(200)])
-    failure = await _failure({"conditions": CONDITIONS}, fhir_retries=3)
+    failure = await fetch_failure({"conditions": CONDITIONS}, fhir_retries=3)
     assert failure.code == code
     assert route.call_count == 1
 
@@ -128,7 +89,7 @@ async def test_other_failures_are_not_retried(
 async def test_refusal_names_fhir_authorization(fhir: respx.MockRouter, status: int) -> None:
     fhir.get(f"/{CONDITIONS}").respond(status, json={"resourceType": "OperationOutcome"})
     fhir.get("/Patient/pat-1").respond(200, json=patient())
-    failure = await _failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
+    failure = await fetch_failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
     assert failure.code == "fhir_unauthorized"
     assert f"HTTP {status}" in failure.message
     assert "fhirAuthorization" in failure.message
@@ -137,7 +98,7 @@ async def test_refusal_names_fhir_authorization(fhir: respx.MockRouter, status: 
 @pytest.mark.parametrize("status", [404, 410])
 async def test_a_read_of_a_missing_resource_is_no_data(fhir: respx.MockRouter, status: int) -> None:
     read = fhir.get("/Patient/pat-1").respond(status)
-    fetched = await _fetch({"patient": "Patient/pat-1"})
+    fetched = await fetch_resources({"patient": "Patient/pat-1"})
     assert fetched == {"patient": []}
     assert read.call_count == 1
 
@@ -148,7 +109,7 @@ async def test_a_search_answering_404_is_an_error_not_an_empty_result(
     """404 on a search means the server does not know the endpoint: saying "no conditions"
     would hide a contraindication."""
     fhir.get(f"/{CONDITIONS}").respond(404)
-    failure = await _failure({"conditions": CONDITIONS})
+    failure = await fetch_failure({"conditions": CONDITIONS})
     assert failure.code == "fhir_error"
 
 
@@ -166,7 +127,7 @@ async def test_an_answer_that_is_not_a_fhir_resource_is_an_error(
     fhir: respx.MockRouter, answer: httpx.Response
 ) -> None:
     fhir.get(f"/{CONDITIONS}").mock(return_value=answer)
-    failure = await _failure({"conditions": CONDITIONS})
+    failure = await fetch_failure({"conditions": CONDITIONS})
     assert failure.code == "fhir_error"
     assert "not FHIR JSON" in failure.message
 
@@ -174,12 +135,12 @@ async def test_an_answer_that_is_not_a_fhir_resource_is_an_error(
 async def test_redirects_are_not_followed(fhir: respx.MockRouter) -> None:
     """A redirect could carry the bearer token to another host; it is an error instead."""
     elsewhere = fhir.get("https://login.example.net/fhir/Condition").respond(
-        200, json=_searchset(hypertension("c1"))
+        200, json=search_page(hypertension("c1"))
     )
     fhir.get(f"/{CONDITIONS}").respond(
         302, headers={"Location": "https://login.example.net/fhir/Condition"}
     )
-    failure = await _failure({"conditions": CONDITIONS})
+    failure = await fetch_failure({"conditions": CONDITIONS})
     assert failure.code == "fhir_error"
     assert not elsewhere.called
 
@@ -189,13 +150,13 @@ async def test_every_query_is_read_once_with_the_headers_and_url_it_needs(
 ) -> None:
     read = fhir.get("/Patient/pat-1").respond(200, json=patient())
     search = fhir.get("/Condition", params={"patient": "pat-1"}).respond(
-        200, json=_searchset(hypertension("c1"), hypertension("c2"))
+        200, json=search_page(hypertension("c1"), hypertension("c2"))
     )
-    fetched = await _fetch(
+    fetched = await fetch_resources(
         {"patient": "Patient/pat-1", "conditions": f"/{CONDITIONS}"}, base=f"{FHIR_BASE}/"
     )
     assert fetched["patient"] == [patient()]
-    assert _ids(fetched["conditions"]) == ["c1", "c2"]
+    assert ids_of(fetched["conditions"]) == ["c1", "c2"]
     assert (read.call_count, search.call_count) == (1, 1)
     assert str(search.calls.last.request.url) == f"{FHIR_BASE}/{CONDITIONS}"
     for route in (read, search):
@@ -214,12 +175,12 @@ async def test_next_links_on_the_same_origin_are_followed_with_the_token(
     page2 = f"{FHIR_BASE}?_getpages=abc&_getpagesoffset=1"
     page3 = f"{FHIR_BASE}?_getpages=abc&_getpagesoffset=2"
     first = fhir.get(f"/{CONDITIONS}").respond(
-        200, json=_searchset(hypertension("c1"), next_url=page2)
+        200, json=search_page(hypertension("c1"), next_url=page2)
     )
-    second = fhir.get(page2).respond(200, json=_searchset(hypertension("c2"), next_url=page3))
-    third = fhir.get(page3).respond(200, json=_searchset(hypertension("c3")))
-    fetched = await _fetch({"conditions": CONDITIONS})
-    assert _ids(fetched["conditions"]) == ["c1", "c2", "c3"]
+    second = fhir.get(page2).respond(200, json=search_page(hypertension("c2"), next_url=page3))
+    third = fhir.get(page3).respond(200, json=search_page(hypertension("c3")))
+    fetched = await fetch_resources({"conditions": CONDITIONS})
+    assert ids_of(fetched["conditions"]) == ["c1", "c2", "c3"]
     assert len(fetched["conditions"]) == 3, "one entry per page read"
     for route in (first, second, third):
         assert route.call_count == 1
@@ -239,11 +200,13 @@ async def test_next_links_to_another_origin_are_not_followed(
     fhir: respx.MockRouter, caplog: pytest.LogCaptureFixture, elsewhere: str
 ) -> None:
     """The bearer token belongs to fhirServer's origin: scheme, host and port."""
-    other = fhir.get(elsewhere).respond(200, json=_searchset(hypertension("stolen")))
-    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(hypertension("c1"), next_url=elsewhere))
+    other = fhir.get(elsewhere).respond(200, json=search_page(hypertension("stolen")))
+    fhir.get(f"/{CONDITIONS}").respond(
+        200, json=search_page(hypertension("c1"), next_url=elsewhere)
+    )
     with caplog.at_level(logging.WARNING, logger="ipt_cds"):
-        fetched = await _fetch({"conditions": CONDITIONS})
-    assert _ids(fetched["conditions"]) == ["c1"]
+        fetched = await fetch_resources({"conditions": CONDITIONS})
+    assert ids_of(fetched["conditions"]) == ["c1"]
     assert not other.called
     assert "next link to another origin not followed" in caplog.text
 
@@ -252,9 +215,9 @@ async def test_a_next_link_that_loops_stops_at_the_page_cap(fhir: respx.MockRout
     """A server whose last page points at itself must not keep the EHR waiting."""
     url = f"{FHIR_BASE}/{CONDITIONS}"
     route = fhir.get(f"/{CONDITIONS}").respond(
-        200, json=_searchset(hypertension("c1"), next_url=url)
+        200, json=search_page(hypertension("c1"), next_url=url)
     )
-    fetched = await _fetch({"conditions": CONDITIONS}, fhir_max_pages=4)
+    fetched = await fetch_resources({"conditions": CONDITIONS}, fhir_max_pages=4)
     assert len(fetched["conditions"]) == 4
     assert route.call_count == 4
 
@@ -268,9 +231,9 @@ async def test_the_token_never_reaches_a_log_line_or_a_message(
     """Every warning the client can write, and httpx's own request log, at DEBUG."""
     fhir.get("/Patient/pat-1").side_effect = [httpx.ConnectError(TOKEN), httpx.Response(404)]
     fhir.get("/Observation?patient=pat-1").respond(
-        200, json=_searchset(next_url="https://other.example.com/fhir?page=2")
+        200, json=search_page(next_url="https://other.example.com/fhir?page=2")
     )
-    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(next_url=f"{FHIR_BASE}/{CONDITIONS}"))
+    fhir.get(f"/{CONDITIONS}").respond(200, json=search_page(next_url=f"{FHIR_BASE}/{CONDITIONS}"))
     fhir.get("/Procedure?patient=pat-1").side_effect = [httpx.Response(503), httpx.Response(403)]
     queries = {
         "patient": "Patient/pat-1",
@@ -279,7 +242,7 @@ async def test_the_token_never_reaches_a_log_line_or_a_message(
         "procedures": "Procedure?patient=pat-1",
     }
     with caplog.at_level(logging.DEBUG):
-        failure = await _failure(queries, fhir_retries=1, fhir_max_pages=2)
+        failure = await fetch_failure(queries, fhir_retries=1, fhir_max_pages=2)
     assert failure.code == "fhir_unauthorized"
     logged = caplog.text
     for line in (
@@ -297,7 +260,7 @@ async def test_the_token_never_reaches_a_log_line_or_a_message(
 
 async def test_no_authorization_header_without_a_token(fhir: respx.MockRouter) -> None:
     read = fhir.get("/Patient/pat-1").respond(200, json=patient())
-    await _fetch({"patient": "Patient/pat-1"}, token=None)
+    await fetch_resources({"patient": "Patient/pat-1"}, token=None)
     assert "authorization" not in read.calls.last.request.headers
 
 
@@ -307,9 +270,9 @@ async def test_metrics_count_each_failure_by_code_and_time_each_key(
     metrics = Metrics()
     fhir.get("/Patient/pat-1").respond(200, json=patient())
     fhir.get(f"/{CONDITIONS}").respond(403)
-    await _fetch({"patient": "Patient/pat-1"}, metrics=metrics)
+    await fetch_resources({"patient": "Patient/pat-1"}, metrics=metrics)
     with pytest.raises(PrefetchUnavailable):
-        await _fetch({"conditions": CONDITIONS}, metrics=metrics)
+        await fetch_resources({"conditions": CONDITIONS}, metrics=metrics)
 
     def sample(name: str, labels: dict[str, str]) -> float | None:
         value: float | None = metrics.registry.get_sample_value(name, labels)
@@ -327,7 +290,7 @@ async def test_metrics_count_each_failure_by_code_and_time_each_key(
     "base", ["http://[", "http://ehr.example.org:99999/fhir", "ftp://ehr.example.org", "https://"]
 )
 async def test_a_fhir_server_that_is_not_a_url_is_a_412(fhir: respx.MockRouter, base: str) -> None:
-    failure = await _failure({"patient": "Patient/pat-1"}, base=base)
+    failure = await fetch_failure({"patient": "Patient/pat-1"}, base=base)
     assert failure.code == "fhir_server_not_allowed"
     assert not fhir.calls
 
@@ -337,7 +300,7 @@ async def test_a_token_no_header_can_carry_is_refused_unsent_and_unlogged(
     fhir: respx.MockRouter, caplog: pytest.LogCaptureFixture, token: str
 ) -> None:
     with caplog.at_level(logging.DEBUG):
-        failure = await _failure({"patient": "Patient/pat-1"}, token=token)
+        failure = await fetch_failure({"patient": "Patient/pat-1"}, token=token)
     assert failure.code == "fhir_unauthorized"
     assert not fhir.calls
     assert token not in caplog.text
@@ -346,10 +309,10 @@ async def test_a_token_no_header_can_carry_is_refused_unsent_and_unlogged(
 
 async def test_a_next_link_that_is_not_a_url_is_not_followed(fhir: respx.MockRouter) -> None:
     fhir.get(f"/{CONDITIONS}").respond(
-        200, json=_searchset(hypertension("c1"), next_url="http://[")
+        200, json=search_page(hypertension("c1"), next_url="http://[")
     )
-    fetched = await _fetch({"conditions": CONDITIONS})
-    assert _ids(fetched["conditions"]) == ["c1"]
+    fetched = await fetch_resources({"conditions": CONDITIONS})
+    assert ids_of(fetched["conditions"]) == ["c1"]
 
 
 # --- every failure is one 412 -------------------------------------------------------------
@@ -361,7 +324,7 @@ async def test_an_unexpected_error_in_a_query_is_a_412_not_an_exception_group(
     fhir.get(f"/{CONDITIONS}").mock(side_effect=RuntimeError(f"quoting {TOKEN}"))
     fhir.get("/Patient/pat-1").respond(200, json=patient())
     with caplog.at_level(logging.DEBUG):
-        failure = await _failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
+        failure = await fetch_failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
     assert failure.code == "fhir_error"
     assert "fhir conditions: unexpected RuntimeError" in caplog.text
     assert TOKEN not in caplog.text
@@ -413,7 +376,7 @@ async def test_a_declined_search_is_asked_once_simpler(fhir: respx.MockRouter) -
         plan = {**order, "id": "m3", "status": "active", "intent": "plan"}
         # Non-conformant (no intent): kept, for the facts to weigh.
         bare = {"resourceType": "MedicationRequest", "id": "m4", "status": "active"}
-        return httpx.Response(200, json=_searchset(active, stopped, plan, bare))
+        return httpx.Response(200, json=search_page(active, stopped, plan, bare))
 
     fhir.get("/MedicationRequest").mock(side_effect=answer)
     query = "MedicationRequest?patient=Patient/pat-1&intent=order&status=active"
@@ -423,7 +386,7 @@ async def test_a_declined_search_is_asked_once_simpler(fhir: respx.MockRouter) -
         {"patient": "Patient/pat-1", "intent": "order"},
     ]
     # The status the simpler search left out is applied here.
-    assert _ids(got.resources["medications"]) == ["m1", "m4"]
+    assert ids_of(got.resources["medications"]) == ["m1", "m4"]
     assert got.unreadable == {}
 
 
@@ -450,7 +413,7 @@ async def test_a_capability_statement_shapes_the_searches(fhir: respx.MockRouter
     }
     fhir.routes.clear()
     fhir.get("/metadata").respond(200, json=statement)
-    orders = fhir.get("/MedicationRequest").respond(200, json=_searchset())
+    orders = fhir.get("/MedicationRequest").respond(200, json=search_page())
     got = await _fetched(
         {
             "medications": "MedicationRequest?patient=Patient/pat-1&status=active"

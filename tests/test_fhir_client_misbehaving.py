@@ -23,8 +23,8 @@ from ipt_cds.ops.config import Settings
 from ipt_cds.protocol.errors import PrefetchUnavailable
 
 from .conftest import FHIR_BASE, TOKEN, Json, StreamedBody, hypertension, patient
+from .fhir_client_kit import CONDITIONS, fetch_failure, fetch_resources, ids_of, search_page
 from .misbehaving_fhir import MIB, MisbehavingFhir, big_bundle, gzip_bomb, gzip_compress
-from .test_fhir_client import CONDITIONS, _failure, _fetch, _ids, _searchset
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +65,7 @@ async def test_a_gzip_bomb_is_stopped_at_the_cap(
     cap, and the rest of the bomb is never even sent."""
     body = StreamedBody(gzip_bomb(64 * MIB))
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(body, "gzip"))
-    failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
+    failure = await fetch_failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
     assert failure.code == "fhir_answer_too_large"
     assert "IPT_CDS_FHIR_MAX_ANSWER_BYTES" in failure.message
     [decoder] = decoders
@@ -78,7 +78,7 @@ async def test_a_large_bundle_is_dropped_at_the_cap_without_reading_it_all(
 ) -> None:
     body = StreamedBody(big_bundle(50 * MIB))
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(body))
-    failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
+    failure = await fetch_failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
     assert failure.code == "fhir_answer_too_large"
     assert body.sent < 2 * CAP
 
@@ -87,7 +87,7 @@ async def test_a_content_length_over_the_cap_is_refused_unread(fhir: respx.MockR
     body = StreamedBody([b"{}"])
     response = _streamed(body, **{"Content-Length": str(50 * MIB)})
     fhir.get(f"/{CONDITIONS}").mock(return_value=response)
-    failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
+    failure = await fetch_failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
     assert failure.code == "fhir_answer_too_large"
     assert body.sent == 0
 
@@ -97,10 +97,10 @@ async def test_the_cap_holds_for_all_the_pages_of_a_query(fhir: respx.MockRouter
     padding = {"text": {"status": "generated", "div": "x" * (CAP // 2)}}
     page2 = f"{FHIR_BASE}/{CONDITIONS}&page=2"
     fhir.get(f"/{CONDITIONS}").respond(
-        200, json=_searchset({**hypertension("c1"), **padding}, next_url=page2)
+        200, json=search_page({**hypertension("c1"), **padding}, next_url=page2)
     )
-    fhir.get(page2).respond(200, json=_searchset({**hypertension("c2"), **padding}))
-    failure = await _failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
+    fhir.get(page2).respond(200, json=search_page({**hypertension("c2"), **padding}))
+    failure = await fetch_failure({"conditions": CONDITIONS}, fhir_max_answer_bytes=CAP)
     assert failure.code == "fhir_answer_too_large"
 
 
@@ -111,7 +111,7 @@ async def test_the_cap_holds_for_all_the_pages_of_a_query(fhir: respx.MockRouter
 async def test_a_single_gzip_or_deflate_encoding_is_decoded(
     fhir: respx.MockRouter, encoding: str
 ) -> None:
-    json = _searchset(hypertension("c1"), hypertension("c2"))
+    json = search_page(hypertension("c1"), hypertension("c2"))
     plain = orjson.dumps(json)
     encoded = {
         "gzip": gzip_compress(plain),
@@ -125,7 +125,7 @@ async def test_a_single_gzip_or_deflate_encoding_is_decoded(
     # One byte at a time: every decoder state meets a chunk boundary.
     body = StreamedBody(encoded[i : i + 1] for i in range(len(encoded)))
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(body, header))
-    fetched = await _fetch({"conditions": CONDITIONS})
+    fetched = await fetch_resources({"conditions": CONDITIONS})
     assert fetched["conditions"] == [json]
 
 
@@ -136,7 +136,7 @@ async def test_a_chunk_that_decodes_to_whole_steps_is_followed_by_the_next(
     """Chunks that each decode to exactly 64 KiB (the decoder's step): the step that comes back
     full, then empty, is the end of the chunk, not a decoder that makes no progress."""
     padding = {"text": {"status": "generated", "div": "x" * (300 * 1024)}}
-    plain = orjson.dumps(_searchset({**hypertension("c1"), **padding}))
+    plain = orjson.dumps(search_page({**hypertension("c1"), **padding}))
     packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
     chunks = [
         packer.compress(plain[i : i + 64 * 1024]) + packer.flush(zlib.Z_FULL_FLUSH)
@@ -145,13 +145,13 @@ async def test_a_chunk_that_decodes_to_whole_steps_is_followed_by_the_next(
     chunks.append(packer.flush())
     encoding = "gzip" if wbits > zlib.MAX_WBITS else "deflate"
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(StreamedBody(chunks), encoding))
-    fetched = await _fetch({"conditions": CONDITIONS})
-    assert _ids(fetched["conditions"]) == ["c1"]
+    fetched = await fetch_resources({"conditions": CONDITIONS})
+    assert ids_of(fetched["conditions"]) == ["c1"]
 
 
 async def test_the_client_asks_only_for_the_encodings_it_decodes(fhir: respx.MockRouter) -> None:
     read = fhir.get("/Patient/pat-1").respond(200, json=patient())
-    await _fetch({"patient": "Patient/pat-1"})
+    await fetch_resources({"patient": "Patient/pat-1"})
     assert read.calls.last.request.headers["accept-encoding"] == "gzip, deflate"
 
 
@@ -183,7 +183,7 @@ async def test_an_answer_that_cannot_be_decoded_is_a_412(
 ) -> None:
     fhir.get(f"/{CONDITIONS}").mock(return_value=_streamed(StreamedBody([body]), encoding))
     fhir.get("/Patient/pat-1").respond(200, json=patient())
-    failure = await _failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
+    failure = await fetch_failure({"patient": "Patient/pat-1", "conditions": CONDITIONS})
     assert failure.code == "fhir_error"
     assert said in failure.message
     assert "conditions" in failure.message
@@ -202,7 +202,7 @@ async def test_the_deadline_covers_reading_the_body(fhir: respx.MockRouter) -> N
     response = httpx.Response(200, stream=Forever())
     fhir.get(f"/{CONDITIONS}").mock(return_value=response)
     with anyio.fail_after(30):
-        failure = await _failure(
+        failure = await fetch_failure(
             {"conditions": CONDITIONS}, fhir_total_timeout_seconds=0.3, fhir_timeout_seconds=60
         )
     assert failure.code == "fhir_timeout"
@@ -210,9 +210,9 @@ async def test_the_deadline_covers_reading_the_body(fhir: respx.MockRouter) -> N
 
 async def test_a_large_answer_is_parsed_off_the_event_loop(fhir: respx.MockRouter) -> None:
     many = [hypertension(f"c{i}") for i in range(8000)]  # ~2 MB
-    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(*many))
-    fetched = await _fetch({"conditions": CONDITIONS})
-    assert len(_ids(fetched["conditions"])) == 8000
+    fhir.get(f"/{CONDITIONS}").respond(200, json=search_page(*many))
+    fetched = await fetch_resources({"conditions": CONDITIONS})
+    assert len(ids_of(fetched["conditions"])) == 8000
 
 
 # --- wrong data ---------------------------------------------------------------------------
@@ -232,13 +232,17 @@ def _about(resource: Json, reference: Any) -> Json:
         (CONDITIONS, {"resourceType": "Bundle", "entry": [{"fullUrl": "x"}]}, "not a resource"),
         (CONDITIONS, {"resourceType": "Bundle", "entry": ["Condition"]}, "not a resource"),
         (CONDITIONS, {"resourceType": "Bundle", "entry": {"resource": {}}}, "not a list"),
-        (CONDITIONS, _searchset(patient()), "a Patient entry in a Condition search"),
+        (CONDITIONS, search_page(patient()), "a Patient entry in a Condition search"),
         (
             CONDITIONS,
-            _searchset({"resourceType": "Observation"}),
+            search_page({"resourceType": "Observation"}),
             "an Observation entry in a Condition search",
         ),
-        (CONDITIONS, _searchset({"resourceType": "x\n<b>"}), "a resource of an unknown type entry"),
+        (
+            CONDITIONS,
+            search_page({"resourceType": "x\n<b>"}),
+            "a resource of an unknown type entry",
+        ),
     ],
     ids=[
         "read-other-id",
@@ -262,7 +266,7 @@ async def test_an_answer_that_is_not_what_was_asked_is_wrong_data(
 ) -> None:
     fhir.get(f"/{query}").respond(200, json=answer)
     with caplog.at_level(logging.WARNING, logger="ipt_cds"):
-        failure = await _failure({"key": query})
+        failure = await fetch_failure({"key": query})
     assert failure.code == "fhir_wrong_data"
     assert re.search(said, failure.message), failure.message
     assert "pat-2" not in failure.message + caplog.text, "another patient's id is quoted"
@@ -276,7 +280,7 @@ async def test_an_operation_outcome_in_place_of_data_is_the_server_declining(
     refusal (an optional read goes without it), not data about someone else."""
     outcome = {"resourceType": "OperationOutcome", "issue": [{"code": "not-supported"}]}
     fhir.get(f"/{query}").respond(200, json=outcome)
-    failure = await _failure({"key": query})
+    failure = await fetch_failure({"key": query})
     assert failure.code == "fhir_error"
     assert "OperationOutcome (not-supported) instead of data" in failure.message
 
@@ -296,18 +300,18 @@ async def test_a_resource_about_another_patient_is_wrong_data(
 ) -> None:
     """Data about the wrong patient must never reach the rules: the whole fetch is refused."""
     mine, theirs = hypertension("c1"), _about(hypertension("c2"), {"reference": reference})
-    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(mine, theirs))
-    failure = await _failure({"conditions": CONDITIONS})
+    fhir.get(f"/{CONDITIONS}").respond(200, json=search_page(mine, theirs))
+    failure = await fetch_failure({"conditions": CONDITIONS})
     assert failure.code == "fhir_wrong_data"
     assert "a Condition about another patient" in failure.message
 
 
 async def test_another_patient_on_a_later_page_is_wrong_data(fhir: respx.MockRouter) -> None:
     page2 = f"{FHIR_BASE}/{CONDITIONS}&page=2"
-    fhir.get(f"/{CONDITIONS}").respond(200, json=_searchset(hypertension("c1"), next_url=page2))
+    fhir.get(f"/{CONDITIONS}").respond(200, json=search_page(hypertension("c1"), next_url=page2))
     other = {**hypertension("c2"), "patient": {"reference": "Patient/pat-2"}}
-    fhir.get(page2).respond(200, json=_searchset(other))
-    failure = await _failure({"conditions": CONDITIONS})
+    fhir.get(page2).respond(200, json=search_page(other))
+    failure = await fetch_failure({"conditions": CONDITIONS})
     assert failure.code == "fhir_wrong_data"
 
 
@@ -324,7 +328,7 @@ async def test_what_cannot_name_another_patient_is_accepted(fhir: respx.MockRout
         _about(hypertension("contained"), {"reference": "#p1"}),
         _about(hypertension("urn"), {"reference": "urn:uuid:0b8a6b4e-9a2c-4b0b-9d6f-5c1e1f0a3d2b"}),
     ]
-    page = _searchset(*entries)
+    page = search_page(*entries)
     page["entry"].append(
         {"resource": {"resourceType": "OperationOutcome"}, "search": {"mode": "outcome"}}
     )
@@ -344,7 +348,7 @@ async def test_what_cannot_name_another_patient_is_accepted(fhir: respx.MockRout
         ],
     }
     fhir.get(f"/{medications}").respond(200, json=included)
-    fetched = await _fetch({"conditions": CONDITIONS, "medications": medications})
+    fetched = await fetch_resources({"conditions": CONDITIONS, "medications": medications})
     assert len(fetched["conditions"][0]["entry"]) == len(entries) + 1
     assert fetched["medications"] == [included]
 
@@ -353,22 +357,22 @@ async def test_an_included_resource_about_another_patient_is_wrong_data(
     fhir: respx.MockRouter,
 ) -> None:
     query = "Condition?patient=pat-1&_include=Condition:patient"
-    page = _searchset(hypertension("c1"))
+    page = search_page(hypertension("c1"))
     page["entry"].append({"resource": patient("pat-2"), "search": {"mode": "include"}})
     fhir.get(f"/{query}").respond(200, json=page)
-    failure = await _failure({"conditions": query})
+    failure = await fetch_failure({"conditions": query})
     assert failure.code == "fhir_wrong_data"
 
 
 async def test_an_other_type_is_not_taken_as_an_include_without_one(
     fhir: respx.MockRouter,
 ) -> None:
-    page = _searchset(hypertension("c1"))
+    page = search_page(hypertension("c1"))
     page["entry"].append(
         {"resource": {"resourceType": "Medication", "id": "x"}, "search": {"mode": "include"}}
     )
     fhir.get(f"/{CONDITIONS}").respond(200, json=page)
-    failure = await _failure({"conditions": CONDITIONS})
+    failure = await fetch_failure({"conditions": CONDITIONS})
     assert failure.code == "fhir_wrong_data"
 
 
@@ -445,7 +449,7 @@ async def test_faulty_servers_never_leak_the_connection_pool(pool: int) -> None:
         with anyio.fail_after(30):
             fetched = await fhir.fetch_all(server.base("good"), QUERIES, TOKEN)
     assert fetched.resources["patient"][0]["id"] == "pat-1"
-    assert _ids(fetched.resources["conditions"]) == ["c1"]
+    assert ids_of(fetched.resources["conditions"]) == ["c1"]
     assert not unexpected
     assert set(codes) == set(FAULTS), "every faulty fetch ends in a 412"
     assert codes["gzip-bomb"] <= {"fhir_answer_too_large", "fhir_timeout"}
