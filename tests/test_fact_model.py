@@ -3,11 +3,11 @@ declares, and every declared value is seen on some record."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pytest
 
-from ipt_cds.clinical.fact_model import Facts, FactSpec
+from ipt_cds.clinical.fact_model import Facts
 from ipt_cds.clinical.record import PatientRecord
 from ipt_cds.devtools.fixtures import Case, load_cases
 from ipt_cds.knowledge.base import Knowledge
@@ -22,7 +22,7 @@ from .conftest import (
     ipt_order,
     load_json,
 )
-from .test_facts import LOINC, SERTRALINE_SCD, facts_of, med, observation
+from .test_facts import LOINC, SERTRALINE_SCD, dishonest, facts_of, med, observation
 
 # The rule checker trusts the model (knowledge.facts: each fact's type as its Python or its
 # declaration gives it, and its values): a value the model does not declare would be a value no
@@ -100,25 +100,6 @@ AWKWARD: dict[str, Callable[[Knowledge], Facts]] = {
 }
 
 
-def dishonest(f: Facts, model: Mapping[str, FactSpec]) -> list[str]:
-    """Every way ``f`` departs from the model, in words (empty when it honours it)."""
-    wrong = [f"missing {n}" for n in model if n not in f.values]
-    for name, value in f.values.items():
-        spec = model.get(name)
-        if spec is None:
-            wrong.append(f"{name} is not in the model")
-        elif not spec.accepts(value):
-            wrong.append(f"{name} = {value!r} is not {spec.describe()}")
-        elif value is not None:
-            for attr, attr_spec in spec.attributes.items():
-                if not attr_spec.accepts(getattr(value, attr)):
-                    wrong.append(f"{name}.{attr} = {getattr(value, attr)!r}")
-    for name in sorted({*f.why, *f.refs}):
-        if name not in model or not model[name].explained:
-            wrong.append(f"why.{name}: the model says it never has one")
-    return wrong
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_the_facts_of_every_fixture_case_honour_the_model(knowledge: Knowledge, case: Case) -> None:
     assert dishonest(_case_facts(knowledge, case), knowledge.facts) == []
@@ -147,14 +128,3 @@ def test_no_fact_or_value_of_the_model_is_never_computed(knowledge: Knowledge) -
         if spec.explained and not any(name in f.why for f in everything):
             unseen.append(f"why.{name}")
     assert unseen == []
-
-
-def test_a_reference_names_its_target_whatever_its_form() -> None:
-    from ipt_cds.clinical.reader import referenced_id
-
-    assert referenced_id("Medication/1") == "1"
-    assert referenced_id("https://ehr.example.org/fhir/Condition/c-9/_history/3") == "c-9"
-    assert referenced_id("Condition/c-9/_history/3") == "c-9"
-    assert referenced_id("") is None
-    assert referenced_id(None) is None
-    assert referenced_id(7) is None

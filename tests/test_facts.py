@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from ipt_cds.clinical import extractors
 from ipt_cds.clinical.declarations import LatestObservation
-from ipt_cds.clinical.fact_model import Facts
+from ipt_cds.clinical.fact_model import Facts, FactSpec
 from ipt_cds.clinical.record import PatientRecord
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.protocol.models import REQUEST_MODELS
@@ -63,6 +64,25 @@ def med(mid: str, status: str = "active", **drug: Any) -> Json:
         "intent": "order",
         **drug,
     }
+
+
+def dishonest(f: Facts, model: Mapping[str, FactSpec]) -> list[str]:
+    """Every way ``f`` departs from the model, in words (empty when it honours it)."""
+    wrong = [f"missing {n}" for n in model if n not in f.values]
+    for name, value in f.values.items():
+        spec = model.get(name)
+        if spec is None:
+            wrong.append(f"{name} is not in the model")
+        elif not spec.accepts(value):
+            wrong.append(f"{name} = {value!r} is not {spec.describe()}")
+        elif value is not None:
+            for attr, attr_spec in spec.attributes.items():
+                if not attr_spec.accepts(getattr(value, attr)):
+                    wrong.append(f"{name}.{attr} = {getattr(value, attr)!r}")
+    for name in sorted({*f.why, *f.refs}):
+        if name not in model or not model[name].explained:
+            wrong.append(f"why.{name}: the model says it never has one")
+    return wrong
 
 
 def test_every_fact_of_the_vocabulary_is_computed(knowledge: Knowledge) -> None:

@@ -23,8 +23,16 @@ from .conftest import (
     hook_request,
     patient,
 )
-from .test_fact_model import dishonest
-from .test_facts import ITEM9, LOINC, PHQ9_TOTAL, SERTRALINE_SCD, facts_of, med, observation
+from .test_facts import (
+    ITEM9,
+    LOINC,
+    PHQ9_TOTAL,
+    SERTRALINE_SCD,
+    dishonest,
+    facts_of,
+    med,
+    observation,
+)
 
 # The reader checks the JSON type of everything it reads: what is not what FHIR says (or one of
 # the tolerated departures of tests/test_facts.py) is absent, and the rest of the resource is
@@ -269,3 +277,14 @@ def test_what_is_not_a_resource_is_skipped_when_the_record_is_built(
         "resource/x skipped: not a FHIR resource",
         "resource without id skipped: not a FHIR resource",
     ]
+
+
+def test_a_reference_names_its_target_whatever_its_form() -> None:
+    from ipt_cds.clinical.reader import referenced_id
+
+    assert referenced_id("Medication/1") == "1"
+    assert referenced_id("https://ehr.example.org/fhir/Condition/c-9/_history/3") == "c-9"
+    assert referenced_id("Condition/c-9/_history/3") == "c-9"
+    assert referenced_id("") is None
+    assert referenced_id(None) is None
+    assert referenced_id(7) is None

@@ -16,7 +16,8 @@ The property: never a 5xx, and no rule broken by the data (no ERROR logged); an 
 with a ``code``; a 200 is a valid CDS Hooks response. The examples are derandomised, so every
 CI run tries the same ones (300 calls and 150 feedback bodies, a few seconds); set
 IPT_CDS_MUTATION_EXAMPLES for a longer hunt. Every 5xx found becomes a plain test with the
-smallest body in tests/test_bad_input.py (``ONCE_500``) or tests/test_facts.py.
+smallest body in tests/test_bad_input.py (``ONCE_500``), tests/test_facts.py or
+tests/test_facts_wrong_types.py.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.protocol.models import Service
 from ipt_cds.replay.search import ReplayQueryError, compile_searches
 
-from .test_replay import mdd, phq9
+from .test_replay import LOINC, mdd, phq9
 
 SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
 
 
 def _service(prefetch: dict[str, str]) -> Service:
