@@ -375,9 +375,7 @@ async def store_feedback(
         owner = state.pipeline.card_ids.decode(card)
         if owner is not None:
             days = state.knowledge.site.snooze_days(owner[1])
-            assessed = _assessed_at(state.knowledge, owner[1], given, now)
-            hold = timedelta(hours=state.knowledge.params["risk_assessed_hold_hours"])
-            until = assessed + hold if assessed is not None else None
+            assessed, until = _assessed(state.knowledge, owner[1], given, now)
             if until is not None and until <= now:
                 assessed = until = None
             overridden.append(Overridden(card, days, assessed, until))
@@ -420,11 +418,6 @@ async def store_feedback(
     return FeedbackAck(received=len(items), stored=stored or 0, pending=pending or None)
 
 
-# The override reason that documents a suicide risk assessment (cards/rules/ipt-suicide-risk.yaml):
-# with it, a critical card stays away from the clinician who gave it for a while.
-RISK_ASSESSED = "risk-assessed"
-
-
 def _overrides(items: list[FeedbackItem]) -> dict[str, list[FeedbackItem]]:
     """The overridden cards, each with its feedback items."""
     out: dict[str, list[FeedbackItem]] = {}
@@ -434,26 +427,29 @@ def _overrides(items: list[FeedbackItem]) -> dict[str, list[FeedbackItem]]:
     return out
 
 
-def _assessed_at(
+def _assessed(
     knowledge: Knowledge, rule_id: str, items: list[FeedbackItem], now: datetime
-) -> datetime | None:
-    """When a risk assessment was documented by overriding the card, if it was: only with the
-    reason the card's rule offers, and never later than now (a client's clock ahead of ours
-    must not lengthen the hold)."""
+) -> tuple[datetime | None, datetime | None]:
+    """When an assessment was documented by overriding the card, and until when it holds the
+    card back: only with a reason the card's rule declares as holding (``holds_hours``), and
+    never from later than now (a client's clock ahead of ours must not lengthen the hold)."""
     rule = knowledge.rulebook.by_id.get(rule_id)
-    if rule is None or RISK_ASSESSED not in {r.code for r in rule.spec.overrideReasons}:
-        return None
-    times = [
-        item.outcomeTimestamp
+    holding = {
+        r.code: r.holds_hours for r in (rule.spec.overrideReasons if rule else []) if r.holds_hours
+    }
+    given = [
+        (item.outcomeTimestamp, holding[r.code])
         for item in items
-        if any(
-            r.code == RISK_ASSESSED and r.system in (None, OVERRIDE_SYSTEM) for r in item.reasons()
-        )
+        for r in item.reasons()
+        if r.code in holding and r.system in (None, OVERRIDE_SYSTEM)
     ]
-    if not times:
-        return None
-    at = max(t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC) for t in times)
-    return min(at, now)
+    if not given:
+        return None, None
+    at, hours = max(
+        (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC), h) for t, h in given
+    )
+    at = min(at, now)
+    return at, at + timedelta(hours=knowledge.params[hours])
 
 
 async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:

@@ -19,6 +19,9 @@ from ipt_cds.knowledge.templates import NamedTemplate, compile_template
 from ipt_cds.protocol.models import Link
 from ipt_cds.protocol.vocabulary import INDICATORS
 
+# An assessment holds a card back for its clinician for a visit at most, never for days.
+MOST_HOLD_HOURS = 24
+
 
 @dataclass(frozen=True)
 class CompiledRule:
@@ -145,6 +148,13 @@ def _compile(
         )
     if any(ind != "info" for ind, _ in indicator) and not spec.overrideReasons:
         raise KnowledgeError(f"{path}: a warning or critical card needs overrideReasons")
+    for i, reason in enumerate(spec.overrideReasons):
+        hours = params.get(reason.holds_hours) if reason.holds_hours else None
+        if reason.holds_hours and not (isinstance(hours, int) and 0 < hours <= MOST_HOLD_HOURS):
+            raise KnowledgeError(
+                f"{path}: overrideReasons[{i}].holds_hours: {reason.holds_hours!r} is not a "
+                f"parameter of whole hours from 1 to {MOST_HOLD_HOURS}"
+            )
 
     def template(text: str, where: str) -> NamedTemplate:
         try:

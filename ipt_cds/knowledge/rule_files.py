@@ -53,6 +53,10 @@ class NoticesFile(Strict):
 class ReasonDef(Strict):
     code: str = Field(pattern=r"^[a-z0-9-]+$")
     display: str = Field(min_length=1)
+    # A reason that documents an assessment (a suicide risk assessed): an override giving it
+    # holds the card back for the clinician who gave it, for this parameter's hours, even a
+    # critical card. Others see it, with a line saying when it was assessed.
+    holds_hours: str | None = None
 
 
 class EvidenceDef(Strict):

@@ -5,8 +5,9 @@ Once per visit: a card shown for the same patient, rule and draft order (the cha
 patient-view) within the repeat window is not shown again, by any of the three services —
 except that order-select fired again for the same order (being edited) shows its cards again.
 Snooze: an ``overridden`` feedback keeps that rule away for that patient for the rule's days.
-An assessment: an override with the reason ``risk-assessed`` keeps the card away from the
-clinician who gave it, for some hours. Each row keeps the record as it was when the card was
+An assessment: an override with a reason its rule declares as holding (``holds_hours``: the
+suicide card's ``risk-assessed``) keeps the card away from the clinician who gave it, for those
+hours. Each row keeps the record as it was when the card was
 shown (``Marks``), so that a held card comes back when the record is worse. Critical cards are
 exempt from all but the assessment, and the comparison is clinical: the rules and
 ipt_cds/clinical/worsening.py decide, this module only says what was seen.
