@@ -81,10 +81,18 @@ class Recollection:
     since: dict[str, datetime] = field(default_factory=dict)
 
 
-def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
+# What another clinician's assessment says on a card whose rule no longer declares its own
+# line (a row kept from an earlier knowledge base).
+ASSESSED_ELSEWHERE = "Assessed at {at} by another clinician."
+
+
+def recollect(
+    holds: Iterable[Hold], now: RecordState, others_read: Mapping[str, str] | None = None
+) -> Recollection:
     """A remembered card holds its rule back unless the record is worse now than then
     (the clinical spec 7.1); a row without a record holds as before. Another clinician's
-    assessment holds nothing: the card says when it was made."""
+    assessment holds nothing: the card says when it was made, in its rule's words
+    (``others_read``, by rule id)."""
     held: dict[str, str] = {}
     since: dict[str, datetime] = {}
     assessed: dict[str, datetime] = {}
@@ -97,9 +105,11 @@ def recollect(holds: Iterable[Hold], now: RecordState) -> Recollection:
             if held.get(hold.rule_id) != hold.why or hold.at > since[hold.rule_id]:
                 since[hold.rule_id] = hold.at  # the latest of the winning reason
             held[hold.rule_id] = hold.why
+    said = others_read or {}
     notes = {
-        rule: f"Suicide risk assessed at {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC by another "
-        "clinician."
+        rule: said.get(rule, ASSESSED_ELSEWHERE).replace(
+            "{at}", f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        )
         for rule, at in assessed.items()
         # A snooze never holds a critical card: only this clinician's own assessment does.
         if held.get(rule) != "assessed"
@@ -269,6 +279,13 @@ class Pipeline:
         self.card_ids = card_ids.CardIds(
             knowledge.services, self.engine.rule_ids, knowledge.rulebook.retired
         )
+        # What a card assessed by another clinician says first, by rule id (from its reasons).
+        self.others_read = {
+            rule.id: reason.others_read
+            for rule in knowledge.rulebook.rules
+            for reason in rule.spec.overrideReasons
+            if reason.others_read is not None
+        }
 
     def validate(self, service: Service, body: dict[str, Any]) -> HookRequest:
         """The body as the hook's request model; a 400 naming the field when it is not one."""
@@ -320,7 +337,7 @@ class Pipeline:
         recalled = await pending if pending is not None else None
         state = RecordState.of(facts, recalled.keyed) if recalled is not None else None
         memo = (
-            recollect(recalled.holds(keys), state)
+            recollect(recalled.holds(keys), state, self.others_read)
             if recalled is not None and state is not None
             else Recollection()
         )

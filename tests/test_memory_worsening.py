@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ import sqlalchemy
 import yaml
 from fastapi.testclient import TestClient
 
+from ipt_cds.clinical.worsening import RecordState
 from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.pipeline import recollect
 from ipt_cds.protocol.vocabulary import OVERRIDE_SYSTEM
 from ipt_cds.storage.store import Remembered
 
@@ -358,3 +361,24 @@ def test_an_assessment_reported_late_holds_only_until_12_hours_after_it(
     c.override(card, "risk-assessed", at=NOW)
     assert SUICIDE in c.call(case)
     assert not c.call(case, user="Practitioner/bob")[SUICIDE]["detail"].startswith("Suicide")
+
+
+@dataclass(frozen=True)
+class _Held:
+    rule_id: str
+    why: str
+    marks: None
+    at: datetime
+    mine: bool
+
+
+def test_another_clinicians_assessment_is_said_in_its_rules_words() -> None:
+    """The line comes from the rule's holding reason (others_read); a row of a rule that no
+    longer declares one (kept from an earlier knowledge base) gets a plain line."""
+    held = [_Held("r1", "assessed", None, NOW, False), _Held("r2", "assessed", None, NOW, False)]
+    memo = recollect(held, RecordState(), {"r1": "Risk assessed at {at} on another ward."})
+    assert memo.notes == {
+        "r1": "Risk assessed at 2026-11-25 12:00 UTC on another ward.",
+        "r2": "Assessed at 2026-11-25 12:00 UTC by another clinician.",
+    }
+    assert memo.held == {}, "another clinician's assessment holds nothing back"

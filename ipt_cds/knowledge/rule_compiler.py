@@ -155,6 +155,15 @@ def _compile(
                 f"{path}: overrideReasons[{i}].holds_hours: {reason.holds_hours!r} is not a "
                 f"parameter of whole hours from 1 to {MOST_HOLD_HOURS}"
             )
+        said = reason.others_read
+        if bool(reason.holds_hours) != (said is not None) or (
+            said is not None and (said.count("{") != 1 or said.count("{at}") != 1)
+        ):
+            raise KnowledgeError(
+                f"{path}: overrideReasons[{i}]: a reason that holds the card (holds_hours) says "
+                "what other clinicians read meanwhile (others_read, with {at} once), and only "
+                "such a reason"
+            )
 
     def template(text: str, where: str) -> NamedTemplate:
         try:

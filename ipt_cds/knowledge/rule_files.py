@@ -55,8 +55,9 @@ class ReasonDef(Strict):
     display: str = Field(min_length=1)
     # A reason that documents an assessment (a suicide risk assessed): an override giving it
     # holds the card back for the clinician who gave it, for this parameter's hours, even a
-    # critical card. Others see it, with a line saying when it was assessed.
+    # critical card. Others see it, with others_read as its first line ({at}: when, in UTC).
     holds_hours: str | None = None
+    others_read: str | None = Field(None, min_length=1)
 
 
 class EvidenceDef(Strict):
