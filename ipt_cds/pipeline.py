@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ipt_cds.clinical.fact_model import Facts
 from ipt_cds.clinical.facts import FactBook
 from ipt_cds.clinical.record import PatientRecord
-from ipt_cds.clinical.worsening import RecordState, State, worse
+from ipt_cds.clinical.worsening import RecordState, State, Worsening, worse
 from ipt_cds.fhir import prefetch
 from ipt_cds.fhir.client import FhirClient
 from ipt_cds.knowledge.base import Knowledge
@@ -87,7 +87,10 @@ ASSESSED_ELSEWHERE = "Assessed at {at} by another clinician."
 
 
 def recollect(
-    holds: Iterable[Hold], now: RecordState, others_read: Mapping[str, str] | None = None
+    holds: Iterable[Hold],
+    now: RecordState,
+    worsening: Worsening,
+    others_read: Mapping[str, str] | None = None,
 ) -> Recollection:
     """A remembered card holds its rule back unless the record is worse now than then
     (the clinical spec 7.1); a row without a record holds as before. Another clinician's
@@ -97,7 +100,7 @@ def recollect(
     since: dict[str, datetime] = {}
     assessed: dict[str, datetime] = {}
     for hold in holds:
-        if hold.marks is not None and worse(hold.marks, now):
+        if hold.marks is not None and worse(hold.marks, now, worsening):
             continue
         if hold.why == "assessed" and not hold.mine:
             assessed[hold.rule_id] = max(hold.at, assessed.get(hold.rule_id, hold.at))
@@ -335,9 +338,10 @@ class Pipeline:
         facts = self.engine.facts(call)
         keys = draft_keys(self.knowledge.same_draft, facts)
         recalled = await pending if pending is not None else None
-        state = RecordState.of(facts, recalled.keyed) if recalled is not None else None
+        worsening = self.knowledge.worsening
+        state = RecordState.of(facts, recalled.keyed, worsening) if recalled is not None else None
         memo = (
-            recollect(recalled.holds(keys), state, self.others_read)
+            recollect(recalled.holds(keys), state, worsening, self.others_read)
             if recalled is not None and state is not None
             else Recollection()
         )

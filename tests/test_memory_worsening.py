@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from ipt_cds.clinical.worsening import RecordState
 from ipt_cds.devtools.fixtures import Case, load_cases
+from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.pipeline import recollect
 from ipt_cds.protocol.vocabulary import OVERRIDE_SYSTEM
 from ipt_cds.storage.store import Remembered
@@ -372,11 +373,12 @@ class _Held:
     mine: bool
 
 
-def test_another_clinicians_assessment_is_said_in_its_rules_words() -> None:
+def test_another_clinicians_assessment_is_said_in_its_rules_words(knowledge: Knowledge) -> None:
     """The line comes from the rule's holding reason (others_read); a row of a rule that no
     longer declares one (kept from an earlier knowledge base) gets a plain line."""
     held = [_Held("r1", "assessed", None, NOW, False), _Held("r2", "assessed", None, NOW, False)]
-    memo = recollect(held, RecordState(), {"r1": "Risk assessed at {at} on another ward."})
+    said = {"r1": "Risk assessed at {at} on another ward."}
+    memo = recollect(held, RecordState(), knowledge.worsening, said)
     assert memo.notes == {
         "r1": "Risk assessed at 2026-11-25 12:00 UTC on another ward.",
         "r2": "Assessed at 2026-11-25 12:00 UTC by another clinician.",

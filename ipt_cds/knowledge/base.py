@@ -29,6 +29,7 @@ from ipt_cds.clinical.fact_model import SEVERITIES, FactSpec
 from ipt_cds.clinical.fact_sources import FactSources
 from ipt_cds.clinical.facts import FactBook
 from ipt_cds.clinical.terminology import Terminology
+from ipt_cds.clinical.worsening import Worsening
 from ipt_cds.knowledge.computed import ComputedGroup, load_computed
 from ipt_cds.knowledge.datafiles import parse
 from ipt_cds.knowledge.derived import DerivedFacts, load_derived
@@ -37,6 +38,7 @@ from ipt_cds.knowledge.orders import Orders
 from ipt_cds.knowledge.rules import RuleBook
 from ipt_cds.knowledge.site import DEFAULT_SITE, LinkKey, Orderable, SiteProfile, load_site
 from ipt_cds.knowledge.valuesets import load_terminology
+from ipt_cds.knowledge.worsening import load_worsening
 from ipt_cds.protocol.models import (
     PREFETCH_TOKEN,
     PREFETCH_USER_TOKENS,
@@ -106,6 +108,8 @@ class Knowledge:
     derived: DerivedFacts
     # What each computed fact reads, as facts.yaml declares it (the glossary, evidence pages).
     sources: FactSources
+    # Which facts tell the card memory that a record is worse (worsening.yaml).
+    worsening: Worsening
     site: SiteProfile = DEFAULT_SITE
     # Facts whose references key "the same draft" for once per visit (facts.yaml same_draft).
     same_draft: tuple[str, ...] = ()
@@ -132,6 +136,7 @@ class Knowledge:
             root / "orders.yaml", facts, set(get_args(LinkKey)), set(get_args(Orderable))
         )
         rulebook = RuleBook.load(root / "rules", facts, params, links, orders)
+        worsening = load_worsening(root / "worsening.yaml", facts)
         site = load_site(site_file, {rule.id for rule in rulebook.rules}, rulebook.retired)
         return cls(
             services,
@@ -142,6 +147,7 @@ class Knowledge:
             facts,
             derived,
             computed.sources,
+            worsening,
             site,
             tuple(spec.same_draft),
         )
