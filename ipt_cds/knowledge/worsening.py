@@ -18,9 +18,12 @@ from ipt_cds.clinical.fact_model import FactSpec
 from ipt_cds.clinical.worsening import NO_LEVEL, UNKNOWN_BAND, Worsening
 from ipt_cds.knowledge.datafiles import parse
 from ipt_cds.knowledge.errors import KnowledgeError
+from ipt_cds.storage.store import card_memory
 
-# The card memory's columns (ipt_cds/storage/store.py card_memory): band, ideation, flags.
-BAND_CHARS, LEVEL_CHARS, FLAGS_CHARS = 24, 16, 64
+
+def _chars(column: str) -> int:
+    """The width of a column of the card memory, which keeps these codes."""
+    return int(getattr(card_memory.c[column].type, "length"))  # noqa: B009 (a String's)
 
 
 class _Band(BaseModel):
@@ -53,8 +56,8 @@ def load_worsening(path: Path, facts: Mapping[str, FactSpec]) -> Worsening:
         return facts[name]
 
     for where, name, order, chars in (
-        ("band", spec.band.fact, spec.band.order, BAND_CHARS),
-        ("level", spec.level.fact, spec.level.order, LEVEL_CHARS),
+        ("band", spec.band.fact, spec.band.order, _chars("band")),
+        ("level", spec.level.fact, spec.level.order, _chars("ideation")),
     ):
         values = fact(f"{where}.fact", name).values
         if values is None:
@@ -77,8 +80,8 @@ def load_worsening(path: Path, facts: Mapping[str, FactSpec]) -> Worsening:
     for name in spec.flags:
         if fact("flags", name).kinds != (bool,):
             raise KnowledgeError(f"{path}: flags: {name!r} is not a True-or-False fact")
-    if len(",".join(spec.flags)) > FLAGS_CHARS:
-        raise KnowledgeError(f"{path}: flags: over {FLAGS_CHARS} characters, commas included")
+    if len(",".join(spec.flags)) > _chars("flags"):
+        raise KnowledgeError(f"{path}: flags: over {_chars('flags')} characters, commas included")
     return Worsening(
         band_of=spec.band.fact,
         measured_by=spec.band.measured_by,
