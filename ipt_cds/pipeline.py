@@ -282,11 +282,10 @@ class Pipeline:
         self.card_ids = card_ids.CardIds(
             knowledge.services, self.engine.rule_ids, knowledge.rulebook.retired
         )
-        # What a card assessed by another clinician says first, by rule id (from its reasons).
+        # What a card assessed by another clinician says first, by rule id (its holding reason's).
         self.others_read = {
-            rule.id: reason.others_read
-            for rule in knowledge.rulebook.rules
-            for reason in rule.spec.overrideReasons
+            rule_id: reason.others_read
+            for rule_id, reason in knowledge.rulebook.holding.items()
             if reason.others_read is not None
         }
 

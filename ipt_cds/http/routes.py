@@ -431,25 +431,23 @@ def _assessed(
     knowledge: Knowledge, rule_id: str, items: list[FeedbackItem], now: datetime
 ) -> tuple[datetime | None, datetime | None]:
     """When an assessment was documented by overriding the card, and until when it holds the
-    card back: only with a reason the card's rule declares as holding (``holds_hours``), and
+    card back: only with the reason the card's rule declares as holding (``holds_hours``), and
     never from later than now (a client's clock ahead of ours must not lengthen the hold)."""
-    rule = knowledge.rulebook.by_id.get(rule_id)
-    holding = {
-        r.code: r.holds_hours for r in (rule.spec.overrideReasons if rule else []) if r.holds_hours
-    }
-    given = [
-        (item.outcomeTimestamp, holding[r.code])
-        for item in items
-        for r in item.reasons()
-        if r.code in holding and r.system in (None, OVERRIDE_SYSTEM)
-    ]
-    if not given:
+    holding = knowledge.rulebook.holding.get(rule_id)
+    if holding is None or holding.holds_hours is None:
         return None, None
-    at, hours = max(
-        (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC), h) for t, h in given
-    )
+    times = [
+        item.outcomeTimestamp
+        for item in items
+        if any(
+            r.code == holding.code and r.system in (None, OVERRIDE_SYSTEM) for r in item.reasons()
+        )
+    ]
+    if not times:
+        return None, None
+    at = max(t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC) for t in times)
     at = min(at, now)
-    return at, at + timedelta(hours=knowledge.params[hours])
+    return at, at + timedelta(hours=knowledge.params[holding.holds_hours])
 
 
 async def _read_json(request: Request, settings: Settings) -> dict[str, Any]:

@@ -148,6 +148,9 @@ def _compile(
         )
     if any(ind != "info" for ind, _ in indicator) and not spec.overrideReasons:
         raise KnowledgeError(f"{path}: a warning or critical card needs overrideReasons")
+    if sum(1 for reason in spec.overrideReasons if reason.holds_hours) > 1:
+        # The card memory keeps that an assessment holds the card, not by which reason.
+        raise KnowledgeError(f"{path}: overrideReasons: at most one reason holds the card")
     for i, reason in enumerate(spec.overrideReasons):
         hours = params.get(reason.holds_hours) if reason.holds_hours else None
         if reason.holds_hours and not (isinstance(hours, int) and 0 < hours <= MOST_HOLD_HOURS):

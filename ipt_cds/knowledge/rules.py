@@ -72,6 +72,11 @@ class RuleBook:
         self.notices = dict(notices or {})
         self.retired = dict(retired or {})
         self.by_id = {r.id: r for r in rules}
+        # Rule id -> the override reason that documents an assessment and holds its card back
+        # for the clinician who gives it (holds_hours; at most one a rule, start-up checks).
+        self.holding = {
+            r.id: reason for r in rules for reason in r.spec.overrideReasons if reason.holds_hours
+        }
         # The links of cards/links.yaml; ``links`` has a site's in their place (for_site).
         self.default_links = dict(links or {})
         self.links = dict(links or {})
