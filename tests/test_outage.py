@@ -148,6 +148,11 @@ def test_feedback_the_spool_cannot_keep_answers_503_with_retry_after(
     while (rules := _rules(client)) is None or rules["counts-conditions"]["overridden"] != kept:
         assert time.monotonic() < deadline, "the spool drained"
         time.sleep(0.2)
+    # The drain deletes an entry from the spool just after the database's commit: until then
+    # the spool is still full, and a post is refused as it would be during the outage.
+    while client.get("/ready").json() != {"status": "ready"}:
+        assert time.monotonic() < deadline, "the spool gave its room back"
+        time.sleep(0.05)
     again = client.post(
         "/cds-services/ipt-order-sign/feedback",
         json={"feedback": [_override(card, "2026-11-25T13:00:00Z")]},
