@@ -10,6 +10,8 @@ import ast
 import functools
 import re
 from collections.abc import Collection, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
@@ -75,28 +77,70 @@ def compile_template(
 ) -> NamedTemplate:
     """The compiled template; ExpressionError when it names something that does not exist.
     ``context``: what its renders give besides the facts (a rule's card gets all of _CONTEXT)."""
-    tree, template, named = _compiled(text)
-    unknown = named - {*facts, *context}
+    shape, template = _compiled(text)
+    unknown = template.named - {*facts, *context}
     if unknown:
         raise ExpressionError(f"unknown template field {sorted(unknown)[0]!r}")
-    _check_template(tree, facts, params)
+    _check_template(shape, facts, params)
     return template
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What the checks read of a template's tree: it depends on the text alone."""
+
+    # Names the template binds itself ({% for r in ... %}): not the facts of those names.
+    local: frozenset[str]
+    # ``name.attr`` and ``name['attr']`` of a name the template does not bind.
+    attributes: tuple[tuple[str, str], ...]
+    # ``why`` read other than one fact at a time.
+    why_whole: bool
+    comparisons: tuple[tuple[ast.expr, ast.cmpop, ast.expr], ...]
+
+
 @functools.lru_cache(maxsize=1024)
-def _compiled(text: str) -> tuple[nodes.Template, NamedTemplate, frozenset[str]]:
-    """Parsed and compiled once per process, whatever the facts: compiling is nearly all of
-    what loading the knowledge costs, and tests and site checks load it many times. The tree
-    is only read; a Template does not change once made."""
+def _compiled(text: str) -> tuple[_Shape, NamedTemplate]:
+    """Parsed, compiled and walked once per process, whatever the facts: that is nearly all of
+    what loading the knowledge costs, and tests and site checks load it many times. A Template
+    does not change once made."""
     try:
         tree = _jinja.parse(text)
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"template error: {exc.message}") from None
-    named = frozenset(meta.find_undeclared_variables(tree))
     template = _jinja.from_string(text)
     assert isinstance(template, NamedTemplate)
-    template.named = named
-    return tree, template, named
+    template.named = frozenset(meta.find_undeclared_variables(tree))
+    return _shape(tree), template
+
+
+def _shape(tree: nodes.Template) -> _Shape:
+    local = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param"))
+    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            named.append((item.node, item.arg.value))
+    fact_by_fact = {id(target) for target, _ in named}
+    comparisons = []
+    for compare in tree.find_all(nodes.Compare):
+        left = compare.expr
+        for operand in compare.ops:
+            op = _JINJA_OPS.get(operand.op)
+            if op is not None:
+                right = _as_python(operand.expr, local)
+                comparisons.append((_as_python(left, local), op(), right))
+            left = operand.expr
+    return _Shape(
+        local=local,
+        attributes=tuple(
+            (target.name, attr)
+            for target, attr in named
+            if isinstance(target, nodes.Name) and target.name not in local
+        ),
+        why_whole=any(
+            n.name == "why" and id(n) not in fact_by_fact for n in tree.find_all(nodes.Name)
+        ),
+        comparisons=tuple(comparisons),
+    )
 
 
 # Jinja's comparison operators, as the expression checker knows them.
@@ -112,52 +156,35 @@ _JINJA_OPS: dict[str, type[ast.cmpop]] = {
 }
 
 
-def _check_template(tree: nodes.Template, facts: FactTypes, params: Mapping[str, Any]) -> None:
+def _check_template(shape: _Shape, facts: FactTypes, params: Mapping[str, Any]) -> None:
     """What StrictUndefined would only find when a card renders (and the card is lost):
     ``{{ phq9.valeu }}``, ``why.NAME`` of a fact that keeps no evidence, ``why`` as a whole,
     ``params.NAME`` that does not exist, and comparisons that can never hold
     (``verdict == 'suitabel'``)."""
-    # A name the template binds itself ({% for r in ... %}) is not the fact of that name.
-    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    named: list[tuple[nodes.Node, str]] = [(n.node, n.attr) for n in tree.find_all(nodes.Getattr)]
-    for item in tree.find_all(nodes.Getitem):
-        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
-            named.append((item.node, item.arg.value))
     for own in ("why", "params"):
-        if own in local:
+        if own in shape.local:
             # Rebound, it would turn off the checks below for the whole template.
             raise ExpressionError(f"{own} names the service's own; bind another name")
     # why is a lazy view of one fact's evidence at a time: as a whole ({{ why }}, why|tojson,
     # why[name_of_a_variable]) it would print an object's name or fail as the card renders.
-    fact_by_fact = {id(target) for target, _ in named}
-    for name in tree.find_all(nodes.Name):
-        if name.name == "why" and name.name not in local and id(name) not in fact_by_fact:
-            raise ExpressionError("why is read one fact at a time: why.NAME, why['NAME']")
-    for target, attr in named:
-        if not isinstance(target, nodes.Name) or target.name in local:
-            continue
-        if target.name == "why":
+    if shape.why_whole:
+        raise ExpressionError("why is read one fact at a time: why.NAME, why['NAME']")
+    for name, attr in shape.attributes:
+        if name == "why":
             if attr not in facts:
                 raise ExpressionError(f"unknown fact {attr!r} in why.{attr}")
             if not facts[attr].explained:
                 raise ExpressionError(f"why.{attr}: the fact {attr!r} never has a why")
-        elif target.name == "params":
+        elif name == "params":
             if attr not in params:
                 raise ExpressionError(f"unknown parameter params.{attr}")
-        elif target.name in facts:
-            attribute_of(target.name, attr, facts)
-    for compare in tree.find_all(nodes.Compare):
-        left = compare.expr
-        for operand in compare.ops:
-            op = _JINJA_OPS.get(operand.op)
-            if op is not None:
-                check_comparison(
-                    _as_python(left, local), op(), _as_python(operand.expr, local), facts, params
-                )
-            left = operand.expr
+        elif name in facts:
+            attribute_of(name, attr, facts)
+    for left, op, right in shape.comparisons:
+        check_comparison(left, op, right, facts, params)
 
 
-def _as_python(node: nodes.Node, local: set[str]) -> ast.expr:
+def _as_python(node: nodes.Node, local: AbstractSet[str]) -> ast.expr:
     """The expression checker's view of a Jinja operand: facts, their attributes, parameters
     and literals; anything else becomes a name no fact has, which the checker passes over."""
     match node:
