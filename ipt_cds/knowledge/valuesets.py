@@ -7,8 +7,10 @@ naming the file and the field."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +42,8 @@ class _Concept(BaseModel):
     model_config = ConfigDict(extra="ignore")
     code: str = Field(min_length=1)
     display: str | None = None
-    extension: list[_Extension] = []
+    # A tuple: a list default is deep-copied for each of the thousands of codes loaded.
+    extension: tuple[_Extension, ...] = ()
 
     @property
     def ordinal(self) -> float | None:
@@ -145,37 +148,52 @@ class _ValueSetFile(BaseModel):
 
 
 def load_terminology(folder: Path) -> Terminology:
-    found: dict[str, _ValueSetFile] = {}
+    found: dict[str, _Read] = {}
     files = sorted(folder.glob("*.json"))
     if not files:
         raise KnowledgeError(f"{folder}: no value set files")
     for path in files:
         try:
-            vs = _ValueSetFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            read = _read(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise KnowledgeError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
             err = exc.errors()[0]
             message = err["msg"].removeprefix("Value error, ")
             raise KnowledgeError(f"{path}: {location(tuple(err['loc']))}: {message}") from None
-        if vs.url in found:
-            raise KnowledgeError(f"{path}: duplicate value set url {vs.url}")
-        found[vs.url] = vs
+        if read.url in found:
+            raise KnowledgeError(f"{path}: duplicate value set url {read.url}")
+        found[read.url] = read
     return Terminology(
-        {url: vs.title for url, vs in found.items()},
-        {
-            url: [Concept(c.system, c.code, c.display, c.ordinal) for c in vs.expansion.contains]
-            for url, vs in found.items()
-        },
-        {
-            url: [
-                # Compiled once here; fullmatch in Terminology anchors it at both ends.
-                CodeFilter(inc.system, re.compile(f.value))
-                for inc in vs.compose.include
-                if inc.system is not None
-                if inc.is_family
-                for f in inc.filter
-            ]
-            for url, vs in found.items()
-        },
+        {url: read.title for url, read in found.items()},
+        {url: list(read.concepts) for url, read in found.items()},
+        {url: list(read.families) for url, read in found.items()},
+    )
+
+
+@dataclass(frozen=True)
+class _Read:
+    url: str
+    title: str
+    concepts: tuple[Concept, ...]
+    families: tuple[CodeFilter, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _read(text: str) -> _Read:
+    """A value set file's codes, read once per process: tests and site checks load the
+    knowledge hundreds of times, and its thousands of codes were a third of each load."""
+    vs = _ValueSetFile.model_validate(json.loads(text))
+    return _Read(
+        vs.url,
+        vs.title,
+        tuple(Concept(c.system, c.code, c.display, c.ordinal) for c in vs.expansion.contains),
+        tuple(
+            # Compiled once here; fullmatch in Terminology anchors it at both ends.
+            CodeFilter(inc.system, re.compile(f.value))
+            for inc in vs.compose.include
+            if inc.system is not None
+            if inc.is_family
+            for f in inc.filter
+        ),
     )
