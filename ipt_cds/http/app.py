@@ -20,8 +20,8 @@ from ipt_cds.clinical.record import PatientRecord
 from ipt_cds.fhir.client import FHIR_ERROR_CODES, FhirClient
 from ipt_cds.http.auth import Authenticator, DatabaseReplayCache, KeyCache, MemoryReplayCache
 from ipt_cds.http.errors import ErrorBoundary, install_handlers
-from ipt_cds.http.evidence import EvidenceSite
 from ipt_cds.http.evidence import router as evidence_router
+from ipt_cds.http.evidence import site_of
 from ipt_cds.http.home import render_home
 from ipt_cds.http.home import router as home_router
 from ipt_cds.http.middleware import (
@@ -42,7 +42,6 @@ from ipt_cds.http.trust import Trust, global_allowlist
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.ehr_profile import EPIC_PREFERENCE_LIST
 from ipt_cds.knowledge.errors import KnowledgeError
-from ipt_cds.knowledge.evidence import pages, python_rule_page
 from ipt_cds.knowledge.site_summary import log_site
 from ipt_cds.ops import logs
 from ipt_cds.ops.config import Settings
@@ -184,9 +183,7 @@ def create_app(
     )
     app.state.ipt = state
     # Rendered once: the knowledge does not change while the app runs.
-    app.state.evidence = EvidenceSite.render(
-        [*pages(knowledge), *(python_rule_page(rule.id, rule.hooks) for rule in rules)]
-    )
+    app.state.evidence = site_of(knowledge, tuple((r.id, tuple(r.hooks)) for r in rules))
     app.state.home = render_home(
         knowledge.services.values(), settings.auth_mode == "required", settings.preview_served
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -24,7 +24,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.responses import HTMLResponse, Response
 
 from ipt_cds.http.card_html import view
-from ipt_cds.knowledge.evidence import PATH, TOPIC, EvidencePage
+from ipt_cds.knowledge.base import Knowledge
+from ipt_cds.knowledge.evidence import PATH, TOPIC, EvidencePage, pages, python_rule_page
 from ipt_cds.protocol.errors import NotFound
 from ipt_cds.protocol.models import ErrorBody
 
@@ -89,6 +90,18 @@ class EvidenceSite:
         ]
         index = env.get_template("index.html").render(pages=links, topic=TOPIC).encode()
         return cls(index, rendered)
+
+
+@lru_cache(maxsize=8)
+def site_of(
+    knowledge: Knowledge, python_rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+) -> EvidenceSite:
+    """The pages of a knowledge base, and of the rules (id, hooks) that the embedding
+    application passes in Python: rendered once for both, however many apps are built on them
+    (a test suite builds hundreds, and rendering took a quarter of building one)."""
+    return EvidenceSite.render(
+        [*pages(knowledge), *(python_rule_page(rule_id, hooks) for rule_id, hooks in python_rules)]
+    )
 
 
 def _examples(page: EvidencePage) -> dict[str, dict[str, Any]]:

@@ -96,7 +96,9 @@ class _FactsFile(BaseModel):
     same_draft: list[str] = []
 
 
-@dataclass(frozen=True)
+# Compared and hashed by identity: a knowledge base loaded is one configuration, and what is
+# built from it alone is cached by it (the evidence pages, ipt_cds/http/evidence.py).
+@dataclass(frozen=True, eq=False)
 class Knowledge:
     services: dict[str, Service]
     params: dict[str, Any]
