@@ -6,14 +6,12 @@ the real connection pool, real paging and a case of every rule and outcome meet 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ipt_cds.devtools import integrator
 from ipt_cds.devtools.fixtures import Case, authorization, load_cases, service_of_hook
 from ipt_cds.http.app import create_app
 from ipt_cds.knowledge.base import Knowledge
@@ -22,7 +20,7 @@ from ipt_cds.ops.config import Settings
 from ..conftest import NOW
 from ..personality_fhir import PERSONALITIES, REFUSED, PersonalityFhir
 from ..replaying import one_per_rule_and_outcome
-from .conftest import FhirServer
+from .conftest import FhirServer, Loaded
 
 CASES = load_cases()
 ANSWERED = [c for c in CASES if not c.unreadable]
@@ -40,12 +38,9 @@ Cards = dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def proxy(fhir_server: FhirServer) -> Iterator[PersonalityFhir]:
-    out = io.StringIO()
-    assert integrator.load(fhir_server.base, fhir_server.token, [], out, now=NOW) == 0, (
-        out.getvalue()
-    )
-    with PersonalityFhir(fhir_server.base).running() as proxy:
+def proxy(fixtures_loaded: Loaded) -> Iterator[PersonalityFhir]:
+    assert fixtures_loaded.status == 0, fixtures_loaded.report
+    with PersonalityFhir(fixtures_loaded.server.base).running() as proxy:
         yield proxy
 
 

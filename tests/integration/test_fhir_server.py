@@ -5,7 +5,6 @@ its quirks (no paging, ``_include`` ignored) as any other case would."""
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +13,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ipt_cds.devtools import integrator
 from ipt_cds.devtools.fixtures import Case, authorization, load_cases, service_of_hook
 from ipt_cds.http.app import create_app
 from ipt_cds.knowledge.base import Knowledge
@@ -31,7 +29,7 @@ from ..replaying import (
     scenario_request,
 )
 from . import by_reference
-from .conftest import FhirServer
+from .conftest import FhirServer, Loaded
 
 CASES = load_cases()
 # A real server answers every search: the cases whose searches a server refuses run through
@@ -40,11 +38,14 @@ ANSWERED = [c for c in CASES if not c.unreadable]
 BY_REFERENCE = by_reference.cases()
 # Each server under test, by the session fixture that starts it: the fetch path must give the
 # same cards from either, whatever each one's quirks.
-SERVERS = {"sekmet": "fhir_server", "medplum": "medplum_server"}
+SERVERS = {"sekmet": "sekmet_with_fixtures", "medplum": "medplum_server"}
 # The fixture cases each server is asked about. Medplum's quirks (it never pages and ignores
 # _include) meet every kind of resource in a case of each rule and outcome, as the habits of
 # test_fhir_personalities.py do; every case there took 33 of CI's 610 worker-seconds.
 FETCHED = {"sekmet": ANSWERED, "medplum": one_per_rule_and_outcome(ANSWERED)}
+# What each server is given to hold beside what it has: sekmet-fhir has every fixture patient
+# already, from the integrator's loader (conftest.fixtures_loaded).
+HELD = {"sekmet": BY_REFERENCE, "medplum": FETCHED["medplum"] + BY_REFERENCE}
 
 
 # Medplum's in-memory router scans every stored resource on every search: it holds the patients
@@ -105,8 +106,7 @@ def holdings() -> dict[str, Holding]:
 
 def _holding(name: str, server: FhirServer, holdings: dict[str, Holding]) -> Holding:
     if server.base not in holdings:
-        held = FETCHED[name] + BY_REFERENCE
-        holdings[server.base] = Holding(server, held, GROUPED.get(name))
+        holdings[server.base] = Holding(server, HELD[name], GROUPED.get(name))
     return holdings[server.base]
 
 
@@ -116,8 +116,14 @@ def loaded(request: pytest.FixtureRequest, holdings: dict[str, Holding]) -> Hold
 
 
 @pytest.fixture(scope="module")
-def sekmet_loaded(fhir_server: FhirServer, holdings: dict[str, Holding]) -> Holding:
-    holding = _holding("sekmet", fhir_server, holdings)
+def sekmet_with_fixtures(fixtures_loaded: Loaded) -> FhirServer:
+    assert fixtures_loaded.status == 0, fixtures_loaded.report
+    return fixtures_loaded.server
+
+
+@pytest.fixture(scope="module")
+def sekmet_loaded(sekmet_with_fixtures: FhirServer, holdings: dict[str, Holding]) -> Holding:
+    holding = _holding("sekmet", sekmet_with_fixtures, holdings)
     holding.hold(CASES[0])
     return holding
 
@@ -127,15 +133,10 @@ def medplum_loaded(medplum_server: FhirServer, holdings: dict[str, Holding]) -> 
     return _holding("medplum", medplum_server, holdings)
 
 
-def test_the_loader_reports_every_patient_loaded(
-    fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_the_loader_reports_every_patient_loaded(fixtures_loaded: Loaded) -> None:
     """``ipt-cds fixtures load`` as an integrator runs it: every patient, then its check."""
-    out = io.StringIO()
-    assert integrator.load(fhir_server.base, fhir_server.token, [], out, now=NOW) == 0, (
-        out.getvalue()
-    )
-    assert f"Loaded {len(CASES)} of {len(CASES)} patients" in out.getvalue()
+    assert fixtures_loaded.status == 0, fixtures_loaded.report
+    assert f"Loaded {len(CASES)} of {len(CASES)} patients" in fixtures_loaded.report
 
 
 @contextmanager
