@@ -370,3 +370,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if APP_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.app)
+    # The files of slow tests first: a test file is one worker's (--dist loadfile), handed out
+    # in this order, and Spark's half a minute, collected near the end, kept one worker busy
+    # for 20 s after the others had finished.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
