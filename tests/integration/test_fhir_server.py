@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
+from typing import Protocol
 
 import httpx
 import pytest
@@ -139,58 +140,35 @@ def test_the_loader_reports_every_patient_loaded(fixtures_loaded: Loaded) -> Non
     assert f"Loaded {len(CASES)} of {len(CASES)} patients" in fixtures_loaded.report
 
 
-@contextmanager
-def _service(
-    knowledge: Knowledge, server: FhirServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
-    db = tmp_path_factory.mktemp("store") / "store.sqlite3"
-    settings = Settings(database_url=f"sqlite:///{db}", fhir_allowlist=[server.base])
-    app = create_app(settings, clock=lambda: NOW, knowledge=knowledge)
-    with TestClient(app) as client:
-        yield client
-
-
-# One app per server for the module, as a service runs: every test calls another patient, so
-# what the card memory keeps of one never holds back another's cards.
-@pytest.fixture(scope="module")
-def client(
-    knowledge: Knowledge, loaded: Holding, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
-    with _service(knowledge, loaded.server, tmp_path_factory) as client:
-        yield client
+class Service(Protocol):
+    def __call__(self, holding: Holding, use: str = "fetch", /) -> TestClient: ...
 
 
 @pytest.fixture(scope="module")
-def sekmet_client(
-    knowledge: Knowledge, sekmet_loaded: Holding, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
-    with _service(knowledge, sekmet_loaded.server, tmp_path_factory) as client:
-        yield client
+def service(knowledge: Knowledge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The module's apps, one per server and use, each made when a test first asks for it: the
+    tests of one app call each a patient of their own, so what its card memory keeps of one
+    never holds back another's cards. Replay's scenarios call the fixture patients again, on an
+    app of their own (``use="replay"``)."""
+    with ExitStack() as stack:
+        made: dict[tuple[str, str], TestClient] = {}
 
+        def app(holding: Holding, use: str = "fetch") -> TestClient:
+            if (holding.base, use) not in made:
+                db = tmp_path_factory.mktemp("store") / "store.sqlite3"
+                settings = Settings(database_url=f"sqlite:///{db}", fhir_allowlist=[holding.base])
+                client = TestClient(create_app(settings, clock=lambda: NOW, knowledge=knowledge))
+                made[holding.base, use] = stack.enter_context(client)
+            return made[holding.base, use]
 
-# An app of its own: what the card memory of ``sekmet_client`` keeps of the patients it has seen
-# would hold back their patient-view cards when replay's scenarios call them again.
-@pytest.fixture(scope="module")
-def replaying_client(
-    knowledge: Knowledge, sekmet_loaded: Holding, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
-    with _service(knowledge, sekmet_loaded.server, tmp_path_factory) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def medplum_client(
-    knowledge: Knowledge, medplum_loaded: Holding, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
-    with _service(knowledge, medplum_loaded.server, tmp_path_factory) as client:
-        yield client
+        yield app
 
 
 def _call(
-    client: TestClient, case: Case, server: FhirServer, token: str
+    client: TestClient, case: Case, holding: Holding, token: str | None = None
 ) -> tuple[int, dict[str, str]]:
-    body = case.request(NOW, server.base, prefetch=False)
-    body["fhirAuthorization"] = authorization(token)
+    body = case.request(NOW, holding.base, prefetch=False)
+    body["fhirAuthorization"] = authorization(token or holding.token)
     response = client.post(f"/cds-services/{service_of_hook()[case.hook]}", json=body)
     if response.status_code != 200:
         return response.status_code, {"code": response.json()["code"]}
@@ -199,43 +177,37 @@ def _call(
 
 @pytest.mark.parametrize("case", FETCHED["sekmet"], ids=lambda c: c.name)
 def test_every_fixture_fetched_from_sekmet(
-    sekmet_client: TestClient, sekmet_loaded: Holding, case: Case
+    service: Service, sekmet_loaded: Holding, case: Case
 ) -> None:
     sekmet_loaded.hold(case)
-    assert _call(sekmet_client, case, sekmet_loaded.server, sekmet_loaded.token) == (
-        200,
-        case.expect,
-    )
+    assert _call(service(sekmet_loaded), case, sekmet_loaded) == (200, case.expect)
 
 
 @pytest.mark.parametrize("case", FETCHED["medplum"], ids=lambda c: c.name)
 def test_a_case_of_each_rule_and_outcome_fetched_from_medplum(
-    medplum_client: TestClient, medplum_loaded: Holding, case: Case
+    service: Service, medplum_loaded: Holding, case: Case
 ) -> None:
     medplum_loaded.hold(case)
-    assert _call(medplum_client, case, medplum_loaded.server, medplum_loaded.token) == (
-        200,
-        case.expect,
-    )
+    assert _call(service(medplum_loaded), case, medplum_loaded) == (200, case.expect)
 
 
 @pytest.mark.parametrize("case", BY_REFERENCE, ids=lambda c: c.name)
 def test_a_drug_named_by_reference_gives_the_same_cards(
-    client: TestClient, loaded: Holding, case: Case
+    service: Service, loaded: Holding, case: Case
 ) -> None:
     loaded.hold(case)
     # sekmet-fhir honours _include=MedicationRequest:medication; Medplum's router ignores it, so
     # there the Medication arrives only if the fetch path reads what the orders reference.
-    assert _call(client, case, loaded.server, loaded.token) == (200, case.expect)
+    assert _call(service(loaded), case, loaded) == (200, case.expect)
 
 
-def test_a_wrong_token_answers_412(client: TestClient, loaded: Holding) -> None:
-    status, body = _call(client, CASES[0], loaded.server, "not-the-token")
+def test_a_wrong_token_answers_412(service: Service, loaded: Holding) -> None:
+    status, body = _call(service(loaded), CASES[0], loaded, "not-the-token")
     assert (status, body) == (412, {"code": "fhir_unauthorized"})
 
 
 def test_a_patient_whose_searches_page_is_fetched_whole(
-    sekmet_client: TestClient, sekmet_loaded: Holding, caplog: pytest.LogCaptureFixture
+    service: Service, sekmet_loaded: Holding, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 45 conditions page at 20 on sekmet-fhir: the call must read all three pages. (Medplum's
     # in-memory router never pages: it answers every match at once.)
@@ -256,7 +228,7 @@ def test_a_patient_whose_searches_page_is_fetched_whole(
     response = httpx.post(sekmet_loaded.base, json=many.transaction(NOW), headers=headers)
     assert response.is_success, response.text
     with caplog.at_level(logging.INFO, logger="ipt_cds"):
-        status, cards = _call(sekmet_client, many, sekmet_loaded.server, sekmet_loaded.token)
+        status, cards = _call(service(sekmet_loaded), many, sekmet_loaded)
     assert status == 200
     # The depression (F33.1) is the last condition, on the third page: a card about it shows all
     # pages were read. Knowledge v2: with no PHQ-9 in 90 days (`phq9_due`) and no antidepressant
@@ -276,19 +248,18 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> CardsByCall:
 
 @pytest.mark.parametrize("case", one_per_rule_and_outcome(CASES), ids=lambda c: c.name)
 def test_replay_agrees_with_the_service_fetching_from_the_fhir_server(
-    replaying_client: TestClient, sekmet_loaded: Holding, replayed: CardsByCall, case: Case
+    service: Service, sekmet_loaded: Holding, replayed: CardsByCall, case: Case
 ) -> None:
     """Replay answers the prefetch searches from the export itself; a real server answers the
     same searches (status and code filters, _include) so the cards must be the same. One case of
     each rule and outcome: every case's cards from this server are checked above, and replay
     against the service for every case and scenario in tests/test_replay_consistency.py."""
+    client = service(sekmet_loaded, "replay")
     for scenario, meant in SCENARIOS.items():
         body = scenario_request(scenario, case.patient_id, meant.hook)
         body["fhirServer"] = sekmet_loaded.base
         body["fhirAuthorization"] = authorization(sekmet_loaded.token)
-        response = replaying_client.post(
-            f"/cds-services/{service_of_hook()[meant.hook]}", json=body
-        )
+        response = client.post(f"/cds-services/{service_of_hook()[meant.hook]}", json=body)
         assert response.status_code == 200, response.text
         served = {c["source"]["topic"]["code"]: c["indicator"] for c in response.json()["cards"]}
         assert replayed.get((case.patient_id, scenario), {}) == served, scenario
