@@ -7,7 +7,7 @@ naming the file and the field."""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -179,10 +179,25 @@ class _Read:
     families: tuple[CodeFilter, ...]
 
 
-@functools.lru_cache(maxsize=256)
+# Each file's codes by a digest of its text (not the text: a megabyte a process would keep).
+_READ: dict[bytes, _Read] = {}
+_READ_MOST = 256
+
+
 def _read(text: str) -> _Read:
     """A value set file's codes, read once per process: tests and site checks load the
-    knowledge hundreds of times, and its thousands of codes were a third of each load."""
+    knowledge hundreds of times, and its thousands of codes were a third of each load. An edited
+    file is another text, so nothing goes stale."""
+    key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+    read = _READ.get(key)
+    if read is None:
+        if len(_READ) >= _READ_MOST:
+            _READ.clear()
+        read = _READ[key] = _parse(text)
+    return read
+
+
+def _parse(text: str) -> _Read:
     vs = _ValueSetFile.model_validate(json.loads(text))
     return _Read(
         vs.url,
