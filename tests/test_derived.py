@@ -5,7 +5,6 @@ in one file."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,13 @@ from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.knowledge.expressions import ExpressionError, compile_expression
 from ipt_cds.ops.config import Settings
 
-from .conftest import condition
+from .conftest import condition, copy_knowledge
 from .test_facts import facts_of, observation
 
 
 def _cards_with(tmp_path: Path, name: str, text: str, append: bool = True) -> Path:
     """A copy of cards/ whose file ``name`` has ``text`` added (or is ``text``)."""
-    cards = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, cards)
+    cards = copy_knowledge(tmp_path / "cards")
     path = cards / name
     path.write_text((path.read_text() if append else "") + text, encoding="utf-8")
     return cards

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -23,7 +22,7 @@ from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.evidence import TOPIC, names_read, pages, used_parameters
 from ipt_cds.ops.config import Settings
 
-from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir, Json
+from .conftest import FHIR_BASE, NOW, SERVICE_OF_HOOK, AppFactory, FakeFhir, Json, copy_knowledge
 from .rules import CountingRule
 from .test_auth import BASE, _trust_file, token
 
@@ -190,8 +189,7 @@ def test_an_example_card_shows_the_sites_links_and_label(
 def test_example_cards_are_escaped_and_link_only_to_http(
     settings: Settings, tmp_path: Path
 ) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(settings.knowledge_dir, cards)
+    cards = copy_knowledge(tmp_path / "cards")
     path = cards / "examples" / "ipt-suitable.json"
     data = json.loads(path.read_text())
     (example,) = data.values()
@@ -213,8 +211,7 @@ def test_example_cards_are_escaped_and_link_only_to_http(
 def test_a_knowledge_base_without_examples_still_has_its_pages(
     settings: Settings, tmp_path: Path
 ) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(settings.knowledge_dir, cards, ignore=shutil.ignore_patterns("examples"))
+    cards = copy_knowledge(tmp_path / "cards", "examples")
     knowledge = Knowledge.load(cards)
     app = create_app(settings, fhir_transport=FakeFhir().transport(), knowledge=knowledge)
     with TestClient(app) as client:
@@ -360,8 +357,7 @@ def test_the_pages_are_public_when_authentication_is_required(
 
 
 def test_everything_on_a_page_is_escaped(settings: Settings, tmp_path: Path) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(settings.knowledge_dir, cards)
+    cards = copy_knowledge(tmp_path / "cards")
     rule_id = yaml.safe_load((cards / "rules" / "_index.yaml").read_text())["order"][0]
     rule_file = cards / "rules" / f"{rule_id}.yaml"
     rule = yaml.safe_load(rule_file.read_text())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from ipt_cds.pipeline import HookCall
 from ipt_cds.protocol.models import Card
 
 from .asgi import http_scope
-from .conftest import AppFactory, FakeFhir, condition, hook_request, ipt_order
+from .conftest import AppFactory, FakeFhir, condition, copy_knowledge, hook_request, ipt_order
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
 SECRET = "Jane Q Patient"
@@ -62,8 +61,7 @@ def test_a_failing_python_rule_drops_only_its_own_card(
 def _broken_template(tmp_path: Path, settings: Settings, rule: str) -> Settings:
     """A copy of the knowledge whose ``rule`` detail is valid at start-up (every name is known)
     but fails when rendered."""
-    cards = tmp_path / "cards"
-    shutil.copytree(settings.knowledge_dir, cards)
+    cards = copy_knowledge(tmp_path / "cards")
     path = cards / "rules" / f"{rule}.yaml"
     path.write_text(path.read_text().replace("  detail: |\n", "  detail: |\n    {{ 1 // 0 }}\n", 1))
     return settings.model_copy(update={"knowledge_dir": cards})

@@ -19,14 +19,14 @@ from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.ops.config import Settings
 
+from .conftest import copy_knowledge
+
 BROKEN = Path(__file__).parent / "broken_knowledge"
 
 
 @pytest.fixture
 def cards(tmp_path: Path) -> Path:
-    root = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, root)
-    return root
+    return copy_knowledge(tmp_path / "cards")
 
 
 def test_the_shipped_knowledge_loads(knowledge: Knowledge) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ from ipt_cds.clinical.terminology import CodeFilter, Concept, Terminology
 from ipt_cds.knowledge.base import Knowledge
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.knowledge.valuesets import load_terminology
-from ipt_cds.ops.config import Settings
+
+from .conftest import copy_knowledge
 
 BASE = "https://fhir.ipt-cds.org/ValueSet/"
 ATTEMPT = BASE + "suicide-attempt"
@@ -173,9 +173,7 @@ def test_one_coding_is_answered_as_the_general_walk_answers(
 
 @pytest.fixture
 def valuesets(tmp_path: Path) -> Path:
-    folder = tmp_path / "valuesets"
-    shutil.copytree(Settings().knowledge_dir / "valuesets", folder)
-    return folder
+    return copy_knowledge(tmp_path / "cards") / "valuesets"
 
 
 def _rewrite_family(folder: Path, **changes: str) -> Path:
@@ -237,8 +235,7 @@ def test_an_include_with_both_or_neither_stops_start_up(valuesets: Path) -> None
 
 
 def test_a_broken_regex_stops_the_whole_knowledge_base(tmp_path: Path) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(Settings().knowledge_dir, cards)
+    cards = copy_knowledge(tmp_path / "cards")
     path = _rewrite_family(cards / "valuesets", value="T(3[6-9]")
     with pytest.raises(KnowledgeError) as caught:
         Knowledge.load(cards)
