@@ -69,6 +69,21 @@ def test_broken_knowledge_stops_start_up_with_the_exact_error(cards: Path, case:
     assert str(caught.value) == expected
 
 
+@pytest.mark.parametrize(
+    "name", ["parameters.yaml", "rules/ipt-suitable.yaml", "valuesets/hiv.json"]
+)
+def test_a_knowledge_file_not_in_utf8_stops_start_up_naming_it(cards: Path, name: str) -> None:
+    """Saved by an editor as Latin-1 (a "é" in a card's text), a file must stop start-up with
+    its name, not with Python's decoding error."""
+    path = cards / name
+    text = path.read_text(encoding="utf-8")
+    at = len(text.encode()) - 1
+    path.write_bytes(text.encode()[:at] + b"\xe9" + text.encode()[at:])
+    with pytest.raises(KnowledgeError) as caught:
+        Knowledge.load(cards)
+    assert str(caught.value) == f"{path}: not UTF-8 text (byte {at})"
+
+
 # Mistakes the fact model (ipt_cds/clinical/fact_model.py) catches, each of which would
 # otherwise leave a rule silently never (or always) firing, or a card failing as it renders:
 # the case, the file and the field the error must name.

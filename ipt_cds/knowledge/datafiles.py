@@ -23,8 +23,15 @@ def read_yaml(path: Path) -> Any:
             return yaml.load(f, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except FileNotFoundError:
         raise KnowledgeError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise KnowledgeError(not_utf8(path, exc)) from None
     except yaml.YAMLError as exc:
         raise KnowledgeError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """The message for a knowledge file that is not UTF-8 text (saved as Latin-1, say)."""
+    return f"{path}: not UTF-8 text (byte {exc.start})"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from ipt_cds.clinical.terminology import CodeFilter, Concept, Terminology
+from ipt_cds.knowledge.datafiles import not_utf8
 from ipt_cds.knowledge.errors import KnowledgeError
 from ipt_cds.protocol.errors import location
 from ipt_cds.protocol.vocabulary import ICD10CM
@@ -155,6 +156,8 @@ def load_terminology(folder: Path) -> Terminology:
     for path in files:
         try:
             read = _read(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise KnowledgeError(not_utf8(path, exc)) from None
         except json.JSONDecodeError as exc:
             raise KnowledgeError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
